@@ -1,0 +1,30 @@
+# Every target creates .venv on first use, so each works on a fresh machine on its own.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: serve test unit conformance bench bench-codec lint clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+serve: $(STAMP)
+	$(VENV)/bin/amqpws-broker serve $(ARGS)
+
+test: $(STAMP)
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+bench-codec: $(STAMP)
+	$(PY) tests/bench/bench_codec.py
+
+lint: $(STAMP)
+	$(PY) -m pip install --quiet ruff mypy
+	$(VENV)/bin/ruff check broker tests
+	$(VENV)/bin/mypy --strict broker
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis

@@ -1,0 +1,54 @@
+"""AMQP 1.0 type system (part 1 of the spec): pure, no I/O."""
+
+from __future__ import annotations
+
+from broker.codec.decode import decode, decode_all, skip
+from broker.codec.encode import encode, encode_into
+from broker.codec.types import (
+    Array,
+    AmqpType,
+    Byte,
+    Char,
+    Decimal32,
+    Decimal64,
+    Decimal128,
+    Described,
+    Float,
+    FormatCode,
+    Int,
+    Long,
+    Short,
+    Symbol,
+    Timestamp,
+    UByte,
+    UInt,
+    ULong,
+    UShort,
+)
+
+__all__ = [
+    "Array",
+    "AmqpType",
+    "Byte",
+    "Char",
+    "Decimal32",
+    "Decimal64",
+    "Decimal128",
+    "Described",
+    "Float",
+    "FormatCode",
+    "Int",
+    "Long",
+    "Short",
+    "Symbol",
+    "Timestamp",
+    "UByte",
+    "UInt",
+    "ULong",
+    "UShort",
+    "decode",
+    "decode_all",
+    "encode",
+    "encode_into",
+    "skip",
+]

@@ -1,0 +1,495 @@
+"""Messaging layer types (§3): termini, delivery states, message sections, and
+`Message`, a view over an encoded message that lets the broker forward bytes
+without re-encoding them.
+"""
+
+from __future__ import annotations
+
+import struct
+
+
+from typing import Any, ClassVar
+
+from broker.errors import DecodeError
+from broker.codec.composite import ANY, composite, f
+from broker.codec.decode import DESCRIBED_TYPES, _DECODERS, decode, skip
+from broker.codec.encode import ENCODERS, enc_ulong, encode_into
+from broker.codec.types import AmqpType as T
+from broker.codec.types import Symbol, ULong
+
+# --- termini §3.5 ------------------------------------------------------------
+
+
+@composite(0x28, "amqp:source:list")
+class Source:
+    """§3.5.3: where a link's messages come from; `filter` selects among them."""
+
+    address: object = f(ANY)
+    durable: int = f(T.UINT, default=0)
+    expiry_policy: Symbol = f(T.SYMBOL, default=Symbol("session-end"))
+    timeout: int = f(T.UINT, default=0)
+    dynamic: bool = f(T.BOOLEAN, default=False)
+    dynamic_node_properties: dict[object, object] | None = f(T.MAP)
+    distribution_mode: Symbol | None = f(T.SYMBOL)
+    filter: dict[object, object] | None = f(T.MAP)
+    default_outcome: object = f(ANY)
+    outcomes: tuple[Symbol, ...] | None = f(T.SYMBOL, multiple=True)
+    capabilities: tuple[Symbol, ...] | None = f(T.SYMBOL, multiple=True)
+
+
+@composite(0x29, "amqp:target:list")
+class Target:
+    """§3.5.4: where a link's messages go."""
+
+    address: object = f(ANY)
+    durable: int = f(T.UINT, default=0)
+    expiry_policy: Symbol = f(T.SYMBOL, default=Symbol("session-end"))
+    timeout: int = f(T.UINT, default=0)
+    dynamic: bool = f(T.BOOLEAN, default=False)
+    dynamic_node_properties: dict[object, object] | None = f(T.MAP)
+    capabilities: tuple[Symbol, ...] | None = f(T.SYMBOL, multiple=True)
+
+
+@composite(0x2B, "amqp:delete-on-close:list")
+class DeleteOnClose:
+    """§3.5.10 lifetime policy"""
+
+
+@composite(0x2C, "amqp:delete-on-no-links:list")
+class DeleteOnNoLinks:
+    """§3.5.11 lifetime policy"""
+
+
+@composite(0x2D, "amqp:delete-on-no-messages:list")
+class DeleteOnNoMessages:
+    """§3.5.12 lifetime policy"""
+
+
+@composite(0x2E, "amqp:delete-on-no-links-or-messages:list")
+class DeleteOnNoLinksOrMessages:
+    """§3.5.13 lifetime policy"""
+
+
+# --- delivery states §3.4 ----------------------------------------------------
+
+
+@composite(0x23, "amqp:received:list")
+class Received:
+    """§3.4.1: how much of a delivery arrived (for resumption)."""
+
+    section_number: int = f(T.UINT, mandatory=True)
+    section_offset: int = f(T.ULONG, mandatory=True)
+
+
+@composite(0x24, "amqp:accepted:list")
+class Accepted:
+    """§3.4.2: terminal; the message was processed."""
+
+
+@composite(0x25, "amqp:rejected:list")
+class Rejected:
+    """§3.4.3: terminal; the message is invalid and will not be processed."""
+
+    error: object = f(ANY)
+
+
+@composite(0x26, "amqp:released:list")
+class Released:
+    """§3.4.4: terminal; not processed, may be redelivered to anyone."""
+
+
+@composite(0x27, "amqp:modified:list")
+class Modified:
+    """§3.4.5: terminal; like released, with annotations to merge."""
+
+    delivery_failed: bool | None = f(T.BOOLEAN)
+    undeliverable_here: bool | None = f(T.BOOLEAN)
+    message_annotations: dict[object, object] | None = f(T.MAP)
+
+
+OUTCOMES = (Accepted, Rejected, Released, Modified)
+
+# --- message sections §3.2 ---------------------------------------------------
+
+
+@composite(0x70, "amqp:header:list")
+class Header:
+    """§3.2.1: transport headers; the broker rewrites `delivery_count` and `first_acquirer`."""
+
+    durable: bool = f(T.BOOLEAN, default=False)
+    priority: int = f(T.UBYTE, default=4)
+    ttl: int | None = f(T.UINT)
+    first_acquirer: bool = f(T.BOOLEAN, default=False)
+    delivery_count: int = f(T.UINT, default=0)
+
+
+@composite(0x73, "amqp:properties:list")
+class Properties:
+    """§3.2.4: immutable properties of the bare message."""
+
+    message_id: object = f(ANY)
+    user_id: bytes | None = f(T.BINARY)
+    to: object = f(ANY)
+    subject: str | None = f(T.STRING)
+    reply_to: object = f(ANY)
+    correlation_id: object = f(ANY)
+    content_type: Symbol | None = f(T.SYMBOL)
+    content_encoding: Symbol | None = f(T.SYMBOL)
+    absolute_expiry_time: int | None = f(T.TIMESTAMP)
+    creation_time: int | None = f(T.TIMESTAMP)
+    group_id: str | None = f(T.STRING)
+    group_sequence: int | None = f(T.UINT)
+    reply_to_group_id: str | None = f(T.STRING)
+
+
+class _ValueSection:
+    """A section that is a described non-list value (maps, data, amqp-value)."""
+
+    __slots__ = ("value",)
+    CODE: ClassVar[int]
+    NAME: ClassVar[str]
+    CHECK: ClassVar[tuple[type, ...] | None] = None
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and other.value == self.value  # type: ignore[attr-defined]
+
+    def __hash__(self) -> int:
+        return hash((type(self), repr(self.value)))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.value!r})"
+
+
+def _register_section(cls: type[_ValueSection]) -> type[_ValueSection]:
+    prefix = bytearray(b"\x00")
+    enc_ulong(prefix, cls.CODE)
+    head = bytes(prefix)
+
+    def enc(out: bytearray, obj: object) -> None:
+        out += head
+        encode_into(out, obj.value)  # type: ignore[attr-defined]
+
+    def make(value: object) -> object:
+        if cls.CHECK is not None and not isinstance(value, cls.CHECK):
+            raise DecodeError(f"{cls.__name__} must hold {cls.CHECK[0].__name__}")
+        return cls(value)
+
+    ENCODERS[cls] = enc
+    DESCRIBED_TYPES[cls.CODE] = make
+    DESCRIBED_TYPES[Symbol(cls.NAME)] = make
+    return cls
+
+
+@_register_section
+class DeliveryAnnotations(_ValueSection):
+    """§3.2.2: annotations for the next hop only."""
+
+    __slots__ = ()
+    CODE, NAME, CHECK = 0x71, "amqp:delivery-annotations:map", (dict,)
+
+
+@_register_section
+class MessageAnnotations(_ValueSection):
+    """§3.2.3: annotations that travel with the message (x-stream-offset lives here)."""
+
+    __slots__ = ()
+    CODE, NAME, CHECK = 0x72, "amqp:message-annotations:map", (dict,)
+
+
+@_register_section
+class ApplicationProperties(_ValueSection):
+    """§3.2.5"""
+
+    __slots__ = ()
+    CODE, NAME, CHECK = 0x74, "amqp:application-properties:map", (dict,)
+
+
+@_register_section
+class Data(_ValueSection):
+    """§3.2.6: opaque binary body section."""
+
+    __slots__ = ()
+    CODE, NAME, CHECK = 0x75, "amqp:data:binary", (bytes,)
+
+
+@_register_section
+class AmqpSequence(_ValueSection):
+    """§3.2.7: a list body section."""
+
+    __slots__ = ()
+    CODE, NAME, CHECK = 0x76, "amqp:amqp-sequence:list", (list,)
+
+
+@_register_section
+class AmqpValue(_ValueSection):
+    """§3.2.8: a single AMQP value as the body."""
+
+    __slots__ = ()
+    CODE, NAME = 0x77, "amqp:amqp-value:*"
+
+
+@_register_section
+class Footer(_ValueSection):
+    """§3.2.9: annotations computed over the whole message (e.g. hashes)."""
+
+    __slots__ = ()
+    CODE, NAME, CHECK = 0x78, "amqp:footer:map", (dict,)
+
+
+_SECTION_NAMES = {
+    Symbol("amqp:header:list"): 0x70,
+    Symbol("amqp:delivery-annotations:map"): 0x71,
+    Symbol("amqp:message-annotations:map"): 0x72,
+    Symbol("amqp:properties:list"): 0x73,
+    Symbol("amqp:application-properties:map"): 0x74,
+    Symbol("amqp:data:binary"): 0x75,
+    Symbol("amqp:amqp-sequence:list"): 0x76,
+    Symbol("amqp:amqp-value:*"): 0x77,
+    Symbol("amqp:footer:map"): 0x78,
+}
+_HEADER, _DA, _MA, _PROPS, _APP, _FOOTER = 0x70, 0x71, 0x72, 0x73, 0x74, 0x78
+_BODY_CODES = (0x75, 0x76, 0x77)
+_u64 = struct.Struct(">Q").unpack_from
+
+
+def _section_code(buf: bytes, pos: int, end: int) -> tuple[int, int]:
+    """Read a section's descriptor at `pos` (just after 0x00); return (code, value offset)."""
+    if pos >= end:
+        raise DecodeError("section has no descriptor", pos)
+    c = buf[pos]
+    if c == 0x53:
+        if pos + 1 >= end:
+            raise DecodeError("truncated section descriptor", pos)
+        return buf[pos + 1], pos + 2
+    if c == 0x80:
+        if pos + 9 > end:
+            raise DecodeError("truncated section descriptor", pos)
+        return _u64(buf, pos + 1)[0], pos + 9
+    descriptor, after = _DECODERS[c](buf, pos + 1, end, 0)
+    if type(descriptor) is Symbol and descriptor in _SECTION_NAMES:
+        return _SECTION_NAMES[descriptor], after
+    if type(descriptor) is ULong:
+        return int(descriptor), after
+    raise DecodeError(f"unknown message section descriptor {descriptor!r}", pos)
+
+
+def _decode_section(buf: bytes, span: tuple[int, int] | None) -> Any:
+    if span is None:
+        return None
+    value, _ = decode(buf, span[0], span[1])
+    return value
+
+
+class Message:
+    """An encoded message (§3.2) with lazily decoded sections.
+
+    The broker keeps the payload bytes as they arrived.  `Message.parse` only
+    locates the sections (using sizes, never decoding bodies); header,
+    annotations and properties are decoded on first access.  `encode()` gives
+    the bytes to forward: the original payload when nothing was changed, else
+    the rewritten header/annotations followed by the untouched bare message.
+    """
+
+    __slots__ = (
+        "payload",
+        "_spans",
+        "_bare_start",
+        "_bare_end",
+        "_cache",
+        "_header_override",
+        "_annotations_override",
+    )
+
+    def __init__(self, payload: bytes) -> None:
+        self.payload = payload
+        self._spans: dict[int, tuple[int, int]] = {}
+        self._bare_start = 0
+        self._bare_end = 0
+        self._cache: dict[int, Any] = {}
+        self._header_override: Header | None = None
+        self._annotations_override: dict[object, object] | None = None
+
+    @classmethod
+    def parse(cls, payload: bytes) -> Message:
+        """Locate the sections of an encoded message; DecodeError if malformed."""
+        msg = cls(payload)
+        spans = msg._spans
+        pos, end = 0, len(payload)
+        bare_start = bare_end = -1
+        body_start = body_end = -1
+        while pos < end:
+            if payload[pos] != 0x00:
+                raise DecodeError("message section is not a described type", pos)
+            start = pos
+            code, value_pos = _section_code(payload, pos + 1, end)
+            pos = skip(payload, value_pos, end)
+            if code in _BODY_CODES:
+                if body_start < 0:
+                    body_start = start
+                body_end = pos
+            elif code in (_HEADER, _DA, _MA, _PROPS, _APP, _FOOTER):
+                spans[code] = (start, pos)
+            else:
+                raise DecodeError(f"unknown message section 0x{code:x}", start)
+            if code in (_PROPS, _APP) or code in _BODY_CODES:
+                if bare_start < 0:
+                    bare_start = start
+                bare_end = pos
+        if body_start >= 0:
+            spans[0x75] = (body_start, body_end)
+        msg._bare_start = bare_start if bare_start >= 0 else end
+        msg._bare_end = bare_end if bare_end >= 0 else end
+        return msg
+
+    @classmethod
+    def create(
+        cls,
+        body: object = None,
+        *,
+        header: Header | None = None,
+        delivery_annotations: dict[object, object] | None = None,
+        message_annotations: dict[object, object] | None = None,
+        properties: Properties | None = None,
+        application_properties: dict[object, object] | None = None,
+        footer: dict[object, object] | None = None,
+    ) -> Message:
+        """Build a message from values; `body` is bytes (one data section), a
+        body section object or list of them, or any other value (amqp-value)."""
+        out = bytearray()
+        if header is not None:
+            encode_into(out, header)
+        if delivery_annotations is not None:
+            encode_into(out, DeliveryAnnotations(delivery_annotations))
+        if message_annotations is not None:
+            encode_into(out, MessageAnnotations(message_annotations))
+        if properties is not None:
+            encode_into(out, properties)
+        if application_properties is not None:
+            encode_into(out, ApplicationProperties(application_properties))
+        if isinstance(body, (bytes, bytearray)):
+            encode_into(out, Data(bytes(body)))
+        elif isinstance(body, (Data, AmqpSequence, AmqpValue)):
+            encode_into(out, body)
+        elif isinstance(body, list) and body and all(
+            isinstance(b, (Data, AmqpSequence)) for b in body
+        ):
+            for section in body:
+                encode_into(out, section)
+        else:
+            encode_into(out, AmqpValue(body))
+        if footer is not None:
+            encode_into(out, Footer(footer))
+        return cls.parse(bytes(out))
+
+    def _get(self, code: int) -> Any:
+        cache = self._cache
+        if code not in cache:
+            cache[code] = _decode_section(self.payload, self._spans.get(code))
+        return cache[code]
+
+    @property
+    def header(self) -> Header | None:
+        if self._header_override is not None:
+            return self._header_override
+        return self._get(_HEADER)  # type: ignore[no-any-return]
+
+    @property
+    def delivery_annotations(self) -> dict[object, object] | None:
+        s = self._get(_DA)
+        return None if s is None else s.value  # type: ignore[no-any-return]
+
+    @property
+    def message_annotations(self) -> dict[object, object] | None:
+        if self._annotations_override is not None:
+            return self._annotations_override
+        s = self._get(_MA)
+        return None if s is None else s.value  # type: ignore[no-any-return]
+
+    @property
+    def properties(self) -> Properties | None:
+        return self._get(_PROPS)  # type: ignore[no-any-return]
+
+    @property
+    def application_properties(self) -> dict[object, object] | None:
+        s = self._get(_APP)
+        return None if s is None else s.value  # type: ignore[no-any-return]
+
+    @property
+    def footer(self) -> dict[object, object] | None:
+        s = self._get(_FOOTER)
+        return None if s is None else s.value  # type: ignore[no-any-return]
+
+    @property
+    def body(self) -> list[object]:
+        """All body sections (data, amqp-sequence or amqp-value objects), decoded."""
+        span = self._spans.get(0x75)
+        if span is None:
+            return []
+        sections: list[object] = []
+        pos, end = span
+        while pos < end:
+            value, pos = decode(self.payload, pos, end)
+            sections.append(value)
+        return sections
+
+    @property
+    def bare(self) -> bytes:
+        """The bare message bytes (§3.2: properties through body), untouched."""
+        return self.payload[self._bare_start : self._bare_end]
+
+    @property
+    def has_header(self) -> bool:
+        return _HEADER in self._spans or self._header_override is not None
+
+    def has_section(self, code: int) -> bool:
+        return code in self._spans
+
+    def with_changes(
+        self,
+        *,
+        header: Header | None = None,
+        message_annotations: dict[object, object] | None = None,
+    ) -> Message:
+        """A copy sharing the payload, with the header and/or message annotations replaced."""
+        other = Message(self.payload)
+        other._spans = self._spans
+        other._bare_start = self._bare_start
+        other._bare_end = self._bare_end
+        other._cache = self._cache
+        other._header_override = header if header is not None else self._header_override
+        other._annotations_override = (
+            message_annotations if message_annotations is not None else self._annotations_override
+        )
+        return other
+
+    def encode(self) -> bytes:
+        """The bytes to send: the payload itself unless a header/annotation was replaced."""
+        if self._header_override is None and self._annotations_override is None:
+            return self.payload
+        payload, spans = self.payload, self._spans
+        out = bytearray()
+        if self._header_override is not None:
+            encode_into(out, self._header_override)
+        elif _HEADER in spans:
+            out += payload[slice(*spans[_HEADER])]
+        if _DA in spans:
+            out += payload[slice(*spans[_DA])]
+        if self._annotations_override is not None:
+            encode_into(out, MessageAnnotations(self._annotations_override))
+        elif _MA in spans:
+            out += payload[slice(*spans[_MA])]
+        out += payload[self._bare_start : self._bare_end]
+        if _FOOTER in spans:
+            out += payload[slice(*spans[_FOOTER])]
+        return bytes(out)
+
+    def __len__(self) -> int:
+        return len(self.payload)
+
+    def __repr__(self) -> str:
+        return f"Message({len(self.payload)} bytes)"
+
+
