@@ -85,6 +85,12 @@ class DecodeError(AmqpConnectionError):
         self.offset = offset
 
 
+class FrameSizeTooSmall(AmqpConnectionError):
+    """A frame we must send cannot fit in the peer's max-frame-size."""
+
+    condition = Condition.FRAME_SIZE_TOO_SMALL
+
+
 class EncodeError(ValueError):
     """A value cannot be represented in AMQP; this is always our own bug."""
 

@@ -1,0 +1,443 @@
+"""The connection state machine (§2.4) and the one place errors become frames.
+
+Theory of operation.  `receive_data(bytes, now)` feeds a `FrameReader`; each
+protocol header or frame moves the machine along:
+
+    HDR ──SASL hdr──> SASL ──outcome ok──> HDR_AMQP ──AMQP hdr──> OPEN_WAIT
+     └──AMQP hdr (anonymous allowed)────────────────────────────> OPEN_WAIT
+    OPEN_WAIT ──open──> OPENED ──close──> CLOSED
+    any ──protocol error──> CLOSE_SENT (discard until the peer's close or a timeout)
+
+Frames on a channel go to that channel's `Session`.  The dispatch in
+`_dispatch_frame` is the single error boundary: a link error detaches the
+link, a session error ends the session, a connection error closes the
+connection, each with the error's condition; anything else is a bug and
+closes with `amqp:internal-error` before being re-raised.
+
+The engine never reads a clock: `now` (seconds) comes with every call, and
+`tick(now)` returns the next time it needs to be called (heartbeats, idle
+timeout, close timeout).
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from collections import deque
+from collections.abc import Mapping
+
+from broker.codec.performatives import (
+    Attach,
+    Begin,
+    Close,
+    Detach,
+    Disposition,
+    End,
+    Error,
+    Flow,
+    Open,
+    SaslOutcome,
+    Transfer,
+)
+from broker.codec.types import Symbol
+from broker.engine.events import ConnectionClosed, ConnectionOpened, Event, LinkDetached
+from broker.engine.sasl import SaslServer
+from broker.engine.session import Session
+from broker.errors import (
+    AmqpConnectionError,
+    AmqpError,
+    AmqpLinkError,
+    AmqpSessionError,
+    Condition,
+    DecodeError,
+    FramingError,
+)
+from broker.framing import (
+    AMQP_HEADER,
+    HEARTBEAT,
+    MIN_MAX_FRAME_SIZE,
+    NEED_DATA,
+    SASL_HEADER,
+    Frame,
+    FrameReader,
+    ProtocolHeader,
+    decode_frame_body,
+    encode_frame,
+)
+
+log = logging.getLogger("broker.engine")
+
+CLOSE_TIMEOUT = 2.0  # seconds to wait for the peer's close after ours
+
+
+class ConnState(enum.Enum):
+    HDR = "HDR"
+    SASL = "SASL"
+    HDR_AMQP = "HDR_AMQP"
+    OPEN_WAIT = "OPEN_WAIT"
+    OPENED = "OPENED"
+    CLOSE_SENT = "CLOSE_SENT"
+    CLOSED = "CLOSED"
+
+
+class Connection:
+    """Server side of one AMQP connection; bytes in, events out."""
+
+    def __init__(
+        self,
+        *,
+        container_id: str,
+        users: Mapping[str, str],
+        allow_anonymous: bool,
+        max_frame_size: int = 1024 * 1024,
+        channel_max: int = 0xFFFF,
+        idle_time_out: float = 0.0,
+        offered_capabilities: tuple[str, ...] = (),
+        properties: dict[object, object] | None = None,
+        now: float = 0.0,
+    ) -> None:
+        self.container_id = container_id
+        self.sasl = SaslServer(users, allow_anonymous)
+        self.allow_anonymous = allow_anonymous
+        self.max_frame_size = max_frame_size
+        self.channel_max = channel_max
+        self.idle_time_out = idle_time_out
+        self.offered_capabilities = tuple(Symbol(c) for c in offered_capabilities)
+        self.properties = properties
+        self.state = ConnState.HDR
+        self.reader = FrameReader(max_frame_size)
+        self.out = bytearray()
+        self.events: deque[Event] = deque()
+        self.sessions: dict[int, Session] = {}  # by the peer's channel
+        self.local_sessions: dict[int, Session] = {}  # by our channel
+        self.pending_sessions: set[Session] = set()
+        self.remote_open: Open | None = None
+        self.remote_max_frame_size = MIN_MAX_FRAME_SIZE
+        self.remote_channel_max = 0xFFFF
+        self.remote_idle_time_out = 0.0
+        self.user: str | None = None
+        self.now = now
+        self.last_received = now
+        self.last_sent = now
+        self.close_deadline: float | None = None
+        self.closed_event_sent = False
+
+    # -- the sans-io interface ------------------------------------------------
+
+    @property
+    def done(self) -> bool:
+        """Nothing more will happen: flush `data_to_send()` and close the transport."""
+        return self.state is ConnState.CLOSED
+
+    def receive_data(self, data: bytes, now: float) -> None:
+        self.now = now
+        if self.state is ConnState.CLOSED:
+            return
+        if not data:
+            self._lost("connection lost")
+            return
+        self.last_received = now
+        self.reader.feed(data)
+        while self.state is not ConnState.CLOSED:
+            try:
+                item = self.reader.next()
+            except FramingError as exc:
+                self._connection_error(exc)
+                self._finish()  # the byte stream is unusable; no close will follow
+                return
+            if item is NEED_DATA:
+                return
+            if isinstance(item, ProtocolHeader):
+                self._on_header(item)
+            else:
+                self._on_frame(item)  # type: ignore[arg-type]
+
+    def next_event(self) -> Event | None:
+        return self.events.popleft() if self.events else None
+
+    def data_to_send(self) -> bytes:
+        if self.pending_sessions:
+            for session in self.pending_sessions:
+                session.flush_dispositions()
+            self.pending_sessions.clear()
+        if not self.out:
+            return b""
+        data = bytes(self.out)
+        self.out.clear()
+        self.last_sent = self.now
+        return data
+
+    def tick(self, now: float) -> float | None:
+        """Run timers; return when to be called next (None: no timer)."""
+        self.now = now
+        deadlines = []
+        if self.close_deadline is not None:
+            if now >= self.close_deadline:
+                self._lost("no close from the peer after ours")
+                return None
+            deadlines.append(self.close_deadline)
+        if self.state is ConnState.OPENED:
+            if self.idle_time_out:
+                limit = self.last_received + self.idle_time_out
+                if now >= limit:
+                    log.info("closing idle connection (silent for %.1f s)", now - self.last_received)
+                    self.close(Error(condition=Condition.RESOURCE_LIMIT_EXCEEDED.value,
+                                     description="idle-time-out exceeded"))
+                    return self.close_deadline
+                deadlines.append(limit)
+            if self.remote_idle_time_out:
+                interval = self.remote_idle_time_out / 2
+                due = self.last_sent + interval
+                if now >= due and not self.out:
+                    self.out += HEARTBEAT
+                    self.last_sent = now
+                    due = now + interval
+                deadlines.append(due)
+        return min(deadlines) if deadlines else None
+
+    def close(self, error: Error | None = None) -> None:
+        """Close the connection (locally initiated), e.g. `amqp:connection:forced` on shutdown."""
+        if self.state in (ConnState.CLOSE_SENT, ConnState.CLOSED):
+            return
+        if self.state is not ConnState.OPENED:
+            if self.state is ConnState.OPEN_WAIT:
+                self._send_open()
+            else:
+                self._finish()
+                return
+        for session in list(self.local_sessions.values()):
+            for link in list(session.links.values()):
+                session._drop_link(link, error)
+        self.write_frame(0, Close(error=error))
+        self.state = ConnState.CLOSE_SENT
+        self.close_deadline = self.now + CLOSE_TIMEOUT
+        self.emit(ConnectionClosed(error, abrupt=error is not None))
+
+    # -- used by sessions and links --------------------------------------------
+
+    def emit(self, event: Event) -> None:
+        if isinstance(event, ConnectionClosed):
+            if self.closed_event_sent:
+                return
+            self.closed_event_sent = True
+        self.events.append(event)
+
+    def write_frame(self, channel: int, performative: object, ftype: int = 0) -> None:
+        encode_frame(self.out, channel, performative, ftype=ftype)
+
+    # -- protocol headers and SASL ---------------------------------------------
+
+    def _on_header(self, header: ProtocolHeader) -> None:
+        raw = header.raw
+        if self.state is ConnState.HDR and raw == SASL_HEADER:
+            self.out += SASL_HEADER
+            self.write_frame(0, self.sasl.mechanisms(), ftype=1)
+            self.state = ConnState.SASL
+        elif self.state is ConnState.HDR and raw == AMQP_HEADER and self.allow_anonymous:
+            self.out += AMQP_HEADER
+            self.user = "anonymous"
+            self.state = ConnState.OPEN_WAIT
+        elif self.state is ConnState.HDR_AMQP and raw == AMQP_HEADER:
+            self.out += AMQP_HEADER
+            self.state = ConnState.OPEN_WAIT
+        else:
+            # §2.2: answer with the header we would accept, then close the socket.
+            expected = AMQP_HEADER if self.state is ConnState.HDR_AMQP else SASL_HEADER
+            log.info("refusing protocol header %r", raw)
+            self.out += expected
+            self._finish()
+
+    def _on_sasl_frame(self, frame: Frame) -> None:
+        if frame.type != 1:
+            raise FramingError("AMQP frame received during SASL negotiation")
+        body, _ = decode_frame_body(frame.body)
+        outcome: SaslOutcome = self.sasl.receive(body)
+        self.write_frame(0, outcome, ftype=1)
+        if outcome.code == 0:
+            self.user = self.sasl.user
+            self.state = ConnState.HDR_AMQP
+            self.reader.expect_header()
+        else:
+            log.info("SASL authentication failed: %s", self.sasl.reason)
+            self._finish()
+
+    # -- frames ---------------------------------------------------------------
+
+    def _on_frame(self, frame: Frame) -> None:
+        try:
+            if self.state is ConnState.SASL:
+                self._on_sasl_frame(frame)
+            else:
+                self._dispatch_frame(frame)
+        except AmqpConnectionError as exc:
+            self._connection_error(exc)
+        except DecodeError as exc:  # pragma: no cover - DecodeError is a connection error
+            self._connection_error(exc)
+        except Exception:
+            log.exception("internal error handling a frame")
+            self.close(Error(condition=Condition.INTERNAL_ERROR.value,
+                             description="internal error"))
+            raise
+
+    def _dispatch_frame(self, frame: Frame) -> None:
+        if not frame.body:
+            return  # heartbeat
+        if frame.type != 0:
+            raise FramingError(f"frame of type {frame.type} after SASL")
+        performative, payload = decode_frame_body(frame.body)
+        state = self.state
+        if state is ConnState.CLOSE_SENT:
+            if isinstance(performative, Close):
+                self._finish()
+            return
+        if state is ConnState.OPEN_WAIT:
+            if not isinstance(performative, Open):
+                raise AmqpConnectionError(f"expected open, got {type(performative).__name__}",
+                                          condition=Condition.ILLEGAL_STATE)
+            self._on_open(performative)
+            return
+        if isinstance(performative, Open):
+            raise AmqpConnectionError("second open frame", condition=Condition.ILLEGAL_STATE)
+        if isinstance(performative, Close):
+            self._on_close(performative)
+            return
+        if isinstance(performative, Begin):
+            self._on_begin(frame.channel, performative)
+            return
+        session = self.sessions.get(frame.channel)
+        if session is None:
+            raise AmqpConnectionError(f"frame on channel {frame.channel} with no session",
+                                      condition=Condition.NOT_FOUND)
+        if session.end_sent:
+            if isinstance(performative, End):
+                self._remove_session(session)
+            return
+        try:
+            if isinstance(performative, Transfer):
+                session.on_transfer(performative, payload)
+            elif isinstance(performative, Flow):
+                session.on_flow(performative)
+            elif isinstance(performative, Disposition):
+                session.on_disposition(performative)
+            elif isinstance(performative, Attach):
+                session.on_attach(performative)
+            elif isinstance(performative, Detach):
+                session.on_detach(performative)
+            elif isinstance(performative, End):
+                session.on_end(performative)
+                self._remove_session(session)
+            else:
+                raise AmqpConnectionError(
+                    f"unexpected frame body {type(performative).__name__}",
+                    condition=Condition.DECODE_ERROR)
+        except AmqpLinkError as exc:
+            handle = getattr(performative, "handle", None)
+            link = session.remote_links.get(handle) if handle is not None else None
+            if link is None:
+                raise AmqpSessionError(exc.description, condition=exc.error_condition) from None
+            log.info("detaching link %r: %s", link.name, exc.description)
+            err = _error(exc)
+            if not link.detach_sent:
+                self.emit(LinkDetached(link, err, True))
+            link.detach(err, closed=True)
+        except AmqpSessionError as exc:
+            log.info("ending session %d: %s", session.channel, exc.description)
+            session.end(_error(exc))
+
+    def _on_open(self, open_: Open) -> None:
+        self.remote_open = open_
+        if open_.max_frame_size < MIN_MAX_FRAME_SIZE:
+            self._send_open()
+            raise AmqpConnectionError(
+                f"max-frame-size {open_.max_frame_size} is below the minimum of 512",
+                condition=Condition.INVALID_FIELD)
+        self.remote_max_frame_size = min(open_.max_frame_size, 0xFFFFFFFF)
+        self.remote_channel_max = open_.channel_max
+        self.remote_idle_time_out = (open_.idle_time_out or 0) / 1000.0
+        self._send_open()
+        self.state = ConnState.OPENED
+        self.emit(ConnectionOpened(open_.container_id, open_.hostname, self.user))
+
+    def _send_open(self) -> None:
+        self.write_frame(0, Open(
+            container_id=self.container_id,
+            max_frame_size=self.max_frame_size,
+            channel_max=self.channel_max,
+            # §2.4.5: advertise half our real limit so the peer has slack
+            idle_time_out=int(self.idle_time_out * 500) if self.idle_time_out else None,
+            offered_capabilities=self.offered_capabilities or None,
+            properties=self.properties,
+        ))
+
+    def _on_close(self, close: Close) -> None:
+        if close.error is not None:
+            log.info("peer closed with error %s: %s", close.error.condition, close.error.description)
+        for session in list(self.local_sessions.values()):
+            for link in list(session.links.values()):
+                session._drop_link(link, None)
+        self.emit(ConnectionClosed(close.error, abrupt=False))
+        self.write_frame(0, Close())
+        self._finish()
+
+    def _on_begin(self, channel: int, begin: Begin) -> None:
+        if begin.remote_channel is not None:
+            raise AmqpConnectionError("begin with remote-channel set: we never begin sessions",
+                                      condition=Condition.NOT_ALLOWED)
+        if channel in self.sessions:
+            raise AmqpConnectionError(f"channel {channel} already has a session",
+                                      condition=Condition.NOT_ALLOWED)
+        if channel > self.channel_max:
+            raise AmqpConnectionError(f"channel {channel} exceeds channel-max",
+                                      condition=Condition.NOT_ALLOWED)
+        local = 0
+        while local in self.local_sessions:
+            local += 1
+        session = Session(self, local, channel, begin)
+        self.sessions[channel] = session
+        self.local_sessions[local] = session
+        self.write_frame(local, Begin(
+            remote_channel=channel,
+            next_outgoing_id=session.next_outgoing_id,
+            incoming_window=session.incoming_window,
+            outgoing_window=session.outgoing_window,
+            handle_max=session.handle_max,
+        ))
+
+    def _remove_session(self, session: Session) -> None:
+        self.sessions.pop(session.remote_channel, None)
+        self.local_sessions.pop(session.channel, None)
+        self.pending_sessions.discard(session)
+
+    # -- endings --------------------------------------------------------------
+
+    def _connection_error(self, exc: AmqpError) -> None:
+        log.info("closing connection: %s %s", exc.error_condition.value, exc.description)
+        if self.state in (ConnState.HDR, ConnState.SASL, ConnState.HDR_AMQP):
+            self._finish()
+            return
+        self.close(_error(exc))
+
+    def _lost(self, why: str) -> None:
+        if self.state is not ConnState.CLOSED:
+            log.debug("%s", why)
+            for session in list(self.local_sessions.values()):
+                for link in list(session.links.values()):
+                    session._drop_link(link, None)
+            self.emit(ConnectionClosed(None, abrupt=True))
+            self.state = ConnState.CLOSED
+            self.close_deadline = None
+
+    def _finish(self) -> None:
+        """We are done; report the end if nobody has yet, and stop reading."""
+        if self.state is not ConnState.CLOSED:
+            for session in list(self.local_sessions.values()):
+                for link in list(session.links.values()):
+                    session._drop_link(link, None)
+            self.emit(ConnectionClosed(None, abrupt=True))
+            self.state = ConnState.CLOSED
+            self.close_deadline = None
+
+
+def _error(exc: AmqpError) -> Error:
+    return Error(condition=Symbol(exc.error_condition.value), description=exc.description or None,
+                 info=exc.info)

@@ -1,0 +1,79 @@
+"""What the engine reports to its user (the container), in the order it happened."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from broker.codec.performatives import Error
+
+if TYPE_CHECKING:
+    from broker.engine.link import Delivery, Link
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionOpened:
+    container_id: str
+    hostname: str | None
+    user: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionClosed:
+    """The connection is over. `abrupt` means no AMQP close was exchanged
+    (socket loss, idle timeout, protocol failure): unsettled work goes back."""
+
+    error: Error | None
+    abrupt: bool
+
+
+@dataclass(frozen=True, slots=True)
+class LinkAttached:
+    """The peer attached a link; the user must `accept()` or `refuse()` it."""
+
+    link: Link
+
+
+@dataclass(frozen=True, slots=True)
+class LinkDetached:
+    """The link is gone (peer detach, session end, or a link error we raised)."""
+
+    link: Link
+    error: Error | None
+    closed: bool
+
+
+@dataclass(frozen=True, slots=True)
+class CreditChanged:
+    """Our sending link gained credit, a drain was requested, or the session window reopened."""
+
+    link: Link
+
+
+@dataclass(frozen=True, slots=True)
+class MessageReceived:
+    """A complete delivery arrived on one of our receiving links."""
+
+    link: Link
+    delivery: Delivery
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryUpdated:
+    """The peer sent a disposition for a delivery we sent."""
+
+    link: Link
+    delivery: Delivery
+    state: object
+    settled: bool
+
+
+Event = (
+    ConnectionOpened
+    | ConnectionClosed
+    | LinkAttached
+    | LinkDetached
+    | CreditChanged
+    | MessageReceived
+    | DeliveryUpdated
+)

@@ -1,0 +1,322 @@
+"""Links (§2.6): credit, delivery-count, drain and the unsettled map.
+
+Theory of operation.  A `Link` is *our* end of a link the peer attached.  Our
+role is the opposite of the peer's: when the peer attaches as receiver we are
+the sender (a consumer reading a queue), and vice versa (a publisher).
+
+* Sender (we send): the peer grants credit with `flow`; §2.6.7 gives our
+  credit as `delivery_count_rcv + link_credit_rcv - delivery_count_snd`.
+  `send()` spends one credit and advances delivery-count; when the peer asked
+  to drain and we run out of messages, `drained()` spends the rest and tells
+  the peer with a flow.
+* Receiver (we receive): we grant `credit_window` credits and top them up
+  when half are used, so a publisher streams without waiting on us.  A
+  transfer without credit is `transfer-limit-exceeded`; a delivery larger
+  than our max-message-size is `message-size-exceeded`.
+
+Deliveries we sent stay in `unsettled` until the peer settles them; the
+container decides what an outcome means for the message.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from broker.codec.messaging import Source, Target
+from broker.codec.performatives import Attach, Detach, Error, Flow, Role, Transfer
+from broker.codec.types import Symbol
+from broker.engine import serial
+from broker.errors import (
+    AmqpLinkError,
+    Condition,
+    LocalProtocolError,
+    MessageSizeExceeded,
+    TransferLimitExceeded,
+)
+
+if TYPE_CHECKING:
+    from broker.engine.session import Session
+
+
+class Delivery:
+    """One message in flight on a link, in either direction."""
+
+    __slots__ = ("delivery_id", "tag", "settled", "remote_settled", "state", "payload",
+                 "link", "context", "message_format")
+
+    def __init__(self, link: Link, delivery_id: int, tag: bytes, settled: bool,
+                 payload: bytes = b"", message_format: int = 0) -> None:
+        self.link = link
+        self.delivery_id = delivery_id
+        self.tag = tag
+        self.settled = settled  # settled by us
+        self.remote_settled = False
+        self.state: object = None
+        self.payload = payload
+        self.context: Any = None  # the container's bookkeeping (e.g. a queue entry)
+        self.message_format = message_format
+
+    def __repr__(self) -> str:
+        return f"Delivery(id={self.delivery_id}, tag={self.tag!r}, settled={self.settled})"
+
+
+class Link:
+    def __init__(self, session: Session, handle: int, remote: Attach) -> None:
+        self.session = session
+        self.handle = handle
+        self.remote_handle: int = remote.handle
+        self.remote_attach = remote
+        self.name = remote.name
+        self.role = not remote.role  # ours
+        self.is_sender = self.role is Role.SENDER
+        self.attach_sent = False
+        self.detach_sent = False
+        self.detach_received = False
+        self.refused = False
+        self.source: Source | None = None
+        self.target: Target | None = None
+        self.snd_settle_mode = remote.snd_settle_mode
+        self.rcv_settle_mode = remote.rcv_settle_mode
+        self.max_message_size = 0  # ours, 0 = unlimited
+        self.remote_max_message_size = remote.max_message_size or 0
+        # delivery-count and credit, from the sender's point of view (§2.6.7)
+        self.delivery_count = 0 if self.is_sender else (remote.initial_delivery_count or 0)
+        self.link_credit = 0
+        self.drain = False
+        self.available = 0
+        self.credit_window = 0  # receiver: credit we keep topped up
+        self.unsettled: dict[int, Delivery] = {}
+        self._partial: Delivery | None = None
+        self._chunks: list[bytes] = []
+        self._partial_size = 0
+        self._next_tag = 0
+        self.context: Any = None  # the container's object for this link
+
+    # -- properties -----------------------------------------------------------
+
+    @property
+    def credit(self) -> int:
+        return self.link_credit
+
+    @property
+    def usable(self) -> bool:
+        return self.attach_sent and not self.detach_sent and not self.refused
+
+    @property
+    def can_send(self) -> bool:
+        """True when a `send()` now would go on the wire (credit and session window)."""
+        return self.link_credit > 0 and self.usable and self.session.can_send
+
+    # -- local actions --------------------------------------------------------
+
+    def accept(
+        self,
+        *,
+        source: Source | None,
+        target: Target | None,
+        snd_settle_mode: int | None = None,
+        rcv_settle_mode: int | None = None,
+        max_message_size: int = 0,
+        credit_window: int = 0,
+        offered_capabilities: tuple[Symbol, ...] | None = None,
+        properties: dict[object, object] | None = None,
+    ) -> None:
+        """Answer the peer's attach with ours, naming the termini actually applied."""
+        if self.attach_sent:
+            raise LocalProtocolError("link already answered")
+        self.source, self.target = source, target
+        if snd_settle_mode is not None:
+            self.snd_settle_mode = snd_settle_mode
+        if rcv_settle_mode is not None:
+            self.rcv_settle_mode = rcv_settle_mode
+        self.max_message_size = max_message_size
+        self.attach_sent = True
+        self.session.write(Attach(
+            name=self.name,
+            handle=self.handle,
+            role=self.role,
+            snd_settle_mode=self.snd_settle_mode,
+            rcv_settle_mode=self.rcv_settle_mode,
+            source=source,
+            target=target,
+            initial_delivery_count=self.delivery_count if self.is_sender else None,
+            max_message_size=max_message_size or None,
+            offered_capabilities=offered_capabilities,
+            properties=properties,
+        ))
+        if not self.is_sender and credit_window:
+            self.credit_window = credit_window
+            self.flow(credit_window)
+
+    def refuse(self, error: Error) -> None:
+        """§2.6.3: attach with a null terminus, then detach with the reason."""
+        if self.attach_sent:
+            raise LocalProtocolError("link already answered")
+        self.attach_sent = True
+        self.refused = True
+        remote = self.remote_attach
+        self.session.write(Attach(
+            name=self.name,
+            handle=self.handle,
+            role=self.role,
+            source=None if self.is_sender else remote.source,
+            target=remote.target if self.is_sender else None,
+            initial_delivery_count=0 if self.is_sender else None,
+        ))
+        self.detach(error, closed=True)
+
+    def detach(self, error: Error | None = None, *, closed: bool = True) -> None:
+        if self.detach_sent:
+            return
+        if not self.attach_sent:  # a link must be attached before it is detached
+            self.attach_sent = True
+            self.refused = True
+            self.session.write(Attach(name=self.name, handle=self.handle, role=self.role,
+                                      initial_delivery_count=0 if self.is_sender else None))
+        self.detach_sent = True
+        self.session.write(Detach(handle=self.handle, closed=closed, error=error))
+        self.session.link_detach_sent(self)
+
+    def flow(self, credit: int, *, drain: bool = False, echo: bool = False) -> None:
+        """Receiver: set the peer's credit to `credit`. Sender: report our state."""
+        if not self.is_sender:
+            self.link_credit = credit
+            self.drain = drain
+        self.session.write(self._flow_frame(echo=echo))
+
+    def _flow_frame(self, echo: bool = False) -> Flow:
+        s = self.session
+        return Flow(
+            next_incoming_id=s.next_incoming_id,
+            incoming_window=s.incoming_window,
+            next_outgoing_id=s.next_outgoing_id,
+            outgoing_window=s.outgoing_window,
+            handle=self.handle,
+            delivery_count=self.delivery_count,
+            link_credit=self.link_credit,
+            available=self.available if self.is_sender else None,
+            drain=self.drain,
+            echo=echo,
+        )
+
+    def send(self, payload: bytes, *, settled: bool, tag: bytes | None = None,
+             message_format: int = 0) -> Delivery:
+        """Send one message; it spends one credit.  Split into frames as needed."""
+        if not self.is_sender:
+            raise LocalProtocolError("cannot send on a receiving link")
+        if self.link_credit <= 0 or not self.usable:
+            raise LocalProtocolError("no credit to send")
+        if tag is None:
+            tag = self._next_tag.to_bytes(4, "big")
+            self._next_tag = (self._next_tag + 1) & 0xFFFFFFFF
+        session = self.session
+        delivery = Delivery(self, session.allocate_delivery_id(), tag, settled, payload,
+                            message_format)
+        self.link_credit -= 1
+        self.delivery_count = serial.add(self.delivery_count, 1)
+        if not settled:
+            self.unsettled[delivery.delivery_id] = delivery
+            session.outgoing_unsettled[delivery.delivery_id] = delivery
+        session.send_transfer(self, delivery, payload)
+        return delivery
+
+    def drained(self) -> None:
+        """Sender: nothing more to send now; if the peer asked to drain, spend the rest."""
+        if self.drain and self.link_credit > 0 and self.usable:
+            self.delivery_count = serial.add(self.delivery_count, self.link_credit)
+            self.link_credit = 0
+            self.session.write(self._flow_frame())
+        self.drain = self.drain and self.link_credit > 0
+
+    def settle(self, delivery: Delivery, state: object = None) -> None:
+        """Settle a delivery on our side, telling the peer the outcome."""
+        if delivery.settled:
+            return
+        delivery.settled = True
+        delivery.state = state
+        self.unsettled.pop(delivery.delivery_id, None)
+        if self.is_sender:
+            self.session.outgoing_unsettled.pop(delivery.delivery_id, None)
+        else:
+            self.session.incoming_unsettled.pop(delivery.delivery_id, None)
+        if not delivery.remote_settled and self.usable:
+            self.session.queue_disposition(not self.is_sender, delivery.delivery_id, state)
+
+    # -- frames from the peer -------------------------------------------------
+
+    def on_flow(self, flow: Flow) -> bool:
+        """Returns True when the container should be told (credit or drain changed)."""
+        if self.is_sender:
+            peer_count = flow.delivery_count if flow.delivery_count is not None else 0
+            credit = flow.link_credit if flow.link_credit is not None else 0
+            self.link_credit = max(0, serial.diff(serial.add(peer_count, credit),
+                                                  self.delivery_count))
+            self.drain = flow.drain
+            if flow.echo:
+                self.session.write(self._flow_frame())
+            return True
+        # the peer is the sender: it reports its delivery-count and what it has
+        if flow.delivery_count is not None:
+            consumed = serial.diff(flow.delivery_count, self.delivery_count)
+            if consumed > 0:  # drain: the sender advanced past our count
+                self.delivery_count = flow.delivery_count
+                self.link_credit = max(0, self.link_credit - consumed)
+        if flow.available is not None:
+            self.available = flow.available
+        if flow.echo:
+            self.session.write(self._flow_frame())
+        return False
+
+    def on_transfer(self, transfer: Transfer, payload: bytes) -> Delivery | None:
+        """Collect one transfer frame; return the delivery once it is complete."""
+        if self.is_sender:
+            raise AmqpLinkError("transfer received on a link where the peer is the receiver",
+                                condition=Condition.NOT_ALLOWED)
+        delivery = self._partial
+        if delivery is None:
+            if transfer.delivery_id is None or transfer.delivery_tag is None:
+                raise AmqpLinkError("first transfer of a delivery needs delivery-id and tag",
+                                    condition=Condition.INVALID_FIELD)
+            if self.link_credit <= 0:
+                raise TransferLimitExceeded("transfer sent without link credit")
+            self.link_credit -= 1
+            self.delivery_count = serial.add(self.delivery_count, 1)
+            delivery = Delivery(self, transfer.delivery_id, transfer.delivery_tag,
+                                False, message_format=transfer.message_format or 0)
+            delivery.remote_settled = bool(transfer.settled)
+            self._partial = delivery
+            self._chunks = []
+            self._partial_size = 0
+        elif transfer.settled:
+            delivery.remote_settled = True
+        if transfer.aborted:
+            self._partial = None
+            self._chunks = []
+            return None
+        self._partial_size += len(payload)
+        if self.max_message_size and self._partial_size > self.max_message_size:
+            self._partial = None
+            self._chunks = []
+            raise MessageSizeExceeded(
+                f"message exceeds the max-message-size of {self.max_message_size} bytes")
+        if transfer.more:
+            self._chunks.append(payload)
+            return None
+        self._partial = None
+        if self._chunks:
+            self._chunks.append(payload)
+            payload = b"".join(self._chunks)
+            self._chunks = []
+        delivery.payload = payload
+        if delivery.remote_settled:
+            delivery.settled = True
+        else:
+            self.unsettled[delivery.delivery_id] = delivery
+            self.session.incoming_unsettled[delivery.delivery_id] = delivery
+        if self.credit_window and self.link_credit <= self.credit_window // 2 and self.usable:
+            self.flow(self.credit_window)
+        return delivery
+
+    def __repr__(self) -> str:
+        role = "sender" if self.is_sender else "receiver"
+        return f"Link({self.name!r}, {role}, handle={self.handle})"

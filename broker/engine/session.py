@@ -1,0 +1,298 @@
+"""Sessions (§2.5): transfer windows, the handle table and delivery ids.
+
+Theory of operation.  Each transfer frame takes one transfer-id.  We grant the
+peer an incoming window of `INCOMING_WINDOW` transfers and re-open it with a
+flow once half is used; a transfer beyond it is a window violation.  Our own
+transfers respect the peer's incoming window (§2.5.6: `next-incoming-id +
+incoming-window - next-outgoing-id`); frames that do not fit wait in a backlog
+until the peer's next flow, so a slow reader (rhea grants 2048 frames at a
+time) never sees a violation from us.
+
+Dispositions we owe are queued and sent as ranges (consecutive ids, same
+state) when the connection flushes, not one frame per message.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import TYPE_CHECKING
+
+from broker.codec.messaging import Source, Target
+from broker.codec.performatives import (
+    Attach,
+    Begin,
+    Detach,
+    Disposition,
+    End,
+    Error,
+    Flow,
+    Transfer,
+)
+from broker.engine import serial
+from broker.engine.events import CreditChanged, DeliveryUpdated, LinkAttached, LinkDetached, MessageReceived
+from broker.engine.link import Delivery, Link
+from broker.errors import (
+    AmqpLinkError,
+    Condition,
+    FrameSizeTooSmall,
+    HandleInUse,
+    UnattachedHandle,
+    WindowViolation,
+)
+from broker.framing import encode_transfer_frame
+
+if TYPE_CHECKING:
+    from broker.engine.connection import Connection
+
+INCOMING_WINDOW = 65536
+OUTGOING_WINDOW = 0x7FFFFFFF
+
+
+class Session:
+    def __init__(self, conn: Connection, channel: int, remote_channel: int, begin: Begin) -> None:
+        self.conn = conn
+        self.channel = channel
+        self.remote_channel = remote_channel
+        self.handle_max = 0xFFFFFFFF
+        self.remote_handle_max = begin.handle_max
+        # incoming (peer → us)
+        self.next_incoming_id: int = begin.next_outgoing_id
+        self.incoming_window = INCOMING_WINDOW
+        # outgoing (us → peer)
+        self.next_outgoing_id = 0
+        self.outgoing_window = OUTGOING_WINDOW
+        self.next_delivery_id = 0
+        self.remote_incoming_window: int = begin.incoming_window
+        self.remote_outgoing_window: int = begin.outgoing_window
+        self.links: dict[int, Link] = {}  # by our handle
+        self.remote_links: dict[int, Link] = {}  # by the peer's handle
+        self.outgoing_unsettled: dict[int, Delivery] = {}
+        self.incoming_unsettled: dict[int, Delivery] = {}
+        self._backlog: deque[list] = deque()  # [link, delivery, payload, offset sent]
+        self._dispositions: list[list[object]] = []  # [role, first, last, state]
+        self.end_sent = False
+        self.end_received = False
+
+    # -- output ---------------------------------------------------------------
+
+    @property
+    def can_send(self) -> bool:
+        return self.remote_incoming_window > 0 and not self._backlog and not self.end_sent
+
+    def write(self, performative: object) -> None:
+        if self._dispositions:
+            self.flush_dispositions()
+        self.conn.write_frame(self.channel, performative)
+
+    def allocate_delivery_id(self) -> int:
+        did = self.next_delivery_id
+        self.next_delivery_id = serial.add(did, 1)
+        return did
+
+    def send_transfer(self, link: Link, delivery: Delivery, payload: bytes) -> None:
+        if self._backlog or self.remote_incoming_window <= 0:
+            self._backlog.append([link, delivery, payload, 0])
+            return
+        offset = self._emit_transfer(link, delivery, payload, 0)
+        if offset < len(payload):
+            self._backlog.append([link, delivery, payload, offset])
+
+    def _emit_transfer(self, link: Link, delivery: Delivery, payload: bytes, offset: int) -> int:
+        """Write frames of one delivery from `offset` while the peer's window allows.
+
+        Returns the offset reached; the caller guarantees the window is open, so
+        at least one frame is written."""
+        conn = self.conn
+        max_payload = conn.remote_max_frame_size - 8 - 40 - len(delivery.tag)
+        if max_payload < 1:
+            raise FrameSizeTooSmall("the peer's max-frame-size cannot hold a transfer frame")
+        total = len(payload)
+        while True:
+            chunk_end = min(total, offset + max_payload)
+            more = chunk_end < total
+            encode_transfer_frame(
+                conn.out, self.channel, link.handle, delivery.delivery_id, delivery.tag,
+                delivery.message_format, delivery.settled, more,
+                payload if (offset == 0 and not more) else payload[offset:chunk_end],
+            )
+            self.next_outgoing_id = serial.add(self.next_outgoing_id, 1)
+            self.remote_incoming_window -= 1
+            offset = chunk_end
+            if not more or self.remote_incoming_window <= 0:
+                return offset
+
+    def _flush_backlog(self) -> None:
+        while self._backlog and self.remote_incoming_window > 0:
+            entry = self._backlog[0]
+            link, delivery, payload, offset = entry
+            offset = self._emit_transfer(link, delivery, payload, offset)
+            if offset < len(payload):
+                entry[3] = offset
+                return
+            self._backlog.popleft()
+
+    def queue_disposition(self, role: bool, delivery_id: int, state: object) -> None:
+        """Settle `delivery_id` with `state` at the next flush, merged into ranges."""
+        ds = self._dispositions
+        if ds:
+            last = ds[-1]
+            if last[0] is role and last[2] == serial.add(delivery_id, -1) and last[3] == state:
+                last[2] = delivery_id
+                return
+        elif not self.conn.pending_sessions.__contains__(self):
+            self.conn.pending_sessions.add(self)
+        ds.append([role, delivery_id, delivery_id, state])
+
+    def flush_dispositions(self) -> None:
+        ds, self._dispositions = self._dispositions, []
+        for role, first, last, state in ds:
+            self.conn.write_frame(self.channel, Disposition(
+                role=role, first=first, last=None if last == first else last,
+                settled=True, state=state))
+
+    def send_flow(self, echo: bool = False) -> None:
+        self.write(Flow(
+            next_incoming_id=self.next_incoming_id,
+            incoming_window=self.incoming_window,
+            next_outgoing_id=self.next_outgoing_id,
+            outgoing_window=self.outgoing_window,
+            echo=echo,
+        ))
+
+    def end(self, error: Error | None = None) -> None:
+        if self.end_sent:
+            return
+        for link in list(self.links.values()):
+            self._drop_link(link, error=None)
+        self.write(End(error=error))
+        self.end_sent = True
+
+    def link_detach_sent(self, link: Link) -> None:
+        if link.detach_received:
+            self._free(link)
+
+    def _free(self, link: Link) -> None:
+        self.links.pop(link.handle, None)
+        if self.remote_links.get(link.remote_handle) is link:
+            del self.remote_links[link.remote_handle]
+        for did in link.unsettled:
+            self.outgoing_unsettled.pop(did, None)
+            self.incoming_unsettled.pop(did, None)
+        if self._backlog:
+            self._backlog = deque(b for b in self._backlog if b[0] is not link)
+
+    def _drop_link(self, link: Link, error: Error | None) -> None:
+        """The link ends without a detach exchange (session end, connection close)."""
+        if not (link.detach_sent and link.detach_received):
+            self.conn.emit(LinkDetached(link, error, True))
+        link.detach_sent = link.detach_received = True
+        self._free(link)
+
+    # -- input ----------------------------------------------------------------
+
+    def _link(self, handle: int) -> Link:
+        link = self.remote_links.get(handle)
+        if link is None:
+            raise UnattachedHandle(f"no link is attached on handle {handle}")
+        return link
+
+    def on_attach(self, attach: Attach) -> None:
+        if attach.handle in self.remote_links:
+            raise HandleInUse(f"handle {attach.handle} is already in use")
+        if attach.handle > self.handle_max:
+            raise AmqpLinkError(f"handle {attach.handle} exceeds handle-max",
+                                condition=Condition.NOT_ALLOWED)
+        handle = 0
+        while handle in self.links:
+            handle += 1
+        link = Link(self, handle, attach)
+        self.links[handle] = link
+        self.remote_links[attach.handle] = link
+        if not isinstance(attach.source, (Source, type(None))) or not isinstance(
+            attach.target, (Source, Target, type(None))
+        ):
+            link.refuse(Error(condition=Condition.DECODE_ERROR.value,
+                              description="attach terminus is not a source/target"))
+            return
+        self.conn.emit(LinkAttached(link))
+
+    def on_flow(self, flow: Flow) -> None:
+        self.remote_outgoing_window = flow.outgoing_window
+        next_in = flow.next_incoming_id if flow.next_incoming_id is not None else 0
+        self.remote_incoming_window = serial.diff(
+            serial.add(next_in, flow.incoming_window), self.next_outgoing_id)
+        if self._backlog:
+            self._flush_backlog()
+        if flow.handle is not None:
+            link = self._link(flow.handle)
+            if link.on_flow(flow) and not link.detach_sent:
+                self.conn.emit(CreditChanged(link))
+        elif flow.echo:
+            self.send_flow()
+        if self.can_send:
+            for link in self.links.values():
+                if link.is_sender and link.link_credit > 0 and link is not (
+                    self.remote_links.get(flow.handle) if flow.handle is not None else None
+                ):
+                    self.conn.emit(CreditChanged(link))
+
+    def on_transfer(self, transfer: Transfer, payload: bytes) -> None:
+        if self.incoming_window <= 0:
+            raise WindowViolation("transfer beyond the session's incoming window")
+        self.incoming_window -= 1
+        self.next_incoming_id = serial.add(self.next_incoming_id, 1)
+        link = self._link(transfer.handle)
+        if link.detach_sent:
+            return  # the link is closing; late transfers are dropped (§2.6.5)
+        try:
+            delivery = link.on_transfer(transfer, payload)
+        finally:
+            if self.incoming_window <= INCOMING_WINDOW // 2:
+                self.incoming_window = INCOMING_WINDOW
+                self.send_flow()
+        if delivery is not None:
+            self.conn.emit(MessageReceived(link, delivery))
+
+    def on_disposition(self, disp: Disposition) -> None:
+        first = disp.first
+        last = disp.last if disp.last is not None else first
+        table = self.outgoing_unsettled if disp.role else self.incoming_unsettled
+        span = serial.diff(last, first)
+        if span < 0:
+            return
+        if span + 1 <= len(table):
+            ids = [serial.add(first, i) for i in range(span + 1)]
+        else:
+            ids = [i for i in table if serial.in_range(i, first, last)]
+        for did in ids:
+            delivery = table.get(did)
+            if delivery is None:
+                continue
+            if disp.settled:
+                delivery.remote_settled = True
+                del table[did]
+                delivery.link.unsettled.pop(did, None)
+            if disp.role:  # the peer is the receiver: an outcome for what we sent
+                self.conn.emit(DeliveryUpdated(delivery.link, delivery, disp.state, disp.settled))
+            elif disp.settled:
+                delivery.settled = True
+
+    def on_detach(self, detach: Detach) -> None:
+        link = self._link(detach.handle)
+        link.detach_received = True
+        if link.detach_sent:
+            self._free(link)
+            return
+        link._partial = None
+        self.conn.emit(LinkDetached(link, detach.error, detach.closed))
+        link.detach_sent = True
+        self.write(Detach(handle=link.handle, closed=detach.closed))
+        self._free(link)
+
+    def on_end(self, end: End) -> None:
+        self.end_received = True
+        for link in list(self.links.values()):
+            self._drop_link(link, end.error)
+        if not self.end_sent:
+            self.write(End())
+            self.end_sent = True

@@ -1,0 +1,1 @@
+"""Message nodes (queues, streams) and the address registry: plain synchronous objects."""

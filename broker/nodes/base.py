@@ -1,0 +1,40 @@
+"""What a node needs from a consumer, and what it hands out."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from broker.codec.messaging import Message
+
+
+class Consumer(Protocol):
+    """A link reading from a node (implemented by the container)."""
+
+    @property
+    def credit(self) -> int:
+        """How many more messages may be delivered right now."""
+        ...
+
+    def deliver(self, entry: Entry, message: Message) -> None:
+        """Send `message` (already rewritten for this delivery) to the peer."""
+        ...
+
+
+class Entry:
+    """One stored message and its delivery bookkeeping."""
+
+    __slots__ = ("message", "size", "expires_at", "delivery_count", "acquired_before",
+                 "excluded", "offset", "timestamp")
+
+    def __init__(self, message: Message, expires_at: float | None = None) -> None:
+        self.message = message
+        self.size = len(message.payload)
+        self.expires_at = expires_at  # wall-clock seconds
+        self.delivery_count = 0  # failed deliveries we added to the header's own count
+        self.acquired_before = False
+        self.excluded: set[int] | None = None  # consumers that must not get it (undeliverable-here)
+        self.offset = -1  # streams only
+        self.timestamp = 0.0  # streams only: arrival time, wall clock seconds
+
+    def __repr__(self) -> str:
+        return f"Entry({self.size} bytes, delivery_count={self.delivery_count})"
