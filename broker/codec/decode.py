@@ -41,14 +41,21 @@ from broker.codec.types import (
 
 MAX_DEPTH = 64
 # Zero-width elements (null, true, uint0, ...) cost no bytes, so an array of
-# them cannot be bounded by its size; cap the count instead.
+# them cannot be bounded by its size; cap the count instead.  The cap is for
+# all such arrays in one `decode()` call together: a per-array cap would let
+# a list of 10-byte arrays of 65536 nulls each turn a 1 MiB frame into
+# billions of elements.
 MAX_ZERO_WIDTH_ARRAY = 65536
+_zero_width_left = [MAX_ZERO_WIDTH_ARRAY]  # reset by decode()
 
 # (buf, pos, end, depth) -> (value, new_pos); pos is just after the format code.
 Decoder = Callable[[bytes, int, int, int], tuple[object, int]]
 
 # Descriptor (ulong code or symbol name) -> constructor from the described value.
 DESCRIBED_TYPES: dict[object, Callable[[object], object]] = {}
+# Small-ulong descriptor code -> decoder reading the described value straight from
+# the bytes (composites register one; it skips building an intermediate list).
+FAST_DESCRIBED: list[Decoder | None] = [None] * 256
 
 _new_int = int.__new__
 _u16 = struct.Struct(">H").unpack_from
@@ -231,13 +238,13 @@ def _vbin32(buf: bytes, pos: int, end: int, depth: int) -> tuple[object, int]:
     return bytes(buf[pos : pos + n]), pos + n
 
 
-def _text(buf: bytes, pos: int, n: int, end: int, what: str) -> str:
+def _text(buf: bytes, pos: int, n: int, end: int, what: str, encoding: str = "utf-8") -> str:
     if pos + n > end:
         raise DecodeError(f"{what} of {n} bytes, {end - pos} left", pos)
     try:
-        return str(buf[pos : pos + n], "utf-8")
+        return str(buf[pos : pos + n], encoding)
     except UnicodeDecodeError as exc:
-        raise DecodeError(f"{what} is not valid UTF-8: {exc.reason}", pos + exc.start) from None
+        raise DecodeError(f"{what} is not valid {encoding}: {exc.reason}", pos + exc.start) from None
 
 
 def _str8(buf: bytes, pos: int, end: int, depth: int) -> tuple[object, int]:
@@ -257,13 +264,13 @@ def _sym8(buf: bytes, pos: int, end: int, depth: int) -> tuple[object, int]:
     if pos >= end:
         raise DecodeError("truncated symbol size", pos)
     n = buf[pos]
-    return Symbol(_text(buf, pos + 1, n, end, "symbol")), pos + 1 + n
+    return Symbol(_text(buf, pos + 1, n, end, "symbol", "ascii")), pos + 1 + n
 
 
 def _sym32(buf: bytes, pos: int, end: int, depth: int) -> tuple[object, int]:
     _need(pos, 4, end)
     n = _u32(buf, pos)[0]
-    return Symbol(_text(buf, pos + 4, n, end, "symbol")), pos + 4 + n
+    return Symbol(_text(buf, pos + 4, n, end, "symbol", "ascii")), pos + 4 + n
 
 
 def _items(buf: bytes, pos: int, end: int, count: int, depth: int) -> list[object]:
@@ -371,8 +378,10 @@ def _array_elements(buf: bytes, pos: int, end: int, count: int, depth: int) -> A
     if element_type is None:
         raise DecodeError(f"invalid array element format code 0x{code:02x}", pos - 1)
     if code in _ZERO_WIDTH:
-        if count > MAX_ZERO_WIDTH_ARRAY:
-            raise DecodeError(f"array of {count} zero-width elements", pos)
+        left = _zero_width_left[0] - count
+        if left < 0:
+            raise DecodeError(f"too many zero-width array elements ({count} more)", pos)
+        _zero_width_left[0] = left
     elif count > end - pos:
         raise DecodeError(f"array count {count} exceeds its {end - pos} bytes", pos)
     decoder = _DECODERS[code]
@@ -409,6 +418,10 @@ def _described(buf: bytes, pos: int, end: int, depth: int) -> tuple[object, int]
     if pos >= end:
         raise DecodeError("described type has no descriptor", pos)
     start = pos
+    if buf[pos] == 0x53 and pos + 1 < end:
+        fast = FAST_DESCRIBED[buf[pos + 1]]
+        if fast is not None:
+            return fast(buf, pos + 2, end, depth + 1)
     descriptor, pos = _DECODERS[buf[pos]](buf, pos + 1, end, depth + 1)
     if pos >= end:
         raise DecodeError("described type has no value", pos)
@@ -447,6 +460,7 @@ def decode(buf: bytes, pos: int = 0, end: int | None = None) -> tuple[object, in
         end = len(buf)
     if pos >= end:
         raise DecodeError("no bytes to decode", pos)
+    _zero_width_left[0] = MAX_ZERO_WIDTH_ARRAY
     try:
         return _DECODERS[buf[pos]](buf, pos + 1, end, 0)
     except RecursionError:

@@ -253,6 +253,9 @@ _SECTION_NAMES = {
 _HEADER, _DA, _MA, _PROPS, _APP, _FOOTER = 0x70, 0x71, 0x72, 0x73, 0x74, 0x78
 _BODY_CODES = (0x75, 0x76, 0x77)
 _u64 = struct.Struct(">Q").unpack_from
+_u32 = struct.Struct(">I").unpack_from
+_SIZE8_CODES = frozenset((0xA0, 0xA1, 0xA3, 0xC0, 0xC1, 0xE0))
+_SIZE32_CODES = frozenset((0xB0, 0xB1, 0xB3, 0xD0, 0xD1, 0xF0))
 
 
 def _section_code(buf: bytes, pos: int, end: int) -> tuple[int, int]:
@@ -321,11 +324,23 @@ class Message:
         bare_start = bare_end = -1
         body_start = body_end = -1
         while pos < end:
+            start = pos
             if payload[pos] != 0x00:
                 raise DecodeError("message section is not a described type", pos)
-            start = pos
-            code, value_pos = _section_code(payload, pos + 1, end)
-            pos = skip(payload, value_pos, end)
+            if pos + 3 < end and payload[pos + 1] == 0x53:  # the usual small-ulong descriptor
+                code = payload[pos + 2]
+                value_pos = pos + 3
+            else:
+                code, value_pos = _section_code(payload, pos + 1, end)
+            c = payload[value_pos] if value_pos < end else -1
+            if c in _SIZE8_CODES and value_pos + 1 < end:
+                pos = value_pos + 2 + payload[value_pos + 1]
+            elif c in _SIZE32_CODES and value_pos + 5 <= end:
+                pos = value_pos + 5 + _u32(payload, value_pos + 1)[0]
+            else:
+                pos = skip(payload, value_pos, end)
+            if pos > end:
+                raise DecodeError("message section runs past the end of the message", start)
             if code in _BODY_CODES:
                 if body_start < 0:
                     body_start = start
