@@ -48,7 +48,8 @@ from broker.engine.link import Delivery, Link
 from broker.errors import AmqpError, Condition, DecodeError
 from broker.nodes.base import Entry
 from broker.nodes.queue import Queue, QueueFull
-from broker.nodes.registry import AddressError, Registry, queue_address
+from broker.nodes.registry import AddressError, Node, Registry, queue_address
+from broker.nodes.stream import StartAt, Stream, parse_interval, select_offset_filter
 
 log = logging.getLogger("broker.container")
 
@@ -65,7 +66,7 @@ def _error(condition: Condition, description: str) -> Error:
 class Subscription:
     """A consumer: our sending link reading from a queue."""
 
-    def __init__(self, handle: ConnectionHandle, link: Link, queue: Queue) -> None:
+    def __init__(self, handle: ConnectionHandle, link: Link, queue: Node) -> None:
         self.handle = handle
         self.link = link
         self.queue = queue
@@ -90,7 +91,7 @@ class Subscription:
 class Publisher:
     """A producer: our receiving link storing into a queue, or routing by `to`."""
 
-    def __init__(self, link: Link, queue: Queue | None) -> None:
+    def __init__(self, link: Link, queue: Node | None) -> None:
         self.link = link
         self.queue = queue  # None: anonymous relay
 
@@ -183,6 +184,13 @@ class Container:
         )
         for name in config.queues:
             self.registry.declare_queue(name)
+        for stream in config.streams:
+            self.registry.declare_stream(
+                stream.name,
+                max_age=parse_interval(stream.max_age) if stream.max_age else None,
+                max_length_bytes=stream.max_length_bytes,
+                max_length_messages=stream.max_length_messages,
+            )
         self.connections: set[ConnectionHandle] = set()
 
     def connection_made(self, peer: str, transport: str, wake: Callable[[], None]) -> ConnectionHandle:
@@ -223,12 +231,22 @@ class Container:
         source = link.remote_attach.source
         if not isinstance(source, Source):
             raise AddressError("a receiving link needs a source", condition=Condition.INVALID_FIELD)
+        now = self.wall_clock()
+        node: Node
         if source.dynamic:
-            queue = self.registry.create_temporary(handle.container_id or "anonymous")
-            address: object = queue_address(queue.name)
+            node = self.registry.create_temporary(handle.container_id or "anonymous")
+            address: object = queue_address(node.name)
         else:
-            queue = self.registry.resolve(source.address)
+            node = self.registry.resolve(source.address)
             address = source.address
+        start: StartAt | None = None
+        applied: dict[object, object] = {}
+        if isinstance(node, Stream):
+            start, applied = select_offset_filter(source.filter, now)
+            if start is None:
+                start = StartAt(self.config.default_offset)
+        elif source.filter:
+            log.info("filters on queue %r not applied: %r", node.name, source.filter)
         link.accept(
             source=Source(
                 address=address,
@@ -236,7 +254,8 @@ class Container:
                 expiry_policy=source.expiry_policy,
                 timeout=source.timeout,
                 dynamic=source.dynamic,
-                distribution_mode=Symbol("move"),
+                distribution_mode=Symbol("copy" if isinstance(node, Stream) else "move"),
+                filter=applied or None,
                 default_outcome=Released(),
                 outcomes=OUTCOMES,
                 capabilities=source.capabilities,
@@ -244,13 +263,16 @@ class Container:
             target=link.remote_attach.target,
             rcv_settle_mode=RcvSettleMode.FIRST,
         )
-        sub = Subscription(handle, link, queue)
+        sub = Subscription(handle, link, node)
         link.context = sub
-        queue.add_consumer(sub, self.wall_clock())
+        if isinstance(node, Stream):
+            node.subscribe(sub, start, now)  # type: ignore[arg-type]
+        else:
+            node.add_consumer(sub, now)
 
     def _attach_publisher(self, link: Link) -> None:
         target = link.remote_attach.target
-        queue: Queue | None
+        queue: Node | None
         if target is None or (isinstance(target, Target) and target.address is None
                               and not target.dynamic):
             queue, reply = None, Target(address=None)
@@ -272,6 +294,13 @@ class Container:
         )
         link.context = Publisher(link, queue)
 
+    def housekeeping(self) -> None:
+        """Periodic work (the server calls it about once a second): stream retention by age."""
+        now = self.wall_clock()
+        for node in list(self.registry.nodes.values()):
+            if isinstance(node, Stream) and node.max_age is not None:
+                node.trim(now)
+
     def on_detach(self, link: Link, closed: bool) -> None:
         ctx = link.context
         link.context = None
@@ -290,8 +319,8 @@ class Container:
         sub = link.context
         if not isinstance(sub, Subscription):
             return
-        if sub.credit > 0 and sub.queue.ready:
-            sub.queue.dispatch(self.wall_clock())
+        if sub.credit > 0:
+            sub.queue.consumer_ready(sub, self.wall_clock())
         if link.drain:
             link.drained()
 

@@ -89,6 +89,11 @@ class Queue:
         self.consumers.append(consumer)
         self.dispatch(now)
 
+    def consumer_ready(self, consumer: Consumer, now: float) -> None:
+        """A consumer gained credit."""
+        if self.ready:
+            self.dispatch(now)
+
     def remove_consumer(self, consumer: Consumer) -> None:
         if consumer in self.consumers:
             self.consumers.remove(consumer)

@@ -13,8 +13,9 @@ from urllib.parse import quote, unquote
 
 from broker.errors import AmqpError, Condition
 from broker.nodes.queue import Queue
+from broker.nodes.stream import Stream
 
-Node = Queue  # streams join this union when they land
+Node = Queue | Stream
 
 
 class AddressError(AmqpError):
@@ -62,13 +63,32 @@ class Registry:
     def declare_queue(self, name: str, *, temporary: bool = False) -> Queue:
         node = self.nodes.get(name)
         if node is not None:
-            if node.kind != "queue":
+            if not isinstance(node, Queue):
                 raise AddressError(f"{name!r} is a {node.kind}, not a queue",
                                    condition=Condition.PRECONDITION_FAILED)
             return node
         queue = Queue(name, temporary=temporary, **self._limits)  # type: ignore[arg-type]
         self.nodes[name] = queue
         return queue
+
+    def declare_stream(
+        self,
+        name: str,
+        *,
+        max_age: float | None = None,
+        max_length_bytes: int | None = None,
+        max_length_messages: int | None = None,
+    ) -> Stream:
+        node = self.nodes.get(name)
+        if node is not None:
+            if not isinstance(node, Stream):
+                raise AddressError(f"{name!r} is a {node.kind}, not a stream",
+                                   condition=Condition.PRECONDITION_FAILED)
+            return node
+        stream = Stream(name, max_age=max_age, max_length_bytes=max_length_bytes,
+                        max_length_messages=max_length_messages)
+        self.nodes[name] = stream
+        return stream
 
     def add(self, node: Node) -> Node:
         """Register a node built elsewhere (streams)."""

@@ -1,0 +1,258 @@
+"""Append-only stream with RabbitMQ-compatible offsets.
+
+Theory of operation.  Every appended message gets the next offset (0, 1, 2, …
+over the stream's life, never reused) and its arrival time.  The stored bytes
+already carry the message annotations RabbitMQ adds (`x-stream-offset`,
+`x-exchange`, `x-routing-key`), written once at append, so every consumer is
+sent the same bytes object and a delivery copies nothing.
+
+Each consumer has a cursor: the next offset it will read.  Reading never
+removes anything; settlement outcomes are accepted and ignored.  Retention
+trims from the head by age, total bytes and message count; a cursor left
+behind the head continues from the oldest retained message.  The time index
+(a `SortedKeyList` of (arrival time, offset)) answers "first message at or
+after T" for timestamp and interval offset specs.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from sortedcontainers import SortedKeyList
+
+from broker.codec.messaging import Message
+from broker.codec.types import (
+    Byte,
+    Described,
+    Int,
+    Long,
+    Short,
+    Symbol,
+    Timestamp,
+    UByte,
+    UInt,
+    ULong,
+    UShort,
+)
+from broker.nodes.base import Consumer, Entry
+
+log = logging.getLogger("broker.stream")
+
+OFFSET_SPEC = Symbol("rabbitmq:stream-offset-spec")
+_INTERVAL = re.compile(r"^(\d+)([YMDhms])$")
+_UNIT_SECONDS = {"Y": 365 * 86400, "M": 30 * 86400, "D": 86400, "h": 3600, "m": 60, "s": 1}
+_INTEGER_TYPES = (ULong, Long, UInt, Int, UShort, Short, UByte, Byte)
+
+
+def parse_interval(text: str) -> float | None:
+    """'10m', '1h', '7D' … → seconds; None if it is not an interval."""
+    m = _INTERVAL.match(text)
+    if m is None:
+        return None
+    return int(m.group(1)) * _UNIT_SECONDS[m.group(2)]
+
+
+@dataclass(frozen=True, slots=True)
+class StartAt:
+    """Where a consumer starts: 'first' | 'last' | 'next' | 'offset' | 'timestamp'."""
+
+    kind: str
+    value: float = 0  # the offset, or the time in wall-clock seconds
+
+
+def parse_offset_spec(value: object, now: float) -> StartAt | None:
+    """The start position an offset-spec value asks for; None if invalid."""
+    if type(value) is Timestamp:
+        return StartAt("timestamp", int(value) / 1000.0)
+    if isinstance(value, str):
+        text = str(value)
+        if text in ("first", "last", "next"):
+            return StartAt(text)
+        seconds = parse_interval(text)
+        if seconds is not None:
+            return StartAt("timestamp", now - seconds)
+        return None
+    if type(value) in _INTEGER_TYPES or (type(value) is int):
+        if int(value) >= 0:  # type: ignore[call-overload]
+            return StartAt("offset", int(value))  # type: ignore[call-overload]
+    return None
+
+
+def select_offset_filter(
+    filters: dict[object, object] | None, now: float
+) -> tuple[StartAt | None, dict[object, object]]:
+    """Pick the stream offset filter from a source filter map.
+
+    Returns the start position (None: use the default) and the filters to echo
+    in the attach reply: only those actually applied (§3.5.1)."""
+    applied: dict[object, object] = {}
+    start: StartAt | None = None
+    for key, value in (filters or {}).items():
+        if isinstance(value, Described) and value.descriptor == OFFSET_SPEC and start is None:
+            start = parse_offset_spec(value.value, now)
+            if start is not None:
+                applied[key] = value
+                continue
+        log.info("stream filter %r = %r not applied", key, value)
+    return start, applied
+
+
+class StreamCursor:
+    __slots__ = ("consumer", "position")
+
+    def __init__(self, consumer: Consumer, position: int) -> None:
+        self.consumer = consumer
+        self.position = position
+
+
+class Stream:
+    kind = "stream"
+    temporary = False
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        max_age: float | None = None,
+        max_length_bytes: int | None = None,
+        max_length_messages: int | None = None,
+    ) -> None:
+        self.name = name
+        # The log is a list indexed by offset - _log_base; trimmed slots are set
+        # to None and compacted in bulk, so reading any offset is O(1).
+        self._log: list[Entry | None] = []
+        self._log_base = 0
+        self.first_offset = 0  # oldest retained offset
+        self.next_offset = 0
+        self.bytes = 0
+        self.max_age = max_age
+        self.max_length_bytes = max_length_bytes
+        self.max_length_messages = max_length_messages
+        self.time_index: SortedKeyList = SortedKeyList(key=lambda item: item[0])
+        self.cursors: dict[int, StreamCursor] = {}  # by id(consumer)
+        self._annotation_values = {
+            Symbol("x-exchange"): "",
+            Symbol("x-routing-key"): name,
+        }
+
+    def __repr__(self) -> str:
+        return f"Stream({self.name!r}, offsets {self.first_offset}..{self.next_offset - 1})"
+
+    @property
+    def depth(self) -> int:
+        """Messages retained."""
+        return self.next_offset - self.first_offset
+
+    @property
+    def ready(self) -> bool:
+        return self.next_offset > self.first_offset
+
+    def entry(self, offset: int) -> Entry:
+        return self._log[offset - self._log_base]  # type: ignore[return-value]
+
+    # -- publishing -------------------------------------------------------------
+
+    def publish(self, entry: Entry, now: float) -> None:
+        offset = self.next_offset
+        annotations = dict(entry.message.message_annotations or {})
+        annotations.update(self._annotation_values)
+        annotations[Symbol("x-stream-offset")] = Long(offset)
+        stored = Message.parse(entry.message.with_changes(message_annotations=annotations).encode())
+        entry.message = stored
+        entry.size = len(stored.payload)
+        entry.offset = offset
+        entry.timestamp = now
+        self._log.append(entry)
+        self.time_index.add((now, offset))
+        self.bytes += entry.size
+        self.next_offset = offset + 1
+        self.trim(now)
+        if self.cursors:
+            self.dispatch(now)
+
+    def trim(self, now: float) -> int:
+        """Drop the oldest messages beyond the retention limits; return how many."""
+        removed = 0
+        while self.first_offset < self.next_offset:
+            head = self.entry(self.first_offset)
+            if not (
+                (self.max_age is not None and head.timestamp < now - self.max_age)
+                or (self.max_length_bytes is not None and self.bytes > self.max_length_bytes)
+                or (self.max_length_messages is not None
+                    and self.depth > self.max_length_messages)
+            ):
+                break
+            self._log[self.first_offset - self._log_base] = None
+            self.bytes -= head.size
+            self.first_offset += 1
+            removed += 1
+        dead = self.first_offset - self._log_base
+        if dead > 1024 and dead * 2 > len(self._log):
+            del self._log[:dead]
+            self._log_base = self.first_offset
+        if removed:
+            # Arrival times only go forward in practice; drop index items by offset.
+            index = self.time_index
+            while index and index[0][1] < self.first_offset:
+                index.pop(0)
+        return removed
+
+    # -- consuming ----------------------------------------------------------------
+
+    def resolve(self, start: StartAt) -> int:
+        """The offset a consumer starting at `start` reads first."""
+        if start.kind == "first":
+            return self.first_offset
+        if start.kind == "last":
+            return max(self.first_offset, self.next_offset - 1)
+        if start.kind == "next":
+            return self.next_offset
+        if start.kind == "offset":
+            return max(int(start.value), self.first_offset)  # a future offset is waited for
+        i = self.time_index.bisect_key_left(start.value)
+        if i >= len(self.time_index):
+            return self.next_offset
+        return max(self.time_index[i][1], self.first_offset)
+
+    def subscribe(self, consumer: Consumer, start: StartAt, now: float) -> int:
+        self.trim(now)
+        position = self.resolve(start)
+        self.cursors[id(consumer)] = StreamCursor(consumer, position)
+        self.dispatch(now)
+        return position
+
+    def add_consumer(self, consumer: Consumer, now: float) -> None:
+        self.subscribe(consumer, StartAt("next"), now)
+
+    def remove_consumer(self, consumer: Consumer) -> None:
+        self.cursors.pop(id(consumer), None)
+
+    def dispatch(self, now: float) -> None:
+        for cursor in list(self.cursors.values()):
+            self._feed(cursor)
+
+    def consumer_ready(self, consumer: Consumer, now: float) -> None:
+        cursor = self.cursors.get(id(consumer))
+        if cursor is not None:
+            self._feed(cursor)
+
+    def _feed(self, cursor: StreamCursor) -> None:
+        consumer = cursor.consumer
+        if cursor.position < self.first_offset:
+            cursor.position = self.first_offset
+        log_, base = self._log, self._log_base
+        while cursor.position < self.next_offset and consumer.credit > 0:
+            entry: Entry = log_[cursor.position - base]  # type: ignore[assignment]
+            cursor.position += 1
+            consumer.deliver(entry, entry.message)
+
+    # -- settlement: a stream keeps everything ---------------------------------------
+
+    def settle(self, entry: Entry) -> None:
+        pass
+
+    def requeue(self, entries: Iterable[Entry], now: float, **_: object) -> None:
+        pass
