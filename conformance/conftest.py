@@ -1,0 +1,120 @@
+"""Conformance suite plumbing: a real broker process on free ports, and a
+PASS / FAIL / XFAIL table per client and case at the end of the run.
+
+Each test is named `test_<case>[<client>]` (pytest parametrization by client)
+so the table can be built from the test ids.  In CI (`CI=true`) a client that
+cannot be installed or started is a failure, never a skip.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+@dataclass(frozen=True)
+class BrokerProcess:
+    amqp_url: str
+    ws_url: str
+    host: str
+    port: int
+    ws_port: int
+    pid: int
+    log_path: Path
+
+
+def start_broker(*args: str, timeout: float = 15.0) -> tuple[subprocess.Popen[bytes], BrokerProcess]:
+    """Run `python -m broker serve` on free ports and wait for its ready file."""
+    workdir = Path(tempfile.mkdtemp(prefix="amqpws-conf-"))
+    ready = workdir / "ready.json"
+    log_path = workdir / "broker.log"
+    cmd = [sys.executable, "-m", "broker", "serve", "--port", "0", "--ws-port", "0",
+           "--ready-file", str(ready), "--log-level", "debug", *args]
+    log = open(log_path, "wb")  # noqa: SIM115 - closed with the process
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+    deadline = time.monotonic() + timeout
+    while not ready.exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise RuntimeError(f"broker did not start: {log_path.read_text()[-2000:]}")
+        time.sleep(0.02)
+    info = json.loads(ready.read_text())
+    return proc, BrokerProcess(
+        amqp_url=info["amqp_url"], ws_url=info["ws_url"], host="127.0.0.1",
+        port=info["port"], ws_port=info["ws_port"], pid=proc.pid, log_path=log_path,
+    )
+
+
+def stop_broker(proc: subprocess.Popen[bytes]) -> int:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        return proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.wait()
+
+
+@pytest.fixture(scope="session")
+def broker() -> Iterator[BrokerProcess]:
+    """One broker for the whole suite, with a stream `conf-stream` declared.
+
+    Cases use their own uniquely named queues so they do not interfere."""
+    proc, info = start_broker("--stream", "conf-stream", "--user", "guest:guest",
+                              "--user", "alice:secret")
+    yield info
+    code = stop_broker(proc)
+    assert code == 0, f"broker exited with {code}; log: {info.log_path}"
+
+
+# -- the result table -----------------------------------------------------------
+
+_results: dict[str, dict[str, str]] = defaultdict(dict)
+
+
+def _split(nodeid: str) -> tuple[str, str]:
+    name = nodeid.split("::")[-1]
+    case, _, client = name.partition("[")
+    return client.rstrip("]") or "-", case.removeprefix("test_")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
+    outcome = yield
+    report = outcome.get_result()
+    client, case = _split(item.nodeid)
+    if report.when == "call" or (report.when == "setup" and report.outcome != "passed"):
+        if hasattr(report, "wasxfail"):
+            status = "XPASS" if report.passed else f"XFAIL ({report.wasxfail})"
+        elif report.skipped:
+            status = "SKIP"
+        else:
+            status = report.outcome.upper().replace("PASSED", "PASS").replace("FAILED", "FAIL")
+        _results[client][case] = status
+
+
+def pytest_terminal_summary(terminalreporter):  # type: ignore[no-untyped-def]
+    if not _results:
+        return
+    tr = terminalreporter
+    tr.section("conformance results")
+    for client in sorted(_results):
+        tr.write_line(f"{client}:")
+        for case, status in sorted(_results[client].items()):
+            tr.write_line(f"  {case:40s} {status}")
+    xpassed = [(c, k) for c, cases in _results.items() for k, s in cases.items() if s == "XPASS"]
+    for client, case in xpassed:
+        tr.write_line(f"NOTE: {case} [{client}] is marked xfail but passed: the feature landed")
