@@ -304,6 +304,9 @@ class Connection:
         if isinstance(performative, Begin):
             self._on_begin(frame.channel, performative)
             return
+        if not isinstance(performative, _SESSION_PERFORMATIVES):
+            raise AmqpConnectionError(f"unexpected frame body {type(performative).__name__}",
+                                      condition=Condition.DECODE_ERROR)
         session = self.sessions.get(frame.channel)
         if session is None:
             raise AmqpConnectionError(f"frame on channel {frame.channel} with no session",
@@ -323,13 +326,9 @@ class Connection:
                 session.on_attach(performative)
             elif isinstance(performative, Detach):
                 session.on_detach(performative)
-            elif isinstance(performative, End):
+            else:
                 session.on_end(performative)
                 self._remove_session(session)
-            else:
-                raise AmqpConnectionError(
-                    f"unexpected frame body {type(performative).__name__}",
-                    condition=Condition.DECODE_ERROR)
         except AmqpLinkError as exc:
             handle = getattr(performative, "handle", None)
             link = session.remote_links.get(handle) if handle is not None else None
@@ -347,7 +346,7 @@ class Connection:
     def _on_open(self, open_: Open) -> None:
         self.remote_open = open_
         if open_.max_frame_size < MIN_MAX_FRAME_SIZE:
-            self._send_open()
+            # close() sends our open before the close (§2.4.5): not here too
             raise AmqpConnectionError(
                 f"max-frame-size {open_.max_frame_size} is below the minimum of 512",
                 condition=Condition.INVALID_FIELD)
@@ -392,6 +391,11 @@ class Connection:
         local = 0
         while local in self.local_sessions:
             local += 1
+        if local > self.remote_channel_max:
+            # §2.7.1: the peer's channel-max bounds the channels we may use
+            raise AmqpConnectionError(
+                f"no channel left within the peer's channel-max {self.remote_channel_max}",
+                condition=Condition.NOT_ALLOWED)
         session = Session(self, local, channel, begin)
         self.sessions[channel] = session
         self.local_sessions[local] = session
@@ -436,6 +440,9 @@ class Connection:
             self.emit(ConnectionClosed(None, abrupt=True))
             self.state = ConnState.CLOSED
             self.close_deadline = None
+
+
+_SESSION_PERFORMATIVES = (Transfer, Flow, Disposition, Attach, Detach, End)
 
 
 def _error(exc: AmqpError) -> Error:

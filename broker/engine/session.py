@@ -33,6 +33,7 @@ from broker.engine.events import CreditChanged, DeliveryUpdated, LinkAttached, L
 from broker.engine.link import Delivery, Link
 from broker.errors import (
     AmqpLinkError,
+    AmqpSessionError,
     Condition,
     FrameSizeTooSmall,
     HandleInUse,
@@ -170,6 +171,8 @@ class Session:
     def link_detach_sent(self, link: Link) -> None:
         if link.detach_received:
             self._free(link)
+        elif self._backlog:  # nothing may follow our detach on its handle
+            self._backlog = deque(b for b in self._backlog if b[0] is not link)
 
     def _free(self, link: Link) -> None:
         self.links.pop(link.handle, None)
@@ -205,6 +208,11 @@ class Session:
         handle = 0
         while handle in self.links:
             handle += 1
+        if handle > self.remote_handle_max:
+            # §2.7.2: the peer's handle-max bounds the handles we may use
+            raise AmqpSessionError(
+                f"no handle left within the peer's handle-max {self.remote_handle_max}",
+                condition=Condition.NOT_ALLOWED)
         link = Link(self, handle, attach)
         self.links[handle] = link
         self.remote_links[attach.handle] = link
@@ -225,7 +233,8 @@ class Session:
             self._flush_backlog()
         if flow.handle is not None:
             link = self._link(flow.handle)
-            if link.on_flow(flow) and not link.detach_sent:
+            # after our detach the link is gone for us: no credit, no echo
+            if not link.detach_sent and link.on_flow(flow):
                 self.conn.emit(CreditChanged(link))
         elif flow.echo:
             self.send_flow()

@@ -1,0 +1,277 @@
+"""Sessions: begin/end, channel allocation, transfer windows and session errors."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from broker.codec.messaging import Source, Target
+from broker.codec.performatives import Attach, Begin, Close, Detach, End, Error, Flow, Role, Transfer
+from broker.codec.types import Symbol
+from broker.engine import session as session_module
+from broker.engine.connection import Connection
+from broker.engine.events import LinkAttached, LinkDetached, MessageReceived
+
+from .peer import Out, Peer, condition, deliveries, kinds, of, one
+
+
+def opened_peer(**open_kwargs: Any) -> Peer:
+    peer = Peer(Connection(container_id="broker", users={}, allow_anonymous=True))
+    peer.connect(**open_kwargs)
+    peer.take_events()
+    return peer
+
+
+def attach_link(peer: Peer, handle: int = 0, *, role: bool = Role.RECEIVER, channel: int = 0,
+                credit_window: int = 0) -> Any:
+    """The peer attaches; the test accepts; returns our Link."""
+    if role is Role.RECEIVER:
+        peer.attach_receiver(handle, "q", channel=channel)
+    else:
+        peer.attach_sender(handle, "q", channel=channel)
+    (event,) = peer.take_events()
+    assert isinstance(event, LinkAttached)
+    link = event.link
+    link.accept(source=link.remote_attach.source, target=link.remote_attach.target,
+                credit_window=credit_window)
+    peer.read()
+    return link
+
+
+# -- begin / end ---------------------------------------------------------------------
+
+
+def test_begin_is_answered_with_our_begin() -> None:
+    peer = opened_peer()
+    out = peer.begin(0, next_outgoing_id=17, incoming_window=100, outgoing_window=50)
+    assert out == [Out(0, Begin(remote_channel=0, next_outgoing_id=0,
+                                incoming_window=session_module.INCOMING_WINDOW,
+                                outgoing_window=session_module.OUTGOING_WINDOW), b"")]
+    session = peer.engine.sessions[0]
+    assert session.next_incoming_id == 17
+    assert session.remote_incoming_window == 100
+
+
+def test_channels_are_allocated_from_zero_and_reused() -> None:
+    peer = opened_peer()
+    out = peer.begin(5)
+    assert (out[0].channel, out[0].performative.remote_channel) == (0, 5)
+    out = peer.begin(7)
+    assert (out[0].channel, out[0].performative.remote_channel) == (1, 7)
+    assert peer.end(5) == [Out(0, End(), b"")], "end is echoed on our channel"
+    out = peer.begin(9)
+    assert (out[0].channel, out[0].performative.remote_channel) == (0, 9)
+
+
+def test_begin_on_a_channel_in_use_closes_the_connection() -> None:
+    peer = opened_peer()
+    peer.begin(3)
+    out = peer.begin(3)
+    assert condition(one(out, Close)) == "amqp:not-allowed"
+
+
+def test_begin_with_remote_channel_closes_the_connection() -> None:
+    peer = opened_peer()
+    out = peer.begin(0, remote_channel=0)
+    assert condition(one(out, Close)) == "amqp:not-allowed"
+
+
+def test_end_detaches_the_sessions_links() -> None:
+    peer = opened_peer()
+    peer.begin()
+    link = attach_link(peer)
+    error = Error(condition=Symbol("amqp:internal-error"))
+    assert peer.end(0, error) == [Out(0, End(), b"")]
+    assert peer.take_events() == [LinkDetached(link, error, True)]
+    assert peer.engine.sessions == {}
+    out = peer.flow(channel=0)
+    assert condition(one(out, Close)) == "amqp:not-found", "the channel is free again"
+
+
+def test_session_error_ends_then_discards_until_the_peers_end() -> None:
+    peer = opened_peer()
+    peer.begin()
+    out = peer.transfer(9, b"x")
+    assert kinds(out) == [End]
+    assert condition(out[0].performative) == "amqp:session:unattached-handle"
+    assert peer.transfer(9, b"x") == [], "frames after our end are discarded"
+    assert peer.attach_receiver(0) == []
+    assert peer.take_events() == []
+    assert peer.end() == [], "our end was already sent"
+    assert peer.engine.sessions == {}
+    assert kinds(peer.begin(0)) == [Begin], "the channel can be begun again"
+
+
+# -- session errors ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("action", ["transfer", "flow", "detach"])
+def test_frame_for_an_unknown_handle_is_unattached_handle(action: str) -> None:
+    peer = opened_peer()
+    peer.begin()
+    attach_link(peer, 0)
+    if action == "transfer":
+        out = peer.transfer(5, b"x")
+    elif action == "flow":
+        out = peer.flow(5, link_credit=1)
+    else:
+        out = peer.detach(5)
+    assert kinds(out) == [End]
+    assert condition(out[0].performative) == "amqp:session:unattached-handle"
+    assert not peer.done, "a session error leaves the connection open"
+
+
+def test_attach_reusing_a_handle_is_handle_in_use() -> None:
+    peer = opened_peer()
+    peer.begin()
+    link = attach_link(peer, 0)
+    out = peer.attach_receiver(0, name="another")
+    assert kinds(out) == [End]
+    assert condition(out[0].performative) == "amqp:session:handle-in-use"
+    assert [type(e) for e in peer.take_events()] == [LinkDetached]
+    assert link.detach_sent
+
+
+def test_handles_are_per_session() -> None:
+    peer = opened_peer()
+    peer.begin(0)
+    peer.begin(1)
+    attach_link(peer, 0, channel=0)
+    attach_link(peer, 0, channel=1)
+    assert len(peer.engine.sessions[0].links) == len(peer.engine.sessions[1].links) == 1
+
+
+def test_transfer_beyond_the_incoming_window_is_window_violation(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(session_module, "INCOMING_WINDOW", 0)
+    peer = opened_peer()
+    assert one(peer.begin(), Begin).incoming_window == 0
+    attach_link(peer, 0, role=Role.SENDER, credit_window=10)
+    out = peer.transfer(0, b"x")
+    assert kinds(out) == [End]
+    assert condition(out[0].performative) == "amqp:session:window-violation"
+    assert not any(isinstance(e, MessageReceived) for e in peer.take_events())
+
+
+def test_incoming_window_is_reopened_when_half_used(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(session_module, "INCOMING_WINDOW", 4)
+    peer = opened_peer()
+    peer.begin(0, next_outgoing_id=100)
+    attach_link(peer, 0, role=Role.SENDER, credit_window=100)
+    assert peer.transfer(0, b"a") == []
+    out = peer.transfer(0, b"b")
+    flow = one(out, Flow)
+    assert flow.handle is None
+    assert (flow.next_incoming_id, flow.incoming_window) == (102, 4)
+    for payload in (b"c", b"d", b"e", b"f", b"g"):  # never beyond what we advertised
+        out = peer.transfer(0, payload)
+        assert Close not in kinds(out) and End not in kinds(out)
+    received = [e for e in peer.take_events() if isinstance(e, MessageReceived)]
+    assert [e.delivery.payload for e in received] == [b"a", b"b", b"c", b"d", b"e", b"f", b"g"]
+
+
+def test_session_flow_echo() -> None:
+    peer = opened_peer()
+    peer.begin(0, next_outgoing_id=5)
+    out = peer.flow(echo=True, next_outgoing_id=5)
+    flow = one(out, Flow)
+    assert flow.handle is None
+    assert (flow.next_incoming_id, flow.incoming_window, flow.next_outgoing_id) == (
+        5, session_module.INCOMING_WINDOW, 0)
+    assert peer.flow() == [], "no echo unless asked"
+
+
+# -- our outgoing window: the peer's incoming window --------------------------------------
+
+
+def test_we_respect_the_peers_incoming_window() -> None:
+    peer = opened_peer(max_frame_size=512)
+    peer.begin(0, incoming_window=3)
+    link = attach_link(peer, 0)
+    peer.flow(0, link_credit=10)
+    peer.take_events()
+    link.send(b"a" * 1000, settled=False)  # 3 frames at max-frame-size 512
+    link.send(b"b", settled=False)
+    out = peer.read()
+    assert kinds(out) == [Transfer, Transfer, Transfer]
+    assert [o.performative.more for o in out] == [True, True, False]
+    assert not link.can_send, "the session window is closed"
+    out = peer.flow(incoming_window=1)
+    assert kinds(out) == [Transfer]
+    assert out[0].performative.delivery_id == 1
+    out = peer.flow(incoming_window=10)
+    assert out == []
+    assert link.can_send
+    assert [p for _, p in deliveries(peer.received)] == [b"a" * 1000, b"b"]
+
+
+def test_a_backlogged_delivery_resumes_mid_message() -> None:
+    peer = opened_peer(max_frame_size=512)
+    peer.begin(0, incoming_window=1)
+    link = attach_link(peer, 0)
+    peer.flow(0, link_credit=10)
+    payload = bytes(range(250)) * 8  # 2000 bytes: 5 frames at max-frame-size 512
+    link.send(payload, settled=True)
+    assert [o.performative.more for o in peer.read()] == [True]
+    for _ in range(3):
+        out = peer.flow(incoming_window=1)
+        assert [o.performative.more for o in out] == [True]
+    out = peer.flow(incoming_window=5)
+    assert [o.performative.more for o in out] == [False]
+    assert [p for _, p in deliveries(peer.received)] == [payload]
+
+
+def test_window_reopening_tells_waiting_senders() -> None:
+    peer = opened_peer()
+    peer.begin(0, incoming_window=1)
+    link = attach_link(peer, 0)
+    peer.flow(0, link_credit=5)
+    peer.take_events()
+    link.send(b"x", settled=True)
+    assert not link.can_send
+    peer.flow(incoming_window=10)
+    events = peer.take_events()
+    assert [type(e).__name__ for e in events] == ["CreditChanged"]
+    assert link.can_send
+
+
+def test_two_sessions_are_independent() -> None:
+    peer = opened_peer()
+    peer.begin(0)
+    peer.begin(1)
+    a = attach_link(peer, 0, channel=0)
+    b = attach_link(peer, 0, channel=1)
+    peer.flow(0, link_credit=1, channel=0)
+    peer.flow(0, link_credit=1, channel=1)
+    a.send(b"A", settled=True)
+    b.send(b"B", settled=True)
+    out = peer.read()
+    assert [(o.channel, o.performative.delivery_id, o.payload) for o in out] == [
+        (0, 0, b"A"), (1, 0, b"B")]
+    out = peer.transfer(7, b"x", channel=1)
+    assert out == [Out(1, End(error=one(out, End).error), b"")]
+    assert a.usable and not b.usable
+
+
+def test_detach_on_one_session_does_not_touch_the_other() -> None:
+    peer = opened_peer()
+    peer.begin(0)
+    peer.begin(1)
+    a = attach_link(peer, 0, channel=0)
+    attach_link(peer, 0, channel=1)
+    out = peer.detach(0, channel=1)
+    assert out == [Out(1, Detach(handle=0, closed=True), b"")]
+    assert a.usable
+
+
+def test_attach_with_a_terminus_of_the_wrong_type_is_refused() -> None:
+    peer = opened_peer()
+    peer.begin()
+    out = peer.attach(0, Role.RECEIVER, source=Target(address="q"), target=Target())
+    assert kinds(out) == [Attach, Detach]
+    assert condition(out[1].performative) == "amqp:decode-error"
+    assert peer.take_events() == []
+    assert peer.detach(0) == [], "the refused link is freed by the peer's detach"
+    assert kinds(peer.attach_receiver(0, source=Source(address="q"))) == []
