@@ -365,11 +365,12 @@ class Container:
         entry = delivery.context
         if not isinstance(sub, Subscription) or entry is None:
             return
-        if state is None and settled:
-            state = Released()  # our source's default-outcome
         kind = type(state)
         if kind not in (Accepted, Rejected, Released, Modified):
-            return  # e.g. received: not an outcome
+            if not settled:
+                return  # e.g. received: not an outcome yet
+            # settled without a terminal state: our source's default-outcome (§3.5.3)
+            state, kind = Released(), Released
         delivery.context = None
         now = self.wall_clock()
         if not settled:

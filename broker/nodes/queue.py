@@ -121,9 +121,8 @@ class Queue:
             self.unacked += 1
             consumer.deliver(entry, self._message_for_delivery(entry))
             entry.acquired_before = True
-        if skipped:
+        if skipped:  # never left ready_bytes: put back in place, not counted again
             ready.extendleft(reversed(skipped))
-            self.ready_bytes += sum(e.size for e in skipped)
 
     def _next_consumer(self, entry: Entry) -> Consumer | None:
         consumers = self.consumers

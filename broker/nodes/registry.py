@@ -31,7 +31,11 @@ def parse_address(address: object) -> str:
     if not address.startswith("/"):
         return address
     if address.startswith("/queues/"):
-        name = unquote(address[len("/queues/"):], errors="strict")
+        try:
+            name = unquote(address[len("/queues/"):], errors="strict")
+        except UnicodeDecodeError:
+            raise AddressError(f"queue address {address!r} is not UTF-8 once decoded",
+                               condition=Condition.INVALID_FIELD) from None
         if not name or "/" in address[len("/queues/"):]:
             raise AddressError(f"invalid queue address {address!r}",
                                condition=Condition.INVALID_FIELD)
