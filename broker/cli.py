@@ -1,13 +1,180 @@
-"""Command-line interface: `amqpws-broker serve` (arrives with the broker-core issue)."""
+"""Command-line interface: `amqpws-broker serve`.
+
+Settings come from defaults, then `--config FILE` (TOML), then flags; the
+merge and the checks live in `broker.config`, so the file and the flags are
+validated by the same code. Any bad setting is a usage error (exit code 2).
+"""
 
 from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from pathlib import Path
 
 import click
 
 from broker import __version__
+from broker.config import (
+    DEFAULT_OFFSETS,
+    LOG_LEVELS,
+    Config,
+    ConfigError,
+    build_config,
+    load_file,
+    normalize,
+    parse_user,
+)
+from broker.server import ServerInfo, run
+
+
+def _port(ctx: click.Context, param: click.Parameter, value: str | None) -> int | bool | None:
+    """0-65535, or `off` (False, as `false` in the TOML file) to disable that listener."""
+    if value is None:
+        return None
+    if value.lower() in ("off", "none"):
+        return False
+    try:
+        port = int(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a port number or 'off'", ctx, param) from None
+    if not 0 <= port <= 65535:
+        raise click.BadParameter(f"{port} is not in 0-65535", ctx, param)
+    return port
+
+
+def _user(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> tuple[str, ...]:
+    for spec in values:
+        try:
+            parse_user(spec)
+        except ConfigError as exc:
+            raise click.BadParameter(str(exc), ctx, param) from None
+    return values
 
 
 @click.group()
 @click.version_option(__version__, prog_name="amqpws-broker")
 def main() -> None:
     """A small AMQP 1.0 broker over TCP and WebSocket."""
+
+
+_D = Config()
+
+
+@main.command()
+@click.option("--host", help=f"Address to bind.  [default: {_D.host}]")
+@click.option(
+    "--port",
+    metavar="PORT",
+    callback=_port,
+    help=f"AMQP/TCP port; 0 = free port, 'off'.  [default: {_D.port}]",
+)
+@click.option(
+    "--ws-port",
+    metavar="PORT",
+    callback=_port,
+    help=f"WebSocket port; 0 = free port, 'off'.  [default: {_D.ws_port}]",
+)
+@click.option("--ws-path", help="Only accept WebSocket upgrades on this path.  [default: any]")
+@click.option("--queue", "queues", multiple=True, metavar="NAME", help="Declare a queue.")
+@click.option("--stream", "streams", multiple=True, metavar="NAME", help="Declare a stream.")
+@click.option(
+    "--user",
+    "users",
+    multiple=True,
+    metavar="NAME:PASSWORD",
+    callback=_user,
+    help="SASL PLAIN user (repeatable); replaces the default guest:guest.",
+)
+@click.option("--no-anonymous", is_flag=True, default=None, help="Refuse SASL ANONYMOUS.")
+@click.option("--no-auto-create", is_flag=True, default=None, help="Do not create unknown queues.")
+@click.option("--max-frame-size", type=int, help=f"Bytes, >= 512.  [default: {_D.max_frame_size}]")
+@click.option("--max-message-size", type=int, help=f"Bytes.  [default: {_D.max_message_size}]")
+@click.option(
+    "--idle-time-out", type=float, help=f"Seconds; 0 disables.  [default: {_D.idle_time_out:g}]"
+)
+@click.option(
+    "--default-offset",
+    type=click.Choice(DEFAULT_OFFSETS),
+    help=f"Stream start without an offset filter.  [default: {_D.default_offset}]",
+)
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(exists=True, dir_okay=False),
+    help="TOML file with the same settings (snake_case or kebab-case keys).",
+)
+@click.option(
+    "--ready-file", type=click.Path(dir_okay=False), help="Write URLs as JSON here once listening."
+)
+@click.option(
+    "--log-level",
+    type=click.Choice(LOG_LEVELS, case_sensitive=False),
+    help=f"[default: {_D.log_level}]",
+)
+def serve(
+    config_file: str | None,
+    ready_file: str | None,
+    users: tuple[str, ...],
+    no_anonymous: bool | None,
+    no_auto_create: bool | None,
+    **flags: object,
+) -> None:
+    """Run the broker until SIGINT or SIGTERM."""
+    config = _build(config_file, users, no_anonymous, no_auto_create, flags)
+    logging.basicConfig(
+        level=config.log_level.upper(),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if ready_file:
+        Path(ready_file).unlink(missing_ok=True)  # a stale file must not look ready
+    run(config, on_ready=lambda info: _announce(info, ready_file))
+
+
+def _build(
+    config_file: str | None,
+    users: tuple[str, ...],
+    no_anonymous: bool | None,
+    no_auto_create: bool | None,
+    flags: dict[str, object],
+) -> Config:
+    """Defaults < file < flags; every error becomes a usage error."""
+    layer = {k: v for k, v in flags.items() if v not in (None, ())}
+    if users:
+        layer["users"] = list(users)
+    if no_anonymous:
+        layer["allow_anonymous"] = False
+    if no_auto_create:
+        layer["auto_create"] = False
+    if isinstance(layer.get("log_level"), str):
+        layer["log_level"] = str(layer["log_level"]).lower()
+    for key in ("queues", "streams"):
+        if key in layer:
+            layer[key] = list(layer[key])  # type: ignore[call-overload]
+    try:
+        from_file = load_file(config_file) if config_file else {}
+        return build_config(from_file, normalize(layer, source="options"))
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from None
+
+
+def _announce(info: ServerInfo, ready_file: str | None) -> None:
+    """Ready file first, then one line per listener on stdout, flushed: a
+    script that saw the URLs can rely on the file being there."""
+    if ready_file:
+        ready = {
+            "amqp_url": info.amqp_url,
+            "ws_url": info.ws_url,
+            "port": info.port,
+            "ws_port": info.ws_port,
+            "pid": os.getpid(),
+        }
+        tmp = Path(f"{ready_file}.tmp")
+        tmp.write_text(json.dumps(ready) + "\n")
+        tmp.replace(ready_file)  # atomic: readers never see half a file
+    for url in (info.amqp_url, info.ws_url):
+        if url:
+            click.echo(url)
+    sys.stdout.flush()

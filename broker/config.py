@@ -1,9 +1,21 @@
 """Broker configuration: one frozen dataclass, merged from defaults, a TOML
-file and command-line flags (each flag is the field name in kebab-case)."""
+file and command-line flags (each flag is the field name in kebab-case).
+
+Layers are plain mappings of field name → value, normalized and type-checked
+by `normalize` so that a typo in a file fails loudly instead of being ignored.
+`build_config` applies them in order (later wins) and `validate` checks the
+result as a whole.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import os
+import re
+import tomllib
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any, cast
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,7 +31,7 @@ class StreamConfig:
 @dataclass(frozen=True, slots=True)
 class Config:
     host: str = "127.0.0.1"
-    port: int = 5672  # 0 picks a free port; None disables the TCP listener
+    port: int | None = 5672  # 0 picks a free port; None disables the TCP listener
     ws_port: int | None = 15678  # None disables the WebSocket listener
     ws_path: str | None = None  # None accepts any path
     queues: tuple[str, ...] = ()
@@ -36,3 +48,213 @@ class Config:
     queue_max_length_bytes: int | None = None
     queue_overflow: str = "reject-publish"  # or "drop-head"
     log_level: str = "info"
+
+
+class ConfigError(ValueError):
+    """A setting that cannot be used; the CLI reports it as a usage error (exit 2)."""
+
+
+MIN_MAX_FRAME_SIZE = 512  # §2.7.1 open: a peer may not ask for less
+DEFAULT_OFFSETS = ("first", "next", "last")
+QUEUE_OVERFLOWS = ("reject-publish", "drop-head")
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+_FIELDS = {f.name for f in dataclasses.fields(Config)}
+_STR = {"host", "ws_path", "container_id", "default_offset", "queue_overflow", "log_level"}
+_INT = {"max_frame_size", "max_message_size"}
+_OPTIONAL_INT = {"port", "ws_port", "queue_max_length", "queue_max_length_bytes"}
+_BOOL = {"allow_anonymous", "auto_create"}
+_STREAM_KEYS = {"max_age", "max_length_bytes", "max_length_messages"}
+_DURATION = re.compile(r"\d+[YMDhms]")  # NOTES.md: units Y M D h m s
+
+
+def parse_user(spec: str) -> tuple[str, str]:
+    """`NAME:PASSWORD` → (name, password); the password may contain ':'."""
+    name, sep, password = spec.partition(":")
+    if not sep or not name:
+        raise ConfigError(f"user {spec!r} is not NAME:PASSWORD")
+    return name, password
+
+
+def load_file(path: str | os.PathLike[str]) -> dict[str, object]:
+    """Read a TOML file into a normalized layer (keys snake- or kebab-case)."""
+    try:
+        with open(path, "rb") as f:
+            raw = tomllib.load(f)
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"{os.fspath(path)}: {exc}") from None
+    return normalize(raw, source=os.fspath(path))
+
+
+def normalize(raw: Mapping[str, object], *, source: str = "config") -> dict[str, object]:
+    """Check names and types of one layer and convert values to field types."""
+    out: dict[str, object] = {}
+    for key, value in raw.items():
+        name = key.replace("-", "_")
+        if name not in _FIELDS:
+            raise ConfigError(f"{source}: unknown setting {key!r}")
+        out[name] = _convert(name, value, f"{source}: {key}")
+    return out
+
+
+def _convert(name: str, value: object, where: str) -> object:
+    if name in _STR:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where} must be a string")
+        return value
+    if name in _BOOL:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where} must be true or false")
+        return value
+    if name in _OPTIONAL_INT and (value is None or value is False):
+        return None  # TOML has no null: `ws-port = false` disables the listener
+    if name in _INT | _OPTIONAL_INT:
+        return _int(value, where)
+    if name == "idle_time_out":
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{where} must be a number of seconds")
+        return float(value)
+    if name == "queues":
+        return tuple(_names(value, where))
+    if name == "streams":
+        return _streams(value, where)
+    if name == "users":
+        return _users(value, where)
+    raise ConfigError(f"{where} cannot be set")
+
+
+def _int(value: object, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{where} must be an integer")
+    return value
+
+
+def _names(value: object, where: str) -> list[str]:
+    if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"{where} must be a list of names")
+    return list(value)
+
+
+def _streams(value: object, where: str) -> tuple[StreamConfig, ...]:
+    """A list of names, or a table `[streams.NAME]` of retention settings."""
+    if isinstance(value, list | tuple):
+        return tuple(StreamConfig(n) for n in _names(value, where))
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{where} must be a list of names or a table of streams")
+    streams = []
+    for name, table in value.items():
+        if not isinstance(table, Mapping):
+            raise ConfigError(f"{where}.{name} must be a table")
+        settings: dict[str, object] = {}
+        for key, item in table.items():
+            attr = key.replace("-", "_")
+            if attr not in _STREAM_KEYS:
+                raise ConfigError(f"{where}.{name}: unknown setting {key!r}")
+            if attr == "max_age":
+                if not isinstance(item, str):
+                    raise ConfigError(f"{where}.{name}.{key} must be a string like '7D'")
+                settings[attr] = item
+            else:
+                settings[attr] = _int(item, f"{where}.{name}.{key}")
+        streams.append(StreamConfig(str(name), **settings))  # type: ignore[arg-type]
+    return tuple(streams)
+
+
+def _users(value: object, where: str) -> dict[str, str]:
+    """A table `name = "password"`, or a list of `NAME:PASSWORD` strings."""
+    if isinstance(value, Mapping):
+        if not all(isinstance(v, str) for v in value.values()):
+            raise ConfigError(f"{where}: passwords must be strings")
+        return {str(k): str(v) for k, v in value.items()}
+    return dict(parse_user(spec) for spec in _names(value, where))
+
+
+def build_config(*layers: Mapping[str, object], base: Config | None = None) -> Config:
+    """Apply normalized layers over `base` (defaults), later layers winning.
+
+    Queues and streams accumulate across layers (declaring a node twice is
+    harmless; a stream's retention merges setting by setting); every other
+    setting, users included, is replaced.
+    """
+    values: dict[str, Any] = {f: getattr(base or Config(), f) for f in _FIELDS}
+    for layer in layers:
+        for name, value in layer.items():
+            if name == "queues":
+                values[name] = tuple(dict.fromkeys((*values[name], *cast(Iterable[str], value))))
+            elif name == "streams":
+                values[name] = _merge_streams(values[name], cast(Iterable[StreamConfig], value))
+            else:
+                values[name] = value
+    return validate(Config(**values))
+
+
+def _merge_streams(
+    old: Iterable[StreamConfig], new: Iterable[StreamConfig]
+) -> tuple[StreamConfig, ...]:
+    merged = {s.name: s for s in old}
+    for s in new:
+        prev = merged.get(s.name)
+        if prev is not None:
+            s = StreamConfig(
+                s.name,
+                *(
+                    getattr(s, k) if getattr(s, k) is not None else getattr(prev, k)
+                    for k in ("max_age", "max_length_bytes", "max_length_messages")
+                ),
+            )
+        merged[s.name] = s
+    return tuple(merged.values())
+
+
+def validate(config: Config) -> Config:
+    """Reject combinations the broker cannot run with; returns `config`."""
+    c = config
+    for name in ("port", "ws_port"):
+        port = getattr(c, name)
+        if port is not None and not 0 <= port <= 65535:
+            raise ConfigError(f"{name} must be 0-65535, got {port}")
+    if c.port is None and c.ws_port is None:
+        raise ConfigError("both listeners are disabled")
+    if c.port and c.port == c.ws_port:
+        raise ConfigError(f"port and ws_port are both {c.port}")
+    if c.ws_path is not None and not c.ws_path.startswith("/"):
+        raise ConfigError(f"ws_path must start with '/', got {c.ws_path!r}")
+    if not MIN_MAX_FRAME_SIZE <= c.max_frame_size <= 0xFFFFFFFF:
+        raise ConfigError(
+            f"max_frame_size must be {MIN_MAX_FRAME_SIZE}..4294967295, got {c.max_frame_size}"
+        )
+    if c.max_message_size < 1:
+        raise ConfigError(f"max_message_size must be positive, got {c.max_message_size}")
+    if c.idle_time_out < 0:
+        raise ConfigError(f"idle_time_out must be >= 0, got {c.idle_time_out}")
+    _choice("default_offset", c.default_offset, DEFAULT_OFFSETS)
+    _choice("queue_overflow", c.queue_overflow, QUEUE_OVERFLOWS)
+    _choice("log_level", c.log_level, LOG_LEVELS)
+    for name in ("queue_max_length", "queue_max_length_bytes"):
+        if (value := getattr(c, name)) is not None and value < 0:
+            raise ConfigError(f"{name} must be >= 0, got {value}")
+    if not c.container_id:
+        raise ConfigError("container_id must not be empty")
+    for user in c.users:
+        if not user or ":" in user:
+            raise ConfigError(f"bad user name {user!r}")
+    _validate_nodes(c)
+    return config
+
+
+def _choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
+
+
+def _validate_nodes(c: Config) -> None:
+    names = [*c.queues, *(s.name for s in c.streams)]
+    if not all(names):
+        raise ConfigError("queue and stream names must not be empty")
+    if both := set(c.queues) & {s.name for s in c.streams}:
+        raise ConfigError(f"declared both as queue and stream: {', '.join(sorted(both))}")
+    for s in c.streams:
+        if s.max_age is not None and not _DURATION.fullmatch(s.max_age):
+            raise ConfigError(f"stream {s.name}: max_age {s.max_age!r} is not like '7D' or '1h'")
+        for name in ("max_length_bytes", "max_length_messages"):
+            if (value := getattr(s, name)) is not None and value < 1:
+                raise ConfigError(f"stream {s.name}: {name} must be positive, got {value}")

@@ -1,0 +1,177 @@
+"""The server: one container, the TCP and WebSocket listeners, every connection.
+
+Shutdown (a `ServerInfo.shutdown()` call, cancellation of `serve`, or a
+signal under `run`) is graceful: stop accepting, let the container close every
+connection with amqp:connection:forced, give them `shutdown_grace` seconds to
+flush and close, then cancel whatever is left. The connections run under a
+shield so that cancelling `serve` still gets that grace period.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import trio
+
+from broker.config import Config
+from broker.transports import ContainerLike, serve_tcp, serve_websocket
+
+log = logging.getLogger("broker.server")
+
+SHUTDOWN_GRACE = 2.0
+ContainerFactory = Callable[[Config], ContainerLike]
+
+
+def default_container(config: Config) -> ContainerLike:
+    """The real engine container, on trio's clock (the driver's deadlines)."""
+    from broker.container import Container  # imported late: transports run without an engine
+
+    container: ContainerLike = Container(config, clock=trio.current_time)
+    return container
+
+
+@dataclass
+class ServerInfo:
+    """What `serve` bound, reported through `task_status`."""
+
+    host: str
+    port: int | None  # None when that listener is disabled
+    ws_port: int | None
+    amqp_url: str | None
+    ws_url: str | None
+    container: ContainerLike = field(repr=False)
+    _stop: trio.Event = field(default_factory=trio.Event, repr=False)
+
+    def shutdown(self) -> None:
+        """Start a graceful shutdown; `serve` returns once it is over."""
+        self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+
+async def serve(
+    config: Config,
+    *,
+    container_factory: ContainerFactory | None = None,
+    shutdown_grace: float = SHUTDOWN_GRACE,
+    task_status: trio.TaskStatus[ServerInfo] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run the broker until `shutdown()` or cancellation (see module doc)."""
+    container = (container_factory or default_container)(config)
+    tcp, ws = await _bind(config)
+    info = ServerInfo(
+        config.host,
+        _port(tcp),
+        _port(ws),
+        _url("amqp", config.host, _port(tcp), ""),
+        _url("ws", config.host, _port(ws), config.ws_path or "/ws"),
+        container,
+    )
+    async with trio.open_nursery() as outer:
+        outer.start_soon(_stop_when_cancelled, info)
+        with trio.CancelScope(shield=True):
+            async with trio.open_nursery() as connections:
+                async with trio.open_nursery() as listening:
+                    if tcp:
+                        await listening.start(
+                            functools.partial(
+                                serve_tcp, tcp, container, handler_nursery=connections
+                            )
+                        )
+                    if ws:
+                        await listening.start(
+                            functools.partial(
+                                serve_websocket, ws, container, config, handler_nursery=connections
+                            )
+                        )
+                    log.info(
+                        "listening: %s", ", ".join(u for u in (info.amqp_url, info.ws_url) if u)
+                    )
+                    task_status.started(info)
+                    await info._stop.wait()
+                    listening.cancel_scope.cancel()
+                log.info("shutting down")
+                container.shutdown()
+                connections.cancel_scope.deadline = trio.current_time() + shutdown_grace
+        outer.cancel_scope.cancel()
+
+
+async def _stop_when_cancelled(info: ServerInfo) -> None:
+    try:
+        await trio.sleep_forever()
+    finally:
+        info.shutdown()
+
+
+async def _bind(config: Config) -> tuple[list[trio.SocketListener], list[trio.SocketListener]]:
+    """Bind both listeners before serving, so that errors (port in use) come
+    out of `serve` plainly instead of inside an exception group."""
+    tcp = await _listen(config.host, config.port)
+    try:
+        ws = await _listen(config.host, config.ws_port)
+    except BaseException:
+        for listener in tcp:
+            await trio.aclose_forcefully(listener)
+        raise
+    return tcp, ws
+
+
+async def _listen(host: str, port: int | None) -> list[trio.SocketListener]:
+    if port is None:
+        return []
+    listeners = await trio.open_tcp_listeners(port, host=host or None)
+    if port == 0:
+        # Each address would get its own free port; keep one, so one URL holds.
+        for extra in listeners[1:]:
+            await trio.aclose_forcefully(extra)
+        listeners = listeners[:1]
+    return listeners
+
+
+def _port(listeners: list[trio.SocketListener]) -> int | None:
+    return int(listeners[0].socket.getsockname()[1]) if listeners else None
+
+
+def _url(scheme: str, host: str, port: int | None, path: str) -> str | None:
+    if port is None:
+        return None
+    host = host or "0.0.0.0"
+    return f"{scheme}://[{host}]:{port}{path}" if ":" in host else f"{scheme}://{host}:{port}{path}"
+
+
+def run(
+    config: Config,
+    *,
+    container_factory: ContainerFactory | None = None,
+    on_ready: Callable[[ServerInfo], None] | None = None,
+) -> None:
+    """Serve until SIGINT or SIGTERM, shut down gracefully, and return.
+
+    `on_ready` is called once the listeners are bound (the CLI prints URLs).
+    Must run in the main thread (signal handling).
+    """
+    trio.run(functools.partial(_run, config, container_factory, on_ready))
+
+
+async def _run(
+    config: Config,
+    container_factory: ContainerFactory | None,
+    on_ready: Callable[[ServerInfo], None] | None,
+) -> None:
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+            info: ServerInfo = await nursery.start(
+                functools.partial(serve, config, container_factory=container_factory)
+            )
+            if on_ready is not None:
+                on_ready(info)
+            async for signum in signals:
+                log.info("%s received", signal.Signals(signum).name)
+                break
+            info.shutdown()  # the nursery ends when serve has finished

@@ -1,0 +1,261 @@
+"""The one loop that pumps a byte stream through an engine connection.
+
+Theory of operation. TCP and WebSocket both hand us a `trio.abc.Stream`; the
+container hands us a `ConnectionHandle` that does all protocol work
+synchronously. Three tasks per connection share them, so a slow peer only
+ever blocks its own tasks:
+
+- the reader feeds every `receive_some` (64 KiB reads) to `receive_data`;
+  EOF is `receive_data(b"")`;
+- the writer sleeps on a `Wakeup` that the container pokes whenever the
+  handle has output (possibly while processing another connection), then
+  sends everything pending in one `send_all`, and loops while more piled up
+  during the send: frames are coalesced, never one syscall per frame;
+- the timer sleeps in a cancel scope whose deadline is the handle's next
+  deadline; whoever may have moved that deadline (a receive, a local action)
+  calls `_retick`, which runs `tick()` and moves the scope.
+
+Once the handle is done (or the peer has gone), the remaining output gets
+`close_timeout` seconds to drain; then the stream is closed gracefully
+(half-close and drain input, so unread data cannot turn our last frame into
+a TCP reset) or, if anything went wrong, forcefully. Transport errors end
+here as `connection_lost()`; they never reach the engine as exceptions.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Protocol
+
+import trio
+
+log = logging.getLogger("broker.transport")
+
+RECEIVE_SIZE = 64 * 1024
+CLOSE_TIMEOUT = 2.0  # seconds to flush the last frames and close
+MIN_TICK = 0.05  # shortest timer sleep, seconds
+_TRANSPORT_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError)
+
+
+class ConnectionHandle(Protocol):
+    """What the driver needs from one engine connection (see container.py)."""
+
+    def receive_data(self, data: bytes) -> None: ...
+    def data_to_send(self) -> bytes: ...
+    def tick(self) -> float | None: ...
+    @property
+    def done(self) -> bool: ...
+    def connection_lost(self) -> None: ...
+
+
+class ContainerLike(Protocol):
+    """What the transports need from the container."""
+
+    def connection_made(
+        self, peer: str, transport: str, wake: Callable[[], None]
+    ) -> ConnectionHandle: ...
+    def shutdown(self) -> None: ...
+
+
+class Wakeup:
+    """A coalescing signal: any number of `wake()` calls release one `wait()`.
+
+    `wake` is synchronous and cheap because the container calls it from the
+    middle of processing, once per frame it queues.
+    """
+
+    __slots__ = ("_event",)
+
+    def __init__(self) -> None:
+        self._event = trio.Event()
+
+    def wake(self) -> None:
+        self._event.set()
+
+    async def wait(self) -> None:
+        await self._event.wait()
+        self._event = trio.Event()
+
+
+def peer_name(stream: trio.abc.Stream) -> str:
+    """`host:port` of a socket stream's peer, for logs and the container."""
+    try:
+        host, port = stream.socket.getpeername()[:2]  # type: ignore[attr-defined]
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    except (AttributeError, OSError, TypeError, ValueError):
+        return type(stream).__name__
+
+
+async def serve_stream(
+    stream: trio.abc.Stream,
+    container: ContainerLike,
+    *,
+    peer: str,
+    transport: str,
+    close_timeout: float = CLOSE_TIMEOUT,
+) -> None:
+    """Attach an accepted stream to the container and drive it to the end.
+
+    Never raises for one connection's failure, engine bugs included (they are
+    logged with a traceback): one bad connection must not stop the server.
+    """
+    label = f"{transport} {peer}"
+    wakeup = Wakeup()
+    try:
+        handle = container.connection_made(peer, transport, wakeup.wake)
+    except Exception:
+        log.exception("%s refused: container failed", label)
+        with trio.CancelScope(shield=True):
+            await trio.aclose_forcefully(stream)
+        return
+    log.info("%s connected", label)
+    reason: str | None = "server stopped"  # unless drive() returns or fails
+    try:
+        reason = await drive(stream, handle, wakeup, close_timeout=close_timeout)
+    except Exception:
+        reason = None
+        log.exception("%s disconnected: internal error", label)
+    finally:
+        if reason is not None:
+            log.info("%s disconnected: %s", label, reason)
+
+
+async def drive(
+    stream: trio.abc.Stream,
+    handle: ConnectionHandle,
+    wakeup: Wakeup,
+    *,
+    close_timeout: float = CLOSE_TIMEOUT,
+) -> str:
+    """Pump `stream` through `handle` until the connection ends; returns why.
+
+    `wakeup` must be the one whose `wake` the handle was created with. The
+    handle's deadlines are on trio's clock (`trio.current_time`).
+    """
+    return await _Pump(stream, handle, wakeup, close_timeout).run()
+
+
+class _Pump:
+    def __init__(
+        self, stream: trio.abc.Stream, handle: ConnectionHandle, wakeup: Wakeup, timeout: float
+    ) -> None:
+        self.stream = stream
+        self.handle = handle
+        self.wakeup = wakeup
+        self.close_timeout = timeout
+        self.reason: str | None = None  # the first cause of the end wins
+        self.eof = False
+        self.broken = False
+        self.scope = trio.CancelScope()  # the three tasks; gets a deadline once ending
+        self.timer = trio.CancelScope()
+
+    async def run(self) -> str:
+        clean = False
+        try:
+            with self.scope:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._read)
+                    nursery.start_soon(self._time)
+                    clean = await self._write()
+                    nursery.cancel_scope.cancel()
+            if self.scope.cancelled_caught:
+                self.reason = f"{self.reason or 'closing'}; flush timed out"
+                clean = False
+        except BaseException:
+            await self._abort()
+            raise
+        if clean:
+            await self._close_gracefully()
+        else:
+            await self._abort()
+        return self.reason or "closed"
+
+    def _end(self, reason: str) -> None:
+        """Record why we are ending and bound the time left to flush."""
+        if self.reason is None:
+            self.reason = reason
+            self.scope.deadline = trio.current_time() + self.close_timeout
+
+    def _lost(self, exc: BaseException) -> None:
+        self.broken = True
+        self._end(f"transport error: {exc!r}")
+        self.handle.connection_lost()
+        self.wakeup.wake()
+
+    def _retick(self) -> None:
+        deadline = self.handle.tick()
+        if self.handle.done:
+            self._end("closed")
+        # Only ever move the timer earlier: a later deadline (the idle limit
+        # moves on every receive) just costs one early wake-up and re-tick,
+        # which is cheaper than re-registering the deadline on every batch.
+        if deadline is not None and deadline < self.timer.deadline:
+            # a deadline already past must not make the timer spin
+            deadline = max(deadline, trio.current_time() + MIN_TICK)
+            self.timer.deadline = min(deadline, self.timer.deadline)
+
+    async def _read(self) -> None:
+        while True:
+            try:
+                data = await self.stream.receive_some(RECEIVE_SIZE)
+            except _TRANSPORT_ERRORS as exc:
+                self._lost(exc)
+                return
+            self.handle.receive_data(bytes(data))  # no copy when already bytes
+            if not data:
+                self.eof = True
+                self._end("peer disconnected")
+                self.wakeup.wake()
+                return
+            self._retick()
+            self.wakeup.wake()
+
+    async def _time(self) -> None:
+        while True:
+            self.timer = trio.CancelScope()
+            self._retick()
+            self.wakeup.wake()  # tick may have queued a heartbeat or a close
+            with self.timer:
+                await trio.sleep_forever()
+
+    async def _write(self) -> bool:
+        """Send until done; True when everything went out and the close may be graceful."""
+        while not self.broken:
+            data = self.handle.data_to_send()
+            if data:
+                try:
+                    await self.stream.send_all(data)
+                except _TRANSPORT_ERRORS as exc:
+                    self._lost(exc)
+                    return False
+                continue
+            if self.handle.done or self.eof:
+                self._end("closed" if self.handle.done else "peer disconnected")
+                return True
+            await self.wakeup.wait()
+            self._retick()
+        return False
+
+    async def _close_gracefully(self) -> None:
+        try:
+            with trio.move_on_after(self.close_timeout):
+                if isinstance(self.stream, trio.abc.HalfCloseableStream) and not self.eof:
+                    try:
+                        await self.stream.send_eof()
+                        while await self.stream.receive_some(RECEIVE_SIZE):
+                            pass
+                    except _TRANSPORT_ERRORS:
+                        pass
+                await self.stream.aclose()
+        finally:
+            await self._abort()  # a no-op once closed; closes for sure otherwise
+
+    async def _abort(self) -> None:
+        """Tell the engine the transport is gone and close without ceremony."""
+        try:
+            self.handle.connection_lost()
+        except Exception:
+            log.exception("connection_lost() failed")
+        with trio.CancelScope(shield=True):
+            await trio.aclose_forcefully(self.stream)

@@ -1,0 +1,276 @@
+"""AMQP over WebSocket: the handshake rules of NOTES.md, message/stream
+adaptation, and closing; over memory streams and over a loopback socket."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+
+import pytest
+import trio
+import trio.testing
+from fakes import FakeContainer, read_to_eof
+from trio_websocket import (
+    ConnectionClosed,
+    ConnectionRejected,
+    WebSocketConnection,
+    open_websocket,
+    wrap_client_stream,
+)
+
+from broker.config import Config
+from broker.transports.driver import ContainerLike
+from broker.transports.websocket import (
+    handle_websocket_stream,
+    max_ws_message_size,
+    pick_subprotocol,
+    serve_websocket,
+)
+
+MiB = 1024 * 1024
+
+
+@asynccontextmanager
+async def ws_client(
+    container: ContainerLike,
+    config: Config | None = None,
+    *,
+    path: str = "/ws",
+    subprotocols: Sequence[str] = ("amqp",),
+) -> AsyncIterator[WebSocketConnection]:
+    """A client WebSocket connected over memory streams to our handler."""
+    client_stream, server_stream = trio.testing.memory_stream_pair()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(handle_websocket_stream, server_stream, container, config or Config())
+        ws = await wrap_client_stream(
+            nursery,
+            client_stream,  # type: ignore[arg-type]
+            "localhost",
+            path,
+            subprotocols=list(subprotocols),
+            max_message_size=4 * MiB,
+        )
+        yield ws
+        nursery.cancel_scope.cancel()
+
+
+async def raw_upgrade(config: Config, path: str, protocols: Sequence[str]) -> bytes:
+    """Send a hand-written upgrade request; return the whole response."""
+    lines = [
+        f"GET {path} HTTP/1.1",
+        "Host: localhost",
+        "Upgrade: websocket",
+        "Connection: Upgrade",
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+        "Sec-WebSocket-Version: 13",
+    ]
+    if protocols:
+        lines.append("Sec-WebSocket-Protocol: " + ", ".join(protocols))
+    client, server = trio.testing.memory_stream_pair()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(handle_websocket_stream, server, FakeContainer(), config)
+        await client.send_all(("\r\n".join(lines) + "\r\n\r\n").encode())
+        return await read_to_eof(client)
+
+
+@pytest.mark.parametrize(
+    ("offered", "picked"),
+    [
+        (["binary", "AMQPWSB10", "amqp"], "amqp"),  # rhea in the browser
+        (["AMQPWSB10"], "AMQPWSB10"),  # pyamqp, uAMQP
+        (["binary"], "binary"),  # websockify-style tools
+        (["mqtt", "binary"], "binary"),
+        ([], None),  # rhea's Node example
+    ],
+)
+def test_pick_subprotocol(offered: list[str], picked: str | None) -> None:
+    assert pick_subprotocol(offered) == picked
+
+
+def test_pick_subprotocol_refuses_unknown_only() -> None:
+    with pytest.raises(ValueError, match="mqtt"):
+        pick_subprotocol(["mqtt", "AMQP"])  # tokens are case-sensitive
+
+
+def test_max_message_size_is_generous() -> None:
+    assert max_ws_message_size(Config()) >= 16 * MiB
+    assert max_ws_message_size(Config(max_frame_size=64 * MiB)) >= 128 * MiB
+
+
+@pytest.mark.parametrize(
+    ("offered", "echoed"),
+    [(["binary", "AMQPWSB10", "amqp"], "amqp"), (["AMQPWSB10"], "AMQPWSB10"), ([], None)],
+)
+async def test_handshake_echoes_the_pick(offered: list[str], echoed: str | None) -> None:
+    container = FakeContainer()
+    with trio.fail_after(5):
+        async with ws_client(container, subprotocols=offered) as ws:
+            assert ws.subprotocol == echoed
+            await ws.send_message(b"hi")
+            assert await ws.get_message() == b"hi"
+    assert container.handles[0].transport == "ws"
+
+
+async def test_unknown_subprotocols_get_400_with_reason() -> None:
+    with trio.fail_after(5):
+        response = await raw_upgrade(Config(), "/", ["mqtt", "stomp"])
+    assert response.startswith(b"HTTP/1.1 400 ")
+    assert b"unsupported WebSocket subprotocol(s) mqtt, stomp" in response
+
+
+async def test_ws_path_restricts_paths() -> None:
+    config = Config(ws_path="/ws")
+    with trio.fail_after(5):
+        response = await raw_upgrade(config, "/other", ["amqp"])
+        assert response.startswith(b"HTTP/1.1 404 ")
+        assert b"no AMQP endpoint at /other" in response
+        async with ws_client(FakeContainer(), config, path="/ws?x=1") as ws:
+            assert ws.subprotocol == "amqp"
+
+
+async def test_any_path_when_ws_path_unset() -> None:
+    with trio.fail_after(5):
+        async with ws_client(FakeContainer(), path="/$servicebus/websocket") as ws:
+            assert ws.subprotocol == "amqp"
+
+
+async def test_messages_are_a_byte_stream() -> None:
+    container = FakeContainer(echo=False)
+    frame = bytes(range(256)) * 3
+    with trio.fail_after(5):
+        async with ws_client(container) as ws:
+            for i in range(0, len(frame), 7):  # one frame over many messages
+                await ws.send_message(frame[i : i + 7])
+            await ws.send_message(b"")  # an empty message is not EOF
+            await ws.send_message(frame * 3)  # several frames in one message
+            await ws.send_message(b"BYE")
+            with pytest.raises(ConnectionClosed):
+                await ws.get_message()
+    assert container.handles[0].received == frame * 4 + b"BYE"
+
+
+async def test_amqp_close_then_websocket_close() -> None:
+    container = FakeContainer()
+    with trio.fail_after(5):
+        async with ws_client(container) as ws:
+            await ws.send_message(b"BYE")
+            assert await ws.get_message() == b"BYE"
+            with pytest.raises(ConnectionClosed):
+                await ws.get_message()
+            assert ws.closed is not None and ws.closed.code == 1000  # closing handshake
+
+
+async def test_text_message_closes_with_1003() -> None:
+    container = FakeContainer()
+    with trio.fail_after(5):
+        async with ws_client(container) as ws:
+            await ws.send_message("AMQP as text")
+            with pytest.raises(ConnectionClosed) as info:
+                await ws.get_message()
+            assert info.value.reason is not None and info.value.reason.code == 1003
+            await container.handles[0].closed.wait()
+    assert container.handles[0].eof
+
+
+async def test_websocket_close_is_eof_for_the_engine() -> None:
+    container = FakeContainer()
+    with trio.fail_after(5):
+        async with ws_client(container) as ws:
+            await ws.send_message(b"x")
+            await ws.get_message()
+            await ws.aclose()
+            await container.handles[0].closed.wait()
+    assert container.handles[0].eof
+
+
+async def test_large_message_accepted() -> None:
+    container = FakeContainer(echo=False)
+    big = bytes(range(256)) * (2 * MiB // 256)
+    with trio.fail_after(10):
+        async with ws_client(container) as ws:
+            await ws.send_message(big + b"BYE")
+            with pytest.raises(ConnectionClosed):
+                await ws.get_message()
+            assert ws.closed is not None and ws.closed.code == 1000
+    assert container.handles[0].received == big + b"BYE"
+
+
+async def test_pings_are_answered() -> None:
+    with trio.fail_after(5):
+        async with ws_client(FakeContainer()) as ws:
+            await ws.ping(b"are you there")
+
+
+async def test_over_a_loopback_socket() -> None:
+    container = FakeContainer()
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    port = listeners[0].socket.getsockname()[1]
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(serve_websocket, listeners, container, Config(ws_path="/ws"))
+            async with open_websocket(
+                "127.0.0.1", port, "/ws", use_ssl=False, subprotocols=["AMQPWSB10"]
+            ) as ws:
+                assert ws.subprotocol == "AMQPWSB10"
+                await ws.send_message(b"hello")
+                assert await ws.get_message() == b"hello"
+                await ws.send_message(b"BYE")
+                assert await ws.get_message() == b"BYE"
+                with pytest.raises(ConnectionClosed):
+                    await ws.get_message()
+            assert container.handles[0].peer.startswith("127.0.0.1:")
+            with pytest.raises(ConnectionRejected) as info:
+                async with open_websocket(
+                    "127.0.0.1", port, "/ws", use_ssl=False, subprotocols=["mqtt"]
+                ):
+                    pass
+            assert info.value.status_code == 400
+            assert info.value.body is not None and b"unsupported" in info.value.body
+            nursery.cancel_scope.cancel()
+
+
+async def test_real_engine_reads_a_frame_split_over_messages() -> None:
+    container_mod = pytest.importorskip("broker.container")
+    from broker.codec.performatives import Open
+    from broker.framing import NEED_DATA, Frame, FrameReader, decode_frame_body, encode_frame
+
+    container = container_mod.Container(Config(), clock=trio.current_time)
+    request = bytearray(b"AMQP\x00\x01\x00\x00")
+    encode_frame(request, 0, Open(container_id="ws-test"))
+    reader = FrameReader()
+    with trio.fail_after(5):
+        async with ws_client(container, subprotocols=["binary", "AMQPWSB10", "amqp"]) as ws:
+            for i in range(0, len(request), 3):
+                await ws.send_message(bytes(request[i : i + 3]))
+            items: list[object] = []
+            while len(items) < 2:
+                reader.feed(await ws.get_message())  # type: ignore[arg-type]
+                while (item := reader.next()) is not NEED_DATA:
+                    items.append(item)
+    header, frame = items[:2]
+    assert header.raw == b"AMQP\x00\x01\x00\x00"  # type: ignore[attr-defined]
+    assert isinstance(frame, Frame)
+    opened, _ = decode_frame_body(frame.body)
+    assert isinstance(opened, Open) and opened.container_id == "amqpws-broker"
+
+
+async def test_silent_client_is_dropped_after_handshake_timeout(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    client, server = trio.testing.memory_stream_pair()
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(handle_websocket_stream, server, FakeContainer(), Config())
+            start = trio.current_time()
+            assert await read_to_eof(client) == b""
+    assert trio.current_time() - start == pytest.approx(10.0)
+
+
+async def test_plain_http_gets_an_error_response() -> None:
+    client, server = trio.testing.memory_stream_pair()
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(handle_websocket_stream, server, FakeContainer(), Config())
+            await client.send_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert (await read_to_eof(client)).startswith(b"HTTP/1.1 4")
+            nursery.cancel_scope.cancel()
