@@ -746,3 +746,47 @@ def test_handle_tick_uses_the_container_clock() -> None:
     broker.clock.t = 10.0
     peer.conn.tick()
     assert condition(one(peer.read(), Close)) == "amqp:resource-limit-exceeded"
+
+
+def test_shutdown_requeues_unsettled_deliveries() -> None:
+    broker = Broker()
+    consumed(broker, 3)
+    broker.container.shutdown()
+    q = broker.queue("q")
+    assert (q.depth, q.unacked) == (3, 0)
+
+
+# -- session window ----------------------------------------------------------------------------
+
+
+def test_dispatch_resumes_when_the_session_window_reopens() -> None:
+    broker = Broker()
+    peer = broker.client("slow")
+    peer.end()
+    peer.begin(0, incoming_window=2)
+    publisher(peer, 0)
+    publish(peer, 0, b"1", b"2", b"3", b"4", b"5")
+    consumer(peer, 1, credit=10)
+    assert bodies(peer.received) == [b"1", b"2"]
+    assert broker.queue("q").depth == 3, "waiting messages stay in the queue"
+    out = peer.flow(incoming_window=2)
+    assert bodies(out) == [b"3", b"4"]
+    out = peer.flow(incoming_window=100)
+    assert bodies(out) == [b"5"]
+
+
+def test_consumer_detaching_mid_message_gets_it_requeued_whole() -> None:
+    broker = Broker()
+    peer = broker.client("slow", max_frame_size=512)
+    peer.end()
+    peer.begin(0, incoming_window=1)
+    publisher(peer, 0)
+    big = msg(b"z" * 3000)
+    publish(peer, 0, big)
+    consumer(peer, 1, credit=1)
+    assert [t.more for t in of(peer.received, Transfer)] == [True]
+    peer.detach(1)
+    other = broker.client("other")
+    consumer(other, 0, credit=1)
+    (m,) = messages(other.received)
+    assert body_of(m) == b"z" * 3000

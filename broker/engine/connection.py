@@ -176,23 +176,24 @@ class Connection:
                 self._lost("no close from the peer after ours")
                 return None
             deadlines.append(self.close_deadline)
-        if self.state is ConnState.OPENED:
-            if self.idle_time_out:
-                limit = self.last_received + self.idle_time_out
-                if now >= limit:
-                    log.info("closing idle connection (silent for %.1f s)", now - self.last_received)
-                    self.close(Error(condition=Condition.RESOURCE_LIMIT_EXCEEDED.value,
-                                     description="idle-time-out exceeded"))
-                    return self.close_deadline
-                deadlines.append(limit)
-            if self.remote_idle_time_out:
-                interval = self.remote_idle_time_out / 2
-                due = self.last_sent + interval
-                if now >= due and not self.out:
+        if self.idle_time_out and self.state not in (ConnState.CLOSE_SENT, ConnState.CLOSED):
+            # also before open: a peer stalling the handshake must not hold us forever
+            limit = self.last_received + self.idle_time_out
+            if now >= limit:
+                log.info("closing idle connection (silent for %.1f s)", now - self.last_received)
+                self.close(Error(condition=Condition.RESOURCE_LIMIT_EXCEEDED.value,
+                                 description="idle-time-out exceeded"))
+                return self.close_deadline
+            deadlines.append(limit)
+        if self.state is ConnState.OPENED and self.remote_idle_time_out:
+            interval = self.remote_idle_time_out / 2
+            due = self.last_sent + interval
+            if now >= due:
+                if not self.out:  # pending output is traffic enough once flushed
                     self.out += HEARTBEAT
-                    self.last_sent = now
-                    due = now + interval
-                deadlines.append(due)
+                self.last_sent = now
+                due = now + interval
+            deadlines.append(due)
         return min(deadlines) if deadlines else None
 
     def close(self, error: Error | None = None) -> None:

@@ -227,8 +227,10 @@ class Session:
     def on_flow(self, flow: Flow) -> None:
         self.remote_outgoing_window = flow.outgoing_window
         next_in = flow.next_incoming_id if flow.next_incoming_id is not None else 0
-        self.remote_incoming_window = serial.diff(
-            serial.add(next_in, flow.incoming_window), self.next_outgoing_id)
+        # §2.5.6, with serial arithmetic on the ids only: a window is a count
+        # and may be anything up to 2**32-1
+        self.remote_incoming_window = flow.incoming_window - serial.diff(
+            self.next_outgoing_id, next_in)
         if self._backlog:
             self._flush_backlog()
         if flow.handle is not None:

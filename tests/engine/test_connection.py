@@ -465,3 +465,43 @@ def test_heartbeats_from_the_peer_are_ignored() -> None:
     peer = opened_peer()
     assert peer.feed(HEARTBEAT * 3) == []
     assert not peer.done
+
+
+def test_heartbeat_deadline_is_never_in_the_past_while_output_is_pending() -> None:
+    peer = opened_peer(open={"idle_time_out": 1000})  # heartbeat due every 0.5 s
+    # the engine answers a begin, but nobody collects the output yet
+    peer.engine.receive_data(frame(Begin(next_outgoing_id=0, incoming_window=1,
+                                         outgoing_window=1)), 0.6)
+    deadline = peer.tick(0.7)
+    assert deadline is not None and deadline > 0.7, "a past deadline makes the driver spin"
+    assert kinds(peer.read()) == [Begin], "no heartbeat needed: the begin is traffic"
+
+
+@pytest.mark.parametrize("stage", ["nothing", "sasl-header", "sasl-mechanisms-only", "amqp-header"])
+def test_a_peer_silent_during_the_handshake_is_dropped(stage: str) -> None:
+    peer = Peer(make_conn(idle_time_out=10.0))
+    if stage == "sasl-header":
+        peer.header(SASL_HEADER)
+    elif stage == "sasl-mechanisms-only":
+        peer.header(SASL_HEADER)
+        peer.plain("guest", "secret")
+    elif stage == "amqp-header":
+        peer.header(AMQP_HEADER)
+    assert peer.tick(1.0) == 10.0
+    peer.tick(10.0)
+    out = peer.read()
+    if stage == "amqp-header":  # the peer awaits our open: it gets one, then the close
+        assert kinds(out) == [Open, Close]
+        assert condition(out[1].performative) == "amqp:resource-limit-exceeded"
+        peer.tick(10.0 + CLOSE_TIMEOUT)
+    else:
+        assert out == []
+    assert peer.done
+
+
+def test_no_timers_once_done() -> None:
+    peer = opened_peer(idle_time_out=10.0, open={"idle_time_out": 1000})
+    peer.close()
+    assert peer.done
+    assert peer.tick(5.0) is None
+    assert peer.read() == []

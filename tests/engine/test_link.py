@@ -567,3 +567,14 @@ def test_we_never_use_a_handle_above_the_peers_handle_max() -> None:
     out = peer.attach_receiver(1)  # legal for the peer (our handle-max is 2**32-1)
     assert Attach not in kinds(out), "we have no handle left within the peer's handle-max"
     assert condition(one(out, End)) == "amqp:not-allowed"
+
+
+@pytest.mark.parametrize("credit", [0x7FFFFFFF, 0x80000000, 0xFFFFFFFF])
+def test_huge_link_credit(credit: int) -> None:
+    peer = session_peer()
+    link = sending_link(peer)
+    peer.flow(0, link_credit=credit)
+    assert link.link_credit == credit
+    link.send(b"x", settled=True)
+    peer.flow(0, link_credit=credit, delivery_count=0)  # stale: does not count our transfer
+    assert link.link_credit == credit - 1

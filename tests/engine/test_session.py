@@ -275,3 +275,28 @@ def test_attach_with_a_terminus_of_the_wrong_type_is_refused() -> None:
     assert peer.take_events() == []
     assert peer.detach(0) == [], "the refused link is freed by the peer's detach"
     assert kinds(peer.attach_receiver(0, source=Source(address="q"))) == []
+
+
+@pytest.mark.parametrize("window", [0x7FFFFFFF, 0x80000000, 0xFFFFFFFF])
+def test_huge_incoming_windows_from_a_flow(window: int) -> None:
+    peer = opened_peer()
+    peer.begin(0, incoming_window=10)
+    link = attach_link(peer, 0)
+    peer.flow(0, link_credit=5, incoming_window=window)
+    assert link.can_send
+    link.send(b"x", settled=True)
+    assert kinds(peer.read()) == [Transfer]
+    peer.flow(0, link_credit=5, delivery_count=1, incoming_window=window)
+    assert link.can_send
+
+
+def test_a_flow_that_crossed_our_transfers_counts_them_against_the_window() -> None:
+    peer = opened_peer()
+    peer.begin(0, incoming_window=10)
+    link = attach_link(peer, 0)
+    peer.flow(0, link_credit=10, incoming_window=3)
+    for _ in range(2):
+        link.send(b"x", settled=True)
+    peer.read()
+    peer.flow(0, link_credit=10, incoming_window=3, next_incoming_id=0)  # stale: saw none
+    assert peer.engine.sessions[0].remote_incoming_window == 1
