@@ -156,10 +156,7 @@ class Connection:
         return self.events.popleft() if self.events else None
 
     def data_to_send(self) -> bytes:
-        if self.pending_sessions:
-            for session in self.pending_sessions:
-                session.flush_dispositions()
-            self.pending_sessions.clear()
+        self._flush_dispositions()
         if not self.out:
             return b""
         data = bytes(self.out)
@@ -209,6 +206,7 @@ class Connection:
         for session in list(self.local_sessions.values()):
             for link in list(session.links.values()):
                 session._drop_link(link, error)
+        self._flush_dispositions()  # nothing may follow our close
         self.write_frame(0, Close(error=error))
         self.state = ConnState.CLOSE_SENT
         self.close_deadline = self.now + CLOSE_TIMEOUT
@@ -225,6 +223,12 @@ class Connection:
 
     def write_frame(self, channel: int, performative: object, ftype: int = 0) -> None:
         encode_frame(self.out, channel, performative, ftype=ftype)
+
+    def _flush_dispositions(self) -> None:
+        if self.pending_sessions:
+            for session in self.pending_sessions:
+                session.flush_dispositions()
+            self.pending_sessions.clear()
 
     # -- protocol headers and SASL ---------------------------------------------
 
@@ -376,6 +380,7 @@ class Connection:
             for link in list(session.links.values()):
                 session._drop_link(link, None)
         self.emit(ConnectionClosed(close.error, abrupt=False))
+        self._flush_dispositions()  # nothing may follow our close
         self.write_frame(0, Close())
         self._finish()
 

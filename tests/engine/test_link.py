@@ -10,6 +10,7 @@ import pytest
 from broker.codec.messaging import Accepted, Rejected, Released, Source, Target
 from broker.codec.performatives import (
     Attach,
+    Close,
     Detach,
     Disposition,
     End,
@@ -578,3 +579,24 @@ def test_huge_link_credit(credit: int) -> None:
     link.send(b"x", settled=True)
     peer.flow(0, link_credit=credit, delivery_count=0)  # stale: does not count our transfer
     assert link.link_credit == credit - 1
+
+
+def test_pending_dispositions_never_follow_our_close() -> None:
+    peer = session_peer()
+    link = receiving_link(peer)
+    peer.transfer(0, b"x")
+    (event,) = peer.take_events()
+    link.settle(event.delivery, Accepted())  # queued for the next flush
+    peer.engine.close(Error(condition=Symbol("amqp:connection:forced")))
+    out = peer.read()
+    assert kinds(out)[-1] is Close, f"nothing may follow the close: {kinds(out)}"
+
+
+def test_pending_dispositions_never_follow_our_close_answer() -> None:
+    peer = session_peer()
+    link = receiving_link(peer)
+    peer.transfer(0, b"x")
+    (event,) = peer.take_events()
+    link.settle(event.delivery, Accepted())
+    out = peer.close()
+    assert kinds(out)[-1] is Close, f"nothing may follow the close: {kinds(out)}"

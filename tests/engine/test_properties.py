@@ -12,7 +12,17 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from broker.codec.messaging import Accepted, Message, Modified, Properties, Received, Rejected, Released, Source, Target
+from broker.codec.messaging import (
+    Accepted,
+    Message,
+    Modified,
+    Properties,
+    Received,
+    Rejected,
+    Released,
+    Source,
+    Target,
+)
 from broker.codec.performatives import (
     Attach,
     Begin,

@@ -7,13 +7,23 @@ from typing import Any
 import pytest
 
 from broker.codec.messaging import Source, Target
-from broker.codec.performatives import Attach, Begin, Close, Detach, End, Error, Flow, Role, Transfer
+from broker.codec.performatives import (
+    Attach,
+    Begin,
+    Close,
+    Detach,
+    End,
+    Error,
+    Flow,
+    Role,
+    Transfer,
+)
 from broker.codec.types import Symbol
 from broker.engine import session as session_module
 from broker.engine.connection import Connection
 from broker.engine.events import LinkAttached, LinkDetached, MessageReceived
 
-from .peer import Out, Peer, condition, deliveries, kinds, of, one
+from .peer import Out, Peer, condition, deliveries, kinds, one
 
 
 def opened_peer(**open_kwargs: Any) -> Peer:
