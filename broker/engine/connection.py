@@ -337,8 +337,10 @@ class Connection:
         except AmqpLinkError as exc:
             handle = getattr(performative, "handle", None)
             link = session.remote_links.get(handle) if handle is not None else None
-            if link is None:
-                raise AmqpSessionError(exc.description, condition=exc.error_condition) from None
+            if link is None:  # no link to detach: the session is the smallest scope
+                log.info("ending session %d: %s", session.channel, exc.description)
+                session.end(_error(exc))
+                return
             log.info("detaching link %r: %s", link.name, exc.description)
             err = _error(exc)
             if not link.detach_sent:

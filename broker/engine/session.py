@@ -32,10 +32,10 @@ from broker.engine import serial
 from broker.engine.events import CreditChanged, DeliveryUpdated, LinkAttached, LinkDetached, MessageReceived
 from broker.engine.link import Delivery, Link
 from broker.errors import (
-    AmqpLinkError,
     AmqpSessionError,
     Condition,
     FrameSizeTooSmall,
+    FramingError,
     HandleInUse,
     UnattachedHandle,
     WindowViolation,
@@ -203,8 +203,8 @@ class Session:
         if attach.handle in self.remote_links:
             raise HandleInUse(f"handle {attach.handle} is already in use")
         if attach.handle > self.handle_max:
-            raise AmqpLinkError(f"handle {attach.handle} exceeds handle-max",
-                                condition=Condition.NOT_ALLOWED)
+            # §2.7.2: a handle outside the range we announced is a framing error
+            raise FramingError(f"handle {attach.handle} exceeds handle-max {self.handle_max}")
         handle = 0
         while handle in self.links:
             handle += 1

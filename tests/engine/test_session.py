@@ -310,3 +310,25 @@ def test_a_flow_that_crossed_our_transfers_counts_them_against_the_window() -> N
     peer.read()
     peer.flow(0, link_credit=10, incoming_window=3, next_incoming_id=0)  # stale: saw none
     assert peer.engine.sessions[0].remote_incoming_window == 1
+
+
+def test_attach_above_our_handle_max_is_a_framing_error() -> None:
+    peer = opened_peer()
+    peer.begin()
+    peer.engine.sessions[0].handle_max = 3  # as if we had advertised 3
+    out = peer.attach_receiver(4)
+    assert condition(one(out, Close)) == "amqp:connection:framing-error"
+
+
+def test_a_link_error_without_a_link_ends_the_session(monkeypatch: pytest.MonkeyPatch) -> None:
+    from broker.errors import TransferLimitExceeded
+
+    def fail(self: object, disposition: object) -> None:
+        raise TransferLimitExceeded("a link error raised for a frame that names no link")
+
+    monkeypatch.setattr(session_module.Session, "on_disposition", fail)
+    peer = opened_peer()
+    peer.begin()
+    out = peer.disposition(0)
+    assert condition(one(out, End)) == "amqp:link:transfer-limit-exceeded"
+    assert not peer.done
