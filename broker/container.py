@@ -314,6 +314,10 @@ class Container:
                 return
             if entries:
                 queue.requeue(entries, self.wall_clock(), delivery_failed=True)
+        elif isinstance(ctx, Publisher) and closed:
+            node = ctx.queue  # a dynamic target's node lives as long as its link (§3.5.4)
+            if isinstance(node, Queue) and node.temporary:
+                self.registry.delete(node.name)
 
     def on_credit(self, link: Link) -> None:
         sub = link.context

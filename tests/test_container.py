@@ -818,3 +818,22 @@ def test_attach_echo_fits_the_peers_max_frame_size() -> None:
     assert len(peer.raw) > start
     assert max(frame_sizes(bytes(peer.raw[start:]))) <= 512, (
         f"the peer's own attach was {len(frame(request))} bytes")
+
+
+def test_dynamic_target_queue_is_deleted_when_its_link_closes() -> None:
+    broker = Broker()
+    peer = broker.client()
+    target = one(peer.attach_sender(0, None, target=Target(dynamic=True)), Attach).target
+    name = target.address[len("/queues/"):]
+    assert broker.container.registry.get(name) is not None
+    peer.detach(0, closed=True)
+    assert broker.container.registry.get(name) is None
+
+
+def test_closing_a_publisher_keeps_its_ordinary_queue() -> None:
+    broker = Broker()
+    peer = broker.client()
+    publisher(peer, 0)
+    publish(peer, 0, b"x")
+    peer.detach(0)
+    assert broker.queue("q").depth == 1
