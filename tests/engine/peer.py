@@ -39,7 +39,7 @@ from broker.codec.performatives import (
 )
 from broker.codec.types import Symbol
 from broker.engine.connection import Connection
-from broker.engine.events import Event, LinkAttached
+from broker.engine.events import Event
 from broker.framing import (
     AMQP_HEADER,
     NEED_DATA,
@@ -237,6 +237,9 @@ class Peer:
         if isinstance(p, SaslOutcome) and p.code == 0:
             self.reader.expect_header()
         elif isinstance(p, Begin) and p.remote_channel is not None:
+            for ours, theirs in list(self.broker_channel.items()):
+                if theirs == out.channel:  # an ended session of ours had this channel
+                    del self.broker_channel[ours]
             self.broker_channel[p.remote_channel] = out.channel
             self.transfers_in[out.channel] = 0
             self.broker_next_outgoing_id[out.channel] = p.next_outgoing_id
@@ -276,14 +279,6 @@ class Peer:
                 self.events.append(event)
         events, self.events = self.events, []
         return events
-
-    def accept_links(self, **kwargs: Any) -> list[Out]:
-        """Bare Connection: accept every attached link, echoing its termini."""
-        for event in self.take_events():
-            if isinstance(event, LinkAttached):
-                remote = event.link.remote_attach
-                event.link.accept(source=remote.source, target=remote.target, **kwargs)
-        return self.read()
 
     def tick(self, now: float) -> float | None:
         """Run the engine's timers at `now` (a ConnectionHandle reads its container's clock)."""
