@@ -226,3 +226,49 @@ def test_close() -> None:
     pair.pump()
     assert pair.conn.state & proton.Endpoint.REMOTE_CLOSED
     assert pair.handle.done
+
+
+def test_presettled_both_ways() -> None:
+    pair = Pair()
+    snd = pair.session.sender("fire-and-forget")
+    snd.target.address = "q"
+    snd.snd_settle_mode = proton.Link.SND_SETTLED
+    snd.open()
+    pair.pump()
+    for i in range(5):
+        d = snd.delivery(b"t%d" % i)
+        snd.send(Message(body=i).encode())
+        snd.advance()
+        d.settle()
+    pair.pump()
+    queue = pair.container.registry.get("q")
+    assert queue is not None and queue.depth == 5
+    rcv = pair.session.receiver("at-most-once")
+    rcv.source.address = "q"
+    rcv.snd_settle_mode = proton.Link.SND_SETTLED
+    rcv.open()
+    rcv.flow(10)
+    pair.pump()
+    assert rcv.remote_snd_settle_mode == proton.Link.SND_SETTLED
+    assert [m.body for m in pair.receive(rcv, outcome=None)] == [0, 1, 2, 3, 4]
+    assert (queue.depth, queue.unacked) == (0, 0)
+
+
+def test_many_messages_through_small_credit_and_session_windows() -> None:
+    pair = Pair(max_frame_size=512)
+    pair.session.close()
+    pair.pump()
+    pair.session = pair.conn.session()
+    pair.session.incoming_capacity = 4096  # a few frames of session window
+    pair.session.open()
+    snd = pair.sender("bulk")
+    pair.send(snd, *[Message(body=f"{i:04d}" + "y" * 700) for i in range(300)])
+    rcv = pair.receiver("bulk", credit=7)
+    got: list[str] = []
+    for _ in range(1000):
+        got += [m.body[:4] for m in pair.receive(rcv)]
+        if len(got) == 300:
+            break
+        rcv.flow(7 - rcv.credit)
+        pair.pump()
+    assert got == [f"{i:04d}" for i in range(300)]
