@@ -18,6 +18,18 @@ serve: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
+# Third-party clients against a broker on free ports (conformance/): rhea from
+# npm (pinned by conformance/package-lock.json), python-qpid-proton from the
+# test extra.  In CI (CI=true) a client that is missing fails the run.
+NODE_STAMP := conformance/node_modules/.installed
+
+$(NODE_STAMP): conformance/package.json conformance/package-lock.json
+	cd conformance && npm ci --no-audit --no-fund
+	touch $(NODE_STAMP)
+
+conformance: $(STAMP) $(NODE_STAMP)
+	$(PY) -m pytest -q conformance -p no:cacheprovider $(PYTEST_ARGS)
+
 bench-codec: $(STAMP)
 	$(PY) tests/bench/bench_codec.py
 
