@@ -10,6 +10,7 @@ shield so that cancelling `serve` still gets that grace period.
 from __future__ import annotations
 
 import functools
+import gc
 import logging
 import signal
 from collections.abc import Callable
@@ -156,7 +157,25 @@ def run(
     `on_ready` is called once the listeners are bound (the CLI prints URLs).
     Must run in the main thread (signal handling).
     """
+    tune_gc()
     trio.run(functools.partial(_run, config, container_factory, on_ready))
+
+
+def tune_gc() -> None:
+    """Make the cyclic GC cheap for a broker process.
+
+    Every message in flight is a handful of young objects that survive several
+    collections (it lives from its transfer in to its settlement), and the
+    default thresholds rescanned them so often that GC took a third of the
+    broker's CPU per message (measured: 69 → 44 µs/msg).  Freezing what exists
+    at start-up and collecting the young generation less often fixes that; the
+    engine breaks its own cycles (a delivery leaves its link's unsettled map
+    when settled), so little garbage is cyclic anyway.  Only for the broker's
+    own process: embedding programs keep their GC settings.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
 
 
 async def _run(

@@ -1,0 +1,126 @@
+// Load generator for the broker benchmark (driven by bench_broker.py).
+// Usage: node load.js '<json options>'  → prints one JSON result line.
+// Modes:
+//   throughput: P producers → P consumers on P queues, N messages each.
+//   latency:    one producer at a fixed rate, one consumer; latency percentiles.
+//   idle:       C connections, each with a session and a receiver; holds them open.
+//   stream:     one consumer per process reading N messages from `first` of a stream.
+'use strict';
+const rhea = require('rhea');
+const opts = JSON.parse(process.argv[2]);
+
+function connect(container) {
+  if (opts.transport === 'ws') {
+    const ws = container.websocket_connect(require('ws'));
+    return container.connect({
+      connection_details: ws(opts.ws_url, ['amqp'], {}),
+      reconnect: false, idle_time_out: 0,
+    });
+  }
+  return container.connect({ host: opts.host, port: opts.port, reconnect: false, idle_time_out: 0 });
+}
+
+function done(result) {
+  process.stdout.write(JSON.stringify(result) + '\n');
+  process.exit(0);
+}
+
+function throughput() {
+  const P = opts.pairs, N = opts.count, presettled = !!opts.presettled;
+  const body = Buffer.alloc(opts.size, 120);
+  let received = 0, start = 0;
+  const total = P * N;
+  for (let p = 0; p < P; p++) {
+    const address = `/queues/${opts.prefix}-${p}`;
+    const rc = connect(rhea.create_container());
+    const receiver = rc.open_receiver({
+      source: { address }, credit_window: 500, autoaccept: !presettled,
+      snd_settle_mode: presettled ? 1 : 0,
+    });
+    receiver.on('message', () => {
+      if (++received === total) done({ seconds: (Date.now() - start) / 1000, messages: total });
+    });
+    receiver.on('receiver_open', () => {
+      const sc = connect(rhea.create_container());
+      const sender = sc.open_sender({ target: { address }, snd_settle_mode: presettled ? 1 : 0 });
+      let sent = 0;
+      const pump = () => {
+        if (!start) start = Date.now();
+        while (sent < N && sender.sendable()) { sender.send({ body }); sent++; }
+      };
+      sender.on('sendable', pump);
+    });
+  }
+}
+
+function latency() {
+  const N = opts.count, rate = opts.rate, address = `/queues/${opts.prefix}`;
+  const lat = [];
+  const body = Buffer.alloc(opts.size, 120);
+  const rc = connect(rhea.create_container());
+  const receiver = rc.open_receiver({ source: { address }, credit_window: 500 });
+  receiver.on('message', (ctx) => {
+    const sentAt = ctx.message.application_properties.t;
+    lat.push(Number(process.hrtime.bigint() - BigInt(sentAt)) / 1e6);
+    if (lat.length === N) {
+      lat.sort((a, b) => a - b);
+      const q = (f) => lat[Math.min(lat.length - 1, Math.floor(f * lat.length))];
+      done({ messages: N, p50_ms: q(0.5), p99_ms: q(0.99), max_ms: lat[lat.length - 1] });
+    }
+  });
+  receiver.on('receiver_open', () => {
+    const sc = connect(rhea.create_container());
+    const sender = sc.open_sender({ target: { address } });
+    sender.on('sendable', () => {
+      if (sender._started) return;
+      sender._started = true;
+      let sent = 0;
+      const t0 = process.hrtime.bigint();
+      const tick = () => {  // keep to the schedule: send what is due, then sleep 1 ms
+        const due = Math.min(N, Math.floor(Number(process.hrtime.bigint() - t0) / 1e9 * rate) + 1);
+        while (sent < due && sender.sendable()) {
+          sender.send({ body, application_properties: { t: process.hrtime.bigint().toString() } });
+          sent++;
+        }
+        if (sent < N) setTimeout(tick, 1);
+      };
+      tick();
+    });
+  });
+}
+
+function idle() {
+  const C = opts.connections;
+  let open = 0;
+  const container = rhea.create_container();
+  for (let i = 0; i < C; i++) {
+    const c = connect(container);
+    const r = c.open_receiver({ source: { address: `/queues/${opts.prefix}` }, credit_window: 10 });
+    r.on('receiver_open', () => {
+      if (++open === C) {
+        process.stdout.write(JSON.stringify({ open }) + '\n');  // bench reads RSS now
+      }
+    });
+  }
+  process.stdin.on('data', () => process.exit(0));  // hold until told to stop
+}
+
+function stream() {
+  const N = opts.count;
+  let received = 0;
+  const start = Date.now();
+  const c = connect(rhea.create_container());
+  const r = c.open_receiver({
+    source: {
+      address: `/queues/${opts.stream}`,
+      filter: { 'rabbitmq:stream-offset-spec':
+        rhea.types.wrap_described('first', 'rabbitmq:stream-offset-spec') },
+    },
+    credit_window: 1000,
+  });
+  r.on('message', () => {
+    if (++received === N) done({ seconds: (Date.now() - start) / 1000, messages: N });
+  });
+}
+
+({ throughput, latency, idle, stream })[opts.mode]();
