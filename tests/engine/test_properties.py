@@ -112,7 +112,7 @@ def test_the_script_goes_all_the_way() -> None:
     assert out.count(b"\x00\x53\x18") == 1, "one close: ours, in answer to the peer's"
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(st.lists(st.integers(min_value=0, max_value=len(SCRIPT)), max_size=30))
 def test_any_chunking_gives_the_same_bytes_and_events(cuts: list[int]) -> None:
     points = sorted(set(cuts))
@@ -190,7 +190,7 @@ def start(container: Container, name: str) -> Peer:
     return peer
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.tuples(st.booleans(), client_frames()), max_size=25))
 def test_no_frame_sequence_crashes_the_container(script: list[tuple[bool, bytes]]) -> None:
     container = Container(Config(max_message_size=200, queue_max_length=5),
