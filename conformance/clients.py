@@ -5,7 +5,10 @@ A client is `<library>-<transport>`:
 - `proton-tcp`, `proton-ws`: python-qpid-proton, in this process
   (`proton_cases.py`; over WebSocket through `broker.client.proton_ws`);
 - `rhea-tcp`, `rhea-ws`: rhea in Node, one `node node/cases.js` process per
-  case, answering with one JSON line.
+  case, answering with one JSON line;
+- `rhea-promise-tcp`, `rhea-promise-ws`: rhea-promise (the layer Azure's
+  JavaScript SDKs use) for the cases in `PROMISE_CASES` only
+  (`node/promise_cases.js`); rhea underneath runs them all.
 
 `run_case` returns the case's JSON-shaped result; the tests assert on it.  A
 client that is not installed is a skip on a developer's machine and a
@@ -28,7 +31,19 @@ NODE_DIR = HERE / "node"
 NODE_MODULES = HERE / "node_modules"
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
-CLIENTS = ("proton-tcp", "proton-ws", "rhea-tcp", "rhea-ws")
+CLIENTS = ("proton-tcp", "proton-ws", "rhea-tcp", "rhea-ws", "rhea-promise-tcp", "rhea-promise-ws")
+PROMISE_CASES = frozenset(
+    {
+        "connect_anonymous",
+        "connect_plain",
+        "connect_bad_password",
+        "many_in_order",
+        "request_response",
+        "cross_transport",
+    }
+)
+NODE_SCRIPTS = {"rhea": "cases.js", "rhea-promise": "promise_cases.js"}
+NODE_PACKAGES = {"rhea": ("rhea", "ws"), "rhea-promise": ("rhea", "rhea-promise", "ws")}
 NODE_TIMEOUT = 30.0
 
 
@@ -42,6 +57,8 @@ def clients_for(case: str) -> list[Any]:
     """`client` parameters for one case, with its known failures marked."""
     params = []
     for client in CLIENTS:
+        if client.startswith("rhea-promise-") and case not in PROMISE_CASES:
+            continue
         reason = XFAIL.get((case, client))
         marks = [pytest.mark.xfail(strict=True, reason=reason)] if reason else []
         params.append(pytest.param(client, marks=marks, id=client))
@@ -62,10 +79,10 @@ def _missing(client: str) -> str | None:
         except ImportError as exc:
             return f"python-qpid-proton not installed ({exc}); run `make conformance`"
         return None
-    if library == "rhea":
+    if library in NODE_PACKAGES:
         if shutil.which("node") is None:
             return "node is not installed (apt-get install nodejs npm)"
-        for package in ("rhea", "ws"):
+        for package in NODE_PACKAGES[library]:
             if not (NODE_MODULES / package / "package.json").exists():
                 return f"npm package {package} missing in conformance/node_modules; run `make conformance`"
         return None
@@ -89,10 +106,10 @@ def run_case(client: str, case: str, broker: Any, **params: Any) -> Any:
         import proton_cases  # conformance/ is on sys.path (rootdir conftest)
 
         return proton_cases.run(case, transport, broker, params)
-    return _run_node(case, transport, broker, params)
+    return _run_node(library, case, transport, broker, params)
 
 
-def _run_node(case: str, transport: str, broker: Any, params: dict[str, Any]) -> Any:
+def _run_node(library: str, case: str, transport: str, broker: Any, params: dict[str, Any]) -> Any:
     spec = {
         "case": case,
         "transport": transport,
@@ -104,7 +121,7 @@ def _run_node(case: str, transport: str, broker: Any, params: dict[str, Any]) ->
     limit = float(params.get("timeout", NODE_TIMEOUT))
     try:
         proc = subprocess.run(
-            ["node", str(NODE_DIR / "cases.js"), json.dumps(spec)],
+            ["node", str(NODE_DIR / NODE_SCRIPTS[library]), json.dumps(spec)],
             capture_output=True,
             text=True,
             timeout=limit + 10,
@@ -123,5 +140,5 @@ def _run_node(case: str, transport: str, broker: Any, params: dict[str, Any]) ->
         )
     answer = json.loads(lines[-1])
     if not answer.get("ok"):
-        raise CaseError(f"rhea-{transport} {case}: {answer.get('error')}")
+        raise CaseError(f"{library}-{transport} {case}: {answer.get('error')}")
     return answer["result"]
