@@ -18,9 +18,11 @@ serve: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
-# Third-party clients against a broker on free ports (conformance/): rhea from
-# npm (pinned by conformance/package-lock.json), python-qpid-proton from the
-# test extra.  In CI (CI=true) a client that is missing fails the run.
+# Third-party clients against a broker on free ports (conformance/): rhea and
+# rhea-promise from npm (pinned by conformance/package-lock.json),
+# python-qpid-proton from the test extra, and the browser case's own setup
+# (Debian's chromium, its npm packages).  In CI (CI=true) a client that is
+# missing fails the run.
 NODE_STAMP := conformance/node_modules/.installed
 
 $(NODE_STAMP): conformance/package.json conformance/package-lock.json
@@ -28,6 +30,7 @@ $(NODE_STAMP): conformance/package.json conformance/package-lock.json
 	touch $(NODE_STAMP)
 
 conformance: $(STAMP) $(NODE_STAMP)
+	if [ -f conformance/browser/setup.sh ]; then bash conformance/browser/setup.sh; fi
 	$(PY) -m pytest -q conformance -p no:cacheprovider $(PYTEST_ARGS)
 
 bench-codec: $(STAMP)
