@@ -300,6 +300,9 @@ class AsyncConnection:
         self._session.open()
         self.connection.open()
         self._receivers: dict[str, AsyncReceiver] = {}
+        # Links the broker detached: proton marks only a closing detach as
+        # REMOTE_CLOSED, so a plain detach is known from its event alone.
+        self._detached: set[str] = set()
         self._changed = trio.Event()
         self._wake = trio.Event()
         self._input_closed = False
@@ -348,7 +351,10 @@ class AsyncConnection:
         while (event := self.collector.peek()) is not None:
             if self.handler is not None:
                 event.dispatch(self.handler)
-            if event.type == Event.DELIVERY:
+            if event.type in (Event.LINK_REMOTE_DETACH, Event.LINK_REMOTE_CLOSE):
+                if event.link is not None:
+                    self._detached.add(event.link.name)
+            elif event.type == Event.DELIVERY:
                 link, delivery = event.link, event.delivery
                 if link is not None and delivery is not None and link.is_receiver:
                     rcv = self._receivers.get(link.name)
@@ -561,8 +567,14 @@ class _Link:
     def name(self) -> str:
         return str(self.link.name)
 
+    @property
+    def remote_detached(self) -> bool:
+        return self.link.name in self.conn._detached or bool(
+            self.link.state & Endpoint.REMOTE_CLOSED
+        )
+
     def _check_link(self) -> None:
-        if self.link.state & Endpoint.REMOTE_CLOSED:
+        if self.remote_detached:
             raise LinkException(
                 f"link {self.link.name} detached by the broker: {self.link.remote_condition}"
             )
@@ -572,16 +584,12 @@ class _Link:
         if self.link.state & Endpoint.LOCAL_CLOSED:
             return
         self.link.close()
-        await self.conn.wait(
-            lambda: self.link.state & Endpoint.REMOTE_CLOSED, timeout, "the broker's detach"
-        )
+        await self.conn.wait(lambda: self.remote_detached, timeout, "the broker's detach")
 
     async def detach(self, timeout: float | None = 5.0) -> None:
         """Detach without closing the link (it could be resumed)."""
         self.link.detach()
-        await self.conn.wait(
-            lambda: self.link.state & Endpoint.REMOTE_CLOSED, timeout, "the broker's detach"
-        )
+        await self.conn.wait(lambda: self.remote_detached, timeout, "the broker's detach")
 
 
 class AsyncSender(_Link):

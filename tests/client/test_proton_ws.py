@@ -256,6 +256,24 @@ async def test_abort_returns_unsettled_messages(server: ServerInfo) -> None:
             assert got.delivery_count == 1
 
 
+async def test_detach_without_close(server: ServerInfo) -> None:
+    """A plain detach (closed=false) is answered, and the unsettled message
+    goes back to the queue."""
+    address = q("detach")
+    with trio.fail_after(10):
+        async with proton_ws.connect(server.ws_url) as conn:
+            sender = await conn.open_sender(address)
+            assert (await sender.send(Message(body="d"))).accepted
+            receiver = await conn.open_receiver(address, credit=1)
+            await receiver.receive()
+            await receiver.detach()
+            assert receiver.remote_detached
+            again = await conn.open_receiver(address, credit=1)
+            got = await again.receive()
+            got.accept()
+            assert (got.message.body, got.delivery_count) == ("d", 1)
+
+
 async def test_broker_shutdown_ends_waits(server: ServerInfo) -> None:
     with trio.fail_after(10):
         with pytest.raises(proton.ConnectionException):
