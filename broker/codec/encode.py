@@ -139,8 +139,12 @@ def enc_timestamp(out: bytearray, v: int) -> None:  # type: ignore[misc]
 
 
 def enc_float(out: bytearray, v: float) -> None:  # type: ignore[misc]
+    try:
+        packed = _f(v)
+    except OverflowError:
+        raise EncodeError(f"{v!r} does not fit in AMQP float") from None
     out.append(0x72)
-    out += _f(v)
+    out += packed
 
 
 def enc_double(out: bytearray, v: float) -> None:  # type: ignore[misc]
@@ -164,7 +168,7 @@ def enc_decimal128(out: bytearray, v: bytes) -> None:  # type: ignore[misc]
 
 
 def enc_char(out: bytearray, v: str) -> None:  # type: ignore[misc]
-    _check(len(v) == 1, v, "char")
+    _check(len(v) == 1 and not 0xD800 <= ord(v) <= 0xDFFF, v, "char")
     out.append(0x73)
     out += _I(ord(v))
 
@@ -343,27 +347,45 @@ def _array_payload(
     raise EncodeError(f"arrays of {t} are not supported")
 
 
+# Element checks the writers above cannot make themselves without writing
+# malformed bytes (a 3-byte decimal32) or silently dropping values (nulls).
+_ARRAY_ITEM_CHECKS: dict[AmqpType, Callable[[object], bool]] = {
+    AmqpType.NULL: lambda v: v is None,
+    AmqpType.DECIMAL32: lambda v: len(v) == 4,  # type: ignore[arg-type]
+    AmqpType.DECIMAL64: lambda v: len(v) == 8,  # type: ignore[arg-type]
+    AmqpType.DECIMAL128: lambda v: len(v) == 16,  # type: ignore[arg-type]
+    AmqpType.CHAR: lambda v: len(v) == 1 and not 0xD800 <= ord(v) <= 0xDFFF,  # type: ignore[arg-type]
+}
+
+
+def _array_elements(out: bytearray, v: Array) -> None:
+    """Descriptor, element constructor and elements; EncodeError if an element does not fit."""
+    try:
+        code, write = _array_payload(v.element_type, v.items)
+        if v.descriptor is not None:
+            out.append(0x00)
+            encode_into(out, v.descriptor)
+        out.append(code)
+        check = _ARRAY_ITEM_CHECKS.get(v.element_type)
+        for item in v.items:
+            if check is not None and not check(item):
+                raise EncodeError(f"{item!r} is not an AMQP {v.element_type.value}")
+            write(out, item)
+    except EncodeError:
+        raise
+    except (struct.error, ValueError, TypeError, AttributeError, OverflowError) as exc:
+        raise EncodeError(f"array of {v.element_type.value}: {exc}") from None
+
+
 def _array_body(out: bytearray, v: Array) -> None:
     """count + constructor + elements, i.e. an array32 payload after its size."""
-    code, write = _array_payload(v.element_type, v.items)
     out += _I(len(v.items))
-    if v.descriptor is not None:
-        out.append(0x00)
-        encode_into(out, v.descriptor)
-    out.append(code)
-    for item in v.items:
-        write(out, item)
+    _array_elements(out, v)
 
 
 def enc_array(out: bytearray, v: Array) -> None:  # type: ignore[misc]
-    code, write = _array_payload(v.element_type, v.items)
     body = bytearray()
-    if v.descriptor is not None:
-        body.append(0x00)
-        encode_into(body, v.descriptor)
-    body.append(code)
-    for item in v.items:
-        write(body, item)
+    _array_elements(body, v)
     count = len(v.items)
     if len(body) + 1 < 256 and count < 256:
         out += _BBB(0xE0, len(body) + 1, count)

@@ -1,0 +1,352 @@
+"""FrameReader (§2.2 protocol headers, §2.3 frames), encode_frame and decode_frame_body.
+
+Every reader case runs three ways: the bytes fed whole, fed one byte at a
+time, and fed whole followed by the start of another frame (trailing data
+that must stay buffered, never misread).
+"""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+
+from broker.codec.messaging import Accepted
+from broker.codec.performatives import (
+    Attach,
+    Begin,
+    Close,
+    Detach,
+    Disposition,
+    End,
+    Flow,
+    Open,
+    Role,
+    SaslInit,
+    SaslMechanisms,
+    SaslOutcome,
+    Transfer,
+)
+from broker.codec.types import Symbol
+from broker.errors import DecodeError, FramingError
+from broker.framing import (
+    AMQP_HEADER,
+    HEARTBEAT,
+    NEED_DATA,
+    SASL_HEADER,
+    TLS_HEADER,
+    Frame,
+    FrameReader,
+    ProtocolHeader,
+    decode_frame_body,
+    encode_frame,
+)
+
+MODES = ["whole", "bytewise", "trailing"]
+TRAILING = b"\x00\x00\x01\x00\x02\x00"  # the first 6 bytes of a 256-byte frame header
+
+
+def frame(
+    body: bytes, channel: int = 0, ftype: int = 0, doff: int = 2, ext: bytes | None = None
+) -> bytes:
+    """A raw frame; `ext` is the extended header (defaults to zeros filling doff)."""
+    ext = bytes(doff * 4 - 8) if ext is None else ext
+    return struct.pack(">IBBH", 8 + len(ext) + len(body), doff, ftype, channel) + ext + body
+
+
+def raw_header(size: int, doff: int = 2, ftype: int = 0, channel: int = 0) -> bytes:
+    return struct.pack(">IBBH", size, doff, ftype, channel)
+
+
+def read(
+    stream: bytes,
+    mode: str,
+    *,
+    max_frame_size: int = 0xFFFFFFFF,
+    header_first: bool = True,
+    expect_header_after: type | None = None,
+) -> list[object]:
+    """Feed `stream` in `mode`; return what the reader handed out, then
+    ("FramingError", message) if it raised.  `expect_header_after`: call
+    expect_header() after handing out a frame whose performative has that type
+    (the way the engine does after a SASL outcome)."""
+    reader = FrameReader(max_frame_size)
+    if not header_first:
+        reader._want_header = False
+    chunks: list[bytes]
+    if mode == "bytewise":
+        chunks = [stream[i : i + 1] for i in range(len(stream))]
+    elif mode == "trailing":
+        chunks = [stream + TRAILING]
+    else:
+        chunks = [stream]
+    got: list[object] = []
+    try:
+        for chunk in chunks:
+            reader.feed(chunk)
+            while (item := reader.next()) is not NEED_DATA:
+                got.append(item)
+                if (
+                    expect_header_after is not None
+                    and isinstance(item, Frame)
+                    and item.body
+                    and isinstance(decode_frame_body(item.body)[0], expect_header_after)
+                ):
+                    reader.expect_header()
+    except FramingError as exc:
+        got.append(("FramingError", str(exc)))
+        return got
+    if mode == "trailing":
+        assert reader.buffered == len(TRAILING), "trailing bytes must stay buffered"
+    else:
+        assert reader.buffered == 0
+    assert reader.next() is NEED_DATA
+    return got
+
+
+# --- protocol headers --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize(
+    ("raw", "protocol_id"),
+    [(AMQP_HEADER, 0), (SASL_HEADER, 3), (TLS_HEADER, 2)],
+    ids=["amqp", "sasl", "tls"],
+)
+def test_protocol_headers(mode: str, raw: bytes, protocol_id: int) -> None:
+    [header] = read(raw, mode)
+    assert header == ProtocolHeader(raw)
+    assert header.is_valid  # type: ignore[attr-defined]
+    assert header.protocol_id == protocol_id  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_header_then_frames(mode: str) -> None:
+    stream = AMQP_HEADER + HEARTBEAT + frame(b"\x00\x53\x18\x45")
+    assert read(stream, mode) == [
+        ProtocolHeader(AMQP_HEADER),
+        Frame(0, 0, b""),
+        Frame(0, 0, b"\x00\x53\x18\x45"),
+    ]
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize(
+    "raw",
+    [b"AMQP\x00\x00\x09\x01", b"AMQP\x00\x01\x00\x01", b"AMQP\x00\x02\x00\x00"],
+    ids=["amqp-0-9-1", "revision-1", "major-2"],
+)
+def test_bad_version_header_reported_whole(mode: str, raw: bytes) -> None:
+    """Starts like AMQP: the reader waits for all 8 bytes and reports them."""
+    [header] = read(raw, mode)
+    assert header == ProtocolHeader(raw)
+    assert not header.is_valid  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize(
+    "raw",
+    [b"HTTP/1.1 200 OK\r\n", b"GET / HTTP/1.1\r\n", b"AMQX\x00\x01\x00\x00"],
+    ids=["http-response", "http-request", "amqx"],
+)
+def test_bad_header_reported_with_the_bytes_received(mode: str, raw: bytes) -> None:
+    """Bytes that cannot start `AMQP` fail fast: the reader reports what it has
+    (8 bytes when fed whole, just the bytes up to the first wrong one when
+    fed a byte at a time) instead of waiting for a full header."""
+    reader = FrameReader()
+    if mode == "bytewise":
+        for i in range(len(raw)):
+            reader.feed(raw[i : i + 1])
+            item = reader.next()
+            if item is not NEED_DATA:
+                break
+        wrong = next(i for i in range(4) if raw[i] != b"AMQP"[i])
+        assert item == ProtocolHeader(raw[: wrong + 1])
+    else:
+        reader.feed(raw + (TRAILING if mode == "trailing" else b""))
+        item = reader.next()
+        assert item == ProtocolHeader(raw[:8])
+    assert not item.is_valid  # type: ignore[union-attr]
+    assert raw.startswith(item.raw)  # type: ignore[union-attr]
+
+
+def test_short_garbage_is_reported_before_eight_bytes() -> None:
+    reader = FrameReader()
+    reader.feed(b"\x16\x03")  # a TLS ClientHello without the AMQP TLS header
+    item = reader.next()
+    assert item == ProtocolHeader(b"\x16\x03") and not item.is_valid  # type: ignore[union-attr]
+
+
+def test_partial_amqp_prefix_waits() -> None:
+    reader = FrameReader()
+    for b in b"AMQP\x00\x01\x00":
+        reader.feed(bytes([b]))
+        assert reader.next() is NEED_DATA
+    reader.feed(b"\x00")
+    assert reader.next() == ProtocolHeader(AMQP_HEADER)
+
+
+# --- frames ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_heartbeat(mode: str) -> None:
+    assert HEARTBEAT == frame(b"")
+    assert read(HEARTBEAT * 3, mode, header_first=False) == [Frame(0, 0, b"")] * 3
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("doff", [3, 4, 255])
+def test_extended_header_is_skipped(mode: str, doff: int) -> None:
+    ext = bytes(i % 256 for i in range(doff * 4 - 8))
+    body = b"\x00\x53\x17\x45"
+    stream = frame(body, channel=5, doff=doff, ext=ext) + frame(b"", channel=6, doff=doff)
+    assert read(stream, mode, header_first=False) == [Frame(0, 5, body), Frame(0, 6, b"")]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_frame_whose_body_is_all_extended_header(mode: str) -> None:
+    assert read(raw_header(12, doff=3) + b"xxxx", mode, header_first=False) == [Frame(0, 0, b"")]
+
+
+PERFORMATIVE_FRAMES = [
+    (0, Open(container_id="c", max_frame_size=4096), b""),
+    (0, Begin(next_outgoing_id=0, incoming_window=10, outgoing_window=10), b""),
+    (1, Attach(name="l", handle=0, role=Role.SENDER), b""),
+    (
+        1,
+        Flow(incoming_window=10, next_outgoing_id=0, outgoing_window=10, handle=0, link_credit=5),
+        b"",
+    ),
+    (
+        1,
+        Transfer(handle=0, delivery_id=0, delivery_tag=b"t", more=True),
+        b"\x00\x53\x75\xa0\x03abc",
+    ),
+    (1, Transfer(handle=0), b"x" * 300),
+    (1, Disposition(role=Role.RECEIVER, first=0, settled=True, state=Accepted()), b""),
+    (1, Detach(handle=0, closed=True), b""),
+    (65535, End(), b""),
+    (0, Close(), b""),
+]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_frames_of_several_performatives(mode: str) -> None:
+    out = bytearray(AMQP_HEADER)
+    for channel, performative, payload in PERFORMATIVE_FRAMES:
+        encode_frame(out, channel, performative, payload)
+        out += HEARTBEAT
+    items = read(bytes(out), mode)
+    assert items[0] == ProtocolHeader(AMQP_HEADER)
+    frames = [i for i in items[1:] if isinstance(i, Frame) and i.body]
+    assert len(items) == 1 + 2 * len(PERFORMATIVE_FRAMES)
+    for f, (channel, performative, payload) in zip(frames, PERFORMATIVE_FRAMES):
+        assert (f.type, f.channel) == (0, channel)
+        assert decode_frame_body(f.body) == (performative, payload)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_sasl_then_amqp(mode: str) -> None:
+    """SASL header and frames, then (after the outcome) the AMQP header and frames."""
+    out = bytearray(SASL_HEADER)
+    encode_frame(out, 0, SaslMechanisms(sasl_server_mechanisms=(Symbol("ANONYMOUS"),)), ftype=1)
+    encode_frame(out, 0, SaslInit(mechanism=Symbol("ANONYMOUS")), ftype=1)
+    encode_frame(out, 0, SaslOutcome(code=0), ftype=1)
+    out += AMQP_HEADER
+    encode_frame(out, 0, Open(container_id="c"))
+    items = read(bytes(out), mode, expect_header_after=SaslOutcome)
+    assert [type(i) for i in items] == [ProtocolHeader, Frame, Frame, Frame, ProtocolHeader, Frame]
+    assert items[0] == ProtocolHeader(SASL_HEADER) and items[4] == ProtocolHeader(AMQP_HEADER)
+    assert [i.type for i in items if isinstance(i, Frame)] == [1, 1, 1, 0]
+    assert decode_frame_body(items[5].body)[0] == Open(container_id="c")  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_frame_of_exactly_max_frame_size(mode: str) -> None:
+    stream = frame(b"\x00" * 504)  # 512 bytes
+    assert read(stream, mode, max_frame_size=512, header_first=False) == [
+        Frame(0, 0, b"\x00" * 504)
+    ]
+
+
+# --- framing errors -----------------------------------------------------------------------
+
+BAD_FRAMES = [
+    ("size 0", raw_header(0), "smaller than"),
+    ("size 7", raw_header(7), "smaller than"),
+    ("doff 0", raw_header(8, doff=0), "less than 2"),
+    ("doff 1", raw_header(16, doff=1) + bytes(8), "less than 2"),
+    ("doff beyond size", raw_header(8, doff=3), "beyond the frame size"),
+    ("doff 255 in a small frame", raw_header(100, doff=255) + bytes(92), "beyond the frame size"),
+    ("frame type 2", raw_header(8, ftype=2), "unknown frame type"),
+    ("frame type 0xff", raw_header(12, ftype=0xFF) + b"\x00\x53\x18\x45", "unknown frame type"),
+    ("above max-frame-size", raw_header(513), "exceeds the max-frame-size"),
+    ("4 GiB frame", raw_header(0xFFFFFFFF), "exceeds the max-frame-size"),
+]
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize(("name", "data", "match"), BAD_FRAMES, ids=[b[0] for b in BAD_FRAMES])
+def test_bad_frame_header_is_a_framing_error(mode: str, name: str, data: bytes, match: str) -> None:
+    """Raised as soon as the 8-byte frame header is in: a good frame before it
+    comes out first, and the reader never waits for the bad frame's body."""
+    got = read(AMQP_HEADER + HEARTBEAT + data[:8], mode, max_frame_size=512)
+    assert got[:2] == [ProtocolHeader(AMQP_HEADER), Frame(0, 0, b"")]
+    assert len(got) == 3 and got[2][0] == "FramingError"  # type: ignore[index]
+    assert match in got[2][1]  # type: ignore[index]
+
+
+def test_declared_size_is_not_buffered_ahead() -> None:
+    """A 4 GiB frame within max-frame-size only makes the reader wait."""
+    reader = FrameReader()
+    reader.feed(AMQP_HEADER + raw_header(0xFFFFFFFF) + b"abc")
+    assert reader.next() == ProtocolHeader(AMQP_HEADER)
+    assert reader.next() is NEED_DATA
+    assert reader.buffered == 11
+
+
+def test_many_frames_through_buffer_compaction() -> None:
+    """Enough data to make the reader compact its buffer, in odd-sized chunks."""
+    frames = [frame(bytes([i % 256]) * (i % 200), channel=i % 7) for i in range(3000)]
+    stream = b"".join(frames)
+    reader = FrameReader()
+    reader._want_header = False
+    got: list[object] = []
+    for i in range(0, len(stream), 997):
+        reader.feed(stream[i : i + 997])
+        while (item := reader.next()) is not NEED_DATA:
+            got.append(item)
+    assert got == [Frame(0, i % 7, bytes([i % 256]) * (i % 200)) for i in range(3000)]
+    assert reader.buffered == 0
+
+
+# --- encode_frame and decode_frame_body ---------------------------------------------------
+
+
+def test_encode_frame_golden() -> None:
+    out = bytearray()
+    encode_frame(out, 0, Open(container_id="c"))
+    assert out.hex(" ") == "00 00 00 11 02 00 00 00 00 53 10 c0 04 01 a1 01 63"
+    out = bytearray(b"prefix")
+    encode_frame(out, 0, SaslOutcome(code=0), ftype=1)
+    assert out[6:].hex(" ") == "00 00 00 10 02 01 00 00 00 53 44 c0 03 01 50 00"
+    out = bytearray()
+    encode_frame(out, 0x1234, Transfer(handle=1), b"PAY")
+    assert out.hex(" ") == "00 00 00 13 02 00 12 34 00 53 14 c0 03 01 52 01 50 41 59"
+
+
+def test_decode_frame_body_splits_payload() -> None:
+    assert decode_frame_body(bytes.fromhex("00 53 14 c0 03 01 52 01") + b"PAY") == (
+        Transfer(handle=1),
+        b"PAY",
+    )
+    assert decode_frame_body(bytes.fromhex("00 53 18 45")) == (Close(), b"")
+
+
+@pytest.mark.parametrize(
+    "body", [b"", b"\x00", b"\x00\x53", b"\x00\x53\x10\xc0\x04\x01\xa1\x01", b"\xff"]
+)
+def test_decode_frame_body_errors(body: bytes) -> None:
+    with pytest.raises(DecodeError):
+        decode_frame_body(body)
