@@ -4,7 +4,17 @@ After the upgrade the bytes are exactly the TCP byte stream, so
 `WebSocketStream` turns binary messages into a `trio.abc.Stream` and the
 same driver runs the connection. Message boundaries mean nothing: one AMQP
 frame may span several messages and one message may carry several frames.
-Subprotocol choice, paths and limits follow NOTES.md (WebSocket binding).
+Subprotocol choice and paths follow NOTES.md (WebSocket binding).
+
+Why wsproto and not trio-websocket here: trio-websocket runs a reader task
+that hands every WebSocket message to the consumer through a channel, one
+task switch per message; rhea sends a message per AMQP frame, and that
+handoff made a WebSocket connection cost 4-5x the broker CPU of a TCP one.
+With wsproto (the sans-io protocol trio-websocket itself is built on) the
+driver's own read parses every WebSocket frame of a 64 KiB read inline, as
+the TCP path does.  WebSocket message payloads are streamed as they arrive,
+never buffered whole, so no message-size limit is needed beyond the AMQP
+engine's own frame and message limits.
 """
 
 from __future__ import annotations
@@ -14,15 +24,25 @@ import logging
 from collections.abc import Sequence
 
 import trio
-from trio_websocket import (
-    ConnectionClosed,
-    WebSocketConnection,
-    WebSocketRequest,
-    wrap_server_stream,
+from wsproto import ConnectionType, WSConnection
+from wsproto.connection import ConnectionState
+from wsproto.events import (
+    AcceptConnection,
+    BytesMessage,
+    CloseConnection,
+    Event,
+    Message,
+    Ping,
+    RejectConnection,
+    RejectData,
+    Request,
+    TextMessage,
 )
+from wsproto.utilities import RemoteProtocolError
 
 from broker.config import Config
 from broker.transports.driver import (
+    _TRANSPORT_ERRORS,
     CLOSE_TIMEOUT,
     RECEIVE_SIZE,
     ContainerLike,
@@ -56,62 +76,88 @@ def pick_subprotocol(offered: Sequence[str]) -> str | None:
     )
 
 
-def max_ws_message_size(config: Config) -> int:
-    """Largest WebSocket message we accept.
-
-    Clients may put a whole AMQP message (several frames) in one WebSocket
-    message; a too-small limit (Artemis's 64 KiB) breaks them with 1009
-    instead of letting the engine answer with a proper AMQP error.
-    """
-    return max(
-        16 * 1024 * 1024,
-        2 * config.max_frame_size,
-        config.max_message_size + config.max_frame_size,
-    )
-
-
 class WebSocketStream(trio.abc.Stream):
     """A byte stream over a WebSocket: binary messages in, one binary message
-    per `send_all` out; a text message closes the WebSocket with 1003."""
+    per `send_all` out; pings answered; a text message closes with 1003."""
 
     def __init__(
-        self, ws: WebSocketConnection, *, peer: str = "", close_timeout: float = CLOSE_TIMEOUT
+        self,
+        stream: trio.abc.Stream,
+        ws: WSConnection,
+        *,
+        peer: str = "",
+        close_timeout: float = CLOSE_TIMEOUT,
     ) -> None:
+        self.stream = stream
         self.ws = ws
         self.peer = peer
         self._close_timeout = close_timeout
-        self._pending = memoryview(b"")
+        self._send_lock = trio.StrictFIFOLock()  # the reader sends pongs and closes too
+        self._eof = False
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes:
-        while not self._pending:
+        """The payload bytes of whatever WebSocket frames the next read brings."""
+        while not self._eof:
+            data = await self.stream.receive_some(RECEIVE_SIZE)
+            self.ws.receive_data(bytes(data) if data else None)
+            chunks: list[bytes] = []
+            replies = bytearray()
             try:
-                message = await self.ws.get_message()
-            except ConnectionClosed:
-                return b""  # clean WebSocket close or lost socket: EOF to the engine
-            if isinstance(message, str):
+                for event in self.ws.events():
+                    self._on_event(event, chunks, replies)
+            except RemoteProtocolError as exc:
+                log.info("ws %s protocol error: %s", self.peer, exc)
+                self._eof = True
+            if replies:
+                await self._send_raw(bytes(replies))
+            if not data:
+                self._eof = True
+            if chunks:
+                return b"".join(chunks) if len(chunks) > 1 else chunks[0]
+        return b""
+
+    def _on_event(self, event: Event, chunks: list[bytes], replies: bytearray) -> None:
+        if isinstance(event, BytesMessage):
+            if event.data:
+                chunks.append(bytes(event.data))
+        elif isinstance(event, Ping):
+            replies += self.ws.send(event.response())
+        elif isinstance(event, CloseConnection):
+            if self.ws.state is ConnectionState.REMOTE_CLOSING:
+                replies += self.ws.send(event.response())
+            self._eof = True
+        elif isinstance(event, TextMessage):
+            if not self._eof:
                 log.info("ws %s sent a text message; closing with 1003", self.peer)
-                with trio.move_on_after(self._close_timeout):
-                    await self.ws.aclose(CLOSE_UNSUPPORTED_DATA, "AMQP needs binary messages")
-                return b""
-            self._pending = memoryview(message)  # empty messages are skipped
-        if max_bytes is None or max_bytes >= len(self._pending):
-            data, self._pending = self._pending, memoryview(b"")
-        else:
-            data, self._pending = self._pending[:max_bytes], self._pending[max_bytes:]
-        return data.tobytes()
+                replies += self.ws.send(
+                    CloseConnection(code=CLOSE_UNSUPPORTED_DATA, reason="AMQP needs binary messages")
+                )
+                self._eof = True
+
+    async def _send_raw(self, data: bytes) -> None:
+        async with self._send_lock:
+            await self.stream.send_all(data)
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
-        try:
-            await self.ws.send_message(bytes(data))
-        except ConnectionClosed as exc:
-            raise trio.BrokenResourceError(f"WebSocket closed: {exc.reason}") from None
+        if self.ws.state is not ConnectionState.OPEN:
+            raise trio.BrokenResourceError("WebSocket is closing")
+        await self._send_raw(self.ws.send(Message(data=bytes(data))))
 
     async def wait_send_all_might_not_block(self) -> None:
-        pass  # trio-websocket exposes no such hint; send_all simply blocks
+        await self.stream.wait_send_all_might_not_block()
 
     async def aclose(self) -> None:
-        """The WebSocket closing handshake, then the TCP close (trio-websocket)."""
-        await self.ws.aclose()
+        """The WebSocket closing handshake (bounded), then the TCP close."""
+        try:
+            with trio.move_on_after(self._close_timeout):
+                if self.ws.state is ConnectionState.OPEN:
+                    await self._send_raw(self.ws.send(CloseConnection(code=1000)))
+                    while not self._eof:  # wait for the peer's close frame
+                        await self.receive_some()
+        except _TRANSPORT_ERRORS:
+            pass
+        finally:
+            await trio.aclose_forcefully(self.stream)
 
 
 async def handle_websocket_stream(
@@ -125,16 +171,12 @@ async def handle_websocket_stream(
     """Serve one accepted stream: the HTTP upgrade, then AMQP until the end."""
     peer = peer_name(stream)
     try:
-        async with trio.open_nursery() as nursery:  # trio-websocket's reader task
-            try:
-                ws = await _handshake(nursery, stream, config, peer, handshake_timeout)
-                if ws is not None:
-                    ws_stream = WebSocketStream(ws, peer=peer, close_timeout=close_timeout)
-                    await serve_stream(
-                        ws_stream, container, peer=peer, transport="ws", close_timeout=close_timeout
-                    )
-            finally:
-                nursery.cancel_scope.cancel()
+        ws = await _handshake(stream, config, peer, handshake_timeout)
+        if ws is not None:
+            ws_stream = WebSocketStream(stream, ws, peer=peer, close_timeout=close_timeout)
+            await serve_stream(
+                ws_stream, container, peer=peer, transport="ws", close_timeout=close_timeout
+            )
     except Exception:
         log.exception("ws %s failed", peer)
     finally:
@@ -143,44 +185,63 @@ async def handle_websocket_stream(
 
 
 async def _handshake(
-    nursery: trio.Nursery, stream: trio.abc.Stream, config: Config, peer: str, timeout: float
-) -> WebSocketConnection | None:
+    stream: trio.abc.Stream, config: Config, peer: str, timeout: float
+) -> WSConnection | None:
     """Accept or refuse the upgrade; None when refused or abandoned."""
+    ws = WSConnection(ConnectionType.SERVER)
     with trio.move_on_after(timeout):
-        request = await wrap_server_stream(
-            nursery,
-            stream,
-            max_message_size=max_ws_message_size(config),
-            receive_buffer_size=RECEIVE_SIZE,
-        )
-        path = request.path.partition("?")[0]
         try:
-            if config.ws_path is not None and path != config.ws_path:
-                await _refuse(request, 404, f"no AMQP endpoint at {path}; use {config.ws_path}")
-                log.info("ws %s refused: path %s", peer, path)
-                return None
-            try:
-                subprotocol = pick_subprotocol(request.proposed_subprotocols)
-            except ValueError as exc:
-                await _refuse(request, 400, str(exc))
-                log.info("ws %s refused: %s", peer, exc)
-                return None
-            ws = await request.accept(subprotocol=subprotocol)
-        except ConnectionClosed:
+            request = await _read_request(stream, ws)
+        except RemoteProtocolError as exc:  # e.g. plain HTTP without an Upgrade
+            log.info("ws %s refused: %s", peer, exc)
+            if exc.event_hint is not None:
+                await stream.send_all(ws.send(exc.event_hint))
+            return None
+        except _TRANSPORT_ERRORS:
+            return None
+        if request is None:
             log.info("ws %s lost during the handshake", peer)
             return None
+        path = request.target.partition("?")[0]
+        if config.ws_path is not None and path != config.ws_path:
+            log.info("ws %s refused: path %s", peer, path)
+            await _refuse(stream, ws, 404, f"no AMQP endpoint at {path}; use {config.ws_path}")
+            return None
+        try:
+            subprotocol = pick_subprotocol(request.subprotocols)
+        except ValueError as exc:
+            log.info("ws %s refused: %s", peer, exc)
+            await _refuse(stream, ws, 400, str(exc))
+            return None
+        await stream.send_all(ws.send(AcceptConnection(subprotocol=subprotocol)))
         log.debug("ws %s upgraded on %s, subprotocol %s", peer, path, subprotocol)
         return ws
     log.info("ws %s: no WebSocket handshake within %ss", peer, timeout)
     return None
 
 
-async def _refuse(request: WebSocketRequest, status: int, reason: str) -> None:
-    await request.reject(
-        status,
-        extra_headers=[(b"Content-Type", b"text/plain; charset=utf-8")],
-        body=reason.encode() + b"\n",
-    )
+async def _read_request(stream: trio.abc.Stream, ws: WSConnection) -> Request | None:
+    while True:
+        for event in ws.events():
+            if isinstance(event, Request):
+                return event
+        data = await stream.receive_some(RECEIVE_SIZE)
+        if not data:
+            return None
+        ws.receive_data(bytes(data))
+
+
+async def _refuse(stream: trio.abc.Stream, ws: WSConnection, status: int, reason: str) -> None:
+    body = reason.encode() + b"\n"
+    headers = [(b"content-type", b"text/plain; charset=utf-8"),
+               (b"content-length", str(len(body)).encode())]
+    try:
+        await stream.send_all(
+            ws.send(RejectConnection(status_code=status, headers=headers, has_body=True))
+            + ws.send(RejectData(data=body))
+        )
+    except _TRANSPORT_ERRORS:
+        pass
 
 
 async def serve_websocket(

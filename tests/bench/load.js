@@ -34,7 +34,8 @@ function throughput() {
     const address = `/queues/${opts.prefix}-${p}`;
     const rc = connect(rhea.create_container());
     const receiver = rc.open_receiver({
-      source: { address }, credit_window: 500, autoaccept: !presettled,
+      // autoaccept also settles presettled deliveries locally, which frees rhea's session window
+      source: { address }, credit_window: 500, autoaccept: true,
       snd_settle_mode: presettled ? 1 : 0,
     });
     receiver.on('message', () => {

@@ -22,7 +22,6 @@ from broker.config import Config
 from broker.transports.driver import ContainerLike
 from broker.transports.websocket import (
     handle_websocket_stream,
-    max_ws_message_size,
     pick_subprotocol,
     serve_websocket,
 )
@@ -90,11 +89,6 @@ def test_pick_subprotocol(offered: list[str], picked: str | None) -> None:
 def test_pick_subprotocol_refuses_unknown_only() -> None:
     with pytest.raises(ValueError, match="mqtt"):
         pick_subprotocol(["mqtt", "AMQP"])  # tokens are case-sensitive
-
-
-def test_max_message_size_is_generous() -> None:
-    assert max_ws_message_size(Config()) >= 16 * MiB
-    assert max_ws_message_size(Config(max_frame_size=64 * MiB)) >= 128 * MiB
 
 
 @pytest.mark.parametrize(
