@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: serve test unit conformance bench bench-codec lint clean
+.PHONY: serve test conformance bench bench-codec bunny lint clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -35,6 +35,21 @@ conformance: $(STAMP) $(NODE_STAMP)
 
 bench-codec: $(STAMP)
 	$(PY) tests/bench/bench_codec.py
+
+# Broker benchmark: a real broker process driven by rhea (npm, pinned by the lock file).
+BENCH_STAMP := tests/bench/node_modules/.installed
+
+$(BENCH_STAMP): tests/bench/package.json tests/bench/package-lock.json
+	cd tests/bench && npm ci --no-audit --no-fund
+	touch $(BENCH_STAMP)
+
+bench: $(STAMP) $(BENCH_STAMP)
+	$(PY) tests/bench/bench_broker.py $(ARGS)
+
+# The bunny demo: builds rhea's browser bundle, starts the broker with the stream
+# `bunny` and serves the drawing page on http://127.0.0.1:8000/.
+bunny: $(STAMP)
+	$(PY) examples/bunny/serve.py $(ARGS)
 
 lint: $(STAMP)
 	$(PY) -m pip install --quiet ruff mypy
