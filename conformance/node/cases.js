@@ -592,6 +592,15 @@ cases.cross_transport = async () => {
 
 // -- main ----------------------------------------------------------------------
 
+// Errors from ws arrive as event objects, not Error instances.
+function errorText(err) {
+    if (!err) return 'unknown error';
+    if (err.stack) return String(err.stack);
+    if (err.message) return String(err.message);
+    if (err.error) return errorText(err.error);
+    try { return JSON.stringify(err); } catch (e) { return String(err); }
+}
+
 async function main() {
     const fn = cases[T.case];
     if (!fn) throw new Error('unknown case ' + T.case);
@@ -605,7 +614,7 @@ main().then(
         process.exit(0);
     },
     (err) => {
-        process.stdout.write(JSON.stringify({ok: false, error: String((err && err.stack) || err)}) + '\n');
+        process.stdout.write(JSON.stringify({ok: false, error: errorText(err)}) + '\n');
         process.exit(0);
     },
 );

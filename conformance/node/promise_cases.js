@@ -157,6 +157,15 @@ cases.cross_transport = async () => {
             publisher: T.transport, consumer: other(T.transport)};
 };
 
+// Errors from ws arrive as event objects, not Error instances.
+function errorText(err) {
+    if (!err) return 'unknown error';
+    if (err.stack) return String(err.stack);
+    if (err.message) return String(err.message);
+    if (err.error) return errorText(err.error);
+    try { return JSON.stringify(err); } catch (e) { return String(err); }
+}
+
 async function main() {
     const fn = cases[T.case];
     if (!fn) throw new Error('case ' + T.case + ' is not written for rhea-promise');
@@ -169,7 +178,7 @@ main().then(
         process.exit(0);
     },
     (err) => {
-        process.stdout.write(JSON.stringify({ok: false, error: String((err && err.stack) || err)}) + '\n');
+        process.stdout.write(JSON.stringify({ok: false, error: errorText(err)}) + '\n');
         process.exit(0);
     },
 );
