@@ -74,7 +74,12 @@ class Subscription:
 
     @property
     def credit(self) -> int:
-        return self.link.link_credit if self.link.can_send else 0
+        # A closed session window counts as no credit, so competing consumers
+        # get the messages instead of this one's backlog.
+        link = self.link
+        if link.detach_sent or not link.session.can_send:
+            return 0
+        return link.link_credit
 
     def deliver(self, entry: Entry, message: Message) -> None:
         delivery = self.link.send(message.encode(), settled=self.presettled)
@@ -343,8 +348,7 @@ class Container:
             message = Message.parse(payload)
             queue = pub.queue
             if queue is None:
-                props = message.properties
-                to = props.to if props is not None else None
+                to = message.section_field(0x73, 2)
                 if to is None:
                     return Rejected(error=_error(Condition.INVALID_FIELD,
                                                  "anonymous relay needs the message's 'to'"))
@@ -397,13 +401,10 @@ class Container:
 def _expiry(message: Message, now: float) -> float | None:
     """When the message expires (wall-clock seconds): header ttl or absolute-expiry-time."""
     expires: float | None = None
-    if message.has_section(0x70):
-        header = message.header
-        if header is not None and header.ttl is not None:
-            expires = now + header.ttl / 1000.0
-    if message.has_section(0x73):
-        props = message.properties
-        if props is not None and props.absolute_expiry_time:
-            absolute = props.absolute_expiry_time / 1000.0
-            expires = absolute if expires is None else min(expires, absolute)
+    ttl = message.section_field(0x70, 2)
+    if isinstance(ttl, int) and ttl > 0:
+        expires = now + ttl / 1000.0
+    absolute = message.section_field(0x73, 8)
+    if isinstance(absolute, int) and absolute > 0:
+        expires = absolute / 1000.0 if expires is None else min(expires, absolute / 1000.0)
     return expires

@@ -97,7 +97,7 @@ def _make_checker(name: str, t: AmqpType | None) -> Callable[[object], object]:
         def check_symbol(v: object) -> object:
             if type(v) is Symbol:
                 return v
-            if isinstance(v, str):  # some clients send strings where symbols belong
+            if isinstance(v, str) and v.isascii():  # clients send strings where symbols belong
                 return Symbol(v)
             raise DecodeError(f"field {name} must be symbol, got {v!r}")
 

@@ -252,6 +252,7 @@ _SECTION_NAMES = {
 }
 _HEADER, _DA, _MA, _PROPS, _APP, _FOOTER = 0x70, 0x71, 0x72, 0x73, 0x74, 0x78
 _BODY_CODES = (0x75, 0x76, 0x77)
+_BODY_RANK = 0x75  # where the body sits in the section order
 _u64 = struct.Struct(">Q").unpack_from
 _u32 = struct.Struct(">I").unpack_from
 _SIZE8_CODES = frozenset((0xA0, 0xA1, 0xA3, 0xC0, 0xC1, 0xE0))
@@ -322,7 +323,8 @@ class Message:
         spans = msg._spans
         pos, end = 0, len(payload)
         bare_start = bare_end = -1
-        body_start = body_end = -1
+        body_start = body_end = body_code = -1
+        last = -1
         while pos < end:
             start = pos
             if payload[pos] != 0x00:
@@ -341,12 +343,22 @@ class Message:
                 pos = skip(payload, value_pos, end)
             if pos > end:
                 raise DecodeError("message section runs past the end of the message", start)
+            # §3.2: each section at most once and in order; the body is data
+            # sections, amqp-sequence sections or one amqp-value; footer last.
             if code in _BODY_CODES:
+                if last > _BODY_RANK:
+                    raise DecodeError("body section after the footer", start)
                 if body_start < 0:
-                    body_start = start
+                    body_start, body_code = start, code
+                elif code != body_code or code == 0x77:
+                    raise DecodeError("the body mixes section kinds or repeats amqp-value", start)
                 body_end = pos
+                last = _BODY_RANK
             elif code in (_HEADER, _DA, _MA, _PROPS, _APP, _FOOTER):
+                if code <= last:
+                    raise DecodeError(f"message section 0x{code:x} out of order or repeated", start)
                 spans[code] = (start, pos)
+                last = code
             else:
                 raise DecodeError(f"unknown message section 0x{code:x}", start)
             if code in (_PROPS, _APP) or code in _BODY_CODES:
@@ -404,6 +416,31 @@ class Message:
         if code not in cache:
             cache[code] = _decode_section(self.payload, self._spans.get(code))
         return cache[code]
+
+    def section_field(self, code: int, index: int) -> object:
+        """Field `index` of the header (0x70) or properties (0x73) list, decoded
+        alone: the broker needs ttl, `to` and absolute-expiry-time of every
+        message it stores, and building the whole composite for that costs
+        several times more.  None when the section or the field is absent."""
+        span = self._spans.get(code)
+        if span is None:
+            return None
+        buf, end = self.payload, span[1]
+        _, pos = _section_code(buf, span[0] + 1, end)
+        c = buf[pos]
+        if c == 0xC0:
+            count, pos = buf[pos + 2], pos + 3
+        elif c == 0xD0:
+            count, pos = _u32(buf, pos + 5)[0], pos + 9
+        elif c == 0x45:
+            return None
+        else:
+            raise DecodeError(f"section 0x{code:x} is not a list", pos)
+        if index >= count:
+            return None
+        for _ in range(index):
+            pos = skip(buf, pos, end)
+        return decode(buf, pos, end)[0]
 
     @property
     def header(self) -> Header | None:

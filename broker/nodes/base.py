@@ -32,7 +32,9 @@ class Entry:
         self.expires_at = expires_at  # wall-clock seconds
         self.delivery_count = 0  # failed deliveries we added to the header's own count
         self.acquired_before = False
-        self.excluded: set[int] | None = None  # consumers that must not get it (undeliverable-here)
+        # consumers that must not get it (undeliverable-here); objects, not ids, so a
+        # new consumer reusing a freed one's address is not excluded by mistake
+        self.excluded: set[object] | None = None
         self.offset = -1  # streams only
         self.timestamp = 0.0  # streams only: arrival time, wall clock seconds
 

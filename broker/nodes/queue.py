@@ -127,9 +127,13 @@ class Queue:
     def _next_consumer(self, entry: Entry) -> Consumer | None:
         consumers = self.consumers
         n = len(consumers)
+        if n == 1:
+            c = consumers[0]
+            ok = c.credit > 0 and (entry.excluded is None or c not in entry.excluded)
+            return c if ok else None
         for i in range(n):
             c = consumers[(self._rr + i) % n]
-            if c.credit > 0 and (entry.excluded is None or id(c) not in entry.excluded):
+            if c.credit > 0 and (entry.excluded is None or c not in entry.excluded):
                 self._rr = (self._rr + i + 1) % n
                 return c
         return None
@@ -172,7 +176,7 @@ class Queue:
             if exclude is not None:
                 if entry.excluded is None:
                     entry.excluded = set()
-                entry.excluded.add(id(exclude))
+                entry.excluded.add(exclude)
             self.ready_bytes += entry.size
         self.ready.extendleft(reversed(back))
         self.dispatch(now)

@@ -206,11 +206,6 @@ def test_symbol_fields_accept_strings() -> None:
     assert type(value.offered_capabilities[0]) is Symbol  # type: ignore[attr-defined]
 
 
-@pytest.mark.xfail(
-    reason="composite.py coerces any string into a symbol field, also a non-ASCII one, "
-    "and the resulting Symbol cannot be re-encoded (EncodeError); it should be a DecodeError",
-    strict=True,
-)
 def test_non_ascii_string_in_symbol_field_is_a_decode_error() -> None:
     with pytest.raises(DecodeError):
         decode(g("00 53 1d c0 05 01 a1 02 c3 a9"))
