@@ -54,7 +54,7 @@ class ProtocolHeader:
         return self.raw[4]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: one per frame, and frozen init costs 3x
 class Frame:
     """One frame: `body` is everything after the (extended) header; empty for heartbeats."""
 
@@ -161,18 +161,12 @@ def encode_frame(
 
 HEARTBEAT = b"\x00\x00\x00\x08\x02\x00\x00\x00"
 
-
-
-_TRANSFER_HEAD = b"\x00\x53\x14"
 _u32 = struct.Struct(">I").pack
-
-
-def _uint_bytes(v: int) -> bytes:
-    if v == 0:
-        return b"\x43"
-    if v < 256:
-        return b"\x52" + bytes((v,))
-    return b"\x70" + _u32(v)
+_FRAME_HEADER = struct.Struct(">IBBH").pack
+# uint encodings of 0..255 (uint0 / smalluint), precomputed for the hot path
+_SMALL_UINT = [b"\x43"] + [bytes((0x52, i)) for i in range(1, 256)]
+_BYTE = [bytes((i,)) for i in range(256)]
+_TRANSFER_LIST_HEAD = b"\x00\x53\x14\xc0"  # described transfer, list8
 
 
 def encode_transfer_frame(
@@ -186,28 +180,116 @@ def encode_transfer_frame(
     more: bool,
     payload: bytes,
 ) -> None:
-    """Hot path: one transfer frame, written by hand (same bytes as `encode_frame`
-    with a `Transfer(handle, delivery_id, delivery_tag, message_format, settled, more)`)."""
-    fields = bytearray()
-    fields += _uint_bytes(handle)
-    fields += _uint_bytes(delivery_id)
-    n = len(tag)
-    fields += (b"\xa0" + bytes((n,)) if n < 256 else b"\xb0" + _u32(n)) + tag
-    fields += _uint_bytes(message_format)
-    count = 5
-    fields += b"\x41" if settled else b"\x42"
-    if more:
-        fields += b"\x41"
-        count = 6
-    size = len(fields) + 1
-    if size < 256:
-        perf = _TRANSFER_HEAD + bytes((0xC0, size, count))
-    else:  # pragma: no cover - tags are at most 32 bytes
-        perf = _TRANSFER_HEAD + b"\xd0" + _u32(len(fields) + 4) + _u32(count)
-    frame_size = 8 + len(perf) + len(fields) + len(payload)
-    out += _u32(frame_size)
-    out += b"\x02\x00"
-    out += channel.to_bytes(2, "big")
-    out += perf
+    """Hot path: one transfer frame, written by hand.
+
+    The same bytes as `encode_frame` with `Transfer(handle, delivery_id,
+    delivery_tag, message_format, settled, more)`: most compact encodings,
+    `more` omitted when false.  Delivery tags are at most 32 bytes (§2.8.7),
+    so the field list always fits a list8."""
+    fields = b"".join((
+        _SMALL_UINT[handle] if handle < 256 else b"\x70" + _u32(handle),
+        _SMALL_UINT[delivery_id] if delivery_id < 256 else b"\x70" + _u32(delivery_id),
+        b"\xa0", _BYTE[len(tag)], tag,
+        _SMALL_UINT[message_format] if message_format < 256 else b"\x70" + _u32(message_format),
+        b"\x41" if settled else b"\x42",
+        b"\x41" if more else b"",
+    ))
+    n = len(fields)
+    out += _FRAME_HEADER(n + 14 + len(payload), 2, 0, channel)
+    out += _TRANSFER_LIST_HEAD
+    out.append(n + 1)
+    out.append(6 if more else 5)
     out += fields
     out += payload
+
+
+class TransferFields:
+    """The fields of a common transfer, read by `parse_transfer` (same names as `Transfer`)."""
+
+    __slots__ = ("handle", "delivery_id", "delivery_tag", "message_format", "settled", "more")
+    aborted = False
+    state = None
+    resume = False
+
+    def __init__(self, handle: int, delivery_id: int | None, delivery_tag: bytes | None,
+                 message_format: int | None, settled: bool | None, more: bool) -> None:
+        self.handle = handle
+        self.delivery_id = delivery_id
+        self.delivery_tag = delivery_tag
+        self.message_format = message_format
+        self.settled = settled
+        self.more = more
+
+
+_u32_from = struct.Struct(">I").unpack_from
+_TRANSFER_PREFIX = b"\x00\x53\x14\xc0"
+
+
+def _small_uint(body: bytes, pos: int) -> tuple[int | None, int]:
+    c = body[pos]
+    if c == 0x52:
+        return body[pos + 1], pos + 2
+    if c == 0x43:
+        return 0, pos + 1
+    if c == 0x70:
+        return _u32_from(body, pos + 1)[0], pos + 5
+    if c == 0x40:
+        return None, pos + 1
+    raise ValueError
+
+
+def parse_transfer(body: bytes) -> tuple[TransferFields, bytes] | None:
+    """Hot path: read a transfer frame body written the usual way.
+
+    Handles the shape every client we know sends (handle, delivery-id, tag,
+    format, settled, more as small uints/booleans/binary, later fields null
+    or false).  Anything else returns None and goes through the generic
+    decoder, which also produces the precise error for malformed input.
+    """
+    if body[:4] != _TRANSFER_PREFIX:
+        return None
+    try:
+        end = 5 + body[4]
+        count = body[5]
+        if end > len(body) or count == 0:
+            return None
+        handle, pos = _small_uint(body, 6)
+        if handle is None:
+            return None
+        delivery_id = tag = message_format = settled = None
+        more = False
+        if count > 1:
+            delivery_id, pos = _small_uint(body, pos)
+        if count > 2:
+            c = body[pos]
+            if c == 0xA0:
+                n = body[pos + 1]
+                tag = body[pos + 2 : pos + 2 + n]
+                pos += 2 + n
+            elif c == 0x40:
+                pos += 1
+            else:
+                return None
+        if count > 3:
+            message_format, pos = _small_uint(body, pos)
+        if count > 4:
+            c = body[pos]
+            if c not in (0x41, 0x42, 0x40):
+                return None
+            settled = None if c == 0x40 else c == 0x41
+            pos += 1
+        if count > 5:
+            c = body[pos]
+            if c not in (0x41, 0x42, 0x40):
+                return None
+            more = c == 0x41
+            pos += 1
+        for _ in range(count - 6):  # rcv-settle-mode, state, resume, aborted, batchable
+            if body[pos] not in (0x40, 0x42):
+                return None
+            pos += 1
+        if pos != end:
+            return None
+    except (IndexError, ValueError):
+        return None
+    return TransferFields(handle, delivery_id, tag, message_format, settled, more), body[end:]

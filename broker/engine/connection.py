@@ -63,6 +63,7 @@ from broker.framing import (
     ProtocolHeader,
     decode_frame_body,
     encode_frame,
+    parse_transfer,
 )
 
 log = logging.getLogger("broker.engine")
@@ -289,6 +290,13 @@ class Connection:
             return  # heartbeat
         if frame.type != 0:
             raise FramingError(f"frame of type {frame.type} after SASL")
+        if self.state is ConnState.OPENED:
+            fast = parse_transfer(frame.body)
+            if fast is not None:
+                session = self.sessions.get(frame.channel)
+                if session is not None and not session.end_sent:
+                    self._on_transfer(session, fast[0], fast[1])
+                    return
         performative, payload = decode_frame_body(frame.body)
         state = self.state
         if state is ConnState.CLOSE_SENT:
@@ -322,7 +330,8 @@ class Connection:
             return
         try:
             if isinstance(performative, Transfer):
-                session.on_transfer(performative, payload)
+                self._on_transfer(session, performative, payload)
+                return
             elif isinstance(performative, Flow):
                 session.on_flow(performative)
             elif isinstance(performative, Disposition):
@@ -335,17 +344,29 @@ class Connection:
                 session.on_end(performative)
                 self._remove_session(session)
         except AmqpLinkError as exc:
-            handle = getattr(performative, "handle", None)
-            link = session.remote_links.get(handle) if handle is not None else None
-            if link is None:  # no link to detach: the session is the smallest scope
-                log.info("ending session %d: %s", session.channel, exc.description)
-                session.end(_error(exc))
-                return
-            log.info("detaching link %r: %s", link.name, exc.description)
-            err = _error(exc)
-            if not link.detach_sent:
-                self.emit(LinkDetached(link, err, True))
-            link.detach(err, closed=True)
+            self._link_error(session, getattr(performative, "handle", None), exc)
+        except AmqpSessionError as exc:
+            log.info("ending session %d: %s", session.channel, exc.description)
+            session.end(_error(exc))
+
+    def _link_error(self, session: Session, handle: int | None, exc: AmqpLinkError) -> None:
+        link = session.remote_links.get(handle) if handle is not None else None
+        if link is None:  # no link to detach: the session is the smallest scope
+            log.info("ending session %d: %s", session.channel, exc.description)
+            session.end(_error(exc))
+            return
+        log.info("detaching link %r: %s", link.name, exc.description)
+        err = _error(exc)
+        if not link.detach_sent:
+            self.emit(LinkDetached(link, err, True))
+        link.detach(err, closed=True)
+
+    def _on_transfer(self, session: Session, transfer: object, payload: bytes) -> None:
+        """Transfers share the link-error handling of every session frame."""
+        try:
+            session.on_transfer(transfer, payload)  # type: ignore[arg-type]
+        except AmqpLinkError as exc:
+            self._link_error(session, transfer.handle, exc)  # type: ignore[attr-defined]
         except AmqpSessionError as exc:
             log.info("ending session %d: %s", session.channel, exc.description)
             session.end(_error(exc))
