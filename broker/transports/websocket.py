@@ -6,15 +6,15 @@ same driver runs the connection. Message boundaries mean nothing: one AMQP
 frame may span several messages and one message may carry several frames.
 Subprotocol choice and paths follow NOTES.md (WebSocket binding).
 
-Why wsproto and not trio-websocket here: trio-websocket runs a reader task
-that hands every WebSocket message to the consumer through a channel, one
-task switch per message; rhea sends a message per AMQP frame, and that
-handoff made a WebSocket connection cost 4-5x the broker CPU of a TCP one.
-With wsproto (the sans-io protocol trio-websocket itself is built on) the
-driver's own read parses every WebSocket frame of a 64 KiB read inline, as
-the TCP path does.  WebSocket message payloads are streamed as they arrive,
-never buffered whole, so no message-size limit is needed beyond the AMQP
-engine's own frame and message limits.
+Why not trio-websocket here: it runs a reader task that hands every
+WebSocket message to the consumer through a channel, one task switch per
+message; rhea sends a message per AMQP frame, and that handoff made a
+WebSocket connection cost 4-5x the broker CPU of a TCP one.  wsproto (the
+sans-io protocol trio-websocket is built on) does the HTTP upgrade, and
+`wsframes.WsFrameReader` parses the frames inline in the driver's own read,
+as the TCP path does.  Payloads are streamed as they arrive, never buffered
+whole, so no message-size limit is needed beyond the AMQP engine's own
+frame and message limits.
 """
 
 from __future__ import annotations
@@ -25,18 +25,12 @@ from collections.abc import Sequence
 
 import trio
 from wsproto import ConnectionType, WSConnection
-from wsproto.connection import ConnectionState
 from wsproto.events import (
     AcceptConnection,
     BytesMessage,
-    CloseConnection,
-    Event,
-    Message,
-    Ping,
     RejectConnection,
     RejectData,
     Request,
-    TextMessage,
 )
 from wsproto.utilities import RemoteProtocolError
 
@@ -49,6 +43,21 @@ from broker.transports.driver import (
     peer_name,
     serve_stream,
 )
+from broker.transports.wsframes import (
+    CLOSE_NORMAL,
+    CLOSE_PROTOCOL_ERROR,
+    CLOSE_UNSUPPORTED_DATA,
+    OP_BINARY,
+    OP_CLOSE,
+    OP_PING,
+    OP_PONG,
+    OP_TEXT,
+    WsControl,
+    WsFrameReader,
+    WsProtocolError,
+    close_frame,
+    encode_frame,
+)
 
 log = logging.getLogger("broker.transport")
 
@@ -56,7 +65,6 @@ log = logging.getLogger("broker.transport")
 # what rhea in the browser and websockify-style tools also offer.
 SUBPROTOCOLS = ("amqp", "AMQPWSB10", "binary")
 HANDSHAKE_TIMEOUT = 10.0
-CLOSE_UNSUPPORTED_DATA = 1003  # RFC 6455 §7.4.1
 
 
 def pick_subprotocol(offered: Sequence[str]) -> str | None:
@@ -78,70 +86,91 @@ def pick_subprotocol(offered: Sequence[str]) -> str | None:
 
 class WebSocketStream(trio.abc.Stream):
     """A byte stream over a WebSocket: binary messages in, one binary message
-    per `send_all` out; pings answered; a text message closes with 1003."""
+    per `send_all` out; pings answered; a text message closes with 1003.
+
+    `pending` carries payload bytes wsproto already parsed during the
+    handshake (a client that pipelined frames behind its upgrade request)."""
 
     def __init__(
         self,
         stream: trio.abc.Stream,
-        ws: WSConnection,
         *,
         peer: str = "",
         close_timeout: float = CLOSE_TIMEOUT,
+        pending: bytes = b"",
     ) -> None:
         self.stream = stream
-        self.ws = ws
         self.peer = peer
         self._close_timeout = close_timeout
+        self._reader = WsFrameReader()
         self._send_lock = trio.StrictFIFOLock()  # the reader sends pongs and closes too
-        self._eof = False
+        self._pending = pending
+        self._eof = False  # no more input will be used
+        self._close_sent = False
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes:
         """The payload bytes of whatever WebSocket frames the next read brings."""
+        if self._pending:
+            data, self._pending = self._pending, b""
+            return data
         while not self._eof:
-            data = await self.stream.receive_some(RECEIVE_SIZE)
-            self.ws.receive_data(bytes(data) if data else None)
+            raw = await self.stream.receive_some(RECEIVE_SIZE)
+            if not raw:
+                self._eof = True
+                break
             chunks: list[bytes] = []
             replies = bytearray()
             try:
-                for event in self.ws.events():
-                    self._on_event(event, chunks, replies)
-            except RemoteProtocolError as exc:
-                log.info("ws %s protocol error: %s", self.peer, exc)
+                for event in self._reader.feed(bytes(raw)):
+                    if type(event) is bytes:
+                        chunks.append(event)
+                    else:
+                        self._on_other(event, replies)  # type: ignore[arg-type]
+            except WsProtocolError as exc:
+                log.info("ws %s protocol error: %s; closing with 1002", self.peer, exc)
+                replies += self._close(CLOSE_PROTOCOL_ERROR, "protocol error")
                 self._eof = True
             if replies:
                 await self._send_raw(bytes(replies))
-            if not data:
-                self._eof = True
             if chunks:
                 return b"".join(chunks) if len(chunks) > 1 else chunks[0]
         return b""
 
-    def _on_event(self, event: Event, chunks: list[bytes], replies: bytearray) -> None:
-        if isinstance(event, BytesMessage):
-            if event.data:
-                chunks.append(bytes(event.data))
-        elif isinstance(event, Ping):
-            replies += self.ws.send(event.response())
-        elif isinstance(event, CloseConnection):
-            if self.ws.state is ConnectionState.REMOTE_CLOSING:
-                replies += self.ws.send(event.response())
+    def _on_other(self, event: WsControl | int, replies: bytearray) -> None:
+        if self._eof:
+            return
+        if event == OP_TEXT:
+            log.info("ws %s sent a text message; closing with 1003", self.peer)
+            replies += self._close(CLOSE_UNSUPPORTED_DATA, "AMQP needs binary messages")
             self._eof = True
-        elif isinstance(event, TextMessage):
-            if not self._eof:
-                log.info("ws %s sent a text message; closing with 1003", self.peer)
-                replies += self.ws.send(
-                    CloseConnection(code=CLOSE_UNSUPPORTED_DATA, reason="AMQP needs binary messages")
-                )
+        elif isinstance(event, WsControl):
+            if event.opcode == OP_PING:
+                replies += encode_frame(OP_PONG, event.payload)
+            elif event.opcode == OP_CLOSE:
+                # echo the peer's status code (§5.5.1), then the byte stream ends
+                replies += self._close_echo(event.payload)
                 self._eof = True
+
+    def _close(self, code: int, reason: str = "") -> bytes:
+        if self._close_sent:
+            return b""
+        self._close_sent = True
+        return close_frame(code, reason)
+
+    def _close_echo(self, payload: bytes) -> bytes:
+        if self._close_sent:
+            return b""
+        self._close_sent = True
+        return encode_frame(OP_CLOSE, payload[:2])
 
     async def _send_raw(self, data: bytes) -> None:
         async with self._send_lock:
             await self.stream.send_all(data)
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
-        if self.ws.state is not ConnectionState.OPEN:
+        if self._close_sent:
             raise trio.BrokenResourceError("WebSocket is closing")
-        await self._send_raw(self.ws.send(Message(data=bytes(data))))
+        await self._send_raw(encode_frame(OP_BINARY, bytes(data)))
 
     async def wait_send_all_might_not_block(self) -> None:
         await self.stream.wait_send_all_might_not_block()
@@ -150,8 +179,8 @@ class WebSocketStream(trio.abc.Stream):
         """The WebSocket closing handshake (bounded), then the TCP close."""
         try:
             with trio.move_on_after(self._close_timeout):
-                if self.ws.state is ConnectionState.OPEN:
-                    await self._send_raw(self.ws.send(CloseConnection(code=1000)))
+                if not self._close_sent:
+                    await self._send_raw(self._close(CLOSE_NORMAL))
                     while not self._eof:  # wait for the peer's close frame
                         await self.receive_some()
         except _TRANSPORT_ERRORS:
@@ -173,7 +202,13 @@ async def handle_websocket_stream(
     try:
         ws = await _handshake(stream, config, peer, handshake_timeout)
         if ws is not None:
-            ws_stream = WebSocketStream(stream, ws, peer=peer, close_timeout=close_timeout)
+            # Frames that arrived with the upgrade request were parsed by wsproto.
+            pending = b"".join(
+                bytes(e.data) for e in ws.events() if isinstance(e, BytesMessage)
+            )
+            ws_stream = WebSocketStream(
+                stream, peer=peer, close_timeout=close_timeout, pending=pending
+            )
             await serve_stream(
                 ws_stream, container, peer=peer, transport="ws", close_timeout=close_timeout
             )
