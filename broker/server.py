@@ -24,6 +24,7 @@ from broker.transports import ContainerLike, serve_tcp, serve_websocket
 log = logging.getLogger("broker.server")
 
 SHUTDOWN_GRACE = 2.0
+HOUSEKEEPING_INTERVAL = 1.0  # seconds
 ContainerFactory = Callable[[Config], ContainerLike]
 
 
@@ -76,6 +77,7 @@ async def serve(
     )
     async with trio.open_nursery() as outer:
         outer.start_soon(_stop_when_cancelled, info)
+        outer.start_soon(_housekeeping, container)
         with trio.CancelScope(shield=True):
             async with trio.open_nursery() as connections:
                 async with trio.open_nursery() as listening:
@@ -101,6 +103,16 @@ async def serve(
                 container.shutdown()
                 connections.cancel_scope.deadline = trio.current_time() + shutdown_grace
         outer.cancel_scope.cancel()
+
+
+async def _housekeeping(container: ContainerLike) -> None:
+    """Periodic container work that no message triggers (stream retention by age)."""
+    housekeeping = getattr(container, "housekeeping", None)
+    if housekeeping is None:  # test fakes
+        return
+    while True:
+        await trio.sleep(HOUSEKEEPING_INTERVAL)
+        housekeeping()
 
 
 async def _stop_when_cancelled(info: ServerInfo) -> None:

@@ -48,9 +48,11 @@ from broker.codec.performatives import (
     Transfer,
 )
 from broker.codec.types import Symbol, Timestamp
-from broker.config import Config
+from broker.config import Config, StreamConfig
 from broker.container import Container
+from broker.nodes.base import Entry
 from broker.nodes.queue import Queue
+from broker.nodes.stream import Stream
 
 NOW = 1_700_000_000.0  # wall clock at the start of each test
 
@@ -837,3 +839,17 @@ def test_closing_a_publisher_keeps_its_ordinary_queue() -> None:
     publish(peer, 0, b"x")
     peer.detach(0)
     assert broker.queue("q").depth == 1
+
+
+def test_housekeeping_trims_streams_by_age_without_traffic() -> None:
+    wall = [1000.0]
+    container = Container(Config(streams=(StreamConfig("s", max_age="10s"),)),
+                          clock=lambda: 0.0, wall_clock=lambda: wall[0])
+    stream = container.registry.get("s")
+    assert isinstance(stream, Stream)
+    stream.publish(Entry(Message.create(b"old")), wall[0])
+    wall[0] += 11
+    assert stream.depth == 1, "nothing trims before housekeeping runs"
+    container.housekeeping()
+    assert stream.depth == 0
+    assert stream.first_offset == 1, "offsets are never reused"
