@@ -805,10 +805,6 @@ def test_consumer_detaching_mid_message_gets_it_requeued_whole() -> None:
     assert body_of(m) == b"z" * 3000
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "only transfers are split to the peer's max-frame-size: other frames are not checked, "
-    "and our attach (the peer's source plus outcomes, default-outcome...) can outgrow an "
-    "attach that fitted; needs a policy (trim the echo, or refuse the link)"))
 def test_attach_echo_fits_the_peers_max_frame_size() -> None:
     broker = Broker()
     peer = broker.client(max_frame_size=512)
@@ -853,3 +849,13 @@ def test_housekeeping_trims_streams_by_age_without_traffic() -> None:
     container.housekeeping()
     assert stream.depth == 0
     assert stream.first_offset == 1, "offsets are never reused"
+
+
+def test_attach_echo_that_cannot_fit_refuses_the_link() -> None:
+    broker = Broker()
+    peer = broker.client(max_frame_size=512)
+    replies = peer.attach_receiver(1, "q" * 700, name="link")
+    attach = one(replies, Attach)
+    assert attach.source is None, "refused: null source"
+    assert condition(one(replies, Detach)) == "amqp:frame-size-too-small"
+    assert max(frame_sizes(b"".join(frame(o.performative, o.channel) for o in replies))) <= 512

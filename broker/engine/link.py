@@ -20,15 +20,18 @@ container decides what an outcome means for the message.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import TYPE_CHECKING, Any
 
 from broker.codec.messaging import Source, Target
 from broker.codec.performatives import Attach, Detach, Error, Flow, Role, Transfer
+from broker.codec.encode import encode
 from broker.codec.types import Symbol
 from broker.engine import serial
 from broker.errors import (
     AmqpLinkError,
     Condition,
+    FrameSizeTooSmall,
     LocalProtocolError,
     MessageSizeExceeded,
     TransferLimitExceeded,
@@ -36,6 +39,16 @@ from broker.errors import (
 
 if TYPE_CHECKING:
     from broker.engine.session import Session
+
+
+def _bare(terminus: object) -> object:
+    """A terminus without its informative-only fields (see `Link._fit`)."""
+    if isinstance(terminus, Source):
+        return dataclasses.replace(terminus, default_outcome=None, outcomes=None,
+                                   capabilities=None, dynamic_node_properties=None)
+    if isinstance(terminus, Target):
+        return dataclasses.replace(terminus, capabilities=None, dynamic_node_properties=None)
+    return terminus
 
 
 class Delivery:
@@ -130,8 +143,7 @@ class Link:
         if rcv_settle_mode is not None:
             self.rcv_settle_mode = rcv_settle_mode
         self.max_message_size = max_message_size
-        self.attach_sent = True
-        self.session.write(Attach(
+        attach = Attach(
             name=self.name,
             handle=self.handle,
             role=self.role,
@@ -143,10 +155,32 @@ class Link:
             max_message_size=max_message_size or None,
             offered_capabilities=offered_capabilities,
             properties=properties,
-        ))
+        )
+        attach = self._fit(attach)
+        self.attach_sent = True
+        self.session.write(attach)
         if not self.is_sender and credit_window:
             self.credit_window = credit_window
             self.flow(credit_window)
+
+    def _fit(self, attach: Attach) -> Attach:
+        """Our attach echoes the peer's termini and adds to them, so it can outgrow
+        the peer's max-frame-size where the peer's own attach fitted: drop what is
+        informative only (outcomes, default outcome, capabilities, properties);
+        if even that does not fit, FrameSizeTooSmall closes the connection."""
+        limit = self.session.conn.remote_max_frame_size - 8
+        if len(encode(attach)) <= limit:
+            return attach
+        trimmed = dataclasses.replace(
+            attach,
+            source=_bare(attach.source),
+            target=_bare(attach.target),
+            offered_capabilities=None,
+            properties=None,
+        )
+        if len(encode(trimmed)) > limit:
+            raise FrameSizeTooSmall("our attach cannot fit the peer's max-frame-size")
+        return trimmed
 
     def refuse(self, error: Error) -> None:
         """§2.6.3: attach with a null terminus, then detach with the reason."""
