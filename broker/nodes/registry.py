@@ -110,6 +110,11 @@ class Registry:
             return node
         if not self.auto_create:
             raise AddressError(f"no queue named {name!r}")
+        if name.startswith("$"):
+            # `$cbs`, `$management`…: service nodes other brokers answer.  An
+            # ordinary queue in their place would echo a client's requests back
+            # to it (azure-servicebus then waits forever), so refuse instead.
+            raise AddressError(f"{name!r} is a reserved service node this broker does not offer")
         return self.declare_queue(name)
 
     def create_temporary(self, container_id: str) -> Queue:

@@ -101,3 +101,12 @@ def test_add_refuses_a_duplicate_name() -> None:
     with pytest.raises(AddressError) as info:
         r.add(Queue("q"))
     assert info.value.error_condition is Condition.PRECONDITION_FAILED
+
+
+def test_dollar_names_are_not_auto_created() -> None:
+    registry = Registry()
+    with pytest.raises(AddressError) as info:
+        registry.resolve("$cbs")
+    assert info.value.error_condition.value == "amqp:not-found"
+    registry.declare_queue("$mine")  # declared explicitly, it is an ordinary queue
+    assert registry.resolve("$mine").name == "$mine"
