@@ -66,11 +66,15 @@ def _error(condition: Condition, description: str) -> Error:
 class Subscription:
     """A consumer: our sending link reading from a queue."""
 
-    def __init__(self, handle: ConnectionHandle, link: Link, queue: Node) -> None:
+    def __init__(self, handle: ConnectionHandle, link: Link, queue: Node,
+                 owns_queue: bool = False) -> None:
         self.handle = handle
         self.link = link
         self.queue = queue
+        self.owns_queue = owns_queue  # a dynamic receiver's temporary queue
         self.presettled = link.snd_settle_mode == SndSettleMode.SETTLED
+        # the peer's max-message-size: larger messages go to other consumers
+        self.max_message_size = link.remote_max_message_size
 
     @property
     def credit(self) -> int:
@@ -96,9 +100,10 @@ class Subscription:
 class Publisher:
     """A producer: our receiving link storing into a queue, or routing by `to`."""
 
-    def __init__(self, link: Link, queue: Node | None) -> None:
+    def __init__(self, link: Link, queue: Node | None, owns_queue: bool = False) -> None:
         self.link = link
         self.queue = queue  # None: anonymous relay
+        self.owns_queue = owns_queue  # a dynamic target's temporary queue
 
 
 class ConnectionHandle:
@@ -222,6 +227,8 @@ class Container:
     # -- links --------------------------------------------------------------
 
     def on_attach(self, handle: ConnectionHandle, link: Link) -> None:
+        if link.attach_sent or link.detach_sent:
+            return  # already answered by the engine (a link error, or the peer's detach/end)
         try:
             if link.is_sender:
                 self._attach_subscription(handle, link)
@@ -252,6 +259,21 @@ class Container:
                 start = StartAt(self.config.default_offset)
         elif source.filter:
             log.info("filters on queue %r not applied: %r", node.name, source.filter)
+        try:
+            self._accept_subscription(link, source, address, node, applied)
+        except BaseException:
+            if source.dynamic:
+                self.registry.delete(node.name)
+            raise
+        sub = Subscription(handle, link, node, owns_queue=bool(source.dynamic))
+        link.context = sub
+        if isinstance(node, Stream):
+            node.subscribe(sub, start, now)  # type: ignore[arg-type]
+        else:
+            node.add_consumer(sub, now)
+
+    def _accept_subscription(self, link: Link, source: Source, address: object, node: Node,
+                             applied: dict[object, object]) -> None:
         link.accept(
             source=Source(
                 address=address,
@@ -268,12 +290,6 @@ class Container:
             target=link.remote_attach.target,
             rcv_settle_mode=RcvSettleMode.FIRST,
         )
-        sub = Subscription(handle, link, node)
-        link.context = sub
-        if isinstance(node, Stream):
-            node.subscribe(sub, start, now)  # type: ignore[arg-type]
-        else:
-            node.add_consumer(sub, now)
 
     def _attach_publisher(self, link: Link) -> None:
         target = link.remote_attach.target
@@ -290,21 +306,31 @@ class Container:
                            timeout=target.timeout, capabilities=target.capabilities)
         else:
             raise AddressError("a sending link needs a target", condition=Condition.INVALID_FIELD)
-        link.accept(
-            source=link.remote_attach.source,
-            target=reply,
-            rcv_settle_mode=RcvSettleMode.FIRST,
-            max_message_size=self.config.max_message_size,
-            credit_window=PUBLISHER_CREDIT,
-        )
-        link.context = Publisher(link, queue)
+        dynamic = isinstance(target, Target) and target.dynamic
+        try:
+            link.accept(
+                source=link.remote_attach.source,
+                target=reply,
+                rcv_settle_mode=RcvSettleMode.FIRST,
+                max_message_size=self.config.max_message_size,
+                credit_window=PUBLISHER_CREDIT,
+            )
+        except BaseException:
+            if dynamic and queue is not None:
+                self.registry.delete(queue.name)
+            raise
+        link.context = Publisher(link, queue, owns_queue=dynamic)
 
     def housekeeping(self) -> None:
-        """Periodic work (the server calls it about once a second): stream retention by age."""
+        """Periodic work (the server calls it about once a second): stream retention
+        by age, and dropping expired messages from queues nobody is reading."""
         now = self.wall_clock()
         for node in list(self.registry.nodes.values()):
-            if isinstance(node, Stream) and node.max_age is not None:
-                node.trim(now)
+            if isinstance(node, Stream):
+                if node.max_age is not None:
+                    node.trim(now)
+            else:
+                node.expire(now)
 
     def on_detach(self, link: Link, closed: bool) -> None:
         ctx = link.context
@@ -313,16 +339,28 @@ class Container:
             queue = ctx.queue
             queue.remove_consumer(ctx)
             entries = ctx.unsettled_entries()
-            link.unsettled.clear()
-            if queue.temporary and closed:
-                self.registry.delete(queue.name)
-                return
-            if entries:
+            for delivery in link.unsettled.values():
+                delivery.context = None  # the engine frees the deliveries themselves
+            if ctx.owns_queue:
+                self._delete_temporary(queue)
+            elif entries:
                 queue.requeue(entries, self.wall_clock(), delivery_failed=True)
-        elif isinstance(ctx, Publisher) and closed:
-            node = ctx.queue  # a dynamic target's node lives as long as its link (§3.5.4)
-            if isinstance(node, Queue) and node.temporary:
-                self.registry.delete(node.name)
+        elif isinstance(ctx, Publisher) and ctx.owns_queue and ctx.queue is not None:
+            self._delete_temporary(ctx.queue)
+
+    def _delete_temporary(self, queue: Node) -> None:
+        """A dynamic node lives as long as the link that created it (§3.5.4); any other
+        consumer attached to it by address is detached with amqp:resource-deleted."""
+        if self.registry.get(queue.name) is queue:
+            self.registry.delete(queue.name)
+        if isinstance(queue, Queue):
+            for other in list(queue.consumers):
+                queue.remove_consumer(other)
+                if isinstance(other, Subscription):
+                    other.link.context = None
+                    other.link.detach(_error(Condition.RESOURCE_DELETED,
+                                             f"temporary queue {queue.name!r} was deleted"))
+                    other.handle.wake()
 
     def on_credit(self, link: Link) -> None:
         sub = link.context

@@ -40,6 +40,7 @@ from broker.codec.performatives import (
     Begin,
     Close,
     Detach,
+    End,
     Disposition,
     Flow,
     Open,
@@ -859,3 +860,132 @@ def test_attach_echo_that_cannot_fit_refuses_the_link() -> None:
     assert attach.source is None, "refused: null source"
     assert condition(one(replies, Detach)) == "amqp:frame-size-too-small"
     assert max(frame_sizes(b"".join(frame(o.performative, o.channel) for o in replies))) <= 512
+
+
+# -- review regressions -----------------------------------------------------------------
+
+
+def test_drain_with_no_credit_left_still_answers_with_a_flow() -> None:
+    broker = Broker()
+    peer = broker.client()
+    publisher(peer, 0)
+    publish(peer, 0, b"1", b"2")
+    consumer(peer, 1)
+    out = peer.flow(1, link_credit=2, drain=True)
+    assert bodies(out) == [b"1", b"2"]
+    flows = [f for f in of(out, Flow) if f.handle is not None]
+    assert flows and flows[-1].drain and flows[-1].link_credit == 0, (
+        "the sender answers a drain with its flow even when the credit is already spent")
+    assert flows[-1].delivery_count == 2
+
+
+def test_a_non_owner_closing_its_link_keeps_the_temporary_queue() -> None:
+    broker = Broker()
+    client = broker.client("client")
+    reply_to = one(client.attach_receiver(0, None, source=Source(dynamic=True)),
+                   Attach).source.address
+    client.flow(0, link_credit=10)
+    server = broker.client("server")
+    server.attach_sender(0, reply_to)
+    server.detach(0, closed=True)  # the responder's link to the reply address closes
+    server.attach_sender(1, reply_to)
+    publish(server, 1, b"reply")
+    assert bodies(client.read()) == [b"reply"]
+
+
+def test_the_owner_closing_deletes_the_temporary_queue_and_detaches_others() -> None:
+    broker = Broker()
+    client = broker.client("client")
+    reply_to = one(client.attach_receiver(0, None, source=Source(dynamic=True)),
+                   Attach).source.address
+    other = broker.client("other")
+    other.attach_receiver(0, reply_to)
+    client.detach(0, closed=True)
+    assert condition(one(other.read(), Detach)) == "amqp:resource-deleted"
+    late = broker.client("late")
+    refused = late.attach_sender(0, reply_to)
+    assert condition(one(refused, Detach)) == "amqp:not-found", (
+        "a deleted temporary queue is not re-created by name")
+
+
+def test_consuming_and_publishing_on_one_session_keep_their_delivery_ids_apart() -> None:
+    broker = Broker()
+    peer = broker.client()
+    publisher(peer, 0, "other-q")
+    publisher(peer, 2, "q")
+    publish(peer, 2, b"for-me")
+    consumer(peer, 1, "q", credit=10)  # broker delivery id 0 goes to us
+    # our next publish also uses delivery id... and we detach that publisher at once
+    batch = peer.transfer_frame(0, msg(b"x").payload) + frame(Detach(handle=0, closed=True))
+    peer.feed(batch)
+    peer.disposition(0, settled=True, state=Accepted())  # accept what the broker sent us
+    peer.detach(1, closed=True)
+    again = broker.client("again")
+    consumer(again, 0, "q", credit=10)
+    assert bodies(again.read()) == [], "an accepted message must not be redelivered"
+
+
+def test_attach_and_detach_in_one_write_are_answered_in_order() -> None:
+    broker = Broker()
+    peer = broker.client()
+    request = Attach(name="l", handle=0, role=Role.RECEIVER, source=Source(address="q"),
+                     target=Target())
+    out = peer.feed(frame(request) + frame(Detach(handle=0, closed=True)))
+    assert kinds(out) == [Attach, Detach]
+
+
+def test_attach_and_end_in_one_write_send_nothing_after_end() -> None:
+    broker = Broker()
+    peer = broker.client()
+    request = Attach(name="l", handle=0, role=Role.RECEIVER, source=Source(address="q"),
+                     target=Target())
+    out = peer.feed(frame(request) + frame(End()))
+    assert kinds(out)[-1] is End
+
+
+def test_transfer_before_credit_in_the_attach_write_detaches_cleanly() -> None:
+    broker = Broker()
+    peer = broker.client()
+    request = Attach(name="p", handle=0, role=Role.SENDER, source=Source(),
+                     target=Target(address="q"), initial_delivery_count=0)
+    out = peer.feed(frame(request) + peer.transfer_frame(0, msg(b"early").payload))
+    assert condition(one(out, Detach)) == "amqp:link:transfer-limit-exceeded"
+    assert kinds(out)[:1] == [Attach]
+
+
+def test_our_detach_does_not_leak_session_deliveries() -> None:
+    broker = Broker(max_message_size=600)
+    peer = broker.client()
+    publisher(peer, 0)
+    publish(peer, 0, b"a")
+    consumer(peer, 1, credit=1)  # one unsettled delivery to us
+    publisher(peer, 2)
+    peer.send(2, b"z" * 1000)  # too big: the broker detaches handle 2 first
+    peer.detach(2, closed=True)
+    peer.detach(1, closed=True)
+    (session,) = broker.container.connections.copy().pop().conn.sessions.values()
+    assert session.outgoing_unsettled == {} and session.incoming_unsettled == {}
+
+
+def test_consumers_never_get_messages_above_their_max_message_size() -> None:
+    broker = Broker()
+    small = broker.client("small")
+    consumer(small, 0, credit=10, max_message_size=1000)
+    big = broker.client("big")
+    consumer(big, 0, credit=10)
+    pub = broker.client("pub")
+    publisher(pub, 0)
+    publish(pub, 0, b"x" * 5000)
+    assert bodies(small.read()) == []
+    assert bodies(big.read()) == [b"x" * 5000]
+
+
+def test_housekeeping_drops_expired_messages_nobody_reads() -> None:
+    broker = Broker()
+    peer = broker.client()
+    publisher(peer, 0)
+    publish(peer, 0, msg(b"short", header=Header(ttl=1000)), msg(b"long"))
+    broker.wall.t += 2
+    assert broker.queue("q").depth == 2
+    broker.container.housekeeping()
+    assert broker.queue("q").depth == 1

@@ -188,16 +188,20 @@ class Link:
             raise LocalProtocolError("link already answered")
         self.attach_sent = True
         self.refused = True
+        self.session.write(self.null_attach())
+        self.detach(error, closed=True)
+
+    def null_attach(self) -> Attach:
+        """Our attach for a link we do not establish: the terminus on our side is null."""
         remote = self.remote_attach
-        self.session.write(Attach(
+        return Attach(
             name=self.name,
             handle=self.handle,
             role=self.role,
             source=None if self.is_sender else remote.source,
             target=remote.target if self.is_sender else None,
             initial_delivery_count=0 if self.is_sender else None,
-        ))
-        self.detach(error, closed=True)
+        )
 
     def detach(self, error: Error | None = None, *, closed: bool = True) -> None:
         if self.detach_sent:
@@ -205,8 +209,7 @@ class Link:
         if not self.attach_sent:  # a link must be attached before it is detached
             self.attach_sent = True
             self.refused = True
-            self.session.write(Attach(name=self.name, handle=self.handle, role=self.role,
-                                      initial_delivery_count=0 if self.is_sender else None))
+            self.session.write(self.null_attach())
         self.detach_sent = True
         self.session.write(Detach(handle=self.handle, closed=closed, error=error))
         self.session.link_detach_sent(self)
@@ -255,12 +258,15 @@ class Link:
         return delivery
 
     def drained(self) -> None:
-        """Sender: nothing more to send now; if the peer asked to drain, spend the rest."""
-        if self.drain and self.link_credit > 0 and self.usable:
+        """Sender: nothing more to send now.  If the peer asked to drain, spend
+        the rest of the credit and answer with our flow (drain=true) even when
+        no credit was left: §2.6.7, and rhea reports a drain as finished only
+        on that flow."""
+        if self.drain and self.usable:
             self.delivery_count = serial.add(self.delivery_count, self.link_credit)
             self.link_credit = 0
             self.session.write(self._flow_frame())
-        self.drain = self.drain and self.link_credit > 0
+            self.drain = False
 
     def settle(self, delivery: Delivery, state: object = None) -> None:
         """Settle a delivery on our side, telling the peer the outcome."""

@@ -178,9 +178,12 @@ class Session:
         self.links.pop(link.handle, None)
         if self.remote_links.get(link.remote_handle) is link:
             del self.remote_links[link.remote_handle]
-        for did in link.unsettled:
-            self.outgoing_unsettled.pop(did, None)
-            self.incoming_unsettled.pop(did, None)
+        # Incoming and outgoing delivery ids are separate number spaces: only
+        # this link's own table, and only its own deliveries.
+        table = self.outgoing_unsettled if link.is_sender else self.incoming_unsettled
+        for did, delivery in link.unsettled.items():
+            if table.get(did) is delivery:
+                del table[did]
         if self._backlog:
             self._backlog = deque(b for b in self._backlog if b[0] is not link)
 
@@ -296,6 +299,9 @@ class Session:
             return
         link._partial = None
         self.conn.emit(LinkDetached(link, detach.error, detach.closed))
+        if not link.attach_sent:  # attach and detach arrived together: answer both, in order
+            link.attach_sent = link.refused = True
+            self.write(link.null_attach())
         link.detach_sent = True
         self.write(Detach(handle=link.handle, closed=detach.closed))
         self._free(link)

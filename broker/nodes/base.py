@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import weakref
 from typing import Protocol
 
 from broker.codec.messaging import Message
@@ -32,9 +33,10 @@ class Entry:
         self.expires_at = expires_at  # wall-clock seconds
         self.delivery_count = 0  # failed deliveries we added to the header's own count
         self.acquired_before = False
-        # consumers that must not get it (undeliverable-here); objects, not ids, so a
-        # new consumer reusing a freed one's address is not excluded by mistake
-        self.excluded: set[object] | None = None
+        # consumers that must not get it (undeliverable-here): weak references, so
+        # the entry neither keeps a closed connection's objects alive nor confuses
+        # a new consumer with a freed one at the same address
+        self.excluded: weakref.WeakSet[object] | None = None
         self.offset = -1  # streams only
         self.timestamp = 0.0  # streams only: arrival time, wall clock seconds
 

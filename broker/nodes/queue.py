@@ -13,6 +13,7 @@ the queue, in their original order, so ordering survives redelivery.
 from __future__ import annotations
 
 import logging
+import weakref
 from collections import deque
 from collections.abc import Iterable
 
@@ -50,6 +51,7 @@ class Queue:
         self.unacked = 0  # delivered, not yet settled
         self.dropped = 0
         self.expired = 0
+        self._expiring = 0  # entries with an expiry time ever stored (a hint for expire())
 
     # -- introspection ----------------------------------------------------------
 
@@ -66,6 +68,8 @@ class Queue:
     def publish(self, entry: Entry, now: float) -> None:
         """Store a message; raises QueueFull under reject-publish overflow."""
         if self._over_limit(entry.size):
+            if self.max_length_bytes is not None and entry.size > self.max_length_bytes:
+                raise QueueFull(f"message larger than queue {self.name!r}'s max-length-bytes")
             if self.overflow == "drop-head":
                 while self.ready and self._over_limit(entry.size):
                     old = self.ready.popleft()
@@ -75,6 +79,8 @@ class Queue:
                 raise QueueFull(f"queue {self.name!r} is full")
         self.ready.append(entry)
         self.ready_bytes += entry.size
+        if entry.expires_at is not None:
+            self._expiring += 1
         if self.consumers:
             self.dispatch(now)
 
@@ -127,16 +133,26 @@ class Queue:
     def _next_consumer(self, entry: Entry) -> Consumer | None:
         consumers = self.consumers
         n = len(consumers)
-        if n == 1:
-            c = consumers[0]
-            ok = c.credit > 0 and (entry.excluded is None or c not in entry.excluded)
-            return c if ok else None
         for i in range(n):
             c = consumers[(self._rr + i) % n]
-            if c.credit > 0 and (entry.excluded is None or c not in entry.excluded):
+            if c.credit > 0 and _may_take(c, entry):
                 self._rr = (self._rr + i + 1) % n
                 return c
         return None
+
+    def expire(self, now: float) -> int:
+        """Drop expired messages anywhere in the queue (dispatch only sees the head)."""
+        if not self._expiring:
+            return 0
+        before = len(self.ready)
+        kept = deque(e for e in self.ready if e.expires_at is None or e.expires_at > now)
+        removed = before - len(kept)
+        if removed:
+            self.ready = kept
+            self.ready_bytes = sum(e.size for e in kept)
+            self.expired += removed
+        self._expiring = sum(1 for e in kept if e.expires_at is not None)
+        return removed
 
     @staticmethod
     def _message_for_delivery(entry: Entry) -> Message:
@@ -175,7 +191,7 @@ class Queue:
                 entry.delivery_count += 1
             if exclude is not None:
                 if entry.excluded is None:
-                    entry.excluded = set()
+                    entry.excluded = weakref.WeakSet()
                 entry.excluded.add(exclude)
             self.ready_bytes += entry.size
         self.ready.extendleft(reversed(back))
@@ -186,3 +202,11 @@ class Queue:
         self.ready.clear()
         self.ready_bytes = 0
         return n
+
+
+def _may_take(consumer: Consumer, entry: Entry) -> bool:
+    """Not excluded (undeliverable-here), and within the consumer's max-message-size."""
+    if entry.excluded is not None and consumer in entry.excluded:
+        return False
+    limit = getattr(consumer, "max_message_size", 0)
+    return not limit or entry.size <= limit

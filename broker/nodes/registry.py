@@ -18,6 +18,9 @@ from broker.nodes.stream import Stream
 Node = Queue | Stream
 
 
+TEMPORARY_PREFIX = "amq.gen-"  # dynamic nodes only; never auto-created by name
+
+
 class AddressError(AmqpError):
     """An address we cannot use; `condition` says why (not-found, invalid-field…)."""
 
@@ -110,6 +113,8 @@ class Registry:
             return node
         if not self.auto_create:
             raise AddressError(f"no queue named {name!r}")
+        if name.startswith(TEMPORARY_PREFIX):
+            raise AddressError(f"temporary queue {name!r} does not exist (any more)")
         if name.startswith("$"):
             # `$cbs`, `$management`…: service nodes other brokers answer.  An
             # ordinary queue in their place would echo a client's requests back
@@ -120,7 +125,7 @@ class Registry:
     def create_temporary(self, container_id: str) -> Queue:
         """A queue for a dynamic receiver; deleted when its link closes."""
         while True:
-            name = f"amq.gen-{next(self._temp_ids)}-{container_id}"
+            name = f"{TEMPORARY_PREFIX}{next(self._temp_ids)}-{container_id}"
             if name not in self.nodes:
                 return self.declare_queue(name, temporary=True)
 
