@@ -100,17 +100,16 @@ def main() -> None:
                     for presettled in (False, True):
                         mode = "presettled" if presettled else "unsettled"
                         count = n(30000 if size == 100 else 10000)
-                        r = bench.median(lambda: {
-                            "mode": "throughput", **bench.target(transport), "pairs": 1,
-                            "count": count, "size": size, "presettled": presettled,
+                        r = bench.median(lambda t=transport, c=count, s=size, p=presettled: {
+                            "mode": "throughput", **bench.target(t), "pairs": 1,
+                            "count": c, "size": s, "presettled": p,
                             "prefix": bench.prefix()})
                         rows.append((f"1->1 {transport} {size}B {mode}", r))
         if want("latency"):
             for transport in ("tcp", "ws"):
-                r = bench.median(lambda: {
-                    "mode": "latency", **bench.target(transport), "count": n(5000),
+                r = bench.median(lambda t=transport: {
+                    "mode": "latency", **bench.target(t), "count": n(5000),
                     "rate": 1000, "size": 100, "prefix": bench.prefix()})
-                r["msgs_per_s"] = r["messages"] / 5 if "seconds" not in r else r["msgs_per_s"]
                 rows.append((f"latency {transport} 100B @1000/s", r))
         if want("10x10"):
             r = bench.median(lambda: {

@@ -57,6 +57,7 @@ function throughput() {
 function latency() {
   const N = opts.count, rate = opts.rate, address = `/queues/${opts.prefix}`;
   const lat = [];
+  const startMs = Date.now();
   const body = Buffer.alloc(opts.size, 120);
   const rc = connect(rhea.create_container());
   const receiver = rc.open_receiver({ source: { address }, credit_window: 500 });
@@ -66,7 +67,8 @@ function latency() {
     if (lat.length === N) {
       lat.sort((a, b) => a - b);
       const q = (f) => lat[Math.min(lat.length - 1, Math.floor(f * lat.length))];
-      done({ messages: N, p50_ms: q(0.5), p99_ms: q(0.99), max_ms: lat[lat.length - 1] });
+      done({ messages: N, seconds: (Date.now() - startMs) / 1000,
+             p50_ms: q(0.5), p99_ms: q(0.99), max_ms: lat[lat.length - 1] });
     }
   });
   receiver.on('receiver_open', () => {
