@@ -11,7 +11,11 @@ removes anything; settlement outcomes are accepted and ignored.  Retention
 trims from the head by age, total bytes and message count; a cursor left
 behind the head continues from the oldest retained message.  The time index
 (a `SortedKeyList` of (arrival time, offset)) answers "first message at or
-after T" for timestamp and interval offset specs.
+after T" for timestamp and interval offset specs.  Arrival times come from the
+wall clock, which can step backwards, so the index is keyed by the latest
+arrival time so far rather than each message's own: the keys then never
+decrease, the index stays in offset order (trimming pops its front), and the
+first key at or after T belongs to the first offset that arrived at or after T.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from sortedcontainers import SortedKeyList
+from sortedcontainers import SortedKeyList  # type: ignore[import-untyped]
 
 from broker.codec.messaging import Message
 from broker.codec.types import (
@@ -75,9 +79,10 @@ def parse_offset_spec(value: object, now: float) -> StartAt | None:
         if seconds is not None:
             return StartAt("timestamp", now - seconds)
         return None
-    if type(value) in _INTEGER_TYPES or (type(value) is int):
-        if int(value) >= 0:  # type: ignore[call-overload]
-            return StartAt("offset", int(value))  # type: ignore[call-overload]
+    if type(value) in _INTEGER_TYPES or type(value) is int:  # exact types: not bool
+        offset = int(value)  # type: ignore[call-overload]
+        if offset >= 0:
+            return StartAt("offset", offset)
     return None
 
 
@@ -131,9 +136,11 @@ class Stream:
         self.max_age = max_age
         self.max_length_bytes = max_length_bytes
         self.max_length_messages = max_length_messages
+        # (arrival time, offset), the time never below an earlier one's (see the top)
         self.time_index: SortedKeyList = SortedKeyList(key=lambda item: item[0])
+        self._index_time = float("-inf")
         self.cursors: dict[int, StreamCursor] = {}  # by id(consumer)
-        self._annotation_values = {
+        self._annotation_values: dict[object, object] = {
             Symbol("x-exchange"): "",
             Symbol("x-routing-key"): name,
         }
@@ -166,7 +173,8 @@ class Stream:
         entry.offset = offset
         entry.timestamp = now
         self._log.append(entry)
-        self.time_index.add((now, offset))
+        self._index_time = max(self._index_time, now)
+        self.time_index.add((self._index_time, offset))
         self.bytes += entry.size
         self.next_offset = offset + 1
         self.trim(now)
@@ -194,7 +202,8 @@ class Stream:
             del self._log[:dead]
             self._log_base = self.first_offset
         if removed:
-            # Arrival times only go forward in practice; drop index items by offset.
+            # The index is in offset order (its keys never decrease), so the
+            # trimmed offsets are at its front.
             index = self.time_index
             while index and index[0][1] < self.first_offset:
                 index.pop(0)
@@ -212,10 +221,11 @@ class Stream:
             return self.next_offset
         if start.kind == "offset":
             return max(int(start.value), self.first_offset)  # a future offset is waited for
-        i = self.time_index.bisect_key_left(start.value)
+        i: int = self.time_index.bisect_key_left(start.value)
         if i >= len(self.time_index):
             return self.next_offset
-        return max(self.time_index[i][1], self.first_offset)
+        offset: int = self.time_index[i][1]
+        return max(offset, self.first_offset)
 
     def subscribe(self, consumer: Consumer, start: StartAt, now: float) -> int:
         self.trim(now)
@@ -241,8 +251,7 @@ class Stream:
 
     def _feed(self, cursor: StreamCursor) -> None:
         consumer = cursor.consumer
-        if cursor.position < self.first_offset:
-            cursor.position = self.first_offset
+        cursor.position = max(cursor.position, self.first_offset)
         log_, base = self._log, self._log_base
         while cursor.position < self.next_offset and consumer.credit > 0:
             entry: Entry = log_[cursor.position - base]  # type: ignore[assignment]
