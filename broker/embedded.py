@@ -13,7 +13,7 @@ import contextlib
 import dataclasses
 import threading
 from collections.abc import Callable, Iterator
-from typing import TypeVar
+from typing import Any, Protocol, Self, TypeVar
 
 import trio
 
@@ -25,24 +25,36 @@ T = TypeVar("T")
 
 
 def embedded_config(**overrides: object) -> Config:
-    """Defaults for an embedded broker: free ports on loopback, short idle timeout off."""
-    base = {"host": "127.0.0.1", "port": 0, "ws_port": 0}
+    """`Config` for an embedded broker: loopback, and a free port for both the
+    AMQP and the WebSocket listener (port 0) unless `overrides` say otherwise.
+    Everything else keeps the `Config` default; `streams` may be given as
+    names and `queues` as any iterable."""
+    base: dict[str, Any] = {"host": "127.0.0.1", "port": 0, "ws_port": 0}
     base.update(overrides)
     if "streams" in base:
         base["streams"] = tuple(
-            s if isinstance(s, StreamConfig) else StreamConfig(str(s)) for s in base["streams"]  # type: ignore[attr-defined]
+            s if isinstance(s, StreamConfig) else StreamConfig(str(s)) for s in base["streams"]
         )
     if "queues" in base:
-        base["queues"] = tuple(base["queues"])  # type: ignore[arg-type]
-    return Config(**base)  # type: ignore[arg-type]
+        base["queues"] = tuple(base["queues"])
+    return Config(**base)
+
+
+class CallOnLoop(Protocol):
+    """Runs `fn` on the broker's trio loop and returns its result."""
+
+    def __call__(self, fn: Callable[[], T], /) -> T: ...
 
 
 class BrokerView:
     """Read-only introspection plus declarations; shared by both runners."""
 
-    def __init__(self, info: ServerInfo, call: Callable[[Callable[[], T]], T]) -> None:
+    def __init__(self, info: ServerInfo, call: CallOnLoop) -> None:
         self.info = info
-        self._call = call
+        self._call_on_loop = call
+
+    def _call(self, fn: Callable[[], T]) -> T:
+        return self._call_on_loop(fn)
 
     amqp_url = property(lambda self: self.info.amqp_url)
     ws_url = property(lambda self: self.info.ws_url)
@@ -51,7 +63,8 @@ class BrokerView:
     ws_port = property(lambda self: self.info.ws_port)
 
     @property
-    def container(self):  # type: ignore[no-untyped-def]
+    def container(self) -> Any:
+        """The broker's container (`broker.container.Container`)."""
         return self.info.container
 
     def declare_queue(self, name: str) -> None:
@@ -102,7 +115,7 @@ class EmbeddedBroker(BrokerView):
         self._error: BaseException | None = None
         self.info = None  # type: ignore[assignment]
 
-    def _call(self, fn: Callable[[], T]) -> T:  # type: ignore[override]
+    def _call(self, fn: Callable[[], T]) -> T:
         # Not trio.from_thread.run_sync: that refuses callers inside any trio loop,
         # and tests running under pytest-trio or an asyncio loop must work too.
         assert self._token is not None, "broker not started"
@@ -111,13 +124,13 @@ class EmbeddedBroker(BrokerView):
         def run() -> None:
             try:
                 future.set_result(fn())
-            except BaseException as exc:
+            except BaseException as exc:  # noqa: BLE001 - re-raised in the calling thread
                 future.set_exception(exc)
 
         self._token.run_sync_soon(run)
         return future.result(timeout=10)
 
-    def start(self, timeout: float = 10.0) -> EmbeddedBroker:
+    def start(self, timeout: float = 10.0) -> Self:
         self._thread = threading.Thread(target=self._main, name="amqpws-broker", daemon=True)
         self._thread.start()
         if not self._ready.wait(timeout):
@@ -135,7 +148,7 @@ class EmbeddedBroker(BrokerView):
 
         try:
             trio.run(main)
-        except BaseException as exc:  # reported to start() or stop()
+        except BaseException as exc:  # noqa: BLE001 - reported to start() or stop()
             self._error = exc
         finally:
             self._ready.set()
@@ -152,7 +165,7 @@ class EmbeddedBroker(BrokerView):
             raise RuntimeError("embedded broker did not stop in time")
         self._thread = None
 
-    def __enter__(self) -> EmbeddedBroker:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

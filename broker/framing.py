@@ -13,9 +13,9 @@ import enum
 import struct
 from dataclasses import dataclass
 
-from broker.errors import DecodeError, FramingError
 from broker.codec.decode import decode
 from broker.codec.encode import ENCODERS, encode_into
+from broker.errors import FramingError
 
 MIN_MAX_FRAME_SIZE = 512  # §2.7.1: no peer may ask for smaller frames
 FRAME_HEADER_SIZE = 8
@@ -206,7 +206,7 @@ def encode_transfer_frame(
 class TransferFields:
     """The fields of a common transfer, read by `parse_transfer` (same names as `Transfer`)."""
 
-    __slots__ = ("handle", "delivery_id", "delivery_tag", "message_format", "settled", "more")
+    __slots__ = ("delivery_id", "delivery_tag", "handle", "message_format", "more", "settled")
     aborted = False
     state = None
     resume = False

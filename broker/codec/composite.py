@@ -15,9 +15,8 @@ from __future__ import annotations
 import dataclasses
 import struct
 from collections.abc import Callable
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, TypeVar, dataclass_transform
 
-from broker.errors import DecodeError, EncodeError
 from broker.codec.decode import _DECODERS, DESCRIBED_TYPES, FAST_DESCRIBED
 from broker.codec.encode import ENCODERS, TYPE_ENCODERS, enc_array, enc_ulong, encode_into
 from broker.codec.types import (
@@ -25,6 +24,7 @@ from broker.codec.types import (
     Array,
     Symbol,
 )
+from broker.errors import DecodeError, EncodeError
 
 ANY = None  # field type for "*": any AMQP value, encoded by its own type
 
@@ -120,6 +120,7 @@ def _make_checker(name: str, t: AmqpType | None) -> Callable[[object], object]:
 T = TypeVar("T")
 
 
+@dataclass_transform(kw_only_default=True, frozen_default=True, field_specifiers=())
 def composite(code: int, name: str) -> Callable[[type[T]], type[T]]:
     """Turn a class with `f()` fields into an AMQP composite type."""
 
@@ -128,7 +129,6 @@ def composite(code: int, name: str) -> Callable[[type[T]], type[T]]:
         fields = dataclasses.fields(dc)  # type: ignore[arg-type]
         specs: list[FieldSpec] = [fl.metadata["amqp"] for fl in fields]
         names = [fl.name for fl in fields]
-        count = len(fields)
         descriptor_bytes = bytearray(b"\x00")
         enc_ulong(descriptor_bytes, code)
         header = bytes(descriptor_bytes)
@@ -190,7 +190,7 @@ def composite(code: int, name: str) -> Callable[[type[T]], type[T]]:
         def fast_decode(buf: bytes, pos: int, end: int, depth: int) -> tuple[object, int]:
             fast = _make_fast_decoder(dc, cls.__name__, names, specs, decode_composite)
             FAST_DESCRIBED[code] = fast  # replaces this stub
-            return fast(buf, pos, end, depth)  # type: ignore[return-value]
+            return fast(buf, pos, end, depth)
 
         dc.DESCRIPTOR_CODE = code  # type: ignore[attr-defined]
         dc.DESCRIPTOR_NAME = Symbol(name)  # type: ignore[attr-defined]
@@ -201,7 +201,7 @@ def composite(code: int, name: str) -> Callable[[type[T]], type[T]]:
         DESCRIBED_TYPES[Symbol(name)] = decode_composite
         if code < 256:
             FAST_DESCRIBED[code] = fast_decode
-        return dc  # type: ignore[return-value]
+        return dc
 
     return wrap
 
@@ -347,7 +347,7 @@ def _make_fast_decoder(
             lines.append("        else:")
             lines.append(f"            v = tuple(check{i}(x) for x in (v.items if type(v) is Array else (v,)))")
         elif t in _INT_TYPES:
-            lo, hi = _INT_TYPES[t]  # type: ignore[index]
+            lo, hi = _INT_TYPES[t]
             lines.append(f"        elif type(v) is not int or v < {lo} or v > {hi}:")
             lines.append(f"            v = check{i}(v)")
         elif t is AmqpType.BOOLEAN:

@@ -17,7 +17,6 @@ import struct
 import uuid
 from collections.abc import Callable
 
-from broker.errors import DecodeError
 from broker.codec.types import (
     AmqpType,
     Array,
@@ -38,6 +37,7 @@ from broker.codec.types import (
     ULong,
     UShort,
 )
+from broker.errors import DecodeError
 
 MAX_DEPTH = 64
 # Zero-width elements (null, true, uint0, ...) cost no bytes, so an array of
@@ -451,7 +451,7 @@ for _code, _fn in {
     0x45: _list0, 0xC0: _list8, 0xD0: _list32, 0xC1: _map8, 0xD1: _map32,
     0xE0: _array8, 0xF0: _array32,
 }.items():
-    _DECODERS[_code] = _fn  # type: ignore[assignment]
+    _DECODERS[_code] = _fn
 
 
 def decode(buf: bytes, pos: int = 0, end: int | None = None) -> tuple[object, int]:

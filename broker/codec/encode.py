@@ -11,8 +11,8 @@ from __future__ import annotations
 import struct
 import uuid
 from collections.abc import Callable
+from typing import Any
 
-from broker.errors import EncodeError
 from broker.codec.types import (
     AmqpType,
     Array,
@@ -33,6 +33,7 @@ from broker.codec.types import (
     ULong,
     UShort,
 )
+from broker.errors import EncodeError
 
 Encoder = Callable[[bytearray, object], None]
 
@@ -68,18 +69,18 @@ def enc_bool(out: bytearray, value: object) -> None:
     out += _TRUE if value else _FALSE
 
 
-def enc_ubyte(out: bytearray, v: int) -> None:  # type: ignore[misc]
+def enc_ubyte(out: bytearray, v: int) -> None:
     _check(0 <= v <= 0xFF, v, "ubyte")
     out += _BB(0x50, v)
 
 
-def enc_ushort(out: bytearray, v: int) -> None:  # type: ignore[misc]
+def enc_ushort(out: bytearray, v: int) -> None:
     _check(0 <= v <= 0xFFFF, v, "ushort")
     out.append(0x60)
     out += _H(v)
 
 
-def enc_uint(out: bytearray, v: int) -> None:  # type: ignore[misc]
+def enc_uint(out: bytearray, v: int) -> None:
     if v == 0:
         out.append(0x43)
     elif 0 < v < 256:
@@ -89,7 +90,7 @@ def enc_uint(out: bytearray, v: int) -> None:  # type: ignore[misc]
         out += _BI(0x70, v)
 
 
-def enc_ulong(out: bytearray, v: int) -> None:  # type: ignore[misc]
+def enc_ulong(out: bytearray, v: int) -> None:
     if v == 0:
         out.append(0x44)
     elif 0 < v < 256:
@@ -100,19 +101,19 @@ def enc_ulong(out: bytearray, v: int) -> None:  # type: ignore[misc]
         out += _Q(v)
 
 
-def enc_byte(out: bytearray, v: int) -> None:  # type: ignore[misc]
+def enc_byte(out: bytearray, v: int) -> None:
     _check(-128 <= v <= 127, v, "byte")
     out.append(0x51)
     out += _b(v)
 
 
-def enc_short(out: bytearray, v: int) -> None:  # type: ignore[misc]
+def enc_short(out: bytearray, v: int) -> None:
     _check(-0x8000 <= v <= 0x7FFF, v, "short")
     out.append(0x61)
     out += _h(v)
 
 
-def enc_int(out: bytearray, v: int) -> None:  # type: ignore[misc]
+def enc_int(out: bytearray, v: int) -> None:
     if -128 <= v <= 127:
         out.append(0x54)
         out += _b(v)
@@ -122,7 +123,7 @@ def enc_int(out: bytearray, v: int) -> None:  # type: ignore[misc]
         out += _i(v)
 
 
-def enc_long(out: bytearray, v: int) -> None:  # type: ignore[misc]
+def enc_long(out: bytearray, v: int) -> None:
     if -128 <= v <= 127:
         out.append(0x55)
         out += _b(v)
@@ -132,13 +133,13 @@ def enc_long(out: bytearray, v: int) -> None:  # type: ignore[misc]
         out += _q(v)
 
 
-def enc_timestamp(out: bytearray, v: int) -> None:  # type: ignore[misc]
+def enc_timestamp(out: bytearray, v: int) -> None:
     _check(-0x8000000000000000 <= v <= 0x7FFFFFFFFFFFFFFF, v, "timestamp")
     out.append(0x83)
     out += _q(v)
 
 
-def enc_float(out: bytearray, v: float) -> None:  # type: ignore[misc]
+def enc_float(out: bytearray, v: float) -> None:
     try:
         packed = _f(v)
     except OverflowError:
@@ -147,33 +148,33 @@ def enc_float(out: bytearray, v: float) -> None:  # type: ignore[misc]
     out += packed
 
 
-def enc_double(out: bytearray, v: float) -> None:  # type: ignore[misc]
+def enc_double(out: bytearray, v: float) -> None:
     out.append(0x82)
     out += _d(v)
 
 
-def enc_decimal32(out: bytearray, v: bytes) -> None:  # type: ignore[misc]
+def enc_decimal32(out: bytearray, v: bytes) -> None:
     out.append(0x74)
     out += v
 
 
-def enc_decimal64(out: bytearray, v: bytes) -> None:  # type: ignore[misc]
+def enc_decimal64(out: bytearray, v: bytes) -> None:
     out.append(0x84)
     out += v
 
 
-def enc_decimal128(out: bytearray, v: bytes) -> None:  # type: ignore[misc]
+def enc_decimal128(out: bytearray, v: bytes) -> None:
     out.append(0x94)
     out += v
 
 
-def enc_char(out: bytearray, v: str) -> None:  # type: ignore[misc]
+def enc_char(out: bytearray, v: str) -> None:
     _check(len(v) == 1 and not 0xD800 <= ord(v) <= 0xDFFF, v, "char")
     out.append(0x73)
     out += _I(ord(v))
 
 
-def enc_uuid(out: bytearray, v: uuid.UUID) -> None:  # type: ignore[misc]
+def enc_uuid(out: bytearray, v: uuid.UUID) -> None:
     out.append(0x98)
     out += v.bytes
 
@@ -188,11 +189,11 @@ def _enc_var(out: bytearray, data: bytes, code8: int, code32: int) -> None:
     out += data
 
 
-def enc_binary(out: bytearray, v: bytes) -> None:  # type: ignore[misc]
+def enc_binary(out: bytearray, v: bytes) -> None:
     _enc_var(out, v, 0xA0, 0xB0)
 
 
-def enc_string(out: bytearray, v: str) -> None:  # type: ignore[misc]
+def enc_string(out: bytearray, v: str) -> None:
     try:
         data = v.encode("utf-8")
     except UnicodeEncodeError as exc:
@@ -200,7 +201,7 @@ def enc_string(out: bytearray, v: str) -> None:  # type: ignore[misc]
     _enc_var(out, data, 0xA1, 0xB1)
 
 
-def enc_symbol(out: bytearray, v: str) -> None:  # type: ignore[misc]
+def enc_symbol(out: bytearray, v: str) -> None:
     try:
         data = v.encode("ascii")
     except UnicodeEncodeError:
@@ -217,7 +218,7 @@ def _enc_compound(out: bytearray, body: bytes | bytearray, count: int, code8: in
     out += body
 
 
-def enc_list(out: bytearray, v: list[object]) -> None:  # type: ignore[misc]
+def enc_list(out: bytearray, v: list[object]) -> None:
     if not v:
         out.append(0x45)
         return
@@ -227,7 +228,7 @@ def enc_list(out: bytearray, v: list[object]) -> None:  # type: ignore[misc]
     _enc_compound(out, body, len(v), 0xC0, 0xD0)
 
 
-def enc_map(out: bytearray, v: dict[object, object]) -> None:  # type: ignore[misc]
+def enc_map(out: bytearray, v: dict[object, object]) -> None:
     body = bytearray()
     get = ENCODERS.get
     for key, item in v.items():
@@ -236,7 +237,7 @@ def enc_map(out: bytearray, v: dict[object, object]) -> None:  # type: ignore[mi
     _enc_compound(out, body, 2 * len(v), 0xC1, 0xD1)
 
 
-def enc_described(out: bytearray, v: Described) -> None:  # type: ignore[misc]
+def enc_described(out: bytearray, v: Described) -> None:
     out.append(0x00)
     encode_into(out, v.descriptor)
     encode_into(out, v.value)
@@ -260,61 +261,64 @@ def _array_payload(
     if t is AmqpType.BOOLEAN:
         return 0x56, lambda out, v: out.append(1 if v else 0)
     if t is AmqpType.UBYTE:
-        return 0x50, lambda out, v: out.append(v)  # type: ignore[arg-type]
+        return 0x50, lambda out, v: out.append(v)
     if t is AmqpType.USHORT:
-        return 0x60, lambda out, v: out.extend(_H(v))  # type: ignore[arg-type]
+        return 0x60, lambda out, v: out.extend(_H(v))
     if t is AmqpType.UINT:
         if _fits_small(items, 0, 255):
-            return 0x52, lambda out, v: out.append(v)  # type: ignore[arg-type]
-        return 0x70, lambda out, v: out.extend(_I(v))  # type: ignore[arg-type]
+            return 0x52, lambda out, v: out.append(v)
+        return 0x70, lambda out, v: out.extend(_I(v))
     if t is AmqpType.ULONG:
         if _fits_small(items, 0, 255):
-            return 0x53, lambda out, v: out.append(v)  # type: ignore[arg-type]
-        return 0x80, lambda out, v: out.extend(_Q(v))  # type: ignore[arg-type]
+            return 0x53, lambda out, v: out.append(v)
+        return 0x80, lambda out, v: out.extend(_Q(v))
     if t is AmqpType.BYTE:
-        return 0x51, lambda out, v: out.extend(_b(v))  # type: ignore[arg-type]
+        return 0x51, lambda out, v: out.extend(_b(v))
     if t is AmqpType.SHORT:
-        return 0x61, lambda out, v: out.extend(_h(v))  # type: ignore[arg-type]
+        return 0x61, lambda out, v: out.extend(_h(v))
     if t is AmqpType.INT:
         if _fits_small(items, -128, 127):
-            return 0x54, lambda out, v: out.extend(_b(v))  # type: ignore[arg-type]
-        return 0x71, lambda out, v: out.extend(_i(v))  # type: ignore[arg-type]
+            return 0x54, lambda out, v: out.extend(_b(v))
+        return 0x71, lambda out, v: out.extend(_i(v))
     if t is AmqpType.LONG:
         if _fits_small(items, -128, 127):
-            return 0x55, lambda out, v: out.extend(_b(v))  # type: ignore[arg-type]
-        return 0x81, lambda out, v: out.extend(_q(v))  # type: ignore[arg-type]
+            return 0x55, lambda out, v: out.extend(_b(v))
+        return 0x81, lambda out, v: out.extend(_q(v))
     if t is AmqpType.FLOAT:
-        return 0x72, lambda out, v: out.extend(_f(v))  # type: ignore[arg-type]
+        return 0x72, lambda out, v: out.extend(_f(v))
     if t is AmqpType.DOUBLE:
-        return 0x82, lambda out, v: out.extend(_d(v))  # type: ignore[arg-type]
+        return 0x82, lambda out, v: out.extend(_d(v))
     if t is AmqpType.DECIMAL32:
-        return 0x74, lambda out, v: out.extend(v)  # type: ignore[arg-type]
+        return 0x74, lambda out, v: out.extend(v)
     if t is AmqpType.DECIMAL64:
-        return 0x84, lambda out, v: out.extend(v)  # type: ignore[arg-type]
+        return 0x84, lambda out, v: out.extend(v)
     if t is AmqpType.DECIMAL128:
-        return 0x94, lambda out, v: out.extend(v)  # type: ignore[arg-type]
+        return 0x94, lambda out, v: out.extend(v)
     if t is AmqpType.CHAR:
-        return 0x73, lambda out, v: out.extend(_I(ord(v)))  # type: ignore[arg-type]
+        return 0x73, lambda out, v: out.extend(_I(ord(v)))
     if t is AmqpType.TIMESTAMP:
-        return 0x83, lambda out, v: out.extend(_q(v))  # type: ignore[arg-type]
+        return 0x83, lambda out, v: out.extend(_q(v))
     if t is AmqpType.UUID:
-        return 0x98, lambda out, v: out.extend(v.bytes)  # type: ignore[attr-defined]
+        return 0x98, lambda out, v: out.extend(v.bytes)
     if t in (AmqpType.BINARY, AmqpType.STRING, AmqpType.SYMBOL):
         codec = {AmqpType.BINARY: None, AmqpType.STRING: "utf-8", AmqpType.SYMBOL: "ascii"}[t]
-        raw = [i if codec is None else i.encode(codec) for i in items]  # type: ignore[attr-defined]
+        raw: list[bytes] = [
+            i if codec is None else i.encode(codec)  # type: ignore[attr-defined,misc]
+            for i in items
+        ]
         small = all(len(r) < 256 for r in raw)
         base = {AmqpType.BINARY: 0xA0, AmqpType.STRING: 0xA1, AmqpType.SYMBOL: 0xA3}[t]
         if small:
-            def w8(out: bytearray, v: object) -> None:
-                d = v if codec is None else v.encode(codec)  # type: ignore[attr-defined]
-                out.append(len(d))  # type: ignore[arg-type]
-                out += d  # type: ignore[operator]
+            def w8(out: bytearray, v: Any) -> None:
+                d = v if codec is None else v.encode(codec)
+                out.append(len(d))
+                out += d
             return base, w8
 
-        def w32(out: bytearray, v: object) -> None:
-            d = v if codec is None else v.encode(codec)  # type: ignore[attr-defined]
-            out += _I(len(d))  # type: ignore[arg-type]
-            out += d  # type: ignore[operator]
+        def w32(out: bytearray, v: Any) -> None:
+            d = v if codec is None else v.encode(codec)
+            out += _I(len(d))
+            out += d
         return base + 0x10, w32
     if t is AmqpType.LIST:
         def wlist(out: bytearray, v: object) -> None:
@@ -383,7 +387,7 @@ def _array_body(out: bytearray, v: Array) -> None:
     _array_elements(out, v)
 
 
-def enc_array(out: bytearray, v: Array) -> None:  # type: ignore[misc]
+def enc_array(out: bytearray, v: Array) -> None:
     body = bytearray()
     _array_elements(body, v)
     count = len(v.items)
@@ -424,11 +428,11 @@ ENCODERS: dict[type, Encoder] = {
     uuid.UUID: enc_uuid,  # type: ignore[dict-item]
     bytes: enc_binary,  # type: ignore[dict-item]
     bytearray: enc_binary,  # type: ignore[dict-item]
-    memoryview: lambda out, v: enc_binary(out, bytes(v)),  # type: ignore[arg-type]
+    memoryview: lambda out, v: enc_binary(out, bytes(v)),  # type: ignore[call-overload]
     str: enc_string,  # type: ignore[dict-item]
     Symbol: enc_symbol,  # type: ignore[dict-item]
     list: enc_list,  # type: ignore[dict-item]
-    tuple: lambda out, v: enc_list(out, list(v)),  # type: ignore[arg-type]
+    tuple: lambda out, v: enc_list(out, list(v)),  # type: ignore[call-overload]
     dict: enc_map,  # type: ignore[dict-item]
     Described: enc_described,  # type: ignore[dict-item]
     Array: enc_array,  # type: ignore[dict-item]

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import enum
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import ClassVar, Self
 
 
 class FormatCode(enum.IntEnum):
@@ -98,7 +99,7 @@ class _RangedInt(int):
     MIN: ClassVar[int] = 0
     MAX: ClassVar[int] = 0
 
-    def __new__(cls, value: int = 0) -> _RangedInt:
+    def __new__(cls, value: int = 0) -> Self:
         v = int.__new__(cls, value)
         if not cls.MIN <= v <= cls.MAX:
             raise ValueError(f"{cls.__name__} out of range: {value}")
@@ -169,7 +170,7 @@ class Char(str):
 
     __slots__ = ()
 
-    def __new__(cls, value: str) -> Char:
+    def __new__(cls, value: str) -> Self:
         if len(value) != 1:
             raise ValueError("Char holds exactly one code point")
         return str.__new__(cls, value)
@@ -192,7 +193,7 @@ class _FixedBytes(bytes):
 
     SIZE: ClassVar[int] = 0
 
-    def __new__(cls, value: bytes) -> _FixedBytes:
+    def __new__(cls, value: bytes) -> Self:
         if len(value) != cls.SIZE:
             raise ValueError(f"{cls.__name__} needs {cls.SIZE} bytes")
         return bytes.__new__(cls, value)
@@ -234,9 +235,11 @@ class Array:
     items: tuple[object, ...] = field(default_factory=tuple)
     descriptor: object = None
 
-    def __init__(self, element_type: AmqpType, items: object = (), descriptor: object = None):
+    def __init__(
+        self, element_type: AmqpType, items: Iterable[object] = (), descriptor: object = None
+    ) -> None:
         object.__setattr__(self, "element_type", element_type)
-        object.__setattr__(self, "items", tuple(items))  # type: ignore[call-overload]
+        object.__setattr__(self, "items", tuple(items))
         object.__setattr__(self, "descriptor", descriptor)
 
 
