@@ -152,7 +152,6 @@ def _readline(stream: Any, deadline: float) -> str:
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_real_process(tmp_path: Path, signum: int) -> None:
-    pytest.importorskip("broker.container")
     ready = tmp_path / "ready.json"
     proc = subprocess.Popen(
         [sys.executable, "-m", "broker", "serve", "--port", "0", "--ws-port", "0",

@@ -9,18 +9,17 @@ import pytest
 import trio
 from trio_websocket import open_websocket
 
+from broker import container as container_mod
 from broker.codec.performatives import Close, Open
 from broker.config import Config
 from broker.framing import NEED_DATA, Frame, FrameReader, decode_frame_body, encode_frame
 from broker.server import ServerInfo, serve
 
-container_mod = pytest.importorskip("broker.container")
-
 HEADER = b"AMQP\x00\x01\x00\x00"
 FREE = Config(port=0, ws_port=0)
 
 
-class SpyContainer(container_mod.Container):  # type: ignore[misc,name-defined]
+class SpyContainer(container_mod.Container):
     """The real container, counting shutdown() calls."""
 
     shutdown_calls = 0

@@ -6,12 +6,10 @@ import functools
 import os
 from collections.abc import AsyncIterator
 
+import proton
 import pytest
 import trio
 import trio_websocket
-
-proton = pytest.importorskip("proton")
-
 from proton import Condition, Handler, Message, symbol
 
 from broker.client import proton_ws

@@ -224,7 +224,7 @@ async def test_over_a_loopback_socket() -> None:
 
 
 async def test_real_engine_reads_a_frame_split_over_messages() -> None:
-    container_mod = pytest.importorskip("broker.container")
+    from broker import container as container_mod
     from broker.codec.performatives import Open
     from broker.framing import NEED_DATA, Frame, FrameReader, decode_frame_body, encode_frame
 
