@@ -312,7 +312,7 @@ class Message:
         self._spans: dict[int, tuple[int, int]] = {}
         self._bare_start = 0
         self._bare_end = 0
-        self._cache: dict[int, Any] = {}
+        self._cache: dict[int, Any] | None = None  # made on first read: most are never read
         self._header_override: Header | None = None
         self._annotations_override: dict[object, object] | None = None
 
@@ -413,6 +413,8 @@ class Message:
 
     def _get(self, code: int) -> Any:
         cache = self._cache
+        if cache is None:
+            cache = self._cache = {}
         if code not in cache:
             cache[code] = _decode_section(self.payload, self._spans.get(code))
         return cache[code]
