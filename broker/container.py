@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from typing import TypeVar
 
 from broker.codec.messaging import (
     Accepted,
@@ -52,6 +53,7 @@ from broker.nodes.registry import AddressError, Node, Registry, queue_address
 from broker.nodes.stream import StartAt, Stream, parse_interval, select_offset_filter
 
 log = logging.getLogger("broker.container")
+T = TypeVar("T")
 
 PUBLISHER_CREDIT = 1000
 OUTCOMES = tuple(Symbol(s) for s in ("amqp:accepted:list", "amqp:rejected:list",
@@ -287,7 +289,7 @@ class Container:
                 outcomes=OUTCOMES,
                 capabilities=source.capabilities,
             ),
-            target=link.remote_attach.target,
+            target=_as(Target, link.remote_attach.target),
             rcv_settle_mode=RcvSettleMode.FIRST,
         )
 
@@ -309,7 +311,7 @@ class Container:
         dynamic = isinstance(target, Target) and target.dynamic
         try:
             link.accept(
-                source=link.remote_attach.source,
+                source=_as(Source, link.remote_attach.source),
                 target=reply,
                 rcv_settle_mode=RcvSettleMode.FIRST,
                 max_message_size=self.config.max_message_size,
@@ -434,6 +436,11 @@ class Container:
                 entry.message = entry.message.with_changes(message_annotations=merged)
             sub.queue.requeue([entry], now, delivery_failed=bool(mod.delivery_failed),
                               exclude=sub if mod.undeliverable_here else None)
+
+
+def _as(kind: type[T], terminus: object) -> T | None:
+    """The peer's terminus to echo, when it is one (anything else echoes as null)."""
+    return terminus if isinstance(terminus, kind) else None
 
 
 def _expiry(message: Message, now: float) -> float | None:

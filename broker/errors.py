@@ -55,7 +55,7 @@ class AmqpError(Exception):
         description: str = "",
         *,
         condition: Condition | None = None,
-        info: dict[str, object] | None = None,
+        info: dict[object, object] | None = None,
     ) -> None:
         super().__init__(description)
         cond = condition if condition is not None else type(self).condition

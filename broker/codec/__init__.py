@@ -5,8 +5,8 @@ from __future__ import annotations
 from broker.codec.decode import decode, decode_all, skip
 from broker.codec.encode import encode, encode_into
 from broker.codec.types import (
-    Array,
     AmqpType,
+    Array,
     Byte,
     Char,
     Decimal32,
@@ -27,8 +27,8 @@ from broker.codec.types import (
 )
 
 __all__ = [
-    "Array",
     "AmqpType",
+    "Array",
     "Byte",
     "Char",
     "Decimal32",

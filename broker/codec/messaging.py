@@ -6,16 +6,14 @@ without re-encoding them.
 from __future__ import annotations
 
 import struct
-
-
 from typing import Any, ClassVar
 
-from broker.errors import DecodeError
 from broker.codec.composite import ANY, composite, f
-from broker.codec.decode import DESCRIBED_TYPES, _DECODERS, decode, skip
+from broker.codec.decode import _DECODERS, DESCRIBED_TYPES, decode, skip
 from broker.codec.encode import ENCODERS, enc_ulong, encode_into
 from broker.codec.types import AmqpType as T
 from broker.codec.types import Symbol, ULong
+from broker.errors import DecodeError
 
 # --- termini §3.5 ------------------------------------------------------------
 
@@ -154,7 +152,7 @@ class _ValueSection:
         self.value = value
 
     def __eq__(self, other: object) -> bool:
-        return type(other) is type(self) and other.value == self.value  # type: ignore[attr-defined]
+        return type(other) is type(self) and other.value == self.value
 
     def __hash__(self) -> int:
         return hash((type(self), repr(self.value)))
@@ -298,13 +296,13 @@ class Message:
     """
 
     __slots__ = (
-        "payload",
-        "_spans",
-        "_bare_start",
+        "_annotations_override",
         "_bare_end",
+        "_bare_start",
         "_cache",
         "_header_override",
-        "_annotations_override",
+        "_spans",
+        "payload",
     )
 
     def __init__(self, payload: bytes) -> None:
@@ -453,14 +451,14 @@ class Message:
     @property
     def delivery_annotations(self) -> dict[object, object] | None:
         s = self._get(_DA)
-        return None if s is None else s.value  # type: ignore[no-any-return]
+        return None if s is None else s.value
 
     @property
     def message_annotations(self) -> dict[object, object] | None:
         if self._annotations_override is not None:
             return self._annotations_override
         s = self._get(_MA)
-        return None if s is None else s.value  # type: ignore[no-any-return]
+        return None if s is None else s.value
 
     @property
     def properties(self) -> Properties | None:
@@ -469,12 +467,12 @@ class Message:
     @property
     def application_properties(self) -> dict[object, object] | None:
         s = self._get(_APP)
-        return None if s is None else s.value  # type: ignore[no-any-return]
+        return None if s is None else s.value
 
     @property
     def footer(self) -> dict[object, object] | None:
         s = self._get(_FOOTER)
-        return None if s is None else s.value  # type: ignore[no-any-return]
+        return None if s is None else s.value
 
     @property
     def body(self) -> list[object]:

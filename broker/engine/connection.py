@@ -139,7 +139,7 @@ class Connection:
             return
         self.last_received = now
         self.reader.feed(data)
-        while self.state is not ConnState.CLOSED:
+        while not self.done:
             try:
                 item = self.reader.next()
             except FramingError as exc:
@@ -179,7 +179,7 @@ class Connection:
             limit = self.last_received + self.idle_time_out
             if now >= limit:
                 log.info("closing idle connection (silent for %.1f s)", now - self.last_received)
-                self.close(Error(condition=Condition.RESOURCE_LIMIT_EXCEEDED.value,
+                self.close(Error(condition=Symbol(Condition.RESOURCE_LIMIT_EXCEEDED.value),
                                  description="idle-time-out exceeded"))
                 return self.close_deadline
             deadlines.append(limit)
@@ -281,7 +281,7 @@ class Connection:
             self._connection_error(exc)
         except Exception:
             log.exception("internal error handling a frame")
-            self.close(Error(condition=Condition.INTERNAL_ERROR.value,
+            self.close(Error(condition=Symbol(Condition.INTERNAL_ERROR.value),
                              description="internal error"))
             raise
 

@@ -23,9 +23,9 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING, Any
 
+from broker.codec.encode import encode
 from broker.codec.messaging import Source, Target
 from broker.codec.performatives import Attach, Detach, Error, Flow, Role, Transfer
-from broker.codec.encode import encode
 from broker.codec.types import Symbol
 from broker.engine import serial
 from broker.errors import (
@@ -54,8 +54,17 @@ def _bare(terminus: object) -> object:
 class Delivery:
     """One message in flight on a link, in either direction."""
 
-    __slots__ = ("delivery_id", "tag", "settled", "remote_settled", "state", "payload",
-                 "link", "context", "message_format")
+    __slots__ = (
+        "context",
+        "delivery_id",
+        "link",
+        "message_format",
+        "payload",
+        "remote_settled",
+        "settled",
+        "state",
+        "tag",
+    )
 
     def __init__(self, link: Link, delivery_id: int, tag: bytes, settled: bool,
                  payload: bytes = b"", message_format: int = 0) -> None:

@@ -15,7 +15,7 @@ state) when the connection flushes, not one frame per message.
 from __future__ import annotations
 
 from collections import deque
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from broker.codec.messaging import Source, Target
 from broker.codec.performatives import (
@@ -28,8 +28,15 @@ from broker.codec.performatives import (
     Flow,
     Transfer,
 )
+from broker.codec.types import Symbol
 from broker.engine import serial
-from broker.engine.events import CreditChanged, DeliveryUpdated, LinkAttached, LinkDetached, MessageReceived
+from broker.engine.events import (
+    CreditChanged,
+    DeliveryUpdated,
+    LinkAttached,
+    LinkDetached,
+    MessageReceived,
+)
 from broker.engine.link import Delivery, Link
 from broker.errors import (
     AmqpSessionError,
@@ -69,8 +76,8 @@ class Session:
         self.remote_links: dict[int, Link] = {}  # by the peer's handle
         self.outgoing_unsettled: dict[int, Delivery] = {}
         self.incoming_unsettled: dict[int, Delivery] = {}
-        self._backlog: deque[list] = deque()  # [link, delivery, payload, offset sent]
-        self._dispositions: list[list[object]] = []  # [role, first, last, state]
+        self._backlog: deque[list[Any]] = deque()  # [link, delivery, payload, offset sent]
+        self._dispositions: list[list[Any]] = []  # [role, first, last, state]
         self.end_sent = False
         self.end_received = False
 
@@ -222,7 +229,7 @@ class Session:
         if not isinstance(attach.source, (Source, type(None))) or not isinstance(
             attach.target, (Source, Target, type(None))
         ):
-            link.refuse(Error(condition=Condition.DECODE_ERROR.value,
+            link.refuse(Error(condition=Symbol(Condition.DECODE_ERROR.value),
                               description="attach terminus is not a source/target"))
             return
         self.conn.emit(LinkAttached(link))

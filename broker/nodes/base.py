@@ -24,8 +24,16 @@ class Consumer(Protocol):
 class Entry:
     """One stored message and its delivery bookkeeping."""
 
-    __slots__ = ("message", "size", "expires_at", "delivery_count", "acquired_before",
-                 "excluded", "offset", "timestamp")
+    __slots__ = (
+        "acquired_before",
+        "delivery_count",
+        "excluded",
+        "expires_at",
+        "message",
+        "offset",
+        "size",
+        "timestamp",
+    )
 
     def __init__(self, message: Message, expires_at: float | None = None) -> None:
         self.message = message
