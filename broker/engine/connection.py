@@ -204,9 +204,7 @@ class Connection:
             else:
                 self._finish()
                 return
-        for session in list(self.local_sessions.values()):
-            for link in list(session.links.values()):
-                session._drop_link(link, error)
+        self._drop_all_links(error)
         self._flush_dispositions()  # nothing may follow our close
         self.write_frame(0, Close(error=error))
         self.state = ConnState.CLOSE_SENT
@@ -399,9 +397,7 @@ class Connection:
     def _on_close(self, close: Close) -> None:
         if close.error is not None:
             log.info("peer closed with error %s: %s", close.error.condition, close.error.description)
-        for session in list(self.local_sessions.values()):
-            for link in list(session.links.values()):
-                session._drop_link(link, None)
+        self._drop_all_links(None)
         self.emit(ConnectionClosed(close.error, abrupt=False))
         self._flush_dispositions()  # nothing may follow our close
         self.write_frame(0, Close())
@@ -451,24 +447,22 @@ class Connection:
         self.close(_error(exc))
 
     def _lost(self, why: str) -> None:
-        if self.state is not ConnState.CLOSED:
-            log.debug("%s", why)
-            for session in list(self.local_sessions.values()):
-                for link in list(session.links.values()):
-                    session._drop_link(link, None)
-            self.emit(ConnectionClosed(None, abrupt=True))
-            self.state = ConnState.CLOSED
-            self.close_deadline = None
+        log.debug("%s", why)
+        self._finish()
 
     def _finish(self) -> None:
         """We are done; report the end if nobody has yet, and stop reading."""
         if self.state is not ConnState.CLOSED:
-            for session in list(self.local_sessions.values()):
-                for link in list(session.links.values()):
-                    session._drop_link(link, None)
+            self._drop_all_links(None)
             self.emit(ConnectionClosed(None, abrupt=True))
             self.state = ConnState.CLOSED
             self.close_deadline = None
+
+    def _drop_all_links(self, error: Error | None) -> None:
+        """Every link ends with the connection (the container is told per link)."""
+        for session in list(self.local_sessions.values()):
+            for link in list(session.links.values()):
+                session._drop_link(link, error)
 
 
 _SESSION_PERFORMATIVES = (Transfer, Flow, Disposition, Attach, Detach, End)

@@ -26,8 +26,9 @@ class ConnectionOpened:
 
 @dataclass(slots=True)
 class ConnectionClosed:
-    """The connection is over. `abrupt` means no AMQP close was exchanged
-    (socket loss, idle timeout, protocol failure): unsettled work goes back."""
+    """The connection is over.  `abrupt` is False only when the peer closed
+    cleanly; either way every link was reported detached first, so unsettled
+    deliveries are already back in their queues."""
 
     error: Error | None
     abrupt: bool
