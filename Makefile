@@ -45,6 +45,8 @@ $(BENCH_STAMP): tests/bench/package.json tests/bench/package-lock.json
 
 bench: $(STAMP) $(BENCH_STAMP)
 	$(PY) tests/bench/bench_broker.py $(ARGS)
+	$(PY) tests/bench/bench_engine.py
+	$(PY) tests/bench/bench_startup.py
 
 # The bunny demo: builds rhea's browser bundle, starts the broker with the stream
 # `bunny` and serves the drawing page on http://127.0.0.1:8000/.
