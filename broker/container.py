@@ -430,7 +430,8 @@ class Container:
             sub.queue.requeue([entry], now)
         else:
             mod: Modified = state  # type: ignore[assignment]
-            if mod.message_annotations:
+            # a stream's stored message is shared by every reader: never annotate it
+            if mod.message_annotations and isinstance(sub.queue, Queue):
                 merged = dict(entry.message.message_annotations or {})
                 merged.update(mod.message_annotations)
                 entry.message = entry.message.with_changes(message_annotations=merged)

@@ -48,7 +48,7 @@ from broker.codec.performatives import (
     SndSettleMode,
     Transfer,
 )
-from broker.codec.types import Symbol, Timestamp
+from broker.codec.types import Described, Symbol, Timestamp
 from broker.config import Config, StreamConfig
 from broker.container import Container
 from broker.nodes.base import Entry
@@ -989,3 +989,20 @@ def test_housekeeping_drops_expired_messages_nobody_reads() -> None:
     assert broker.queue("q").depth == 2
     broker.container.housekeeping()
     assert broker.queue("q").depth == 1
+
+
+def test_modified_annotations_never_touch_a_streams_shared_message() -> None:
+    broker = Broker(streams=(StreamConfig("s"),))
+    peer = broker.client()
+    publisher(peer, 0, "s")
+    publish(peer, 0, b"shared")
+    spec = Described(Symbol("rabbitmq:stream-offset-spec"), "first")
+    consumer(peer, 1, "s", credit=5,
+             source=Source(address="s", filter={Symbol("rabbitmq:stream-offset-spec"): spec}))
+    peer.disposition(0, settled=True,
+                     state=Modified(message_annotations={Symbol("x-mine"): "changed"}))
+    other = broker.client("other")
+    out = consumer(other, 0, "s", credit=5,
+                   source=Source(address="s", filter={Symbol("rabbitmq:stream-offset-spec"): spec}))
+    (m,) = messages(out)
+    assert Symbol("x-mine") not in (m.message_annotations or {})
