@@ -910,19 +910,19 @@ def test_the_owner_closing_deletes_the_temporary_queue_and_detaches_others() -> 
 
 def test_consuming_and_publishing_on_one_session_keep_their_delivery_ids_apart() -> None:
     broker = Broker()
+    feeder = broker.client("feeder")
+    publisher(feeder, 0, "q")
+    publish(feeder, 0, b"for-me")
     peer = broker.client()
-    publisher(peer, 0, "other-q")
-    publisher(peer, 2, "q")
-    publish(peer, 2, b"for-me")
-    consumer(peer, 1, "q", credit=10)  # broker delivery id 0 goes to us
-    # our next publish also uses delivery id... and we detach that publisher at once
-    batch = peer.transfer_frame(0, msg(b"x").payload) + frame(Detach(handle=0, closed=True))
-    peer.feed(batch)
-    peer.disposition(0, settled=True, state=Accepted())  # accept what the broker sent us
+    consumer(peer, 1, "q", credit=10)  # the broker's delivery id 0 goes to the peer
+    peer.attach_sender(0, "other-q")
+    # the peer's own first delivery also has id 0; its link closes in the same write
+    peer.feed(peer.transfer_frame(0, msg(b"x").payload) + frame(Detach(handle=0, closed=True)))
+    peer.disposition(0, settled=True, state=Accepted())  # accepts what the broker sent
     peer.detach(1, closed=True)
     again = broker.client("again")
-    consumer(again, 0, "q", credit=10)
-    assert bodies(again.read()) == [], "an accepted message must not be redelivered"
+    assert bodies(consumer(again, 0, "q", credit=10)) == [], (
+        "an accepted message must not be redelivered")
 
 
 def test_attach_and_detach_in_one_write_are_answered_in_order() -> None:
@@ -954,16 +954,15 @@ def test_transfer_before_credit_in_the_attach_write_detaches_cleanly() -> None:
 
 
 def test_our_detach_does_not_leak_session_deliveries() -> None:
-    broker = Broker(max_message_size=600)
+    broker = Broker()
     peer = broker.client()
     publisher(peer, 0)
     publish(peer, 0, b"a")
-    consumer(peer, 1, credit=1)  # one unsettled delivery to us
-    publisher(peer, 2)
-    peer.send(2, b"z" * 1000)  # too big: the broker detaches handle 2 first
-    peer.detach(2, closed=True)
+    consumer(peer, 1, credit=1)  # one unsettled delivery to the peer
+    out = peer.transfer(1, msg(b"wrong way").payload)  # a transfer on our sending link
+    assert condition(one(out, Detach)) == "amqp:not-allowed", "the broker detaches first"
     peer.detach(1, closed=True)
-    (session,) = broker.container.connections.copy().pop().conn.sessions.values()
+    (session,) = next(iter(broker.container.connections)).conn.sessions.values()
     assert session.outgoing_unsettled == {} and session.incoming_unsettled == {}
 
 
