@@ -301,13 +301,13 @@ class Message:
         "_bare_start",
         "_cache",
         "_header_override",
-        "_spans",
+        "_table",
         "payload",
     )
 
     def __init__(self, payload: bytes) -> None:
         self.payload = payload
-        self._spans: dict[int, tuple[int, int]] = {}
+        self._table: dict[int, tuple[int, int]] | None = None  # None: not located yet
         self._bare_start = 0
         self._bare_end = 0
         self._cache: dict[int, Any] | None = None  # made on first read: most are never read
@@ -318,7 +318,27 @@ class Message:
     def parse(cls, payload: bytes) -> Message:
         """Locate the sections of an encoded message; DecodeError if malformed."""
         msg = cls(payload)
-        spans = msg._spans
+        msg._locate()
+        return msg
+
+    @classmethod
+    def trusted(cls, payload: bytes) -> Message:
+        """A view of bytes this broker already parsed (a stream's stored messages):
+        sections are located only if someone reads them, so a stored message
+        costs its bytes and little else."""
+        return cls(payload)
+
+    @property
+    def _spans(self) -> dict[int, tuple[int, int]]:
+        table = self._table
+        if table is None:
+            self._locate()
+            table = self._table
+        return table  # type: ignore[return-value]
+
+    def _locate(self) -> None:
+        payload = self.payload
+        spans: dict[int, tuple[int, int]] = {}
         pos, end = 0, len(payload)
         bare_start = bare_end = -1
         body_start = body_end = body_code = -1
@@ -365,9 +385,9 @@ class Message:
                 bare_end = pos
         if body_start >= 0:
             spans[0x75] = (body_start, body_end)
-        msg._bare_start = bare_start if bare_start >= 0 else end
-        msg._bare_end = bare_end if bare_end >= 0 else end
-        return msg
+        self._bare_start = bare_start if bare_start >= 0 else end
+        self._bare_end = bare_end if bare_end >= 0 else end
+        self._table = spans
 
     @classmethod
     def create(
@@ -422,7 +442,8 @@ class Message:
         alone: the broker needs ttl, `to` and absolute-expiry-time of every
         message it stores, and building the whole composite for that costs
         several times more.  None when the section or the field is absent."""
-        span = self._spans.get(code)
+        table = self._table if self._table is not None else self._spans
+        span = table.get(code)
         if span is None:
             return None
         buf, end = self.payload, span[1]
@@ -490,6 +511,7 @@ class Message:
     @property
     def bare(self) -> bytes:
         """The bare message bytes (§3.2: properties through body), untouched."""
+        self._spans  # noqa: B018 - locates the sections (and so the bare bounds)
         return self.payload[self._bare_start : self._bare_end]
 
     @property
@@ -507,7 +529,7 @@ class Message:
     ) -> Message:
         """A copy sharing the payload, with the header and/or message annotations replaced."""
         other = Message(self.payload)
-        other._spans = self._spans
+        other._table = self._spans
         other._bare_start = self._bare_start
         other._bare_end = self._bare_end
         other._cache = self._cache

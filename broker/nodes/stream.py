@@ -167,7 +167,8 @@ class Stream:
         annotations = dict(entry.message.message_annotations or {})
         annotations.update(self._annotation_values)
         annotations[Symbol("x-stream-offset")] = Long(offset)
-        stored = Message.parse(entry.message.with_changes(message_annotations=annotations).encode())
+        stored = Message.trusted(
+            entry.message.with_changes(message_annotations=annotations).encode())
         entry.message = stored
         entry.size = len(stored.payload)
         entry.offset = offset
