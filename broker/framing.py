@@ -2,9 +2,11 @@
 
 `FrameReader` is fed arbitrary chunks of the byte stream and hands out whole
 protocol headers and frames; any chunking of the same bytes gives the same
-results.  It checks only the frame header (size, doff, type) — the body is
-decoded by the engine — so a peer that declares a 4 GiB frame is refused
-before we buffer it.
+results, with one deliberate exception: a protocol header that goes wrong
+(e.g. an HTTP request on the AMQP port) is reported as soon as the first
+wrong byte arrives, so its `raw` holds what had arrived by then.  It checks
+only the frame header (size, doff, type) — the body is decoded by the engine
+— so a peer that declares a 4 GiB frame is refused before we buffer it.
 """
 
 from __future__ import annotations
