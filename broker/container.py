@@ -32,7 +32,13 @@ from broker.codec.messaging import (
     Source,
     Target,
 )
-from broker.codec.performatives import Error, RcvSettleMode, SndSettleMode
+from broker.codec.performatives import (
+    Error,
+    RcvSettleMode,
+    SndSettleMode,
+    amqp_error,
+    error_from,
+)
 from broker.codec.types import Symbol
 from broker.config import Config
 from broker.engine.connection import Connection
@@ -46,7 +52,7 @@ from broker.engine.events import (
     MessageReceived,
 )
 from broker.engine.link import Delivery, Link
-from broker.errors import AmqpError, Condition, DecodeError
+from broker.errors import AmqpError, Condition
 from broker.nodes.base import Entry
 from broker.nodes.queue import Queue, QueueFull
 from broker.nodes.registry import AddressError, Node, Registry, queue_address
@@ -59,10 +65,6 @@ PUBLISHER_CREDIT = 1000
 OUTCOMES = tuple(Symbol(s) for s in ("amqp:accepted:list", "amqp:rejected:list",
                                       "amqp:released:list", "amqp:modified:list"))
 ANONYMOUS_RELAY = Symbol("ANONYMOUS-RELAY")
-
-
-def _error(condition: Condition, description: str) -> Error:
-    return Error(condition=Symbol(condition.value), description=description)
 
 
 class Subscription:
@@ -83,9 +85,7 @@ class Subscription:
         # A closed session window counts as no credit, so competing consumers
         # get the messages instead of this one's backlog.
         link = self.link
-        if link.detach_sent or not link.session.can_send:
-            return 0
-        return link.link_credit
+        return link.link_credit if link.can_send else 0
 
     def deliver(self, entry: Entry, message: Message) -> None:
         delivery = self.link.send(message.encode(), settled=self.presettled)
@@ -224,13 +224,16 @@ class Container:
     def shutdown(self) -> None:
         """Close every connection with amqp:connection:forced."""
         for handle in list(self.connections):
-            handle.close(_error(Condition.CONNECTION_FORCED, "broker is shutting down"))
+            handle.close(amqp_error(Condition.CONNECTION_FORCED, "broker is shutting down"))
 
     # -- links --------------------------------------------------------------
 
     def on_attach(self, handle: ConnectionHandle, link: Link) -> None:
         if link.attach_sent or link.detach_sent:
-            return  # already answered by the engine (a link error, or the peer's detach/end)
+            # The engine reports every attach in order, whatever came after it in
+            # the same read; it may already have answered this one (a link error,
+            # or the peer's detach/end arriving with the attach).
+            return
         try:
             if link.is_sender:
                 self._attach_subscription(handle, link)
@@ -238,8 +241,7 @@ class Container:
                 self._attach_publisher(link)
         except AmqpError as exc:
             log.info("refusing link %r: %s", link.name, exc.description)
-            link.refuse(Error(condition=Symbol(exc.error_condition.value),
-                              description=exc.description))
+            link.refuse(error_from(exc))
 
     def _attach_subscription(self, handle: ConnectionHandle, link: Link) -> None:
         source = link.remote_attach.source
@@ -360,7 +362,7 @@ class Container:
                 queue.remove_consumer(other)
                 if isinstance(other, Subscription):
                     other.link.context = None
-                    other.link.detach(_error(Condition.RESOURCE_DELETED,
+                    other.link.detach(amqp_error(Condition.RESOURCE_DELETED,
                                              f"temporary queue {queue.name!r} was deleted"))
                     other.handle.wake()
 
@@ -390,7 +392,7 @@ class Container:
             if queue is None:
                 to = message.section_field(0x73, 2)
                 if to is None:
-                    return Rejected(error=_error(Condition.INVALID_FIELD,
+                    return Rejected(error=amqp_error(Condition.INVALID_FIELD,
                                                  "anonymous relay needs the message's 'to'"))
                 queue = self.registry.resolve(to)
             now = self.wall_clock()
@@ -399,13 +401,10 @@ class Container:
                 return Accepted()  # already expired: accepted and dropped, never delivered
             queue.publish(Entry(message, expires_at), now)
             return Accepted()
-        except DecodeError as exc:
-            return Rejected(error=_error(Condition.DECODE_ERROR, exc.description))
         except QueueFull as exc:
-            return Rejected(error=_error(Condition.RESOURCE_LIMIT_EXCEEDED, str(exc)))
-        except AmqpError as exc:
-            return Rejected(error=Error(condition=Symbol(exc.error_condition.value),
-                                        description=exc.description))
+            return Rejected(error=amqp_error(Condition.RESOURCE_LIMIT_EXCEEDED, str(exc)))
+        except AmqpError as exc:  # malformed message (decode-error), bad `to`, …
+            return Rejected(error=error_from(exc))
 
     def on_delivery_updated(self, link: Link, delivery: Delivery, state: object,
                             settled: bool) -> None:

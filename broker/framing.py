@@ -11,7 +11,6 @@ only the frame header (size, doff, type) — the body is decoded by the engine
 
 from __future__ import annotations
 
-import enum
 import struct
 from dataclasses import dataclass
 
@@ -21,19 +20,6 @@ from broker.errors import FramingError
 
 MIN_MAX_FRAME_SIZE = 512  # §2.7.1: no peer may ask for smaller frames
 FRAME_HEADER_SIZE = 8
-
-
-class FrameType(enum.IntEnum):
-    AMQP = 0x00
-    SASL = 0x01
-
-
-class ProtocolId(enum.IntEnum):
-    """§2.2: the protocol id byte of `AMQP x 1 0 0`."""
-
-    AMQP = 0
-    TLS = 2
-    SASL = 3
 
 
 AMQP_HEADER = b"AMQP\x00\x01\x00\x00"

@@ -107,12 +107,9 @@ async def serve(
 
 async def _housekeeping(container: ContainerLike) -> None:
     """Periodic container work that no message triggers (stream retention by age)."""
-    housekeeping = getattr(container, "housekeeping", None)
-    if housekeeping is None:  # test fakes
-        return
     while True:
         await trio.sleep(HOUSEKEEPING_INTERVAL)
-        housekeeping()
+        container.housekeeping()
 
 
 async def _stop_when_cancelled(info: ServerInfo) -> None:

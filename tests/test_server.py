@@ -24,6 +24,9 @@ class SpyContainer(container_mod.Container):
 
     shutdown_calls = 0
 
+    def housekeeping(self) -> None:
+        pass
+
     def shutdown(self) -> None:
         self.shutdown_calls += 1
         super().shutdown()

@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import struct
 from collections.abc import Callable
-from typing import Any, ClassVar, TypeVar, dataclass_transform
+from typing import Any, TypeVar, dataclass_transform
 
 from broker.codec.decode import _DECODERS, DESCRIBED_TYPES, FAST_DESCRIBED
 from broker.codec.encode import ENCODERS, TYPE_ENCODERS, enc_array, enc_ulong, encode_into
@@ -195,7 +195,6 @@ def composite(code: int, name: str) -> Callable[[type[T]], type[T]]:
         dc.DESCRIPTOR_CODE = code  # type: ignore[attr-defined]
         dc.DESCRIPTOR_NAME = Symbol(name)  # type: ignore[attr-defined]
         dc.encode_into = encode_composite  # type: ignore[attr-defined]
-        dc.from_described_value = staticmethod(decode_composite)  # type: ignore[attr-defined]
         ENCODERS[dc] = encode_composite
         DESCRIBED_TYPES[code] = decode_composite
         DESCRIBED_TYPES[Symbol(name)] = decode_composite
@@ -387,11 +386,3 @@ def _multiple_encoder(t: AmqpType | None) -> Callable[[bytearray, object], None]
             TYPE_ENCODERS[t](out, v)
 
     return enc
-
-
-class Composite:
-    """Typing aid: what `@composite` adds to a class."""
-
-    DESCRIPTOR_CODE: ClassVar[int]
-    DESCRIPTOR_NAME: ClassVar[Symbol]
-

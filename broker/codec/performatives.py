@@ -11,6 +11,7 @@ import enum
 from broker.codec.composite import ANY, composite, f
 from broker.codec.types import AmqpType as T
 from broker.codec.types import Symbol
+from broker.errors import AmqpError, Condition
 
 
 class Role:
@@ -52,6 +53,17 @@ class Error:
     condition: Symbol = f(T.SYMBOL, mandatory=True)
     description: str | None = f(T.STRING)
     info: dict[object, object] | None = f(T.MAP)
+
+
+def amqp_error(condition: Condition, description: str | None = None,
+               info: dict[object, object] | None = None) -> Error:
+    """The `error` composite for one of our conditions."""
+    return Error(condition=Symbol(condition.value), description=description or None, info=info)
+
+
+def error_from(exc: AmqpError) -> Error:
+    """The `error` composite an exception is answered with on the wire."""
+    return amqp_error(exc.error_condition, exc.description, exc.info)
 
 
 @composite(0x10, "amqp:open:list")

@@ -12,7 +12,6 @@ does arithmetic on them simple.
 from __future__ import annotations
 
 import enum
-import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import ClassVar, Self
@@ -241,33 +240,3 @@ class Array:
         object.__setattr__(self, "element_type", element_type)
         object.__setattr__(self, "items", tuple(items))
         object.__setattr__(self, "descriptor", descriptor)
-
-
-# AMQP type of each wrapper and plain Python type, used by the encoder and for Array checks.
-PYTHON_TYPE_TO_AMQP: dict[type, AmqpType] = {
-    type(None): AmqpType.NULL,
-    bool: AmqpType.BOOLEAN,
-    UByte: AmqpType.UBYTE,
-    UShort: AmqpType.USHORT,
-    UInt: AmqpType.UINT,
-    ULong: AmqpType.ULONG,
-    Byte: AmqpType.BYTE,
-    Short: AmqpType.SHORT,
-    Int: AmqpType.INT,
-    Long: AmqpType.LONG,
-    int: AmqpType.LONG,
-    Float: AmqpType.FLOAT,
-    float: AmqpType.DOUBLE,
-    Decimal32: AmqpType.DECIMAL32,
-    Decimal64: AmqpType.DECIMAL64,
-    Decimal128: AmqpType.DECIMAL128,
-    Char: AmqpType.CHAR,
-    Timestamp: AmqpType.TIMESTAMP,
-    uuid.UUID: AmqpType.UUID,
-    bytes: AmqpType.BINARY,
-    str: AmqpType.STRING,
-    Symbol: AmqpType.SYMBOL,
-    list: AmqpType.LIST,
-    dict: AmqpType.MAP,
-    Array: AmqpType.ARRAY,
-}

@@ -38,18 +38,19 @@ from broker.codec.performatives import (
     Open,
     SaslOutcome,
     Transfer,
+    amqp_error,
+    error_from,
 )
 from broker.codec.types import Symbol
 from broker.engine.events import ConnectionClosed, ConnectionOpened, Event, LinkDetached
 from broker.engine.sasl import SaslServer
-from broker.engine.session import Session
+from broker.engine.session import Session, lowest_free
 from broker.errors import (
     AmqpConnectionError,
     AmqpError,
     AmqpLinkError,
     AmqpSessionError,
     Condition,
-    DecodeError,
     FramingError,
 )
 from broker.framing import (
@@ -179,8 +180,7 @@ class Connection:
             limit = self.last_received + self.idle_time_out
             if now >= limit:
                 log.info("closing idle connection (silent for %.1f s)", now - self.last_received)
-                self.close(Error(condition=Symbol(Condition.RESOURCE_LIMIT_EXCEEDED.value),
-                                 description="idle-time-out exceeded"))
+                self.close(amqp_error(Condition.RESOURCE_LIMIT_EXCEEDED, "idle-time-out exceeded"))
                 return self.close_deadline
             deadlines.append(limit)
         if self.state is ConnState.OPENED and self.remote_idle_time_out:
@@ -273,14 +273,11 @@ class Connection:
                 self._on_sasl_frame(frame)
             else:
                 self._dispatch_frame(frame)
-        except AmqpConnectionError as exc:
-            self._connection_error(exc)
-        except DecodeError as exc:  # pragma: no cover - DecodeError is a connection error
+        except AmqpConnectionError as exc:  # DecodeError included
             self._connection_error(exc)
         except Exception:
             log.exception("internal error handling a frame")
-            self.close(Error(condition=Symbol(Condition.INTERNAL_ERROR.value),
-                             description="internal error"))
+            self.close(amqp_error(Condition.INTERNAL_ERROR, "internal error"))
             raise
 
     def _dispatch_frame(self, frame: Frame) -> None:
@@ -345,16 +342,16 @@ class Connection:
             self._link_error(session, getattr(performative, "handle", None), exc)
         except AmqpSessionError as exc:
             log.info("ending session %d: %s", session.channel, exc.description)
-            session.end(_error(exc))
+            session.end(error_from(exc))
 
     def _link_error(self, session: Session, handle: int | None, exc: AmqpLinkError) -> None:
         link = session.remote_links.get(handle) if handle is not None else None
         if link is None:  # no link to detach: the session is the smallest scope
             log.info("ending session %d: %s", session.channel, exc.description)
-            session.end(_error(exc))
+            session.end(error_from(exc))
             return
         log.info("detaching link %r: %s", link.name, exc.description)
-        err = _error(exc)
+        err = error_from(exc)
         if not link.detach_sent:
             self.emit(LinkDetached(link, err, True))
         link.detach(err, closed=True)
@@ -367,7 +364,7 @@ class Connection:
             self._link_error(session, transfer.handle, exc)  # type: ignore[attr-defined]
         except AmqpSessionError as exc:
             log.info("ending session %d: %s", session.channel, exc.description)
-            session.end(_error(exc))
+            session.end(error_from(exc))
 
     def _on_open(self, open_: Open) -> None:
         self.remote_open = open_
@@ -413,9 +410,7 @@ class Connection:
         if channel > self.channel_max:
             raise AmqpConnectionError(f"channel {channel} exceeds channel-max",
                                       condition=Condition.NOT_ALLOWED)
-        local = 0
-        while local in self.local_sessions:
-            local += 1
+        local = lowest_free(self.local_sessions)
         if local > self.remote_channel_max:
             # §2.7.1: the peer's channel-max bounds the channels we may use
             raise AmqpConnectionError(
@@ -444,7 +439,7 @@ class Connection:
         if self.state in (ConnState.HDR, ConnState.SASL, ConnState.HDR_AMQP):
             self._finish()
             return
-        self.close(_error(exc))
+        self.close(error_from(exc))
 
     def _lost(self, why: str) -> None:
         log.debug("%s", why)
@@ -466,8 +461,3 @@ class Connection:
 
 
 _SESSION_PERFORMATIVES = (Transfer, Flow, Disposition, Attach, Detach, End)
-
-
-def _error(exc: AmqpError) -> Error:
-    return Error(condition=Symbol(exc.error_condition.value), description=exc.description or None,
-                 info=exc.info)

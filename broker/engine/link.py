@@ -31,7 +31,6 @@ from broker.engine import serial
 from broker.errors import (
     AmqpLinkError,
     Condition,
-    FrameSizeTooSmall,
     LocalProtocolError,
     MessageSizeExceeded,
     TransferLimitExceeded,
@@ -117,10 +116,6 @@ class Link:
     # -- properties -----------------------------------------------------------
 
     @property
-    def credit(self) -> int:
-        return self.link_credit
-
-    @property
     def usable(self) -> bool:
         return self.attach_sent and not self.detach_sent and not self.refused
 
@@ -176,7 +171,8 @@ class Link:
         """Our attach echoes the peer's termini and adds to them, so it can outgrow
         the peer's max-frame-size where the peer's own attach fitted: drop what is
         informative only (outcomes, default outcome, capabilities, properties);
-        if even that does not fit, FrameSizeTooSmall closes the connection."""
+        if even that does not fit, the link is refused with frame-size-too-small
+        (a link error: only this link is affected)."""
         limit = self.session.conn.remote_max_frame_size - 8
         if len(encode(attach)) <= limit:
             return attach
@@ -188,7 +184,8 @@ class Link:
             properties=None,
         )
         if len(encode(trimmed)) > limit:
-            raise FrameSizeTooSmall("our attach cannot fit the peer's max-frame-size")
+            raise AmqpLinkError("our attach cannot fit the peer's max-frame-size",
+                                condition=Condition.FRAME_SIZE_TOO_SMALL)
         return trimmed
 
     def refuse(self, error: Error) -> None:

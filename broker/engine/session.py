@@ -15,6 +15,7 @@ state) when the connection flushes, not one frame per message.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Container
 from typing import TYPE_CHECKING, Any
 
 from broker.codec.messaging import Source, Target
@@ -27,8 +28,8 @@ from broker.codec.performatives import (
     Error,
     Flow,
     Transfer,
+    amqp_error,
 )
-from broker.codec.types import Symbol
 from broker.engine import serial
 from broker.engine.events import (
     CreditChanged,
@@ -54,6 +55,14 @@ if TYPE_CHECKING:
 
 INCOMING_WINDOW = 65536
 OUTGOING_WINDOW = 0x7FFFFFFF
+
+
+def lowest_free(used: Container[int]) -> int:
+    """The smallest number not in use: how we pick our handles and channels."""
+    n = 0
+    while n in used:
+        n += 1
+    return n
 
 
 class Session:
@@ -215,9 +224,7 @@ class Session:
         if attach.handle > self.handle_max:
             # §2.7.2: a handle outside the range we announced is a framing error
             raise FramingError(f"handle {attach.handle} exceeds handle-max {self.handle_max}")
-        handle = 0
-        while handle in self.links:
-            handle += 1
+        handle = lowest_free(self.links)
         if handle > self.remote_handle_max:
             # §2.7.2: the peer's handle-max bounds the handles we may use
             raise AmqpSessionError(
@@ -229,8 +236,7 @@ class Session:
         if not isinstance(attach.source, (Source, type(None))) or not isinstance(
             attach.target, (Source, Target, type(None))
         ):
-            link.refuse(Error(condition=Symbol(Condition.DECODE_ERROR.value),
-                              description="attach terminus is not a source/target"))
+            link.refuse(amqp_error(Condition.DECODE_ERROR, "attach terminus is not a source/target"))
             return
         self.conn.emit(LinkAttached(link))
 

@@ -16,6 +16,9 @@ class Consumer(Protocol):
         """How many more messages may be delivered right now."""
         ...
 
+    # The largest message the consumer takes (its link's max-message-size); 0: any.
+    max_message_size: int
+
     def deliver(self, entry: Entry, message: Message) -> None:
         """Send `message` (already rewritten for this delivery) to the peer."""
         ...

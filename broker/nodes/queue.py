@@ -208,5 +208,5 @@ def _may_take(consumer: Consumer, entry: Entry) -> bool:
     """Not excluded (undeliverable-here), and within the consumer's max-message-size."""
     if entry.excluded is not None and consumer in entry.excluded:
         return False
-    limit = getattr(consumer, "max_message_size", 0)
+    limit = consumer.max_message_size
     return not limit or entry.size <= limit

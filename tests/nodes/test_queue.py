@@ -10,6 +10,8 @@ from broker.nodes.queue import Queue, QueueFull
 
 
 class FakeConsumer:
+    max_message_size = 0  # takes any size
+
     def __init__(self, credit: int = 0) -> None:
         self.credit = credit
         self.got: list[tuple[Entry, Message]] = []

@@ -115,6 +115,9 @@ class FakeContainer:
         self.connected.set()
         return handle
 
+    def housekeeping(self) -> None:
+        pass
+
     def shutdown(self) -> None:
         self.shutdown_calls += 1
         for handle in self.handles:
