@@ -16,6 +16,7 @@ from pathlib import Path
 import click
 
 from broker import __version__
+from broker.admin import AdminError, check_config
 from broker.config import (
     DEFAULT_OFFSETS,
     LOG_LEVELS,
@@ -77,7 +78,13 @@ _D = Config()
     help=f"WebSocket port; 0 = free port, 'off'.  [default: {_D.ws_port}]",
 )
 @click.option("--ws-path", help="Only accept WebSocket upgrades on this path.  [default: any]")
-@click.option("--queue", "queues", multiple=True, metavar="NAME", help="Declare a queue.")
+@click.option(
+    "--queue",
+    "queues",
+    multiple=True,
+    metavar="NAME[:ARG=VALUE,...]",
+    help="Declare a queue, with RabbitMQ arguments (x-max-length=10,x-queue-type=quorum).",
+)
 @click.option("--stream", "streams", multiple=True, metavar="NAME", help="Declare a stream.")
 @click.option(
     "--user",
@@ -98,6 +105,12 @@ _D = Config()
     "--default-offset",
     type=click.Choice(DEFAULT_OFFSETS),
     help=f"Stream start without an offset filter.  [default: {_D.default_offset}]",
+)
+@click.option(
+    "--rabbitmq-compat",
+    is_flag=True,
+    default=None,
+    help="Advertise product 'RabbitMQ' so RabbitMQ's own clients connect.",
 )
 @click.option(
     "--config",
@@ -155,9 +168,13 @@ def _build(
             layer[key] = list(layer[key])  # type: ignore[call-overload]
     try:
         from_file = load_file(config_file) if config_file else {}
-        return build_config(from_file, normalize(layer, source="options"))
+        config = build_config(from_file, normalize(layer, source="options"))
+        check_config(config)
+        return config
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
+    except AdminError as exc:
+        raise click.UsageError(exc.message) from None
 
 
 def _announce(info: ServerInfo, ready_file: str | None) -> None:

@@ -29,12 +29,37 @@ class StreamConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class BindingConfig:
+    """One binding from an exchange to a queue (or to another exchange)."""
+
+    destination: str
+    destination_kind: str = "queue"  # or "exchange"
+    key: str = ""
+    arguments: dict[str, object] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ExchangeConfig:
+    """An exchange declared at start, with its bindings."""
+
+    name: str
+    type: str = "direct"
+    durable: bool = True
+    auto_delete: bool = False
+    internal: bool = False
+    bindings: tuple[BindingConfig, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     host: str = "127.0.0.1"
     port: int | None = 5672  # 0 picks a free port; None disables the TCP listener
     ws_port: int | None = 15678  # None disables the WebSocket listener
     ws_path: str | None = None  # None accepts any path
     queues: tuple[str, ...] = ()
+    # RabbitMQ queue arguments of declared queues, by name ({"x-max-length": 10, …})
+    queue_arguments: dict[str, dict[str, object]] = field(default_factory=dict)
+    exchanges: tuple[ExchangeConfig, ...] = ()
     streams: tuple[StreamConfig, ...] = ()
     users: dict[str, str] = field(default_factory=lambda: {"guest": "guest"})
     allow_anonymous: bool = True
@@ -48,6 +73,7 @@ class Config:
     queue_max_length_bytes: int | None = None
     queue_overflow: str = "reject-publish"  # or "drop-head"
     log_level: str = "info"
+    rabbitmq_compat: bool = False  # advertise product "RabbitMQ" for RabbitMQ's own clients
 
 
 class ConfigError(ValueError):
@@ -62,7 +88,7 @@ _FIELDS = {f.name for f in dataclasses.fields(Config)}
 _STR = {"host", "ws_path", "container_id", "default_offset", "queue_overflow", "log_level"}
 _INT = {"max_frame_size", "max_message_size"}
 _OPTIONAL_INT = {"port", "ws_port", "queue_max_length", "queue_max_length_bytes"}
-_BOOL = {"allow_anonymous", "auto_create"}
+_BOOL = {"allow_anonymous", "auto_create", "rabbitmq_compat"}
 _STREAM_KEYS = {"max_age", "max_length_bytes", "max_length_messages"}
 _DURATION = re.compile(r"\d+[YMDhms]")  # NOTES.md: units Y M D h m s
 
@@ -92,6 +118,12 @@ def normalize(raw: Mapping[str, object], *, source: str = "config") -> dict[str,
         name = key.replace("-", "_")
         if name not in _FIELDS:
             raise ConfigError(f"{source}: unknown setting {key!r}")
+        if name == "queues":
+            names, arguments = _queues(value, f"{source}: {key}")
+            out["queues"] = names
+            if arguments:
+                out["queue_arguments"] = arguments
+            continue
         out[name] = _convert(name, value, f"{source}: {key}")
     return out
 
@@ -113,8 +145,10 @@ def _convert(name: str, value: object, where: str) -> object:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(f"{where} must be a number of seconds")
         return float(value)
-    if name == "queues":
-        return tuple(_names(value, where))
+    if name == "queue_arguments":
+        return _queues(value, where)[1]
+    if name == "exchanges":
+        return _exchanges(value, where)
     if name == "streams":
         return _streams(value, where)
     if name == "users":
@@ -132,6 +166,93 @@ def _names(value: object, where: str) -> list[str]:
     if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
         raise ConfigError(f"{where} must be a list of names")
     return list(value)
+
+
+def parse_queue_spec(spec: str) -> tuple[str, dict[str, object]]:
+    """`NAME` or `NAME:ARG=VALUE,...` (the `--queue` flag) → (name, arguments).
+    Values that look like integers or true/false become those; others stay strings."""
+    name, sep, rest = spec.partition(":")
+    arguments: dict[str, object] = {}
+    if sep:
+        for item in rest.split(","):
+            arg, eq, text = item.partition("=")
+            if not eq or not arg:
+                raise ConfigError(f"queue {spec!r}: {item!r} is not ARG=VALUE")
+            arguments[arg.strip()] = _scalar(text.strip())
+    return name, arguments
+
+
+def _scalar(text: str) -> object:
+    if text in ("true", "false"):
+        return text == "true"
+    if re.fullmatch(r"-?\d+", text):
+        return int(text)
+    return text
+
+
+def _queues(value: object, where: str) -> tuple[tuple[str, ...], dict[str, dict[str, object]]]:
+    """A list of `NAME[:ARG=VALUE,...]`, or a table `[queues.NAME]` of arguments."""
+    if isinstance(value, Mapping):
+        arguments: dict[str, dict[str, object]] = {}
+        for name, table in value.items():
+            if not isinstance(table, Mapping):
+                raise ConfigError(f"{where}.{name} must be a table of queue arguments")
+            arguments[str(name)] = dict(table)
+        return tuple(arguments), {n: a for n, a in arguments.items() if a}
+    names: list[str] = []
+    found: dict[str, dict[str, object]] = {}
+    for spec in _names(value, where):
+        name, args = parse_queue_spec(spec)
+        names.append(name)
+        if args:
+            found[name] = args
+    return tuple(names), found
+
+
+def _exchanges(value: object, where: str) -> tuple[ExchangeConfig, ...]:
+    """A table `[exchanges.NAME]` with `type`, flags and `bindings`, a list of tables
+    each naming a `queue` or an `exchange`, with an optional `key` and `arguments`."""
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{where} must be a table of exchanges")
+    out = []
+    for name, table in value.items():
+        at = f"{where}.{name}"
+        if not isinstance(table, Mapping):
+            raise ConfigError(f"{at} must be a table")
+        unknown = set(table) - {"type", "durable", "auto-delete", "auto_delete", "internal",
+                                "bindings"}
+        if unknown:
+            raise ConfigError(f"{at}: unknown setting(s) {', '.join(sorted(unknown))}")
+        kind = table.get("type", "direct")
+        if not isinstance(kind, str):
+            raise ConfigError(f"{at}.type must be a string")
+        flags = {}
+        for flag in ("durable", "auto_delete", "internal"):
+            v = table.get(flag, table.get(flag.replace("_", "-")))
+            if v is not None:
+                if not isinstance(v, bool):
+                    raise ConfigError(f"{at}.{flag} must be true or false")
+                flags[flag] = v
+        bindings = []
+        raw = table.get("bindings", [])
+        if not isinstance(raw, list):
+            raise ConfigError(f"{at}.bindings must be a list of tables")
+        for i, b in enumerate(raw):
+            bat = f"{at}.bindings[{i}]"
+            if not isinstance(b, Mapping) or ("queue" in b) == ("exchange" in b) or \
+                    set(b) - {"queue", "exchange", "key", "arguments"}:
+                raise ConfigError(f"{bat} must name one `queue` or `exchange`, with optional "
+                                  "`key` and `arguments`")
+            dest = b.get("queue", b.get("exchange"))
+            key = b.get("key", "")
+            args = b.get("arguments", {})
+            if not isinstance(dest, str) or not isinstance(key, str) or \
+                    not isinstance(args, Mapping):
+                raise ConfigError(f"{bat}: queue/exchange and key are strings, arguments a table")
+            bindings.append(BindingConfig(dest, "queue" if "queue" in b else "exchange", key,
+                                          dict(args)))
+        out.append(ExchangeConfig(str(name), kind, bindings=tuple(bindings), **flags))
+    return tuple(out)
 
 
 def _streams(value: object, where: str) -> tuple[StreamConfig, ...]:
@@ -171,7 +292,7 @@ def _users(value: object, where: str) -> dict[str, str]:
 def build_config(*layers: Mapping[str, object], base: Config | None = None) -> Config:
     """Apply normalized layers over `base` (defaults), later layers winning.
 
-    Queues and streams accumulate across layers (declaring a node twice is
+    Queues, their arguments, exchanges and streams accumulate across layers (declaring a node twice is
     harmless; a stream's retention merges setting by setting); every other
     setting, users included, is replaced.
     """
@@ -180,6 +301,12 @@ def build_config(*layers: Mapping[str, object], base: Config | None = None) -> C
         for name, value in layer.items():
             if name == "queues":
                 values[name] = tuple(dict.fromkeys((*values[name], *cast(Iterable[str], value))))
+            elif name == "queue_arguments":
+                values[name] = {**values[name], **cast(dict[str, dict[str, object]], value)}
+            elif name == "exchanges":
+                merged = {x.name: x for x in values[name]}
+                merged.update((x.name, x) for x in cast(Iterable[ExchangeConfig], value))
+                values[name] = tuple(merged.values())
             elif name == "streams":
                 values[name] = _merge_streams(values[name], cast(Iterable[StreamConfig], value))
             else:

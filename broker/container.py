@@ -1,19 +1,24 @@
-"""Glue between engine events and nodes; synchronous, no I/O.
+"""Glue between engine events and nodes, services and the admin API;
+synchronous, no I/O.
 
 Theory of operation.  The transport driver owns one `ConnectionHandle` per
 socket and pumps bytes through it.  After every input the handle drains its
-engine's events and acts on nodes: an attach becomes a `Subscription` (we
-send from a queue) or a `Publisher` (we receive into a queue, or route by the
-message's `to` for the anonymous relay).  A publish may hand messages to
-consumers on *other* connections; those connections' engines write the
-transfer frames and their `wake` callbacks tell their drivers to flush.
+engine's events and hands them on: an attach goes to `attach.Attacher`, which
+leaves a `Subscription`, a `Publisher` or a `/management` pair in
+`link.context`; messages, credit, dispositions and detaches then go to that
+object.  A publish may hand messages to consumers on *other* connections;
+those connections' engines write the transfer frames and their `wake`
+callbacks tell their drivers to flush.
 
-Settlement rules: a publisher's delivery is settled `accepted` once a queue
-holds it, `rejected` with an error when it cannot be stored or routed.  A
-consumer's `accepted`/`rejected` removes the message; `released`,
-`modified` and anything unsettled when its link or connection goes away
-returns it to the head of its queue (delivery-count +1 where the attempt may
-have been seen: modified with delivery-failed, and lost links).
+Settlement rules: a publisher's delivery is settled with the outcome its
+`Publisher` routed it to.  A consumer's `accepted` removes the message;
+`rejected` removes it through the queue's dead-letter exchange, if any;
+`released`, `modified` and anything unsettled when its link or connection
+goes away returns it to the head of its queue (delivery-count +1 where the
+attempt may have been seen: modified with delivery-failed, and lost links).
+`modified` with undeliverable-here dead-letters the message on a queue that
+has a dead-letter exchange (RabbitMQ's rule); elsewhere it only keeps the
+message from that consumer (Qpid's and Artemis's).
 """
 
 from __future__ import annotations
@@ -21,26 +26,14 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from typing import TypeVar
 
-from broker.codec.messaging import (
-    Accepted,
-    Message,
-    Modified,
-    Rejected,
-    Released,
-    Source,
-    Target,
-)
-from broker.codec.performatives import (
-    Error,
-    RcvSettleMode,
-    SndSettleMode,
-    amqp_error,
-    error_from,
-)
+from broker import __version__
+from broker.admin import Admin, AdminError, apply_config
+from broker.attach import Attacher, ManagementPair, Publisher, Subscription
+from broker.codec.messaging import Accepted, Modified, Rejected, Released
+from broker.codec.performatives import Error, amqp_error
 from broker.codec.types import Symbol
-from broker.config import Config
+from broker.config import Config, ConfigError
 from broker.engine.connection import Connection
 from broker.engine.events import (
     ConnectionClosed,
@@ -53,59 +46,16 @@ from broker.engine.events import (
 )
 from broker.engine.link import Delivery, Link
 from broker.errors import AmqpError, Condition
-from broker.nodes.base import Entry
-from broker.nodes.queue import Queue, QueueFull
-from broker.nodes.registry import AddressError, Node, Registry, queue_address
-from broker.nodes.stream import StartAt, Stream, parse_interval, select_offset_filter
+from broker.nodes.queue import Queue
+from broker.nodes.registry import Node, Registry
+from broker.nodes.stream import Stream
+from broker.services.management import Management
 
 log = logging.getLogger("broker.container")
-T = TypeVar("T")
 
-PUBLISHER_CREDIT = 1000
-OUTCOMES = tuple(Symbol(s) for s in ("amqp:accepted:list", "amqp:rejected:list",
-                                      "amqp:released:list", "amqp:modified:list"))
-ANONYMOUS_RELAY = Symbol("ANONYMOUS-RELAY")
-
-
-class Subscription:
-    """A consumer: our sending link reading from a queue."""
-
-    def __init__(self, handle: ConnectionHandle, link: Link, queue: Node,
-                 owns_queue: bool = False) -> None:
-        self.handle = handle
-        self.link = link
-        self.queue = queue
-        self.owns_queue = owns_queue  # a dynamic receiver's temporary queue
-        self.presettled = link.snd_settle_mode == SndSettleMode.SETTLED
-        # the peer's max-message-size: larger messages go to other consumers
-        self.max_message_size = link.remote_max_message_size
-
-    @property
-    def credit(self) -> int:
-        # A closed session window counts as no credit, so competing consumers
-        # get the messages instead of this one's backlog.
-        link = self.link
-        return link.link_credit if link.can_send else 0
-
-    def deliver(self, entry: Entry, message: Message) -> None:
-        delivery = self.link.send(message.encode(), settled=self.presettled)
-        if self.presettled:
-            self.queue.settle(entry)
-        else:
-            delivery.context = entry
-        self.handle.wake()
-
-    def unsettled_entries(self) -> list[Entry]:
-        return [d.context for d in self.link.unsettled.values() if d.context is not None]
-
-
-class Publisher:
-    """A producer: our receiving link storing into a queue, or routing by `to`."""
-
-    def __init__(self, link: Link, queue: Node | None, owns_queue: bool = False) -> None:
-        self.link = link
-        self.queue = queue  # None: anonymous relay
-        self.owns_queue = owns_queue  # a dynamic target's temporary queue
+ANONYMOUS_RELAY = "ANONYMOUS-RELAY"
+LINK_PAIR = "LINK_PAIR_V1_0"  # RabbitMQ's /management link pairs
+RABBITMQ_VERSION = "4.0.5"  # the RabbitMQ whose client-gated features we serve (stream offsets)
 
 
 class ConnectionHandle:
@@ -119,6 +69,10 @@ class ConnectionHandle:
         self.transport = transport
         self.wake = wake
         self.container_id: str | None = None
+        self.user: str | None = None
+        self.vhost: str | None = None
+        self.management_pairs: dict[str, ManagementPair] = {}
+        self.token: bytes | None = None  # from PUT /auth/tokens; verified by the security work
 
     # -- driver interface -----------------------------------------------------
 
@@ -169,10 +123,12 @@ class ConnectionHandle:
                 c.on_detach(event.link, event.closed)  # type: ignore[union-attr]
             elif t is ConnectionOpened:
                 self.container_id = event.container_id  # type: ignore[union-attr]
+                self.user = event.user  # type: ignore[union-attr]
+                self.vhost = event.hostname  # type: ignore[union-attr]
                 log.info("connection from %s (%s) opened by %r as user %r", self.peer,
                          self.transport, event.container_id, event.user)  # type: ignore[union-attr]
             elif t is ConnectionClosed:
-                c.connections.discard(self)
+                c.connection_closed(self)
                 log.info("connection from %s closed%s", self.peer,
                          f": {event.error.condition}" if event.error else "")  # type: ignore[union-attr]
 
@@ -194,16 +150,24 @@ class Container:
             max_length_bytes=config.queue_max_length_bytes,
             overflow=config.queue_overflow,
         )
-        for name in config.queues:
-            self.registry.declare_queue(name)
-        for stream in config.streams:
-            self.registry.declare_stream(
-                stream.name,
-                max_age=parse_interval(stream.max_age) if stream.max_age else None,
-                max_length_bytes=stream.max_length_bytes,
-                max_length_messages=stream.max_length_messages,
-            )
+        self.admin = Admin(self.registry, node_name=config.container_id,
+                           connections=self.list_connections)
+        self.management = Management(self.admin, on_token=self._on_token)
+        self.attacher = Attacher(self.registry, self.management,
+                                 default_offset=config.default_offset,
+                                 max_message_size=config.max_message_size,
+                                 wall_clock=wall_clock)
         self.connections: set[ConnectionHandle] = set()
+        self._token_warned = False
+        self._declare_from_config()
+
+    def _declare_from_config(self) -> None:
+        """Queues, streams, exchanges and bindings named in the config, through the
+        admin API like any other declaration."""
+        try:
+            apply_config(self.admin, self.config, now=self.wall_clock())
+        except AdminError as exc:
+            raise ConfigError(exc.message) from None
 
     def connection_made(self, peer: str, transport: str, wake: Callable[[], None]) -> ConnectionHandle:
         cfg = self.config
@@ -213,18 +177,67 @@ class Container:
             allow_anonymous=cfg.allow_anonymous,
             max_frame_size=cfg.max_frame_size,
             idle_time_out=cfg.idle_time_out,
-            offered_capabilities=(ANONYMOUS_RELAY,),
-            properties={Symbol("product"): "amqpws-broker"},
+            offered_capabilities=(ANONYMOUS_RELAY, LINK_PAIR),
+            properties=self.identity(),
             now=self.clock(),
         )
         handle = ConnectionHandle(self, conn, peer, transport, wake)
         self.connections.add(handle)
         return handle
 
+    def identity(self) -> dict[object, object]:
+        """`open.properties` as RabbitMQ's (symbol keys, string values).  RabbitMQ's
+        own clients refuse any `product` but RabbitMQ: `rabbitmq_compat` says so,
+        and `information` still tells what this is."""
+        compat = self.config.rabbitmq_compat
+        return {
+            Symbol("product"): "RabbitMQ" if compat else "amqpws-broker",
+            Symbol("version"): RABBITMQ_VERSION if compat else __version__,
+            Symbol("platform"): "Python",
+            Symbol("cluster_name"): self.config.container_id,
+            Symbol("node"): self.config.container_id,
+            Symbol("information"): f"amqpws-broker {__version__}: a local AMQP 1.0 broker over "
+                                   f"TCP and WebSocket, compatible with RabbitMQ "
+                                   f"{RABBITMQ_VERSION}'s AMQP 1.0",
+        }
+
+    def connection_closed(self, handle: ConnectionHandle) -> None:
+        self.connections.discard(handle)
+        self.registry.owner_gone(handle)
+
+    def list_connections(self) -> list[dict[str, object]]:
+        return [
+            {"name": h.peer, "container_id": h.container_id or "", "user": h.user or "",
+             "vhost": "/", "transport": h.transport}
+            for h in sorted(self.connections, key=lambda h: h.peer)
+        ]
+
+    def _on_token(self, owner: object, token: bytes) -> None:
+        if isinstance(owner, ConnectionHandle):
+            owner.token = token
+        if not self._token_warned:
+            self._token_warned = True
+            log.warning("PUT /auth/tokens: token kept but NOT verified (token verification "
+                        "is not implemented yet)")
+
     def shutdown(self) -> None:
         """Close every connection with amqp:connection:forced."""
         for handle in list(self.connections):
             handle.close(amqp_error(Condition.CONNECTION_FORCED, "broker is shutting down"))
+
+    def housekeeping(self) -> None:
+        """Periodic work (the server calls it about once a second): stream retention
+        by age, dropping expired messages from queues nobody is reading, and
+        deleting queues unused for their `x-expires`."""
+        now = self.wall_clock()
+        registry = self.registry
+        for node in list(registry.all_nodes()):
+            if isinstance(node, Stream):
+                if node.max_age is not None:
+                    node.trim(now)
+            else:
+                node.expire(now)
+        registry.expire_unused(now)
 
     # -- links --------------------------------------------------------------
 
@@ -235,106 +248,10 @@ class Container:
             # or the peer's detach/end arriving with the attach).
             return
         try:
-            if link.is_sender:
-                self._attach_subscription(handle, link)
-            else:
-                self._attach_publisher(link)
+            self.attacher.attach(handle, link, handle.management_pairs)
         except AmqpError as exc:
             log.info("refusing link %r: %s", link.name, exc.description)
-            link.refuse(error_from(exc))
-
-    def _attach_subscription(self, handle: ConnectionHandle, link: Link) -> None:
-        source = link.remote_attach.source
-        if not isinstance(source, Source):
-            raise AddressError("a receiving link needs a source", condition=Condition.INVALID_FIELD)
-        now = self.wall_clock()
-        node: Node
-        if source.dynamic:
-            node = self.registry.create_temporary(handle.container_id or "anonymous")
-            address: object = queue_address(node.name)
-        else:
-            node = self.registry.resolve(source.address)
-            address = source.address
-        start: StartAt | None = None
-        applied: dict[object, object] = {}
-        if isinstance(node, Stream):
-            start, applied = select_offset_filter(source.filter, now)
-            if start is None:
-                start = StartAt(self.config.default_offset)
-        elif source.filter:
-            log.info("filters on queue %r not applied: %r", node.name, source.filter)
-        try:
-            self._accept_subscription(link, source, address, node, applied)
-        except BaseException:
-            if source.dynamic:
-                self.registry.delete(node.name)
-            raise
-        sub = Subscription(handle, link, node, owns_queue=bool(source.dynamic))
-        link.context = sub
-        if isinstance(node, Stream):
-            node.subscribe(sub, start, now)  # type: ignore[arg-type]
-        else:
-            node.add_consumer(sub, now)
-
-    def _accept_subscription(self, link: Link, source: Source, address: object, node: Node,
-                             applied: dict[object, object]) -> None:
-        link.accept(
-            source=Source(
-                address=address,
-                durable=0,
-                expiry_policy=source.expiry_policy,
-                timeout=source.timeout,
-                dynamic=source.dynamic,
-                distribution_mode=Symbol("copy" if isinstance(node, Stream) else "move"),
-                filter=applied or None,
-                default_outcome=Released(),
-                outcomes=OUTCOMES,
-                capabilities=source.capabilities,
-            ),
-            target=_as(Target, link.remote_attach.target),
-            rcv_settle_mode=RcvSettleMode.FIRST,
-        )
-
-    def _attach_publisher(self, link: Link) -> None:
-        target = link.remote_attach.target
-        queue: Node | None
-        if target is None or (isinstance(target, Target) and target.address is None
-                              and not target.dynamic):
-            queue, reply = None, Target(address=None)
-        elif isinstance(target, Target) and target.dynamic:
-            queue = self.registry.create_temporary("dynamic-target")
-            reply = Target(address=queue_address(queue.name), dynamic=True)
-        elif isinstance(target, Target):
-            queue = self.registry.resolve(target.address)
-            reply = Target(address=target.address, durable=0, expiry_policy=target.expiry_policy,
-                           timeout=target.timeout, capabilities=target.capabilities)
-        else:
-            raise AddressError("a sending link needs a target", condition=Condition.INVALID_FIELD)
-        dynamic = isinstance(target, Target) and target.dynamic
-        try:
-            link.accept(
-                source=_as(Source, link.remote_attach.source),
-                target=reply,
-                rcv_settle_mode=RcvSettleMode.FIRST,
-                max_message_size=self.config.max_message_size,
-                credit_window=PUBLISHER_CREDIT,
-            )
-        except BaseException:
-            if dynamic and queue is not None:
-                self.registry.delete(queue.name)
-            raise
-        link.context = Publisher(link, queue, owns_queue=dynamic)
-
-    def housekeeping(self) -> None:
-        """Periodic work (the server calls it about once a second): stream retention
-        by age, and dropping expired messages from queues nobody is reading."""
-        now = self.wall_clock()
-        for node in list(self.registry.nodes.values()):
-            if isinstance(node, Stream):
-                if node.max_age is not None:
-                    node.trim(now)
-            else:
-                node.expire(now)
+            link.refuse(amqp_error(exc.error_condition, exc.description, exc.info))
 
     def on_detach(self, link: Link, closed: bool) -> None:
         ctx = link.context
@@ -345,66 +262,53 @@ class Container:
             entries = ctx.unsettled_entries()
             for delivery in link.unsettled.values():
                 delivery.context = None  # the engine frees the deliveries themselves
+            now = self.wall_clock()
             if ctx.owns_queue:
                 self._delete_temporary(queue)
-            elif entries:
-                queue.requeue(entries, self.wall_clock(), delivery_failed=True)
-        elif isinstance(ctx, Publisher) and ctx.owns_queue and ctx.queue is not None:
-            self._delete_temporary(ctx.queue)
+            else:
+                if entries:
+                    queue.requeue(entries, now, delivery_failed=True)
+                self.registry.consumer_removed(queue, now)
+        elif isinstance(ctx, Publisher) and ctx.owns_queue and ctx.node is not None:
+            self._delete_temporary(ctx.node)
+        elif isinstance(ctx, ManagementPair):
+            if ctx.requests is link:
+                ctx.requests = None
+            if ctx.replies is link:
+                ctx.replies = None
+            if ctx.requests is None and ctx.replies is None:
+                ctx.owner.management_pairs.pop(link.name, None)  # type: ignore[attr-defined]
 
     def _delete_temporary(self, queue: Node) -> None:
         """A dynamic node lives as long as the link that created it (§3.5.4); any other
         consumer attached to it by address is detached with amqp:resource-deleted."""
         if self.registry.get(queue.name) is queue:
             self.registry.delete(queue.name)
-        if isinstance(queue, Queue):
-            for other in list(queue.consumers):
-                queue.remove_consumer(other)
-                if isinstance(other, Subscription):
-                    other.link.context = None
-                    other.link.detach(amqp_error(Condition.RESOURCE_DELETED,
-                                             f"temporary queue {queue.name!r} was deleted"))
-                    other.handle.wake()
 
     def on_credit(self, link: Link) -> None:
-        sub = link.context
-        if not isinstance(sub, Subscription):
-            return
-        if sub.credit > 0:
-            sub.queue.consumer_ready(sub, self.wall_clock())
-        if link.drain:
-            link.drained()
+        ctx = link.context
+        if isinstance(ctx, Subscription):
+            if ctx.credit > 0:
+                ctx.queue.consumer_ready(ctx, self.wall_clock())
+            if link.drain:
+                link.drained()
+        elif isinstance(ctx, ManagementPair):
+            ctx.flush()
+            if link.drain:
+                link.drained()
 
     # -- messages -------------------------------------------------------------
 
     def on_message(self, handle: ConnectionHandle, link: Link, delivery: Delivery) -> None:
-        pub = link.context
-        if not isinstance(pub, Publisher):
+        ctx = link.context
+        if isinstance(ctx, Publisher):
+            outcome = ctx.store(delivery.payload, self.wall_clock())
+        elif isinstance(ctx, ManagementPair):
+            outcome = ctx.on_request(delivery.payload, self.wall_clock())
+        else:
             return
-        outcome = self._store(pub, delivery.payload)
         if not delivery.remote_settled:
             link.settle(delivery, outcome)
-
-    def _store(self, pub: Publisher, payload: bytes) -> object:
-        try:
-            message = Message.parse(payload)
-            queue = pub.queue
-            if queue is None:
-                to = message.section_field(0x73, 2)
-                if to is None:
-                    return Rejected(error=amqp_error(Condition.INVALID_FIELD,
-                                                 "anonymous relay needs the message's 'to'"))
-                queue = self.registry.resolve(to)
-            now = self.wall_clock()
-            expires_at = _expiry(message, now)
-            if expires_at is not None and expires_at <= now:
-                return Accepted()  # already expired: accepted and dropped, never delivered
-            queue.publish(Entry(message, expires_at), now)
-            return Accepted()
-        except QueueFull as exc:
-            return Rejected(error=amqp_error(Condition.RESOURCE_LIMIT_EXCEEDED, str(exc)))
-        except AmqpError as exc:  # malformed message (decode-error), bad `to`, …
-            return Rejected(error=error_from(exc))
 
     def on_delivery_updated(self, link: Link, delivery: Delivery, state: object,
                             settled: bool) -> None:
@@ -423,33 +327,23 @@ class Container:
         if not settled:
             link.settle(delivery, state)
             sub.handle.wake()
-        if kind is Accepted or kind is Rejected:
-            sub.queue.settle(entry)
+        queue = sub.queue
+        if kind is Accepted:
+            queue.settle(entry)
+        elif kind is Rejected:
+            queue.reject(entry, now)
         elif kind is Released:
-            sub.queue.requeue([entry], now)
+            queue.requeue([entry], now)
         else:
             mod: Modified = state  # type: ignore[assignment]
-            # a stream's stored message is shared by every reader: never annotate it
-            if mod.message_annotations and isinstance(sub.queue, Queue):
+            if not isinstance(queue, Queue):
+                return  # a stream keeps everything, and its stored message is shared
+            if mod.undeliverable_here and queue.dead_letter_exchange is not None:
+                queue.reject(entry, now)
+                return
+            if mod.message_annotations:
                 merged = dict(entry.message.message_annotations or {})
                 merged.update(mod.message_annotations)
                 entry.message = entry.message.with_changes(message_annotations=merged)
-            sub.queue.requeue([entry], now, delivery_failed=bool(mod.delivery_failed),
-                              exclude=sub if mod.undeliverable_here else None)
-
-
-def _as(kind: type[T], terminus: object) -> T | None:
-    """The peer's terminus to echo, when it is one (anything else echoes as null)."""
-    return terminus if isinstance(terminus, kind) else None
-
-
-def _expiry(message: Message, now: float) -> float | None:
-    """When the message expires (wall-clock seconds): header ttl or absolute-expiry-time."""
-    expires: float | None = None
-    ttl = message.section_field(0x70, 2)
-    if isinstance(ttl, int) and ttl > 0:
-        expires = now + ttl / 1000.0
-    absolute = message.section_field(0x73, 8)
-    if isinstance(absolute, int) and absolute > 0:
-        expires = absolute / 1000.0 if expires is None else min(expires, absolute / 1000.0)
-    return expires
+            queue.requeue([entry], now, delivery_failed=bool(mod.delivery_failed),
+                          exclude=sub if mod.undeliverable_here else None)

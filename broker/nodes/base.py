@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import weakref
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from broker.codec.messaging import Message
@@ -23,6 +24,26 @@ class Consumer(Protocol):
         """Send `message` (already rewritten for this delivery) to the peer."""
         ...
 
+    def node_deleted(self) -> None:
+        """The node this consumer reads from was deleted: end the link."""
+        ...
+
+
+@dataclass(slots=True)
+class NodeInfo:
+    """What a queue or stream was declared with, as `/management` reports it.
+
+    Kept beside the node rather than in it: the per-message path never reads it."""
+
+    durable: bool = True
+    auto_delete: bool = False
+    exclusive_owner: object = None  # the connection that owns an exclusive queue
+    queue_type: str = "classic"  # classic | quorum | stream (quorum is served as classic)
+    arguments: dict[str, object] = field(default_factory=dict)
+    expires: float | None = None  # x-expires: seconds unused before deletion
+    last_used: float = 0.0  # wall clock: declare, get, consumer attach/detach
+    had_consumer: bool = False  # auto-delete waits for a first consumer
+
 
 class Entry:
     """One stored message and its delivery bookkeeping."""
@@ -34,6 +55,7 @@ class Entry:
         "expires_at",
         "message",
         "offset",
+        "priority",
         "size",
         "timestamp",
     )
@@ -48,8 +70,21 @@ class Entry:
         # the entry neither keeps a closed connection's objects alive nor confuses
         # a new consumer with a freed one at the same address
         self.excluded: weakref.WeakSet[object] | None = None
+        self.priority = 0  # priority queues only: the header's priority, capped
         self.offset = -1  # streams only
         self.timestamp = 0.0  # streams only: arrival time, wall clock seconds
 
     def __repr__(self) -> str:
         return f"Entry({self.size} bytes, delivery_count={self.delivery_count})"
+
+
+def expiry_of(message: Message, now: float) -> float | None:
+    """When a message expires (wall-clock seconds): header ttl or absolute-expiry-time."""
+    expires: float | None = None
+    ttl = message.section_field(0x70, 2)
+    if isinstance(ttl, int) and ttl > 0:
+        expires = now + ttl / 1000.0
+    absolute = message.section_field(0x73, 8)
+    if isinstance(absolute, int) and absolute > 0:
+        expires = absolute / 1000.0 if expires is None else min(expires, absolute / 1000.0)
+    return expires

@@ -1,13 +1,27 @@
-"""In-memory FIFO queue with competing consumers.
+"""In-memory FIFO queue with competing consumers and RabbitMQ's queue arguments.
 
-Theory of operation.  Messages wait in `ready` (a deque) until a consumer with
-credit takes them; they then wait in the consumer's unsettled map (owned by the
+Theory of operation.  Messages wait in `ready` until a consumer with credit
+takes them; they then wait in the consumer's unsettled map (owned by the
 container) until it settles them.  Consumers are served round-robin, one
-message at a time, so competing consumers share the load by credit.
-`accepted`/`rejected` remove a message; `released`, `modified` and messages
-left unsettled by a link or connection that went away return to the *head* of
-the queue, in their original order, so ordering survives redelivery.
-`modified(undeliverable-here)` keeps the message from that one consumer.
+message at a time, so competing consumers share the load by credit; with
+single-active-consumer only the oldest consumer is served.
+`accepted` removes a message; `rejected` removes it too, through the dead-letter
+hook when the queue has a dead-letter exchange.  `released`, `modified` and
+messages left unsettled by a link or connection that went away return to the
+*head* of the queue, in their original order, so ordering survives redelivery;
+a message that failed more than `delivery_limit` times is dead-lettered
+instead.  `modified(undeliverable-here)` keeps the message from that one
+consumer.
+
+Limits (RabbitMQ's `x-max-length`, `x-max-length-bytes`, `x-overflow`) apply at
+publish: `reject-publish` refuses the new message, `reject-publish-dlx` also
+dead-letters it, `drop-head` drops (and dead-letters) the oldest.  A per-queue
+message TTL is folded into each entry's expiry time at publish; expired
+messages are dropped at the head by dispatch and anywhere by `expire()`.
+
+The queue knows nothing of exchanges: `dead_letter` is a hook the registry
+installs, called with the entry and RabbitMQ's reason (`rejected`, `expired`,
+`maxlen`, `delivery_limit`) after the entry has left the queue.
 """
 
 from __future__ import annotations
@@ -15,16 +29,73 @@ from __future__ import annotations
 import logging
 import weakref
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 
 from broker.codec.messaging import Header, Message
 from broker.nodes.base import Consumer, Entry
 
 log = logging.getLogger("broker.queue")
 
+OVERFLOWS = ("drop-head", "reject-publish", "reject-publish-dlx")
+
+DeadLetterHook = Callable[["Queue", Entry, str, float], None]
+
 
 class QueueFull(Exception):
-    """Publishing would exceed the queue's limits and the overflow is reject-publish."""
+    """Publishing would exceed the queue's limits and the overflow rejects publishes."""
+
+    def __init__(self, queue: str, reason: str) -> None:
+        super().__init__(reason)
+        self.queue = queue
+
+
+class _PriorityReady:
+    """The ready list of a priority queue: one FIFO per priority, highest served
+    first.  It offers the few deque operations the queue uses."""
+
+    __slots__ = ("count", "levels")
+
+    def __init__(self, max_priority: int) -> None:
+        self.levels: list[deque[Entry]] = [deque() for _ in range(max_priority + 1)]
+        self.count = 0
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __bool__(self) -> bool:
+        return self.count > 0
+
+    def __iter__(self) -> Iterator[Entry]:
+        for level in reversed(self.levels):
+            yield from level
+
+    def __getitem__(self, index: int) -> Entry:
+        if index == 0:
+            for level in reversed(self.levels):
+                if level:
+                    return level[0]
+        raise IndexError(index)
+
+    def append(self, entry: Entry) -> None:
+        self.levels[entry.priority].append(entry)
+        self.count += 1
+
+    def popleft(self) -> Entry:
+        for level in reversed(self.levels):
+            if level:
+                self.count -= 1
+                return level.popleft()
+        raise IndexError("pop from an empty queue")
+
+    def extendleft(self, entries: Iterable[Entry]) -> None:
+        for entry in entries:
+            self.levels[entry.priority].appendleft(entry)
+            self.count += 1
+
+    def clear(self) -> None:
+        for level in self.levels:
+            level.clear()
+        self.count = 0
 
 
 class Queue:
@@ -37,20 +108,38 @@ class Queue:
         max_length: int | None = None,
         max_length_bytes: int | None = None,
         overflow: str = "reject-publish",
+        message_ttl: float | None = None,
+        dead_letter_exchange: str | None = None,
+        dead_letter_routing_key: str | None = None,
+        single_active_consumer: bool = False,
+        max_priority: int | None = None,
+        delivery_limit: int | None = None,
         temporary: bool = False,
     ) -> None:
+        if overflow not in OVERFLOWS:
+            raise ValueError(f"unknown overflow {overflow!r}")
         self.name = name
-        self.ready: deque[Entry] = deque()
+        self.ready: deque[Entry] | _PriorityReady = (
+            deque() if max_priority is None else _PriorityReady(max_priority))
         self.ready_bytes = 0
         self.consumers: list[Consumer] = []
         self._rr = 0
         self.max_length = max_length
         self.max_length_bytes = max_length_bytes
         self.overflow = overflow
+        self.message_ttl = message_ttl  # seconds
+        self.dead_letter_exchange = dead_letter_exchange
+        self.dead_letter_routing_key = dead_letter_routing_key
+        self.single_active_consumer = single_active_consumer
+        self.max_priority = max_priority
+        self.delivery_limit = delivery_limit
         self.temporary = temporary
+        self.dead_letter: DeadLetterHook | None = None  # installed by the registry
+        self.deleted = False
         self.unacked = 0  # delivered, not yet settled
         self.dropped = 0
         self.expired = 0
+        self.dead_lettered = 0
         self._expiring = 0  # entries with an expiry time ever stored (a hint for expire())
 
     # -- introspection ----------------------------------------------------------
@@ -66,17 +155,17 @@ class Queue:
     # -- publishing ---------------------------------------------------------------
 
     def publish(self, entry: Entry, now: float) -> None:
-        """Store a message; raises QueueFull under reject-publish overflow."""
-        if self._over_limit(entry.size):
-            if self.max_length_bytes is not None and entry.size > self.max_length_bytes:
-                raise QueueFull(f"message larger than queue {self.name!r}'s max-length-bytes")
-            if self.overflow == "drop-head":
-                while self.ready and self._over_limit(entry.size):
-                    old = self.ready.popleft()
-                    self.ready_bytes -= old.size
-                    self.dropped += 1
-            if self._over_limit(entry.size):
-                raise QueueFull(f"queue {self.name!r} is full")
+        """Store a message; raises QueueFull when the overflow rejects it."""
+        if self.message_ttl is not None:
+            expires = now + self.message_ttl
+            if entry.expires_at is None or expires < entry.expires_at:
+                entry.expires_at = expires
+        if self.max_priority is not None:
+            priority = entry.message.section_field(0x70, 1)
+            entry.priority = min(priority, self.max_priority) if isinstance(priority, int) else 0
+        if (self.max_length is not None or self.max_length_bytes is not None) and \
+                self._over_limit(entry.size):
+            self._overflow(entry, now)
         self.ready.append(entry)
         self.ready_bytes += entry.size
         if entry.expires_at is not None:
@@ -84,10 +173,31 @@ class Queue:
         if self.consumers:
             self.dispatch(now)
 
+    def _overflow(self, entry: Entry, now: float) -> None:
+        """Make room for `entry` by the overflow rule, or raise QueueFull."""
+        if self.max_length_bytes is not None and entry.size > self.max_length_bytes:
+            raise QueueFull(self.name, f"message larger than queue {self.name!r}'s max-length-bytes")
+        if self.overflow == "drop-head":
+            while self.ready and self._over_limit(entry.size):
+                old = self.ready.popleft()
+                self.ready_bytes -= old.size
+                self.dropped += 1
+                self._to_dead_letter(old, "maxlen", now)
+        if self._over_limit(entry.size):
+            if self.overflow == "reject-publish-dlx":
+                self._to_dead_letter(entry, "maxlen", now)
+            raise QueueFull(self.name, f"queue {self.name!r} is full")
+
     def _over_limit(self, extra: int) -> bool:
         if self.max_length is not None and len(self.ready) + 1 > self.max_length:
             return True
         return self.max_length_bytes is not None and self.ready_bytes + extra > self.max_length_bytes
+
+    def _to_dead_letter(self, entry: Entry, reason: str, now: float) -> None:
+        hook = self.dead_letter
+        if hook is not None and self.dead_letter_exchange is not None:
+            self.dead_lettered += 1
+            hook(self, entry, reason, now)
 
     # -- consuming ----------------------------------------------------------------
 
@@ -115,10 +225,11 @@ class Queue:
                 ready.popleft()
                 self.ready_bytes -= entry.size
                 self.expired += 1
+                self._to_dead_letter(entry, "expired", now)
                 continue
             consumer = self._next_consumer(entry)
             if consumer is None:
-                if not any(c.credit > 0 for c in consumers):
+                if self.single_active_consumer or not any(c.credit > 0 for c in consumers):
                     break
                 skipped.append(ready.popleft())  # only excluded consumers have credit
                 continue
@@ -132,6 +243,9 @@ class Queue:
 
     def _next_consumer(self, entry: Entry) -> Consumer | None:
         consumers = self.consumers
+        if self.single_active_consumer:
+            active = consumers[0]
+            return active if active.credit > 0 and _may_take(active, entry) else None
         n = len(consumers)
         for i in range(n):
             c = consumers[(self._rr + i) % n]
@@ -144,15 +258,20 @@ class Queue:
         """Drop expired messages anywhere in the queue (dispatch only sees the head)."""
         if not self._expiring:
             return 0
-        before = len(self.ready)
-        kept = deque(e for e in self.ready if e.expires_at is None or e.expires_at > now)
-        removed = before - len(kept)
-        if removed:
-            self.ready = kept
+        kept: list[Entry] = []
+        gone: list[Entry] = []
+        for e in self.ready:
+            (gone if e.expires_at is not None and e.expires_at <= now else kept).append(e)
+        if gone:
+            self.ready.clear()
+            for e in kept:
+                self.ready.append(e)
             self.ready_bytes = sum(e.size for e in kept)
-            self.expired += removed
+            self.expired += len(gone)
+            for e in gone:
+                self._to_dead_letter(e, "expired", now)
         self._expiring = sum(1 for e in kept if e.expires_at is not None)
-        return removed
+        return len(gone)
 
     @staticmethod
     def _message_for_delivery(entry: Entry) -> Message:
@@ -172,8 +291,13 @@ class Queue:
     # -- settlement -----------------------------------------------------------------
 
     def settle(self, entry: Entry) -> None:
-        """The consumer accepted or rejected the message: it is gone."""
+        """The consumer accepted the message: it is gone."""
         self.unacked -= 1
+
+    def reject(self, entry: Entry, now: float) -> None:
+        """The consumer rejected the message: gone, or to the dead-letter exchange."""
+        self.unacked -= 1
+        self._to_dead_letter(entry, "rejected", now)
 
     def requeue(
         self,
@@ -184,16 +308,22 @@ class Queue:
         exclude: Consumer | None = None,
     ) -> None:
         """Put delivered messages back at the head, keeping their order."""
-        back = list(entries)
-        for entry in back:
+        back: list[Entry] = []
+        limit = self.delivery_limit
+        for entry in entries:
             self.unacked -= 1
             if delivery_failed:
                 entry.delivery_count += 1
+                if limit is not None and entry.delivery_count > limit:
+                    self.dropped += 1
+                    self._to_dead_letter(entry, "delivery_limit", now)
+                    continue
             if exclude is not None:
                 if entry.excluded is None:
                     entry.excluded = weakref.WeakSet()
                 entry.excluded.add(exclude)
             self.ready_bytes += entry.size
+            back.append(entry)
         self.ready.extendleft(reversed(back))
         self.dispatch(now)
 

@@ -1,24 +1,62 @@
-"""Address → node resolution (RabbitMQ's AMQP address format v2) and auto-create.
+"""Names → nodes: queues, streams and exchanges; routing; auto-create.
 
-`/queues/<percent-encoded name>` names a queue or stream; a bare name without a
-leading slash means the same queue, as older clients and examples use it.
-Queues and streams share one namespace, so attaching to a stream by name
-never creates a queue of the same name, and vice versa.
+Addresses follow RabbitMQ's AMQP address format v2: `/queues/<name>` names a
+queue or stream, `/exchanges/<name>/<key>` (or `/exchanges/<name>`, empty key)
+an exchange and a routing key, each part percent-encoded.  A bare name without
+a leading slash means the queue of that name, as older clients and examples
+use it.  Queues and streams share one namespace, so attaching to a stream by
+name never creates a queue of the same name, and vice versa; exchanges have
+their own.
+
+Routing goes through `route()`: the exchange graph is walked (exchange-to-
+exchange bindings included) and every queue or stream reached gets the
+message once.  Queues hand dead-lettered messages to `_dead_letter`, which
+routes them through the queue's dead-letter exchange.
 """
 
 from __future__ import annotations
 
 import itertools
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from urllib.parse import quote, unquote
 
+from broker.codec.messaging import Message, encode_annotations
 from broker.errors import AmqpError, Condition
-from broker.nodes.queue import Queue
+from broker.nodes.base import Entry, NodeInfo, expiry_of
+from broker.nodes.deadletter import (
+    X_EXCHANGE,
+    X_ROUTING_KEY,
+    dead_lettered,
+    is_cycle,
+    keys_for_dead_letter,
+)
+from broker.nodes.exchange import (
+    EXCHANGE,
+    QUEUE,
+    Binding,
+    DefaultExchange,
+    Exchange,
+    make_exchange,
+    route,
+)
+from broker.nodes.queue import Queue, QueueFull
 from broker.nodes.stream import Stream
+
+log = logging.getLogger("broker.registry")
 
 Node = Queue | Stream
 
-
 TEMPORARY_PREFIX = "amq.gen-"  # dynamic nodes only; never auto-created by name
+REPLY_TO_PREFIX = "amq.rabbitmq.reply-to."  # Direct Reply-To queues; never auto-created
+PREDECLARED = {
+    "amq.direct": "direct",
+    "amq.fanout": "fanout",
+    "amq.topic": "topic",
+    "amq.headers": "headers",
+    "amq.match": "headers",
+}
 
 
 class AddressError(AmqpError):
@@ -27,24 +65,51 @@ class AddressError(AmqpError):
     condition = Condition.NOT_FOUND
 
 
+@dataclass(frozen=True, slots=True)
+class ExchangeAddress:
+    """A target `/exchanges/<exchange>/<key>`."""
+
+    exchange: str
+    key: str
+
+
+def _decode_part(part: str, address: str) -> str:
+    try:
+        return unquote(part, errors="strict")
+    except UnicodeDecodeError:
+        raise AddressError(f"address {address!r} is not UTF-8 once decoded",
+                           condition=Condition.INVALID_FIELD) from None
+
+
+def parse_target(address: object) -> str | ExchangeAddress:
+    """What a target address names: a queue name, or an exchange and a key."""
+    if isinstance(address, str) and address.startswith("/exchanges/"):
+        rest = address[len("/exchanges/"):]
+        parts = rest.split("/")
+        if not parts[0] or len(parts) > 2:
+            raise AddressError(f"invalid exchange address {address!r}",
+                               condition=Condition.INVALID_FIELD)
+        key = _decode_part(parts[1], address) if len(parts) == 2 else ""
+        return ExchangeAddress(_decode_part(parts[0], address), key)
+    return parse_address(address)
+
+
 def parse_address(address: object) -> str:
-    """The node name an address refers to; AddressError if it is not one we serve."""
+    """The queue name an address refers to; AddressError if it is not one we serve."""
     if not isinstance(address, str) or not address:
         raise AddressError(f"invalid address {address!r}", condition=Condition.INVALID_FIELD)
     if not address.startswith("/"):
         return address
     if address.startswith("/queues/"):
-        try:
-            name = unquote(address[len("/queues/"):], errors="strict")
-        except UnicodeDecodeError:
-            raise AddressError(f"queue address {address!r} is not UTF-8 once decoded",
-                               condition=Condition.INVALID_FIELD) from None
-        if not name or "/" in address[len("/queues/"):]:
+        rest = address[len("/queues/"):]
+        name = _decode_part(rest, address)
+        if not name or "/" in rest:
             raise AddressError(f"invalid queue address {address!r}",
                                condition=Condition.INVALID_FIELD)
         return name
     if address.startswith("/exchanges/"):
-        raise AddressError(f"exchanges are not supported: {address!r}")
+        raise AddressError(f"an exchange is not a source: {address!r}",
+                           condition=Condition.INVALID_FIELD)
     raise AddressError(f"unsupported address {address!r}", condition=Condition.INVALID_FIELD)
 
 
@@ -60,22 +125,37 @@ class Registry:
         max_length: int | None = None,
         max_length_bytes: int | None = None,
         overflow: str = "reject-publish",
+        wall_clock_ms: Callable[[float], int] = lambda now: int(now * 1000),
     ) -> None:
         self.auto_create = auto_create
         self.nodes: dict[str, Node] = {}
-        self._limits = {"max_length": max_length, "max_length_bytes": max_length_bytes,
-                        "overflow": overflow}
+        self.info: dict[str, NodeInfo] = {}
+        self.exchanges: dict[str, Exchange] = {"": DefaultExchange()}
+        for name, kind in PREDECLARED.items():
+            self.exchanges[name] = make_exchange(name, kind)
+        # bindings by destination, so deleting a queue never scans every exchange
+        self._inbound: dict[tuple[str, str], dict[Binding, None]] = {}
+        self._defaults = {"max_length": max_length, "max_length_bytes": max_length_bytes,
+                          "overflow": overflow}
         self._temp_ids = itertools.count(1)
+        self._annotations: dict[tuple[str, str], tuple[dict[object, object], bytes]] = {}
+        self._ms = wall_clock_ms
 
-    def declare_queue(self, name: str, *, temporary: bool = False) -> Queue:
+    # -- queues and streams ---------------------------------------------------------
+
+    def declare_queue(self, name: str, *, temporary: bool = False,
+                      **settings: object) -> Queue:
+        """The queue `name`, created with `settings` (Queue's keywords) if new."""
         node = self.nodes.get(name)
         if node is not None:
             if not isinstance(node, Queue):
                 raise AddressError(f"{name!r} is a {node.kind}, not a queue",
                                    condition=Condition.PRECONDITION_FAILED)
             return node
-        queue = Queue(name, temporary=temporary, **self._limits)  # type: ignore[arg-type]
-        self.nodes[name] = queue
+        options = {**self._defaults, **settings}
+        queue = Queue(name, temporary=temporary, **options)  # type: ignore[arg-type]
+        queue.dead_letter = self._dead_letter
+        self._add(queue)
         return queue
 
     def declare_stream(
@@ -94,7 +174,8 @@ class Registry:
             return node
         stream = Stream(name, max_age=max_age, max_length_bytes=max_length_bytes,
                         max_length_messages=max_length_messages)
-        self.nodes[name] = stream
+        self._add(stream)
+        self.info[name].queue_type = "stream"
         return stream
 
     def add(self, node: Node) -> Node:
@@ -102,18 +183,26 @@ class Registry:
         if node.name in self.nodes:
             raise AddressError(f"{node.name!r} already exists",
                                condition=Condition.PRECONDITION_FAILED)
-        self.nodes[node.name] = node
+        self._add(node)
         return node
 
+    def _add(self, node: Node) -> None:
+        self.nodes[node.name] = node
+        self.info[node.name] = NodeInfo(queue_type="stream" if isinstance(node, Stream)
+                                        else "classic")
+
     def resolve(self, address: object) -> Node:
-        """The node for an address, created on first use when auto-create is on."""
-        name = parse_address(address)
+        """The queue or stream for a source address, created on first use when
+        auto-create is on."""
+        return self.queue_for(parse_address(address))
+
+    def queue_for(self, name: str) -> Node:
         node = self.nodes.get(name)
         if node is not None:
             return node
         if not self.auto_create:
             raise AddressError(f"no queue named {name!r}")
-        if name.startswith(TEMPORARY_PREFIX):
+        if name.startswith((TEMPORARY_PREFIX, REPLY_TO_PREFIX)):
             raise AddressError(f"temporary queue {name!r} does not exist (any more)")
         if name.startswith("$"):
             # `$cbs`, `$management`…: service nodes other brokers answer.  An
@@ -122,15 +211,182 @@ class Registry:
             raise AddressError(f"{name!r} is a reserved service node this broker does not offer")
         return self.declare_queue(name)
 
-    def create_temporary(self, container_id: str) -> Queue:
-        """A queue for a dynamic receiver; deleted when its link closes."""
+    def create_temporary(self, container_id: str, prefix: str = TEMPORARY_PREFIX) -> Queue:
+        """A queue for a dynamic link; deleted when its link closes."""
         while True:
-            name = f"{TEMPORARY_PREFIX}{next(self._temp_ids)}-{container_id}"
+            name = f"{prefix}{next(self._temp_ids)}-{container_id}"
             if name not in self.nodes:
                 return self.declare_queue(name, temporary=True)
 
-    def delete(self, name: str) -> None:
-        self.nodes.pop(name, None)
+    def delete(self, name: str) -> int:
+        """Delete a queue or stream with its bindings; its consumers are told.
+        Returns how many messages it held (0 when there was no such node)."""
+        node = self.nodes.pop(name, None)
+        self.info.pop(name, None)
+        if node is None:
+            return 0
+        self._unbind_destination(QUEUE, name)
+        count = node.depth
+        node.deleted = True
+        if isinstance(node, Queue):
+            node.purge()
+            consumers = list(node.consumers)
+            node.consumers.clear()
+        else:
+            consumers = [c.consumer for c in node.cursors.values()]
+            node.cursors.clear()
+        for consumer in consumers:
+            consumer.node_deleted()
+        return count
 
     def get(self, name: str) -> Node | None:
         return self.nodes.get(name)
+
+    # -- exchanges and bindings ------------------------------------------------------
+
+    def declare_exchange(self, name: str, type: str = "direct", *, durable: bool = True,
+                         auto_delete: bool = False, internal: bool = False,
+                         arguments: dict[str, object] | None = None) -> tuple[Exchange, bool]:
+        """The exchange `name` and whether it was created now."""
+        existing = self.exchanges.get(name)
+        if existing is not None:
+            return existing, False
+        exchange = make_exchange(name, type, durable=durable, auto_delete=auto_delete,
+                                 internal=internal, arguments=arguments)
+        self.exchanges[name] = exchange
+        return exchange, True
+
+    def delete_exchange(self, name: str) -> bool:
+        exchange = self.exchanges.pop(name, None)
+        if exchange is None:
+            return False
+        for binding in exchange.bindings:
+            exchange.unbind(binding)
+            self._forget(binding)
+        self._unbind_destination(EXCHANGE, name)
+        return True
+
+    def bind(self, binding: Binding) -> bool:
+        source = self.exchanges[binding.source]
+        if not source.bind(binding):
+            return False
+        self._inbound.setdefault((binding.destination_kind, binding.destination),
+                                 {})[binding] = None
+        return True
+
+    def unbind(self, binding: Binding) -> bool:
+        source = self.exchanges.get(binding.source)
+        if source is None or not source.unbind(binding):
+            return False
+        self._forget(binding)
+        exchange = self.exchanges.get(binding.source)
+        if exchange is not None and exchange.auto_delete and not exchange.bindings:
+            self.delete_exchange(binding.source)
+        return True
+
+    def bindings(self) -> list[Binding]:
+        return [b for x in self.exchanges.values() if x.name for b in x.bindings]
+
+    def _forget(self, binding: Binding) -> None:
+        inbound = self._inbound.get((binding.destination_kind, binding.destination))
+        if inbound is not None:
+            inbound.pop(binding, None)
+            if not inbound:
+                del self._inbound[(binding.destination_kind, binding.destination)]
+
+    def _unbind_destination(self, kind: str, name: str) -> None:
+        for binding in list(self._inbound.pop((kind, name), {})):
+            source = self.exchanges.get(binding.source)
+            if source is not None:
+                source.unbind(binding)
+                if source.auto_delete and not source.bindings:
+                    self.delete_exchange(source.name)
+
+    # -- routing ----------------------------------------------------------------------
+
+    def route(self, exchange: Exchange, keys: Sequence[str], message: Message) -> list[Node]:
+        """The queues and streams a message published to `exchange` with routing
+        `keys` goes to, each once."""
+        nodes = self.nodes
+        if len(keys) == 1 and isinstance(exchange, DefaultExchange):  # no graph to walk
+            node = nodes.get(keys[0])
+            return [] if node is None else [node]
+        headers = message.application_properties if exchange.type == "headers" else None
+        names = route(self.exchanges, exchange, keys, headers)
+        return [n for n in (nodes.get(name) for name in names) if n is not None]
+
+    def routing_annotations(self, exchange: str, key: str) -> tuple[dict[object, object], bytes]:
+        """`x-exchange` and `x-routing-key` for a routed message, with their encoded
+        section (cached: publishers repeat the same few pairs)."""
+        cached = self._annotations.get((exchange, key))
+        if cached is None:
+            values: dict[object, object] = {X_EXCHANGE: exchange, X_ROUTING_KEY: key}
+            if len(self._annotations) >= 4096:
+                self._annotations.clear()
+            cached = self._annotations[(exchange, key)] = (values, encode_annotations(values))
+        return cached
+
+    def _dead_letter(self, queue: Queue, entry: Entry, reason: str, now: float) -> None:
+        """Route a message that left `queue` for `reason` to its dead-letter exchange.
+        As RabbitMQ does by default (at-most-once dead-lettering), a message that
+        routes nowhere, or only into a cycle, or into a full queue, is dropped."""
+        name = queue.dead_letter_exchange
+        exchange = self.exchanges.get(name) if name is not None else None
+        if exchange is None:
+            log.info("dead-letter exchange %r of queue %r does not exist: message dropped",
+                     name, queue.name)
+            return
+        keys = list(keys_for_dead_letter(entry.message, queue.name, queue.dead_letter_routing_key))
+        message = dead_lettered(entry.message, queue=queue.name, reason=reason,
+                                now_ms=self._ms(now))
+        values, encoded = self.routing_annotations(exchange.name, keys[0])
+        message = message.annotate(values, encoded)
+        for node in self.route(exchange, keys, message):
+            if is_cycle(message, node.name):
+                log.info("dead-letter cycle through queue %r: message dropped", node.name)
+                continue
+            try:
+                node.publish(Entry(message, expiry_of(message, now)), now)
+            except QueueFull as exc:
+                log.info("dead-lettered message dropped: %s", exc)
+
+    # -- lifecycle housekeeping --------------------------------------------------------
+
+    def owner_gone(self, owner: object) -> list[str]:
+        """Delete the exclusive queues of a connection that closed."""
+        names = [n for n, i in self.info.items() if i.exclusive_owner is owner]
+        for name in names:
+            self.delete(name)
+        return names
+
+    def expire_unused(self, now: float) -> list[str]:
+        """Delete queues whose `x-expires` ran out without a consumer or a declare."""
+        names = [n for n, i in self.info.items()
+                 if i.expires is not None and now - i.last_used >= i.expires
+                 and not _has_consumers(self.nodes[n])]
+        for name in names:
+            self.delete(name)
+        return names
+
+    def consumer_removed(self, node: Node, now: float) -> None:
+        """Auto-delete queues go when their last consumer does."""
+        info = self.info.get(node.name)
+        if info is None:
+            return
+        info.last_used = now
+        if info.auto_delete and info.had_consumer and not _has_consumers(node) \
+                and self.nodes.get(node.name) is node:
+            self.delete(node.name)
+
+    def consumer_added(self, node: Node, now: float) -> None:
+        info = self.info.get(node.name)
+        if info is not None:
+            info.had_consumer = True
+            info.last_used = now
+
+    def all_nodes(self) -> Iterable[Node]:
+        return self.nodes.values()
+
+
+def _has_consumers(node: Node) -> bool:
+    return bool(node.consumers) if isinstance(node, Queue) else bool(node.cursors)

@@ -116,6 +116,7 @@ class StreamCursor:
 class Stream:
     kind = "stream"
     temporary = False
+    deleted = False  # set on the instance by the registry
 
     def __init__(
         self,
@@ -165,7 +166,8 @@ class Stream:
     def publish(self, entry: Entry, now: float) -> None:
         offset = self.next_offset
         annotations = dict(entry.message.message_annotations or {})
-        annotations.update(self._annotation_values)
+        for key, value in self._annotation_values.items():  # routed messages keep theirs
+            annotations.setdefault(key, value)
         annotations[Symbol("x-stream-offset")] = Long(offset)
         stored = Message.trusted(
             entry.message.with_changes(message_annotations=annotations).encode())
@@ -262,6 +264,9 @@ class Stream:
     # -- settlement: a stream keeps everything ---------------------------------------
 
     def settle(self, entry: Entry) -> None:
+        pass
+
+    def reject(self, entry: Entry, now: float) -> None:
         pass
 
     def requeue(self, entries: Iterable[Entry], now: float, **_: object) -> None:

@@ -29,7 +29,7 @@ def test_parse_address(address: str, name: str) -> None:
     ("/queues/", Condition.INVALID_FIELD),
     ("/queues/a/b", Condition.INVALID_FIELD),
     ("/queues/%ff", Condition.INVALID_FIELD),  # not UTF-8 once decoded
-    ("/exchanges/amq.topic/key", Condition.NOT_FOUND),
+    ("/exchanges/amq.topic/key", Condition.INVALID_FIELD),  # an exchange is not a source
     ("/topics/x", Condition.INVALID_FIELD),
     ("/", Condition.INVALID_FIELD),
 ])

@@ -1,0 +1,387 @@
+"""An attach becomes a subscription (we send from a queue or stream), a
+publisher (we receive into an exchange, a queue, or by each message's `to`),
+or one half of a `/management` link pair.
+
+Theory of operation.  `Attacher.attach` reads the peer's terminus, resolves
+it through the registry and answers the attach; the object it leaves in
+`link.context` is what the container talks to afterwards.  Each node kind
+answers for itself where they differ (a stream reads from an offset and
+echoes the filters it applied; a queue competes), so the container never asks
+what kind of node it has.
+
+A publisher routes each message through an exchange (the default exchange
+for `/queues/NAME` and for relayed messages whose `to` is a queue), stamps it
+with `x-exchange`/`x-routing-key` as RabbitMQ does, and answers with
+RabbitMQ's outcomes: `accepted` once every queue reached holds it,
+`released` when it reached none, `rejected` (with the queue and the reason
+in `info`) when a queue refused it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Protocol, TypeVar
+
+from broker.codec.messaging import (
+    Accepted,
+    Message,
+    Rejected,
+    Released,
+    Source,
+    Target,
+)
+from broker.codec.performatives import RcvSettleMode, SndSettleMode, amqp_error, error_from
+from broker.codec.types import Array, Symbol
+from broker.engine.link import Link
+from broker.errors import AmqpError, Condition, DecodeError
+from broker.nodes.base import Entry, expiry_of
+from broker.nodes.deadletter import X_CC
+from broker.nodes.exchange import Exchange
+from broker.nodes.queue import QueueFull
+from broker.nodes.registry import (
+    REPLY_TO_PREFIX,
+    AddressError,
+    ExchangeAddress,
+    Node,
+    Registry,
+    parse_target,
+    queue_address,
+)
+from broker.nodes.stream import StartAt, Stream, select_offset_filter
+from broker.services import management
+
+if TYPE_CHECKING:
+    from broker.services.management import Management
+
+log = logging.getLogger("broker.attach")
+T = TypeVar("T")
+
+PUBLISHER_CREDIT = 1000
+MANAGEMENT_CREDIT = 8  # RabbitMQ's, topped up at half
+OUTCOMES = tuple(Symbol(s) for s in ("amqp:accepted:list", "amqp:rejected:list",
+                                      "amqp:released:list", "amqp:modified:list"))
+PAIRED = Symbol("paired")
+VOLATILE_QUEUE = Symbol("rabbitmq:volatile-queue")
+
+
+class Owner(Protocol):
+    """The connection side a link belongs to (the container's ConnectionHandle)."""
+
+    container_id: str | None
+
+    def wake(self) -> None: ...
+
+
+class Subscription:
+    """A consumer: our sending link reading from a queue or stream."""
+
+    def __init__(self, owner: Owner, link: Link, queue: Node, owns_queue: bool = False) -> None:
+        self.handle = owner
+        self.link = link
+        self.queue = queue
+        self.owns_queue = owns_queue  # a dynamic receiver's temporary queue
+        self.presettled = link.snd_settle_mode == SndSettleMode.SETTLED
+        # the peer's max-message-size: larger messages go to other consumers
+        self.max_message_size = link.remote_max_message_size
+
+    @property
+    def credit(self) -> int:
+        # A closed session window counts as no credit, so competing consumers
+        # get the messages instead of this one's backlog.
+        link = self.link
+        return link.link_credit if link.can_send else 0
+
+    def deliver(self, entry: Entry, message: Message) -> None:
+        delivery = self.link.send(message.encode(), settled=self.presettled)
+        if self.presettled:
+            self.queue.settle(entry)
+        else:
+            delivery.context = entry
+        self.handle.wake()
+
+    def node_deleted(self) -> None:
+        link = self.link
+        link.context = None
+        for delivery in link.unsettled.values():
+            delivery.context = None
+        link.detach(amqp_error(Condition.RESOURCE_DELETED,
+                               f"queue {self.queue.name!r} was deleted"))
+        self.handle.wake()
+
+    def unsettled_entries(self) -> list[Entry]:
+        return [d.context for d in self.link.unsettled.values() if d.context is not None]
+
+
+class Publisher:
+    """A producer: our receiving link routing into exchanges and queues."""
+
+    def __init__(self, registry: Registry, link: Link, *, node: Node | None = None,
+                 exchange: Exchange | None = None, key: str = "",
+                 owns_queue: bool = False) -> None:
+        self.registry = registry
+        self.link = link
+        self.node = node  # a queue target: no routing needed
+        self.exchange = exchange  # an exchange target; neither: anonymous relay
+        self.key = key
+        self.owns_queue = owns_queue  # a dynamic target's temporary queue
+        self.annotations = (registry.routing_annotations(exchange.name, key) if exchange
+                            else registry.routing_annotations("", node.name) if node else None)
+
+    def store(self, payload: bytes, now: float) -> object:
+        """Route one message; returns the outcome for the publisher."""
+        registry = self.registry
+        try:
+            message = Message.parse(payload)
+            node, exchange, key = self.node, self.exchange, self.key
+            annotations = self.annotations
+            if node is None and exchange is None:
+                node, exchange, key = self._relay_target(message)
+                annotations = None
+            elif node is not None and node.deleted:
+                node = registry.nodes.get(node.name)
+                if node is None:
+                    return Released()
+            if exchange is not None and registry.exchanges.get(exchange.name) is not exchange:
+                raise AddressError(f"exchange {exchange.name!r} was deleted")
+            keys = [key]
+            if message.has_section(0x72):
+                cc = (message.message_annotations or {}).get(X_CC)
+                extra = cc.items if isinstance(cc, Array) else cc if isinstance(cc, list) else ()
+                keys.extend(k for k in extra if isinstance(k, str))
+            if node is not None and len(keys) == 1:
+                nodes: list[Node] = [node]
+            else:
+                nodes = registry.route(exchange or registry.exchanges[""], keys, message)
+            if not nodes:
+                return Released()
+            expires_at = expiry_of(message, now)
+            if expires_at is not None and expires_at <= now:
+                return Accepted()  # already expired: accepted and dropped, never delivered
+            values, encoded = annotations or registry.routing_annotations(
+                exchange.name if exchange is not None else "", key)
+            message = message.annotate(values, encoded)
+            refused: QueueFull | None = None
+            for target in nodes:
+                try:
+                    target.publish(Entry(message, expires_at), now)
+                except QueueFull as exc:
+                    refused = exc
+            if refused is not None:
+                return Rejected(error=amqp_error(
+                    Condition.RESOURCE_LIMIT_EXCEEDED, str(refused),
+                    info={Symbol("queue"): refused.queue, Symbol("reason"): "maxlen"}))
+            return Accepted()
+        except AmqpError as exc:  # malformed message (decode-error), bad `to`, …
+            return Rejected(error=error_from(exc))
+
+    def _relay_target(self, message: Message) -> tuple[Node | None, Exchange | None, str]:
+        to = message.section_field(0x73, 2)
+        if to is None:
+            raise AddressError("anonymous relay needs the message's 'to'",
+                               condition=Condition.INVALID_FIELD)
+        target = parse_target(to)
+        if isinstance(target, ExchangeAddress):
+            return None, _exchange(self.registry, target.exchange), target.key
+        return self.registry.queue_for(target), None, target
+
+
+def _exchange(registry: Registry, name: str) -> Exchange:
+    exchange = registry.exchanges.get(name)
+    if exchange is None:
+        raise AddressError(f"no exchange {name!r} in vhost '/'")
+    if exchange.internal:
+        raise AddressError(f"exchange {name!r} is internal: it cannot be published to",
+                           condition=Condition.UNAUTHORIZED_ACCESS)
+    return exchange
+
+
+class ManagementPair:
+    """The two links of a `/management` pair (same name): requests arrive on our
+    receiver, answers leave on our sender, waiting here for its credit."""
+
+    def __init__(self, owner: Owner, service: Management) -> None:
+        self.owner = owner
+        self.service = service
+        self.requests: Link | None = None
+        self.replies: Link | None = None
+        self.pending: deque[bytes] = deque()
+
+    def on_request(self, payload: bytes, now: float) -> object:
+        """Answer one request; returns the outcome for the request's delivery."""
+        try:
+            _, response = self.service.handle(payload, owner=self.owner, now=now)
+        except DecodeError as exc:
+            log.info("malformed management request: %s", exc)
+            return Rejected(error=amqp_error(Condition.DECODE_ERROR, str(exc)))
+        self.pending.append(response)
+        self.flush()
+        return Accepted()
+
+    def flush(self) -> None:
+        replies = self.replies
+        while self.pending and replies is not None and replies.can_send:
+            replies.send(self.pending.popleft(), settled=True, tag=b"")
+        self.owner.wake()
+
+
+class Attacher:
+    """Turns attaches into subscriptions, publishers and management pairs."""
+
+    def __init__(self, registry: Registry, service: Management, *, default_offset: str,
+                 max_message_size: int, wall_clock: Callable[[], float]) -> None:
+        self.registry = registry
+        self.service = service
+        self.default_offset = default_offset
+        self.max_message_size = max_message_size
+        self.wall_clock = wall_clock
+
+    def attach(self, owner: Owner, link: Link, pairs: dict[str, ManagementPair]) -> None:
+        remote = link.remote_attach
+        terminus = remote.source if link.is_sender else remote.target
+        if isinstance(terminus, (Source, Target)) and terminus.address == management.ADDRESS:
+            self._management(owner, link, pairs)
+        elif link.is_sender:
+            self._subscription(owner, link)
+        else:
+            self._publisher(link)
+
+    # -- management -------------------------------------------------------------------
+
+    def _management(self, owner: Owner, link: Link, pairs: dict[str, ManagementPair]) -> None:
+        remote = link.remote_attach
+        if not (remote.properties or {}).get(PAIRED):
+            raise AmqpError("a /management link needs the link property 'paired: true'",
+                            condition=Condition.INVALID_FIELD)
+        pair = pairs.get(link.name)
+        if pair is None:
+            pair = pairs[link.name] = ManagementPair(owner, self.service)
+        if (pair.replies if link.is_sender else pair.requests) is not None:
+            raise AmqpError(f"link pair {link.name!r} already has that half",
+                            condition=Condition.NOT_ALLOWED)
+        properties: dict[object, object] = {PAIRED: True}
+        if link.is_sender:
+            link.accept(source=_as(Source, remote.source), target=_as(Target, remote.target),
+                        snd_settle_mode=SndSettleMode.SETTLED, properties=properties)
+            pair.replies = link
+        else:
+            link.accept(source=_as(Source, remote.source), target=_as(Target, remote.target),
+                        rcv_settle_mode=RcvSettleMode.FIRST,
+                        max_message_size=self.max_message_size,
+                        credit_window=MANAGEMENT_CREDIT, properties=properties)
+            pair.requests = link
+        link.context = pair
+
+    # -- consumers --------------------------------------------------------------------
+
+    def _subscription(self, owner: Owner, link: Link) -> None:
+        source = link.remote_attach.source
+        if not isinstance(source, Source):
+            raise AddressError("a receiving link needs a source", condition=Condition.INVALID_FIELD)
+        registry = self.registry
+        now = self.wall_clock()
+        node: Node
+        if source.dynamic:
+            volatile = VOLATILE_QUEUE in _symbols(source.capabilities)
+            node = registry.create_temporary(
+                owner.container_id or "anonymous",
+                prefix=REPLY_TO_PREFIX if volatile else "amq.gen-")
+            address: object = queue_address(node.name)
+        else:
+            node = registry.resolve(source.address)
+            address = source.address
+            owner_of = registry.info[node.name].exclusive_owner
+            if owner_of is not None and owner_of is not owner:
+                raise AmqpError(f"queue {node.name!r} is exclusive to another connection",
+                                condition=Condition.RESOURCE_LOCKED)
+        start: StartAt | None = None
+        applied: dict[object, object] = {}
+        if isinstance(node, Stream):
+            start, applied = select_offset_filter(source.filter, now)
+            if start is None:
+                start = StartAt(self.default_offset)
+        elif source.filter:
+            log.info("filters on queue %r not applied: %r", node.name, source.filter)
+        try:
+            link.accept(
+                source=Source(
+                    address=address,
+                    durable=0,
+                    expiry_policy=source.expiry_policy,
+                    timeout=source.timeout,
+                    dynamic=source.dynamic,
+                    distribution_mode=Symbol("copy" if isinstance(node, Stream) else "move"),
+                    filter=applied or None,
+                    default_outcome=Released(),
+                    outcomes=OUTCOMES,
+                    capabilities=source.capabilities,
+                ),
+                target=_as(Target, link.remote_attach.target),
+                rcv_settle_mode=RcvSettleMode.FIRST,
+            )
+        except BaseException:
+            if source.dynamic:
+                registry.delete(node.name)
+            raise
+        sub = Subscription(owner, link, node, owns_queue=bool(source.dynamic))
+        link.context = sub
+        registry.consumer_added(node, now)
+        if isinstance(node, Stream):
+            node.subscribe(sub, start or StartAt(self.default_offset), now)
+        else:
+            node.add_consumer(sub, now)
+
+    # -- producers --------------------------------------------------------------------
+
+    def _publisher(self, link: Link) -> None:
+        target = link.remote_attach.target
+        registry = self.registry
+        node: Node | None = None
+        exchange: Exchange | None = None
+        key = ""
+        dynamic = isinstance(target, Target) and bool(target.dynamic)
+        if target is None or (isinstance(target, Target) and target.address is None
+                              and not target.dynamic):
+            reply = Target(address=None)
+        elif isinstance(target, Target) and target.dynamic:
+            node = registry.create_temporary("dynamic-target")
+            reply = Target(address=queue_address(node.name), dynamic=True)
+        elif isinstance(target, Target):
+            resolved = parse_target(target.address)
+            if isinstance(resolved, ExchangeAddress):
+                exchange, key = _exchange(registry, resolved.exchange), resolved.key
+            else:
+                node = registry.queue_for(resolved)
+            reply = Target(address=target.address, durable=0, expiry_policy=target.expiry_policy,
+                           timeout=target.timeout, capabilities=target.capabilities)
+        else:
+            raise AddressError("a sending link needs a target", condition=Condition.INVALID_FIELD)
+        try:
+            link.accept(
+                source=_as(Source, link.remote_attach.source),
+                target=reply,
+                rcv_settle_mode=RcvSettleMode.FIRST,
+                max_message_size=self.max_message_size,
+                credit_window=PUBLISHER_CREDIT,
+            )
+        except BaseException:
+            if dynamic and node is not None:
+                registry.delete(node.name)
+            raise
+        link.context = Publisher(registry, link, node=node, exchange=exchange, key=key,
+                                 owns_queue=dynamic)
+
+
+def _as(kind: type[T], terminus: object) -> T | None:
+    """The peer's terminus to echo, when it is one (anything else echoes as null)."""
+    return terminus if isinstance(terminus, kind) else None
+
+
+def _symbols(value: object) -> tuple[object, ...]:
+    """A capabilities field: one symbol or an array of them."""
+    if isinstance(value, Array):
+        return value.items
+    if isinstance(value, (list, tuple)):
+        return tuple(value)
+    return () if value is None else (value,)

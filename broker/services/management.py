@@ -1,0 +1,257 @@
+"""RabbitMQ 4's management over AMQP (`/management`, "HTTP over AMQP" v2).
+
+A request is one message: `to` is the percent-encoded path, `subject` the HTTP
+method, `message-id` the request id and the body one `amqp-value`.  The answer
+echoes the id as `correlation-id`, puts the status code (a string) in
+`subject`, carries `http:response = "1.1"` and an `amqp-value` body: a map, a
+list, null, or for errors a string (never a map: the Go client returns any map
+body as a success without looking at the status).  Field by field this matches
+a capture of RabbitMQ 4.0.5 (`shared/rabbitmq4/wire-transcript.md`).
+
+RabbitMQ's Python client sends GET and DELETE with the body section *before*
+the properties, against §3.2's order; `parse_request` takes sections in any
+order, here only.
+
+Pure: bytes in, bytes out, over `admin.Admin`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from urllib.parse import parse_qsl, unquote
+
+from broker.admin import Admin, AdminError
+from broker.codec.decode import decode
+from broker.codec.messaging import AmqpValue, Message, Properties
+from broker.codec.types import AmqpType, Array, UInt, ULong
+from broker.errors import DecodeError
+from broker.nodes.exchange import EXCHANGE, QUEUE
+
+log = logging.getLogger("broker.management")
+
+ADDRESS = "/management"
+_QUEUE_KEYS = frozenset({"durable", "exclusive", "auto_delete", "arguments"})
+_EXCHANGE_KEYS = frozenset({"type", "durable", "auto_delete", "internal", "arguments"})
+_BINDING_KEYS = frozenset({"source", "destination_queue", "destination_exchange",
+                           "binding_key", "arguments"})
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    message_id: object
+    path: str
+    method: str
+    body: object
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    status: int
+    body: object = None
+
+
+def parse_request(payload: bytes) -> Request:
+    """The request in a message, its sections in any order; DecodeError if it is
+    not a message or lacks `to`/`subject`."""
+    properties: Properties | None = None
+    body: object = None
+    pos, end = 0, len(payload)
+    while pos < end:
+        section, pos = decode(payload, pos, end)
+        if isinstance(section, Properties):
+            properties = section
+        elif isinstance(section, AmqpValue):
+            body = section.value
+    if properties is None or not isinstance(properties.to, str) or not properties.subject:
+        raise DecodeError("a management request needs properties with 'to' and 'subject'", 0)
+    return Request(properties.message_id, properties.to, properties.subject.upper(), body)
+
+
+def encode_response(request_id: object, response: Response) -> bytes:
+    return Message.create(
+        AmqpValue(response.body),
+        properties=Properties(subject=str(response.status), correlation_id=request_id),
+        application_properties={"http:response": "1.1"},
+    ).payload
+
+
+def _wire_queue(info: Mapping[str, object]) -> dict[object, object]:
+    """A queue map with the AMQP types RabbitMQ uses (ulong count, uint consumers,
+    an array of strings for replicas)."""
+    out: dict[object, object] = {k: v for k, v in info.items()}
+    out["replicas"] = Array(AmqpType.STRING, info["replicas"])  # type: ignore[arg-type]
+    out["message_count"] = ULong(info["message_count"])  # type: ignore[arg-type]
+    out["consumer_count"] = UInt(info["consumer_count"])  # type: ignore[arg-type]
+    return out
+
+
+def _count(n: int) -> dict[object, object]:
+    return {"message_count": ULong(n)}
+
+
+class Management:
+    """Answers management requests for any connection; `owner` identifies the
+    connection (exclusive queues, tokens)."""
+
+    def __init__(self, admin: Admin, *,
+                 on_token: Callable[[object, bytes], None] | None = None) -> None:
+        self.admin = admin
+        self.on_token = on_token
+
+    def handle(self, payload: bytes, *, owner: object, now: float) -> tuple[object, bytes]:
+        """(request id, encoded response) for one request message."""
+        request = parse_request(payload)
+        try:
+            response = self.dispatch(request, owner=owner, now=now)
+        except AdminError as exc:
+            response = Response(exc.status, exc.message)
+        if response.status >= 400:
+            log.info("management %s %s: %d %s", request.method, request.path, response.status,
+                     response.body)
+        return request.message_id, encode_response(request.message_id, response)
+
+    def dispatch(self, request: Request, *, owner: object, now: float) -> Response:
+        path, _, query = request.path.partition("?")
+        parts = path.split("/")
+        if len(parts) < 2 or parts[0] != "":
+            return Response(400, f"invalid path '{request.path}'")
+        segments = [unquote(p) for p in parts[1:]]
+        method = request.method
+        body = request.body
+        admin = self.admin
+        head = segments[0]
+        if head == "queues":
+            if len(segments) == 1 and method == "GET":
+                return Response(200, [_wire_queue(q) for q in admin.list_queues()])
+            if len(segments) == 2:
+                return self._queue(method, segments[1], body, owner, now)
+            if len(segments) == 3 and segments[2] == "messages" and method == "DELETE":
+                return Response(200, _count(admin.purge_queue(segments[1])))
+        elif head == "exchanges":
+            if len(segments) == 1 and method == "GET":
+                return Response(200, admin.list_exchanges())
+            if len(segments) == 2:
+                return self._exchange(method, segments[1], body)
+        elif head == "bindings":
+            if len(segments) == 1 and method == "POST":
+                return self._bind(body)
+            if len(segments) == 1 and method == "GET":
+                return self._list_bindings(query)
+            if len(segments) == 2 and method == "DELETE":
+                return self._unbind(parts[2])
+        elif head == "auth" and segments[1:] == ["tokens"] and method == "PUT":
+            if not isinstance(body, bytes):
+                return Response(400, "the token must be binary")
+            if self.on_token is not None:
+                self.on_token(owner, body)
+            return Response(204)
+        elif head == "connections" and len(segments) == 1 and method == "GET":
+            return Response(200, admin.list_connections())
+        return Response(404 if method in ("GET", "PUT", "POST", "DELETE") else 405,
+                        f"no such resource or method: {method} {request.path}")
+
+    def _queue(self, method: str, name: str, body: object, owner: object,
+               now: float) -> Response:
+        admin = self.admin
+        if method == "GET":
+            return Response(200, _wire_queue(admin.queue_info(name)))
+        if method == "DELETE":
+            return Response(200, _count(admin.delete_queue(name, owner=owner)))
+        if method != "PUT":
+            return Response(405, f"method {method} not allowed on a queue")
+        fields = _body_map(body, _QUEUE_KEYS, "queue")
+        info, created = admin.declare_queue(
+            name,
+            durable=_bool(fields, "durable", True),
+            exclusive=_bool(fields, "exclusive", False),
+            auto_delete=_bool(fields, "auto_delete", False),
+            arguments=_arguments(fields),
+            owner=owner,
+            now=now,
+        )
+        return Response(201 if created else 200, _wire_queue(info))
+
+    def _exchange(self, method: str, name: str, body: object) -> Response:
+        if method == "DELETE":
+            self.admin.delete_exchange(name)
+            return Response(204)
+        if method != "PUT":
+            return Response(405, f"method {method} not allowed on an exchange")
+        fields = _body_map(body, _EXCHANGE_KEYS, "exchange")
+        kind = fields.get("type", "direct")
+        if not isinstance(kind, str):
+            raise AdminError(400, "exchange 'type' must be a string")
+        self.admin.declare_exchange(
+            name, type=kind, durable=_bool(fields, "durable", True),
+            auto_delete=_bool(fields, "auto_delete", False),
+            internal=_bool(fields, "internal", False), arguments=_arguments(fields))
+        return Response(204)
+
+    def _bind(self, body: object) -> Response:
+        fields = _body_map(body, _BINDING_KEYS, "binding")
+        source, key = fields.get("source"), fields.get("binding_key", "")
+        queue, exchange = fields.get("destination_queue"), fields.get("destination_exchange")
+        if (queue is None) == (exchange is None):
+            raise AdminError(400, "a binding needs exactly one of 'destination_queue' and "
+                                  "'destination_exchange'")
+        destination = queue if queue is not None else exchange
+        if not isinstance(source, str) or not isinstance(destination, str) or \
+                not isinstance(key, str):
+            raise AdminError(400, "binding 'source', destination and 'binding_key' must be "
+                                  "strings")
+        self.admin.bind(source, destination, destination_kind=QUEUE if queue is not None
+                        else EXCHANGE, key=key, arguments=_arguments(fields))
+        return Response(204)
+
+    def _list_bindings(self, query: str) -> Response:
+        q = dict(parse_qsl(query, keep_blank_values=True))
+        unknown = set(q) - {"src", "dstq", "dste", "key"}
+        if unknown or ("dstq" in q and "dste" in q):
+            raise AdminError(400, f"invalid binding query '{query}'")
+        kind = QUEUE if "dstq" in q else EXCHANGE if "dste" in q else None
+        found = self.admin.list_bindings(source=q.get("src"),
+                                         destination=q.get("dstq", q.get("dste")),
+                                         destination_kind=kind, key=q.get("key"))
+        return Response(200, found)
+
+    def _unbind(self, segment: str) -> Response:
+        """`src=S;dstq=D;key=K;args=H` (or `dste=`), each value percent-encoded."""
+        fields: dict[str, str] = {}
+        for item in segment.split(";"):
+            name, sep, value = item.partition("=")
+            if not sep or name in fields:
+                raise AdminError(400, f"invalid binding path segment '{segment}'")
+            fields[name] = unquote(value)
+        if set(fields) not in ({"src", "dstq", "key", "args"}, {"src", "dste", "key", "args"}):
+            raise AdminError(400, f"invalid binding path segment '{segment}'")
+        kind = QUEUE if "dstq" in fields else EXCHANGE
+        self.admin.unbind(fields["src"], fields.get("dstq", fields.get("dste", "")),
+                          destination_kind=kind, key=fields["key"], args_hash=fields["args"])
+        return Response(204)
+
+
+def _body_map(body: object, allowed: frozenset[str], what: str) -> dict[str, object]:
+    if body is None:
+        return {}
+    if not isinstance(body, dict) or not all(isinstance(k, str) for k in body):
+        raise AdminError(400, f"the {what} body must be a map with string keys")
+    unknown = set(body) - allowed
+    if unknown:
+        raise AdminError(400, f"unknown {what} field(s): {', '.join(sorted(unknown))}")
+    return body
+
+
+def _bool(fields: Mapping[str, object], name: str, default: bool) -> bool:
+    value = fields.get(name, default)
+    if not isinstance(value, bool):
+        raise AdminError(400, f"'{name}' must be true or false, got {value!r}")
+    return value
+
+
+def _arguments(fields: Mapping[str, object]) -> dict[str, object]:
+    args = fields.get("arguments") or {}
+    if not isinstance(args, dict) or not all(isinstance(k, str) for k in args):
+        raise AdminError(400, "'arguments' must be a map with string keys")
+    return args
