@@ -283,3 +283,96 @@ def test_purge() -> None:
     fill(q, b"1", b"2")
     assert q.purge() == 2
     assert (q.depth, q.ready_bytes) == (0, 0)
+
+
+# -- RabbitMQ queue arguments ----------------------------------------------------------
+
+
+def dead_letters(q: Queue) -> list[tuple[bytes, str]]:
+    """Install a recording dead-letter hook; returns the list it fills."""
+    seen: list[tuple[bytes, str]] = []
+    q.dead_letter = lambda queue, e, reason, now: seen.append((body(e.message), reason))
+    return seen
+
+
+def test_priority_queue_serves_higher_priority_first_fifo_within() -> None:
+    q = Queue("q", max_priority=5)
+    for data, priority in ((b"low1", 1), (b"high", 9), (b"low2", 1), (b"none", None),
+                           (b"mid", 3)):
+        header = Header(priority=priority) if priority is not None else None
+        q.publish(entry(data, header=header), 0.0)
+    c = FakeConsumer(credit=10)
+    q.add_consumer(c, 0.0)
+    # 9 is capped at the max (5); no header means 0, as RabbitMQ does
+    assert c.bodies == [b"high", b"mid", b"low1", b"low2", b"none"]
+
+
+def test_priority_redelivery_returns_to_the_head_of_its_level() -> None:
+    q = Queue("q", max_priority=2)
+    q.publish(entry(b"a", header=Header(priority=2)), 0.0)
+    q.publish(entry(b"b", header=Header(priority=1)), 0.0)
+    c = FakeConsumer(credit=1)
+    q.add_consumer(c, 0.0)
+    q.requeue(c.entries, 0.0)
+    c.credit = 5
+    q.dispatch(0.0)
+    assert c.bodies == [b"a", b"a", b"b"]
+
+
+def test_single_active_consumer_serves_only_the_first() -> None:
+    q = Queue("q", single_active_consumer=True)
+    a, b = FakeConsumer(credit=1), FakeConsumer(credit=10)
+    q.add_consumer(a, 0.0)
+    q.add_consumer(b, 0.0)
+    fill(q, b"1", b"2", b"3")
+    assert (a.bodies, b.bodies) == ([b"1"], [])
+    q.remove_consumer(a)
+    q.dispatch(0.0)
+    assert b.bodies == [b"2", b"3"]
+
+
+def test_message_ttl_expires_and_dead_letters() -> None:
+    q = Queue("q", message_ttl=1.0, dead_letter_exchange="dlx")
+    seen = dead_letters(q)
+    fill(q, b"old")
+    q.publish(entry(b"new"), 5.0)
+    assert q.expire(5.5) == 1
+    assert seen == [(b"old", "expired")]
+    assert q.depth == 1
+
+
+def test_drop_head_and_reject_publish_dlx_dead_letter_as_maxlen() -> None:
+    q = Queue("q", max_length=1, overflow="drop-head", dead_letter_exchange="dlx")
+    seen = dead_letters(q)
+    fill(q, b"1", b"2")
+    assert seen == [(b"1", "maxlen")]
+    r = Queue("r", max_length=1, overflow="reject-publish-dlx", dead_letter_exchange="dlx")
+    seen = dead_letters(r)
+    fill(r, b"1")
+    with pytest.raises(QueueFull):
+        fill(r, b"2")
+    assert seen == [(b"2", "maxlen")]
+
+
+def test_reject_dead_letters_only_with_a_dead_letter_exchange() -> None:
+    for dlx, expected in ((None, []), ("dlx", [(b"x", "rejected")])):
+        q = Queue("q", dead_letter_exchange=dlx)
+        seen = dead_letters(q)
+        fill(q, b"x")
+        c = FakeConsumer(credit=1)
+        q.add_consumer(c, 0.0)
+        q.reject(c.entries[0], 0.0)
+        assert (seen, q.unacked, q.depth) == (expected, 0, 0)
+
+
+def test_delivery_limit() -> None:
+    q = Queue("q", delivery_limit=2, dead_letter_exchange="dlx")
+    seen = dead_letters(q)
+    fill(q, b"x")
+    c = FakeConsumer(credit=10)
+    q.add_consumer(c, 0.0)
+    for _ in range(2):
+        q.requeue([c.entries[-1]], 0.0, delivery_failed=True)
+    assert len(c.got) == 3 and seen == []
+    q.requeue([c.entries[-1]], 0.0, delivery_failed=True)
+    assert seen == [(b"x", "delivery_limit")] and q.depth == 0 and q.unacked == 0

@@ -1,0 +1,1 @@
+"""Request/response nodes: RabbitMQ's /management (and, to come, Azure's $cbs)."""
