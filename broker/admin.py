@@ -32,6 +32,7 @@ from broker.nodes.stream import Stream, parse_interval
 
 VHOST = "/"
 QUEUE_TYPES = ("classic", "quorum", "stream")
+QUORUM_DELIVERY_LIMIT = 20  # RabbitMQ 4's default for quorum queues
 
 # Arguments compared on re-declare (RabbitMQ's equivalence list, in its wording).
 _EQUIVALENCE = ("x-queue-type", "x-max-length", "x-max-length-bytes", "x-overflow",
@@ -119,6 +120,8 @@ def queue_settings(name: str, arguments: Mapping[str, object]) -> QueueSettings:
                                             maximum=255)
     if "x-delivery-limit" in args:
         settings["delivery_limit"] = _int_arg("x-delivery-limit", args["x-delivery-limit"], name)
+    elif queue_type == "quorum":
+        settings["delivery_limit"] = QUORUM_DELIVERY_LIMIT
     return QueueSettings(queue_type, settings, expires)
 
 

@@ -31,7 +31,7 @@ from broker import __version__
 from broker.admin import Admin, AdminError, apply_config
 from broker.attach import Attacher, ManagementPair, Publisher, Subscription
 from broker.codec.messaging import Accepted, Modified, Rejected, Released
-from broker.codec.performatives import Error, amqp_error
+from broker.codec.performatives import Error, amqp_error, error_from
 from broker.codec.types import Symbol
 from broker.config import Config, ConfigError
 from broker.engine.connection import Connection
@@ -251,7 +251,7 @@ class Container:
             self.attacher.attach(handle, link, handle.management_pairs)
         except AmqpError as exc:
             log.info("refusing link %r: %s", link.name, exc.description)
-            link.refuse(amqp_error(exc.error_condition, exc.description, exc.info))
+            link.refuse(error_from(exc))
 
     def on_detach(self, link: Link, closed: bool) -> None:
         ctx = link.context

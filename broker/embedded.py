@@ -18,7 +18,7 @@ from typing import Any, Protocol, Self, TypeVar
 import trio
 
 from broker.codec.messaging import Message
-from broker.config import Config, StreamConfig
+from broker.config import Config, StreamConfig, parse_queue_spec
 from broker.server import ServerInfo, serve
 
 T = TypeVar("T")
@@ -35,8 +35,11 @@ def embedded_config(**overrides: object) -> Config:
         base["streams"] = tuple(
             s if isinstance(s, StreamConfig) else StreamConfig(str(s)) for s in base["streams"]
         )
-    if "queues" in base:
-        base["queues"] = tuple(base["queues"])
+    if "queues" in base:  # names, or NAME:ARG=VALUE,... as on the command line
+        specs = [parse_queue_spec(str(q)) for q in base["queues"]]
+        base["queues"] = tuple(name for name, _ in specs)
+        base["queue_arguments"] = {**base.get("queue_arguments", {}),
+                                   **{name: args for name, args in specs if args}}
     return Config(**base)
 
 
@@ -67,8 +70,20 @@ class BrokerView:
         """The broker's container (`broker.container.Container`)."""
         return self.info.container
 
-    def declare_queue(self, name: str) -> None:
-        self._call(lambda: self.container.registry.declare_queue(name))
+    # -- declarations, through the admin API (as /management and the config) ----------
+
+    @property
+    def admin(self) -> Any:
+        """The broker's administrative API (`broker.admin.Admin`); call it on the loop."""
+        return self.container.admin
+
+    def declare_queue(self, name: str, *, arguments: dict[str, object] | None = None,
+                      durable: bool = True, auto_delete: bool = False) -> dict[str, object]:
+        """Declare a queue (or, with `x-queue-type: stream`, a stream) with RabbitMQ
+        arguments; returns its info as `/management` reports it."""
+        return self._call(lambda: self.admin.declare_queue(
+            name, arguments=arguments, durable=durable, auto_delete=auto_delete,
+            now=self.container.wall_clock())[0])
 
     def declare_stream(self, name: str, *, max_age: float | None = None,
                        max_length_bytes: int | None = None,
@@ -76,6 +91,23 @@ class BrokerView:
         self._call(lambda: self.container.registry.declare_stream(
             name, max_age=max_age, max_length_bytes=max_length_bytes,
             max_length_messages=max_length_messages))
+
+    def declare_exchange(self, name: str, type: str = "direct") -> None:
+        self._call(lambda: self.admin.declare_exchange(name, type=type))
+
+    def bind(self, exchange: str, queue: str, key: str = "",
+             arguments: dict[str, object] | None = None) -> None:
+        """Bind `queue` to `exchange` with a binding key (and headers arguments)."""
+        self._call(lambda: self.admin.bind(exchange, queue, key=key, arguments=arguments))
+
+    def delete_queue(self, name: str) -> int:
+        return self._call(lambda: self.admin.delete_queue(name))  # type: ignore[no-any-return]
+
+    def purge_queue(self, name: str) -> int:
+        return self._call(lambda: self.admin.purge_queue(name))  # type: ignore[no-any-return]
+
+    def bindings(self) -> list[dict[str, object]]:
+        return self._call(lambda: self.admin.list_bindings())
 
     def queue_depth(self, name: str) -> int:
         """Messages waiting in a queue (streams: messages retained); 0 if it does not exist."""
@@ -96,7 +128,7 @@ class BrokerView:
         return self._call(snapshot)
 
     def queues(self) -> list[str]:
-        return self._call(lambda: sorted(self.container.registry.nodes))
+        return self._call(lambda: [q["name"] for q in self.admin.list_queues()])
 
     def connections(self) -> list[str]:
         """Peers (host:port and transport) of the open connections."""

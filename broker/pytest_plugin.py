@@ -27,8 +27,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="SASL PLAIN user for the broker fixtures (repeatable)")
     group.addoption("--amqp-broker-no-anonymous", action="store_true", default=None,
                     help="refuse SASL ANONYMOUS in the broker fixtures")
-    group.addoption("--amqp-broker-queue", action="append", default=None, metavar="NAME",
-                    help="queue to declare in the broker fixtures (repeatable)")
+    group.addoption("--amqp-broker-queue", action="append", default=None,
+                    metavar="NAME[:ARG=VALUE,...]",
+                    help="queue to declare in the broker fixtures, with RabbitMQ arguments "
+                         "(repeatable)")
     group.addoption("--amqp-broker-stream", action="append", default=None, metavar="NAME",
                     help="stream to declare in the broker fixtures (repeatable)")
     parser.addini("amqp_broker_users", "NAME:PASSWORD users", type="linelist", default=[])

@@ -157,3 +157,12 @@ def test_bad_config_binding_is_an_admin_error() -> None:
     config = build_config(normalize({"exchanges": {"e": {"bindings": [{"queue": "nope"}]}}}))
     with pytest.raises(AdminError):
         apply_config(admin(), config, now=0.0)
+
+
+def test_quorum_queues_have_rabbitmqs_default_delivery_limit() -> None:
+    a = admin()
+    a.declare_queue("qq", arguments={"x-queue-type": "quorum"})
+    a.declare_queue("qq5", arguments={"x-queue-type": "quorum", "x-delivery-limit": 5})
+    a.declare_queue("cq")
+    limits = [a.registry.get(n).delivery_limit for n in ("qq", "qq5", "cq")]  # type: ignore[union-attr]
+    assert limits == [20, 5, None]

@@ -21,7 +21,7 @@ from broker.codec.messaging import (
     Target,
 )
 from broker.codec.performatives import Attach, Detach, Open, Transfer
-from broker.codec.types import AmqpType, Array, Symbol, UInt, ULong
+from broker.codec.types import AmqpType, Array, Described, Symbol, UInt, ULong
 
 X_EXCHANGE, X_ROUTING_KEY = Symbol("x-exchange"), Symbol("x-routing-key")
 
@@ -362,3 +362,20 @@ def test_management_replies_wait_for_credit() -> None:
     assert messages(peer.send(0, m, settled=True)) == []
     (reply,) = messages(peer.flow(1, link_credit=1))
     assert reply.properties.subject == "404"
+
+
+def test_a_stream_is_bindable_like_a_queue() -> None:
+    broker = Broker()
+    admin = broker.container.admin
+    admin.declare_queue("log", arguments={"x-queue-type": "stream"}, now=NOW)
+    admin.bind("amq.topic", "log", key="audit.#")
+    peer = broker.client()
+    publisher(peer, 0, "/exchanges/amq.topic/audit.login")
+    assert publish(peer, 0, b"x") == [Accepted()]
+    consumer(peer, 1, "/queues/log", credit=1, source=Source(address="/queues/log", filter={
+        Symbol("rabbitmq:stream-offset-spec"): Described(Symbol("rabbitmq:stream-offset-spec"),
+                                                         "first")}))
+    (m,) = messages(peer.received)
+    ann = m.message_annotations
+    assert (ann[X_EXCHANGE], ann[X_ROUTING_KEY]) == ("amq.topic", "audit.login")
+    assert ann[Symbol("x-stream-offset")] == 0

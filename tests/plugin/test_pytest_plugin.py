@@ -100,3 +100,30 @@ def test_shutdown_leaves_no_thread_or_port() -> None:
     assert set(threading.enumerate()) <= before
     with socket.socket() as s:  # the port is free again: binding it succeeds
         s.bind(("127.0.0.1", port))
+
+
+def test_fixture_declares_exchanges_bindings_and_queue_arguments(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_topology='''
+import pytest
+from proton import Message
+from proton.utils import BlockingConnection, SendException
+
+def test_topic_route(amqp_broker):
+    info = amqp_broker.declare_queue("eu", arguments={"x-queue-type": "quorum"})
+    assert info["type"] == "quorum"
+    amqp_broker.bind("amq.topic", "eu", "orders.eu.*")
+    conn = BlockingConnection(amqp_broker.amqp_url)
+    conn.create_sender("/exchanges/amq.topic/orders.eu.fr").send(Message(body="o-1"))
+    with pytest.raises(SendException):  # routes to no queue: released, as RabbitMQ does
+        conn.create_sender("/exchanges/amq.topic/orders.us.ny").send(Message(body="o-2"))
+    conn.close()
+    assert amqp_broker.queue_depth("eu") == 1
+    assert [b["binding_key"] for b in amqp_broker.bindings()] == ["orders.eu.*"]
+    assert amqp_broker.purge_queue("eu") == 1
+
+def test_queue_arguments_from_options(amqp_broker):
+    assert amqp_broker.admin.queue_info("capped")["arguments"]["x-max-length"] == 1
+''')
+    result = pytester.runpytest_subprocess(
+        "--amqp-broker-queue", "capped:x-max-length=1", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=2)
