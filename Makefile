@@ -45,6 +45,7 @@ $(BENCH_STAMP): tests/bench/package.json tests/bench/package-lock.json
 
 bench: $(STAMP) $(BENCH_STAMP)
 	$(PY) tests/bench/bench_broker.py $(ARGS)
+	$(PY) tests/bench/bench_routing.py
 	$(PY) tests/bench/bench_engine.py
 	$(PY) tests/bench/bench_startup.py
 

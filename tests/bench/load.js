@@ -5,6 +5,11 @@
 //   latency:    one producer at a fixed rate, one consumer; latency percentiles.
 //   idle:       C connections, each with a session and a receiver; holds them open.
 //   stream:     one consumer per process reading N messages from `first` of a stream.
+//   route:      one producer on any target (e.g. /exchanges/<x>/<key>) → one consumer per
+//               queue in `queues` (each its own connection), N messages published; every
+//               queue must get all N.  Queues in `watch` must get nothing (strays are
+//               counted).  With `cpu_pid`, reports that process's utime+stime clock ticks
+//               over the sending window.  Gives up after `stall_s` seconds without progress.
 'use strict';
 const rhea = require('rhea');
 const opts = JSON.parse(process.argv[2]);
@@ -129,4 +134,73 @@ function stream() {
   });
 }
 
-({ throughput, latency, idle, stream })[opts.mode]();
+function cpuTicks(pid) {
+  if (!pid) return 0;
+  const stat = require('fs').readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return Number(fields[11]) + Number(fields[12]);  // utime, stime (fields 14 and 15)
+}
+
+function route() {
+  const N = opts.count, queues = opts.queues, watch = opts.watch || [];
+  const body = Buffer.alloc(opts.size, 120);
+  const perQueue = queues.map(() => 0);
+  const outcomes = { accepted: 0, released: 0, rejected: 0, modified: 0 };
+  let strays = 0, delivered = 0, settled = 0, opened = 0, sent = 0;
+  let start = 0, ticks0 = 0, seconds = 0, ticks = 0, finished = false;
+  let lastProgress = Date.now();
+  const result = (extra) => ({
+    messages: N, delivered, seconds, cpu_ticks: ticks, per_queue_min: Math.min(...perQueue),
+    per_queue_max: Math.max(...perQueue), strays, ...outcomes, ...extra,
+  });
+  const complete = () => perQueue.every((n) => n >= N) && settled === N;
+  const check = () => {
+    lastProgress = Date.now();
+    if (finished || !complete()) return;
+    finished = true;
+    seconds = (Date.now() - start) / 1000;
+    ticks = cpuTicks(opts.cpu_pid) - ticks0;
+    // a message routed to a watched queue arrives with the others: a short grace catches it
+    setTimeout(() => done(result({})), watch.length ? 200 : 0);
+  };
+  const stall = setInterval(() => {
+    if (!finished && Date.now() - lastProgress > (opts.stall_s || 10) * 1000) {
+      clearInterval(stall);
+      done(result({ stalled: true, sent, per_queue: perQueue }));
+    }
+  }, 500);
+  const startSender = () => {
+    const sc = connect(rhea.create_container());
+    const sender = sc.open_sender({ target: { address: opts.target } });
+    for (const outcome of Object.keys(outcomes)) {
+      sender.on(outcome, () => { outcomes[outcome]++; settled++; check(); });
+    }
+    sender.on('sendable', () => {
+      if (!start) { start = Date.now(); ticks0 = cpuTicks(opts.cpu_pid); }
+      while (sent < N && sender.sendable()) { sender.send({ body }); sent++; }
+    });
+    sender.on('sender_error', (ctx) => done(result({ error: String(ctx.sender.error) })));
+  };
+  const opening = () => { if (++opened === queues.length + (watch.length ? 1 : 0)) startSender(); };
+  queues.forEach((name, i) => {
+    const rc = connect(rhea.create_container());
+    const receiver = rc.open_receiver({
+      source: { address: `/queues/${encodeURIComponent(name)}` }, credit_window: 500,
+      autoaccept: true,
+    });
+    receiver.on('message', () => { perQueue[i]++; delivered++; check(); });
+    receiver.on('receiver_open', opening);
+  });
+  if (watch.length) {
+    const wc = connect(rhea.create_container());
+    let open = 0;
+    for (const name of watch) {
+      const r = wc.open_receiver({ source: { address: `/queues/${encodeURIComponent(name)}` },
+                                   credit_window: 100, autoaccept: true });
+      r.on('message', () => { strays++; });
+      r.on('receiver_open', () => { if (++open === watch.length) opening(); });
+    }
+  }
+}
+
+({ throughput, latency, idle, stream, route })[opts.mode]();
