@@ -126,6 +126,7 @@ class Exchange(ABC):
         self.arguments: dict[str, object] = dict(arguments) if arguments else {}
         self._bindings: dict[Binding, None] = {}
         self._by_destination: dict[tuple[str, str], dict[Binding, None]] = {}
+        self._init_index()
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r}, {len(self._bindings)} bindings)"
@@ -183,8 +184,12 @@ class Exchange(ABC):
         before binding or unbinding again.
         """
 
-    # Hooks for the per-type index.  `_add` runs before the binding is stored
-    # and may raise ValueError to refuse it; `_remove` runs after it is gone.
+    # Hooks for the per-type index.  `_init_index` makes it empty; `_add` runs
+    # before the binding is stored and may raise ValueError to refuse it;
+    # `_remove` runs after it is gone.
+    def _init_index(self) -> None:
+        pass
+
     def _add(self, binding: Binding) -> None:
         pass
 
@@ -198,18 +203,7 @@ class DirectExchange(Exchange):
     __slots__ = ("_by_key",)
     type = "direct"
 
-    def __init__(
-        self,
-        name: str,
-        *,
-        durable: bool = True,
-        auto_delete: bool = False,
-        internal: bool = False,
-        arguments: Mapping[str, object] | None = None,
-    ) -> None:
-        super().__init__(
-            name, durable=durable, auto_delete=auto_delete, internal=internal, arguments=arguments
-        )
+    def _init_index(self) -> None:
         self._by_key: dict[str, dict[Binding, None]] = {}
 
     def match(self, routing_key: str, headers: Mapping[object, object] | None) -> Iterable[Binding]:
@@ -294,18 +288,7 @@ class TopicExchange(Exchange):
     __slots__ = ("_root",)
     type = "topic"
 
-    def __init__(
-        self,
-        name: str,
-        *,
-        durable: bool = True,
-        auto_delete: bool = False,
-        internal: bool = False,
-        arguments: Mapping[str, object] | None = None,
-    ) -> None:
-        super().__init__(
-            name, durable=durable, auto_delete=auto_delete, internal=internal, arguments=arguments
-        )
+    def _init_index(self) -> None:
         self._root = _TrieNode()
 
     @property
@@ -454,18 +437,7 @@ class HeadersExchange(Exchange):
     type = "headers"
     routes_by_key = False
 
-    def __init__(
-        self,
-        name: str,
-        *,
-        durable: bool = True,
-        auto_delete: bool = False,
-        internal: bool = False,
-        arguments: Mapping[str, object] | None = None,
-    ) -> None:
-        super().__init__(
-            name, durable=durable, auto_delete=auto_delete, internal=internal, arguments=arguments
-        )
+    def _init_index(self) -> None:
         # binding → (match any?, conditions), in binding order
         self._compiled: dict[Binding, tuple[bool, _Conditions]] = {}
 
