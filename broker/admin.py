@@ -99,6 +99,8 @@ def queue_settings(name: str, arguments: Mapping[str, object]) -> QueueSettings:
         settings["max_length"] = _int_arg("x-max-length", args["x-max-length"], name)
     if "x-overflow" in args:
         settings["overflow"] = _str_arg("x-overflow", args["x-overflow"], name, OVERFLOWS)
+    elif "max_length" in settings or "max_length_bytes" in settings:
+        settings["overflow"] = "drop-head"  # RabbitMQ's default for a declared limit
     if "x-message-ttl" in args:
         settings["message_ttl"] = _int_arg("x-message-ttl", args["x-message-ttl"], name) / 1000
     if "x-expires" in args:
@@ -123,6 +125,14 @@ def queue_settings(name: str, arguments: Mapping[str, object]) -> QueueSettings:
     elif queue_type == "quorum":
         settings["delivery_limit"] = QUORUM_DELIVERY_LIMIT
     return QueueSettings(queue_type, settings, expires)
+
+
+def _check_exchange_name(name: str) -> None:
+    if name == "":
+        raise AdminError(403, f"the default exchange in vhost '{VHOST}' cannot be changed")
+    if name.startswith("amq."):
+        raise AdminError(403, f"exchange '{name}' in vhost '{VHOST}' starts with reserved "
+                              "prefix 'amq.'")
 
 
 def binding_args_hash(arguments: Mapping[str, object]) -> str:
@@ -161,7 +171,8 @@ class Admin:
             info.last_used = now
             return self.queue_info(name), False
         if name.startswith("amq."):
-            raise AdminError(403, f"queue name '{name}' contains reserved prefix 'amq.*'")
+            raise AdminError(403, f"queue '{name}' in vhost '{VHOST}' starts with reserved "
+                                  "prefix 'amq.'")
         if spec.queue_type == "stream":
             if exclusive or auto_delete:
                 raise AdminError(400, f"a stream ('{name}') cannot be exclusive or auto-delete")
@@ -241,12 +252,13 @@ class Admin:
         if info.exclusive_owner is not None and info.exclusive_owner is not owner:
             raise AdminError(400, f"queue '{name}' in vhost '{VHOST}' is exclusive to "
                                   "another connection")
-        return self.registry.delete(name)
+        count = self.registry.delete(name)
+        return 0 if info.queue_type == "stream" else count  # RabbitMQ reports 0 for streams
 
     def purge_queue(self, name: str) -> int:
         node = self.registry.get(name)
-        if node is None:
-            raise AdminError(404, f"queue '{name}' in vhost '{VHOST}' not found")
+        if node is None:  # RabbitMQ's status and words (a GET of it is 404)
+            raise AdminError(400, f"no queue '{name}' in vhost '{VHOST}'")
         if isinstance(node, Stream):
             raise AdminError(400, f"queue '{name}' in vhost '{VHOST}' is a stream: "
                                   "streams cannot be purged")
@@ -258,12 +270,9 @@ class Admin:
                          auto_delete: bool = False, internal: bool = False,
                          arguments: Mapping[str, object] | None = None) -> bool:
         """Create an exchange, or check a re-declare is equivalent; True if created."""
-        if name == "" or name.startswith("amq."):
-            raise AdminError(403, f"exchange name '{name}' contains reserved prefix 'amq.*'"
-                             if name else "the default exchange cannot be declared")
+        _check_exchange_name(name)
         if type not in EXCHANGE_TYPES:
-            raise AdminError(400, f"invalid exchange type '{type}' for exchange '{name}' in "
-                                  f"vhost '{VHOST}'")
+            raise AdminError(400, f"unknown exchange type '{type}'")
         existing = self.registry.exchanges.get(name)
         if existing is not None:
             for field, received, current in (("type", type, existing.type),
@@ -280,8 +289,7 @@ class Admin:
         return True
 
     def delete_exchange(self, name: str) -> None:
-        if name == "" or name.startswith("amq."):
-            raise AdminError(403, f"exchange '{name}' in vhost '{VHOST}' cannot be deleted")
+        _check_exchange_name(name)
         self.registry.delete_exchange(name)
 
     def list_exchanges(self) -> list[dict[str, object]]:
@@ -299,12 +307,13 @@ class Admin:
         binding = self._binding(source, destination, destination_kind, key, arguments)
         if source == "":
             raise AdminError(403, "operation not permitted on the default exchange")
+        # RabbitMQ answers a missing end of a binding with 400, not 404
         if source not in self.registry.exchanges:
-            raise AdminError(404, f"no exchange '{source}' in vhost '{VHOST}'")
+            raise AdminError(400, f"no exchange '{source}' in vhost '{VHOST}'")
         if destination_kind == QUEUE and destination not in self.registry.nodes:
-            raise AdminError(404, f"no queue '{destination}' in vhost '{VHOST}'")
+            raise AdminError(400, f"no queue '{destination}' in vhost '{VHOST}'")
         if destination_kind == EXCHANGE and destination not in self.registry.exchanges:
-            raise AdminError(404, f"no exchange '{destination}' in vhost '{VHOST}'")
+            raise AdminError(400, f"no exchange '{destination}' in vhost '{VHOST}'")
         self.registry.bind(binding)
 
     def unbind(self, source: str, destination: str, *, destination_kind: str = QUEUE,

@@ -161,7 +161,7 @@ class Publisher:
                 return Accepted()  # already expired: accepted and dropped, never delivered
             values, encoded = annotations or registry.routing_annotations(
                 exchange.name if exchange is not None else "", key)
-            message = message.annotate(values, encoded)
+            message = message.annotate(values, encoded, registry.first_delivery_header(message))
             refused: QueueFull | None = None
             for target in nodes:
                 try:

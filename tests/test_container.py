@@ -475,7 +475,7 @@ def test_released_is_requeued_at_the_head_without_counting_a_failure() -> None:
     assert [body_of(m) for m in ms] == [b"m0", b"m1", b"m2"]
     assert ms[0].header is not None
     assert (ms[0].header.delivery_count, ms[0].header.first_acquirer) == (0, False)
-    assert ms[1].header is None, "first deliveries are forwarded untouched"
+    assert ms[1].header.first_acquirer is True, "first deliveries say so, as RabbitMQ's do"
 
 
 def test_settled_without_state_means_the_default_outcome_released() -> None:

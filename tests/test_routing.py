@@ -170,6 +170,9 @@ def test_rejected_message_is_dead_lettered_with_its_history() -> None:
     assert list(death[Symbol("routing-keys")].items) == ["work"]
     assert death[Symbol("ttl")] == UInt(60000)
     assert dead.header.ttl is None, "the ttl moves into the death record"
+    assert dead.header.first_acquirer is False, "as RabbitMQ delivers dead-lettered messages"
+    first = messages(peer.received)[0]
+    assert (first.header.first_acquirer, first.header.durable) == (True, True)
     assert ann[Symbol("x-first-death-reason")] == "rejected"
     assert ann[Symbol("x-last-death-queue")] == "work"
 

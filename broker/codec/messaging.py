@@ -285,11 +285,16 @@ def _decode_section(buf: bytes, span: tuple[int, int] | None) -> Any:
     return value
 
 
+def encode_section(section: object) -> bytes:
+    """One encoded message section (a Header, Properties, MessageAnnotations…)."""
+    out = bytearray()
+    encode_into(out, section)
+    return bytes(out)
+
+
 def encode_annotations(annotations: dict[object, object]) -> bytes:
     """The encoded message-annotations section holding `annotations`."""
-    out = bytearray()
-    encode_into(out, MessageAnnotations(annotations))
-    return bytes(out)
+    return encode_section(MessageAnnotations(annotations))
 
 
 class Message:
@@ -546,24 +551,38 @@ class Message:
         )
         return other
 
-    def annotate(self, extra: dict[object, object], encoded: bytes | None = None) -> Message:
+    def section_bytes(self, code: int) -> bytes | None:
+        """The encoded section `code` (0x70 header, 0x72 annotations…) as received."""
+        span = self._spans.get(code)
+        return None if span is None else self.payload[span[0]:span[1]]
+
+    def annotate(self, extra: dict[object, object], encoded: bytes | None = None,
+                 header: bytes | None = None) -> Message:
         """A message whose annotations are this one's updated with `extra`, as new
-        bytes.  The router stamps every routed message (`x-exchange`,
-        `x-routing-key`); most messages have no annotations of their own, so the
-        common case splices `encoded` (the message-annotations section of
+        bytes, and whose header is `header` (an encoded header section) if given.
+        The router stamps every routed message (`x-exchange`, `x-routing-key`, the
+        first delivery's header); most messages have no annotations of their own,
+        so the common case splices `encoded` (the message-annotations section of
         `extra`, which a caller that sends the same annotations many times
         encodes once) in before the bare message, re-encoding nothing."""
         spans = self._spans
+        payload = self.payload
         if self._annotations_override is None and self._header_override is None \
                 and _MA not in spans:
             if encoded is None:
                 encoded = encode_annotations(extra)
-            cut = spans[_DA][1] if _DA in spans else spans[_HEADER][1] if _HEADER in spans else 0
-            payload = self.payload
-            return Message.trusted(payload[:cut] + encoded + payload[cut:])
+            head_end = spans[_HEADER][1] if _HEADER in spans else 0
+            cut = spans[_DA][1] if _DA in spans else head_end
+            if header is None:
+                return Message.trusted(payload[:cut] + encoded + payload[cut:])
+            return Message.trusted(header + payload[head_end:cut] + encoded + payload[cut:])
         merged = dict(self.message_annotations or {})
         merged.update(extra)
-        return Message.trusted(self.with_changes(message_annotations=merged).encode())
+        new_header = decode(header, 0, len(header))[0] if header is not None else None
+        changed = self.with_changes(
+            header=new_header if isinstance(new_header, Header) else None,
+            message_annotations=merged)
+        return Message.trusted(changed.encode())
 
     def encode(self) -> bytes:
         """The bytes to send: the payload itself unless a header/annotation was replaced."""

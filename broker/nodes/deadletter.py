@@ -84,13 +84,10 @@ def dead_lettered(message: Message, *, queue: str, reason: str, now_ms: int) -> 
     annotations[Symbol("x-last-death-queue")] = queue
     annotations[Symbol("x-last-death-reason")] = reason
     annotations[Symbol("x-last-death-exchange")] = exchange if isinstance(exchange, str) else ""
-    if header is not None and header.ttl is not None:
+    if header is not None:  # delivered from the dead-letter queue as RabbitMQ does:
         header = Header(durable=header.durable, priority=header.priority, ttl=None,
-                        first_acquirer=header.first_acquirer,
-                        delivery_count=header.delivery_count)
-        changed = message.with_changes(header=header, message_annotations=annotations)
-    else:
-        changed = message.with_changes(message_annotations=annotations)
+                        first_acquirer=False, delivery_count=header.delivery_count)
+    changed = message.with_changes(header=header, message_annotations=annotations)
     return Message.trusted(changed.encode())
 
 

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from urllib.parse import quote, unquote
 
-from broker.codec.messaging import Message, encode_annotations
+from broker.codec.messaging import Header, Message, encode_annotations, encode_section
 from broker.errors import AmqpError, Condition
 from broker.nodes.base import Entry, NodeInfo, expiry_of
 from broker.nodes.deadletter import (
@@ -139,6 +139,7 @@ class Registry:
                           "overflow": overflow}
         self._temp_ids = itertools.count(1)
         self._annotations: dict[tuple[str, str], tuple[dict[object, object], bytes]] = {}
+        self._headers: dict[bytes, bytes] = {}
         self._ms = wall_clock_ms
 
     # -- queues and streams ---------------------------------------------------------
@@ -324,6 +325,22 @@ class Registry:
             if len(self._annotations) >= 4096:
                 self._annotations.clear()
             cached = self._annotations[(exchange, key)] = (values, encode_annotations(values))
+        return cached
+
+    def first_delivery_header(self, message: Message) -> bytes:
+        """The encoded header a routed message is stored with: the publisher's, with
+        `first-acquirer` true and `delivery-count` 0 written out, as RabbitMQ
+        delivers it (a redelivery rewrites it again).  Cached by the header's
+        bytes: a publisher sends the same few headers over and over."""
+        raw = message.section_bytes(0x70) or b""
+        cached = self._headers.get(raw)
+        if cached is None:
+            old = message.header or Header()
+            new = Header(durable=old.durable, priority=old.priority, ttl=old.ttl,
+                         first_acquirer=True, delivery_count=old.delivery_count)
+            if len(self._headers) >= 1024:
+                self._headers.clear()
+            cached = self._headers[raw] = encode_section(new)
         return cached
 
     def _dead_letter(self, queue: Queue, entry: Entry, reason: str, now: float) -> None:
