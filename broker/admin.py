@@ -124,6 +124,8 @@ def queue_settings(name: str, arguments: Mapping[str, object]) -> QueueSettings:
         settings["delivery_limit"] = _int_arg("x-delivery-limit", args["x-delivery-limit"], name)
     elif queue_type == "quorum":
         settings["delivery_limit"] = QUORUM_DELIVERY_LIMIT
+    if queue_type == "quorum":
+        settings["count_returns"] = True
     return QueueSettings(queue_type, settings, expires)
 
 

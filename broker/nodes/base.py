@@ -56,6 +56,7 @@ class Entry:
         "message",
         "offset",
         "priority",
+        "returns",
         "size",
         "timestamp",
     )
@@ -71,6 +72,7 @@ class Entry:
         # a new consumer with a freed one at the same address
         self.excluded: weakref.WeakSet[object] | None = None
         self.priority = 0  # priority queues only: the header's priority, capped
+        self.returns = 0  # times it came back to the queue (quorum's x-delivery-count)
         self.offset = -1  # streams only
         self.timestamp = 0.0  # streams only: arrival time, wall clock seconds
 

@@ -32,11 +32,14 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 
 from broker.codec.messaging import Header, Message
+from broker.codec.types import Long, Symbol
 from broker.nodes.base import Consumer, Entry
 
 log = logging.getLogger("broker.queue")
 
 OVERFLOWS = ("drop-head", "reject-publish", "reject-publish-dlx")
+
+X_DELIVERY_COUNT = Symbol("x-delivery-count")
 
 DeadLetterHook = Callable[["Queue", Entry, str, float], None]
 
@@ -114,6 +117,7 @@ class Queue:
         single_active_consumer: bool = False,
         max_priority: int | None = None,
         delivery_limit: int | None = None,
+        count_returns: bool = False,
         temporary: bool = False,
     ) -> None:
         if overflow not in OVERFLOWS:
@@ -133,6 +137,8 @@ class Queue:
         self.single_active_consumer = single_active_consumer
         self.max_priority = max_priority
         self.delivery_limit = delivery_limit
+        # quorum queues tell consumers how often a message came back (x-delivery-count)
+        self.count_returns = count_returns
         self.temporary = temporary
         self.dead_letter: DeadLetterHook | None = None  # installed by the registry
         self.deleted = False
@@ -236,7 +242,8 @@ class Queue:
             ready.popleft()
             self.ready_bytes -= entry.size
             self.unacked += 1
-            consumer.deliver(entry, self._message_for_delivery(entry))
+            consumer.deliver(entry, self._message_for_delivery(entry)
+                             if entry.acquired_before or entry.delivery_count else entry.message)
             entry.acquired_before = True
         if skipped:  # never left ready_bytes: put back in place, not counted again
             ready.extendleft(reversed(skipped))
@@ -273,11 +280,10 @@ class Queue:
         self._expiring = sum(1 for e in kept if e.expires_at is not None)
         return len(gone)
 
-    @staticmethod
-    def _message_for_delivery(entry: Entry) -> Message:
-        """Rewrite the header only when this is a redelivery (§3.2.1)."""
-        if not entry.acquired_before and entry.delivery_count == 0:
-            return entry.message
+    def _message_for_delivery(self, entry: Entry) -> Message:
+        """A redelivery's message (§3.2.1): the header says it is not the first
+        acquirer and counts the failed attempts; a quorum queue also annotates how
+        often it came back (`x-delivery-count`, released included, as RabbitMQ's)."""
         old = entry.message.header or Header()
         header = Header(
             durable=old.durable,
@@ -286,6 +292,10 @@ class Queue:
             first_acquirer=False,
             delivery_count=old.delivery_count + entry.delivery_count,
         )
+        if self.count_returns and entry.returns:
+            annotations = dict(entry.message.message_annotations or {})
+            annotations[X_DELIVERY_COUNT] = Long(entry.returns)
+            return entry.message.with_changes(header=header, message_annotations=annotations)
         return entry.message.with_changes(header=header)
 
     # -- settlement -----------------------------------------------------------------
@@ -312,6 +322,7 @@ class Queue:
         limit = self.delivery_limit
         for entry in entries:
             self.unacked -= 1
+            entry.returns += 1
             if delivery_failed:
                 entry.delivery_count += 1
                 if limit is not None and entry.delivery_count > limit:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from broker.codec.messaging import Header, Message
+from broker.codec.types import Symbol
 from broker.nodes.base import Entry
 from broker.nodes.queue import Queue, QueueFull
 
@@ -376,3 +377,16 @@ def test_delivery_limit() -> None:
     assert len(c.got) == 3 and seen == []
     q.requeue([c.entries[-1]], 0.0, delivery_failed=True)
     assert seen == [(b"x", "delivery_limit")] and q.depth == 0 and q.unacked == 0
+
+
+def test_quorum_queues_annotate_how_often_a_message_came_back() -> None:
+    q = Queue("q", count_returns=True)
+    fill(q, b"x")
+    c = FakeConsumer(credit=10)
+    q.add_consumer(c, 0.0)
+    assert c.got[0][1].message_annotations is None  # first delivery untouched
+    q.requeue(c.entries, 0.0)  # released: no failure, but a return
+    q.requeue([c.entries[-1]], 0.0, delivery_failed=True)
+    annotations = [m.message_annotations for _, m in c.got[1:]]
+    assert annotations == [{Symbol("x-delivery-count"): 1}, {Symbol("x-delivery-count"): 2}]
+    assert [m.header.delivery_count for _, m in c.got[1:]] == [0, 1]
