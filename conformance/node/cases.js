@@ -14,28 +14,14 @@ const crypto = require('crypto');
 const rhea = require('rhea');
 const WebSocket = require('ws');
 
+const {sleep, withTimeout, errText, runCase} = require('./common');
+
 const T = JSON.parse(process.argv[2]);
 const P = T.params || {};
 const types = rhea.types;
 const STEP = 10000; // default timeout for one wait, ms
 
 function other(transport) { return transport === 'tcp' ? 'ws' : 'tcp'; }
-function sleep(ms) { return new Promise((resolve) => setTimeout(resolve, ms)); }
-
-function withTimeout(promise, ms, what) {
-    let timer;
-    const timeout = new Promise((_, reject) => {
-        timer = setTimeout(() => reject(new Error('timed out after ' + ms + ' ms waiting for ' + what)), ms);
-    });
-    return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
-}
-
-function errText(ctx) {
-    const e = (ctx && (ctx.error || (ctx.connection && ctx.connection.error))) || ctx;
-    if (!e) return 'unknown';
-    if (e.condition) return e.condition + (e.description ? ': ' + e.description : '');
-    return String(e.message || e);
-}
 
 // -- connections and links -----------------------------------------------------
 
@@ -593,28 +579,4 @@ cases.cross_transport = async () => {
 // -- main ----------------------------------------------------------------------
 
 // Errors from ws arrive as event objects, not Error instances.
-function errorText(err) {
-    if (!err) return 'unknown error';
-    if (err.stack) return String(err.stack);
-    if (err.message) return String(err.message);
-    if (err.error) return errorText(err.error);
-    try { return JSON.stringify(err); } catch (e) { return String(err); }
-}
-
-async function main() {
-    const fn = cases[T.case];
-    if (!fn) throw new Error('unknown case ' + T.case);
-    const limit = (P.timeout || 30) * 1000;
-    return withTimeout(fn(), limit, 'case ' + T.case);
-}
-
-main().then(
-    (result) => {
-        process.stdout.write(JSON.stringify({ok: true, result: result === undefined ? null : result}) + '\n');
-        process.exit(0);
-    },
-    (err) => {
-        process.stdout.write(JSON.stringify({ok: false, error: errorText(err)}) + '\n');
-        process.exit(0);
-    },
-);
+runCase(cases, T, P, 'rhea');

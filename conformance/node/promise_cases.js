@@ -11,19 +11,13 @@ const crypto = require('crypto');
 const WebSocket = require('ws');
 const {Connection, ReceiverEvents} = require('rhea-promise');
 
+const {withTimeout, runCase} = require('./common');
+
 const T = JSON.parse(process.argv[2]);
 const P = T.params || {};
 const STEP = 10000;
 
 function other(transport) { return transport === 'tcp' ? 'ws' : 'tcp'; }
-
-function withTimeout(promise, ms, what) {
-    let timer;
-    const timeout = new Promise((_, reject) => {
-        timer = setTimeout(() => reject(new Error('timed out after ' + ms + ' ms waiting for ' + what)), ms);
-    });
-    return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
-}
 
 async function connect(opts) {
     opts = opts || {};
@@ -158,27 +152,4 @@ cases.cross_transport = async () => {
 };
 
 // Errors from ws arrive as event objects, not Error instances.
-function errorText(err) {
-    if (!err) return 'unknown error';
-    if (err.stack) return String(err.stack);
-    if (err.message) return String(err.message);
-    if (err.error) return errorText(err.error);
-    try { return JSON.stringify(err); } catch (e) { return String(err); }
-}
-
-async function main() {
-    const fn = cases[T.case];
-    if (!fn) throw new Error('case ' + T.case + ' is not written for rhea-promise');
-    return withTimeout(fn(), (P.timeout || 30) * 1000, 'case ' + T.case);
-}
-
-main().then(
-    (result) => {
-        process.stdout.write(JSON.stringify({ok: true, result: result === undefined ? null : result}) + '\n');
-        process.exit(0);
-    },
-    (err) => {
-        process.stdout.write(JSON.stringify({ok: false, error: errorText(err)}) + '\n');
-        process.exit(0);
-    },
-);
+runCase(cases, T, P, 'rhea-promise');
