@@ -60,6 +60,7 @@ T = TypeVar("T")
 
 PUBLISHER_CREDIT = 1000
 MANAGEMENT_CREDIT = 8  # RabbitMQ's, topped up at half
+MAX_PENDING_REPLIES = 64
 OUTCOMES = tuple(Symbol(s) for s in ("amqp:accepted:list", "amqp:rejected:list",
                                       "amqp:released:list", "amqp:modified:list"))
 PAIRED = Symbol("paired")
@@ -209,7 +210,15 @@ class ManagementPair:
         self.pending: deque[bytes] = deque()
 
     def on_request(self, payload: bytes, now: float) -> object:
-        """Answer one request; returns the outcome for the request's delivery."""
+        """Answer one request; returns the outcome for the request's delivery.
+        Answers wait for the reply link's credit, but not without bound: a client
+        that keeps asking and never reads loses its request link."""
+        if len(self.pending) >= MAX_PENDING_REPLIES and self.requests is not None:
+            self.requests.detach(amqp_error(
+                Condition.RESOURCE_LIMIT_EXCEEDED,
+                f"{len(self.pending)} management answers wait for credit on the reply link"))
+            self.owner.wake()
+            return Released()
         try:
             _, response = self.service.handle(payload, owner=self.owner, now=now)
         except DecodeError as exc:

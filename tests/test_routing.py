@@ -382,3 +382,19 @@ def test_a_stream_is_bindable_like_a_queue() -> None:
     ann = m.message_annotations
     assert (ann[X_EXCHANGE], ann[X_ROUTING_KEY]) == ("amq.topic", "audit.login")
     assert ann[Symbol("x-stream-offset")] == 0
+
+
+def test_management_requests_without_reading_answers_lose_the_request_link() -> None:
+    broker = Broker()
+    peer = broker.client()
+    mgmt = "/management"
+    peer.attach_sender(0, mgmt, name="p", properties=PAIRED)
+    peer.attach_receiver(1, mgmt, name="p", target=Target(address=mgmt), properties=PAIRED)
+    m = Message.create(AmqpValue(None), properties=Properties(
+        message_id="r", to="/queues/x", subject="GET", reply_to="$me"))
+    out = []
+    for _ in range(70):
+        out += peer.send(0, m, settled=True)  # the broker tops up the request credit
+        if of(out, Detach):
+            break
+    assert condition(one(out, Detach)) == "amqp:resource-limit-exceeded"
