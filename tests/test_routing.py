@@ -398,3 +398,38 @@ def test_management_requests_without_reading_answers_lose_the_request_link() -> 
         if of(out, Detach):
             break
     assert condition(one(out, Detach)) == "amqp:resource-limit-exceeded"
+
+
+def test_cached_routes_follow_every_topology_change() -> None:
+    broker = Broker()
+    setup(broker, "a", "b")
+    admin = broker.container.admin
+    peer = broker.client()
+    publisher(peer, 0, "/exchanges/amq.topic/k.1")
+    assert publish(peer, 0, b"0") == [Released()]
+    admin.bind("amq.topic", "a", key="k.*")
+    assert publish(peer, 0, b"1") == [Accepted()]
+    admin.bind("amq.topic", "b", key="#")
+    publish(peer, 0, b"2")
+    admin.unbind("amq.topic", "a", key="k.*")
+    publish(peer, 0, b"3")
+    admin.delete_queue("b")
+    assert publish(peer, 0, b"4") == [Released()]
+    assert broker.queue("a").depth == 2  # 1 and 2
+    admin.declare_queue("b", now=NOW)
+    admin.bind("amq.topic", "b", key="#")
+    assert publish(peer, 0, b"5") == [Accepted()]
+    assert broker.queue("b").depth == 1
+
+
+def test_routes_through_a_headers_exchange_depend_on_each_message() -> None:
+    broker = Broker()
+    setup(broker, "red")
+    admin = broker.container.admin
+    admin.bind("amq.topic", "amq.headers", destination_kind="exchange", key="#")
+    admin.bind("amq.headers", "red", arguments={"color": "red"})
+    peer = broker.client()
+    publisher(peer, 0, "/exchanges/amq.topic/k")
+    blue = msg(b"b", application_properties={"color": "blue"})
+    red = msg(b"r", application_properties={"color": "red"})
+    assert publish(peer, 0, blue, red, blue) == [Released(), Accepted(), Released()]

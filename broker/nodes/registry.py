@@ -140,6 +140,13 @@ class Registry:
         self._temp_ids = itertools.count(1)
         self._annotations: dict[tuple[str, str], tuple[dict[object, object], bytes]] = {}
         self._headers: dict[bytes, bytes] = {}
+        # Routes by (exchange, *keys): topic matching is the costly part of a publish,
+        # and publishers repeat their keys.  Any change to bindings, exchanges or
+        # nodes clears it; a headers exchange's routes depend on each message, so
+        # they are never kept, nor is anything once an exchange-to-exchange binding
+        # leads into a headers exchange.
+        self._routes: dict[tuple[str, ...], tuple[Exchange, list[Node]]] = {}
+        self._into_headers: set[Binding] = set()
         self._ms = wall_clock_ms
 
     # -- queues and streams ---------------------------------------------------------
@@ -188,6 +195,7 @@ class Registry:
         return node
 
     def _add(self, node: Node) -> None:
+        self._routes.clear()
         self.nodes[node.name] = node
         self.info[node.name] = NodeInfo(queue_type="stream" if isinstance(node, Stream)
                                         else "classic")
@@ -226,6 +234,7 @@ class Registry:
         self.info.pop(name, None)
         if node is None:
             return 0
+        self._routes.clear()
         self._unbind_destination(QUEUE, name)
         count = node.depth
         node.deleted = True
@@ -261,6 +270,7 @@ class Registry:
         exchange = self.exchanges.pop(name, None)
         if exchange is None:
             return False
+        self._routes.clear()
         for binding in exchange.bindings:
             exchange.unbind(binding)
             self._forget(binding)
@@ -271,6 +281,9 @@ class Registry:
         source = self.exchanges[binding.source]
         if not source.bind(binding):
             return False
+        self._routes.clear()
+        if self._leads_into_headers(binding):
+            self._into_headers.add(binding)
         self._inbound.setdefault((binding.destination_kind, binding.destination),
                                  {})[binding] = None
         return True
@@ -288,7 +301,15 @@ class Registry:
     def bindings(self) -> list[Binding]:
         return [b for x in self.exchanges.values() if x.name for b in x.bindings]
 
+    def _leads_into_headers(self, binding: Binding) -> bool:
+        if binding.destination_kind != EXCHANGE:
+            return False
+        destination = self.exchanges.get(binding.destination)
+        return destination is not None and destination.type == "headers"
+
     def _forget(self, binding: Binding) -> None:
+        self._routes.clear()
+        self._into_headers.discard(binding)
         inbound = self._inbound.get((binding.destination_kind, binding.destination))
         if inbound is not None:
             inbound.pop(binding, None)
@@ -296,7 +317,9 @@ class Registry:
                 del self._inbound[(binding.destination_kind, binding.destination)]
 
     def _unbind_destination(self, kind: str, name: str) -> None:
+        self._routes.clear()
         for binding in list(self._inbound.pop((kind, name), {})):
+            self._into_headers.discard(binding)
             source = self.exchanges.get(binding.source)
             if source is not None:
                 source.unbind(binding)
@@ -312,9 +335,19 @@ class Registry:
         if len(keys) == 1 and isinstance(exchange, DefaultExchange):  # no graph to walk
             node = nodes.get(keys[0])
             return [] if node is None else [node]
-        headers = message.application_properties if exchange.type == "headers" else None
+        cacheable = exchange.type != "headers" and not self._into_headers
+        if cacheable:
+            cached = self._routes.get((exchange.name, *keys))
+            if cached is not None and cached[0] is exchange:
+                return cached[1]
+        headers = None if cacheable else message.application_properties
         names = route(self.exchanges, exchange, keys, headers)
-        return [n for n in (nodes.get(name) for name in names) if n is not None]
+        found = [n for n in (nodes.get(name) for name in names) if n is not None]
+        if cacheable:
+            if len(self._routes) >= 4096:
+                self._routes.clear()
+            self._routes[(exchange.name, *keys)] = (exchange, found)
+        return found
 
     def routing_annotations(self, exchange: str, key: str) -> tuple[dict[object, object], bytes]:
         """`x-exchange` and `x-routing-key` for a routed message, with their encoded
