@@ -26,8 +26,11 @@ from urllib.parse import quote
 from broker.config import Config
 from broker.nodes.base import NodeInfo
 from broker.nodes.exchange import EXCHANGE, EXCHANGE_TYPES, QUEUE, Binding
+
+__all__ = ["EXCHANGE", "QUEUE", "Admin", "AdminError", "apply_config", "check_config"]
+from broker.errors import AmqpError
 from broker.nodes.queue import OVERFLOWS, Queue
-from broker.nodes.registry import Node, Registry
+from broker.nodes.registry import Node, Registry, check_routing_key
 from broker.nodes.stream import Stream, parse_interval
 
 VHOST = "/"
@@ -164,6 +167,8 @@ class Admin:
             raise AdminError(400, "a queue name must not be empty")
         args = dict(arguments or {})
         spec = queue_settings(name, args)
+        if exclusive and owner is None:
+            raise AdminError(400, f"exclusive queue '{name}' needs an owning connection")
         registry = self.registry
         existing = registry.get(name)
         if existing is not None:
@@ -184,7 +189,8 @@ class Admin:
         info = registry.info[node.name]
         info.durable = durable
         info.auto_delete = auto_delete
-        info.exclusive_owner = owner if exclusive else None
+        if exclusive:
+            registry.make_exclusive(node.name, owner)
         info.queue_type = spec.queue_type
         info.arguments = args
         info.expires = spec.expires
@@ -257,13 +263,14 @@ class Admin:
         count = self.registry.delete(name)
         return 0 if info.queue_type == "stream" else count  # RabbitMQ reports 0 for streams
 
-    def purge_queue(self, name: str) -> int:
+    def purge_queue(self, name: str, *, owner: object = None) -> int:
         node = self.registry.get(name)
         if node is None:  # RabbitMQ's status and words (a GET of it is 404)
             raise AdminError(400, f"no queue '{name}' in vhost '{VHOST}'")
         if isinstance(node, Stream):
             raise AdminError(400, f"queue '{name}' in vhost '{VHOST}' is a stream: "
                                   "streams cannot be purged")
+        self._check_owner(self.registry.info[name], name, owner)
         return node.purge()
 
     # -- exchanges -----------------------------------------------------------------
@@ -307,8 +314,12 @@ class Admin:
     def bind(self, source: str, destination: str, *, destination_kind: str = QUEUE,
              key: str = "", arguments: Mapping[str, object] | None = None) -> None:
         binding = self._binding(source, destination, destination_kind, key, arguments)
-        if source == "":
+        if source == "" or (destination_kind == EXCHANGE and destination == ""):
             raise AdminError(403, "operation not permitted on the default exchange")
+        try:
+            check_routing_key(key)
+        except AmqpError as exc:
+            raise AdminError(400, f"invalid binding key: {exc.description}") from None
         # RabbitMQ answers a missing end of a binding with 400, not 404
         if source not in self.registry.exchanges:
             raise AdminError(400, f"no exchange '{source}' in vhost '{VHOST}'")
@@ -316,13 +327,18 @@ class Admin:
             raise AdminError(400, f"no queue '{destination}' in vhost '{VHOST}'")
         if destination_kind == EXCHANGE and destination not in self.registry.exchanges:
             raise AdminError(400, f"no exchange '{destination}' in vhost '{VHOST}'")
-        self.registry.bind(binding)
+        try:
+            self.registry.bind(binding)
+        except ValueError as exc:  # e.g. a headers binding's x-match that is no mode
+            raise AdminError(400, str(exc)) from None
 
     def unbind(self, source: str, destination: str, *, destination_kind: str = QUEUE,
                key: str = "", arguments: Mapping[str, object] | None = None,
                args_hash: str | None = None) -> None:
         """Remove a binding; idempotent.  With `args_hash` (a path's `args=`) the
         binding is found by the digest of its arguments."""
+        if source == "":
+            raise AdminError(403, "operation not permitted on the default exchange")
         if args_hash is not None:
             for b in self.find_bindings(source=source, destination=destination,
                                         destination_kind=destination_kind, key=key):

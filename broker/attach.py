@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Protocol, TypeVar
+from typing import Protocol, TypeVar
 
 from broker.codec.messaging import (
     Accepted,
@@ -37,23 +37,23 @@ from broker.codec.types import Array, Symbol
 from broker.engine.link import Link
 from broker.errors import AmqpError, Condition, DecodeError
 from broker.nodes.base import Entry, expiry_of
-from broker.nodes.deadletter import X_CC
+from broker.nodes.deadletter import cc_keys
 from broker.nodes.exchange import Exchange
 from broker.nodes.queue import QueueFull
 from broker.nodes.registry import (
     REPLY_TO_PREFIX,
+    TEMPORARY_PREFIX,
     AddressError,
     ExchangeAddress,
     Node,
     Registry,
+    check_routing_key,
     parse_target,
     queue_address,
 )
 from broker.nodes.stream import StartAt, Stream, select_offset_filter
 from broker.services import management
-
-if TYPE_CHECKING:
-    from broker.services.management import Management
+from broker.services.management import Management
 
 log = logging.getLogger("broker.attach")
 T = TypeVar("T")
@@ -145,12 +145,12 @@ class Publisher:
                 if node is None:
                     return Released()
             if exchange is not None and registry.exchanges.get(exchange.name) is not exchange:
-                raise AddressError(f"exchange {exchange.name!r} was deleted")
+                # deleted, perhaps declared again: publishers go by name, as to queues
+                exchange = _exchange(registry, exchange.name)
             keys = [key]
-            if message.has_section(0x72):
-                cc = (message.message_annotations or {}).get(X_CC)
-                extra = cc.items if isinstance(cc, Array) else cc if isinstance(cc, list) else ()
-                keys.extend(k for k in extra if isinstance(k, str))
+            for cc in cc_keys(message):
+                check_routing_key(cc)
+                keys.append(cc)
             if node is not None and len(keys) == 1:
                 nodes: list[Node] = [node]
             else:
@@ -158,7 +158,7 @@ class Publisher:
             if not nodes:
                 return Released()
             expires_at = expiry_of(message, now)
-            if expires_at is not None and expires_at <= now:
+            if expires_at is not None and expires_at < now:
                 return Accepted()  # already expired: accepted and dropped, never delivered
             values, encoded = annotations or registry.routing_annotations(
                 exchange.name if exchange is not None else "", key)
@@ -295,7 +295,7 @@ class Attacher:
             volatile = VOLATILE_QUEUE in _symbols(source.capabilities)
             node = registry.create_temporary(
                 owner.container_id or "anonymous",
-                prefix=REPLY_TO_PREFIX if volatile else "amq.gen-")
+                prefix=REPLY_TO_PREFIX if volatile else TEMPORARY_PREFIX)
             address: object = queue_address(node.name)
         else:
             node = registry.resolve(source.address)

@@ -46,9 +46,7 @@ from broker.engine.events import (
 )
 from broker.engine.link import Delivery, Link
 from broker.errors import AmqpError, Condition
-from broker.nodes.queue import Queue
 from broker.nodes.registry import Node, Registry
-from broker.nodes.stream import Stream
 from broker.services.management import Management
 
 log = logging.getLogger("broker.container")
@@ -229,15 +227,7 @@ class Container:
         """Periodic work (the server calls it about once a second): stream retention
         by age, dropping expired messages from queues nobody is reading, and
         deleting queues unused for their `x-expires`."""
-        now = self.wall_clock()
-        registry = self.registry
-        for node in list(registry.all_nodes()):
-            if isinstance(node, Stream):
-                if node.max_age is not None:
-                    node.trim(now)
-            else:
-                node.expire(now)
-        registry.expire_unused(now)
+        self.registry.housekeeping(self.wall_clock())
 
     # -- links --------------------------------------------------------------
 
@@ -258,11 +248,12 @@ class Container:
         link.context = None
         if isinstance(ctx, Subscription):
             queue = ctx.queue
-            queue.remove_consumer(ctx)
             entries = ctx.unsettled_entries()
+            now = self.wall_clock()
+            # a requeue dispatches anyway, and must come first (redeliveries lead)
+            queue.remove_consumer(ctx, None if entries else now)
             for delivery in link.unsettled.values():
                 delivery.context = None  # the engine frees the deliveries themselves
-            now = self.wall_clock()
             if ctx.owns_queue:
                 self._delete_temporary(queue)
             else:
@@ -336,14 +327,6 @@ class Container:
             queue.requeue([entry], now)
         else:
             mod: Modified = state  # type: ignore[assignment]
-            if not isinstance(queue, Queue):
-                return  # a stream keeps everything, and its stored message is shared
-            if mod.undeliverable_here and queue.dead_letter_exchange is not None:
-                queue.reject(entry, now)
-                return
-            if mod.message_annotations:
-                merged = dict(entry.message.message_annotations or {})
-                merged.update(mod.message_annotations)
-                entry.message = entry.message.with_changes(message_annotations=merged)
-            queue.requeue([entry], now, delivery_failed=bool(mod.delivery_failed),
-                          exclude=sub if mod.undeliverable_here else None)
+            queue.modify(entry, now, sub, delivery_failed=bool(mod.delivery_failed),
+                         undeliverable_here=bool(mod.undeliverable_here),
+                         annotations=mod.message_annotations)

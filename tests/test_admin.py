@@ -166,3 +166,27 @@ def test_quorum_queues_have_rabbitmqs_default_delivery_limit() -> None:
     a.declare_queue("cq")
     limits = [a.registry.get(n).delivery_limit for n in ("qq", "qq5", "cq")]  # type: ignore[union-attr]
     assert limits == [20, 5, None]
+
+
+def test_review_regressions_in_bindings_and_exclusivity() -> None:
+    a = admin()
+    a.declare_queue("q")
+    a.declare_exchange("h", type="headers")
+    with pytest.raises(AdminError) as info:
+        a.bind("h", "q", arguments={"x-match": "bogus"})
+    assert info.value.status == 400
+    with pytest.raises(AdminError) as info:
+        a.bind("amq.direct", "", destination_kind="exchange")
+    assert info.value.status == 403
+    with pytest.raises(AdminError) as info:
+        a.unbind("", "q")
+    assert info.value.status == 403
+    with pytest.raises(AdminError) as info:
+        a.declare_queue("mine", exclusive=True)
+    assert info.value.status == 400
+    owner = object()
+    a.declare_queue("mine", exclusive=True, owner=owner)
+    with pytest.raises(AdminError) as info:
+        a.purge_queue("mine", owner=object())
+    assert info.value.status == 409
+    assert a.purge_queue("mine", owner=owner) == 0

@@ -433,3 +433,71 @@ def test_routes_through_a_headers_exchange_depend_on_each_message() -> None:
     blue = msg(b"b", application_properties={"color": "blue"})
     red = msg(b"r", application_properties={"color": "red"})
     assert publish(peer, 0, blue, red, blue) == [Released(), Accepted(), Released()]
+
+
+# -- review regressions ------------------------------------------------------------------
+
+
+def test_unreadable_message_dead_lettered_through_headers_is_dropped_not_fatal() -> None:
+    broker = Broker()
+    broker.container.admin.declare_queue("ttl", arguments={
+        "x-message-ttl": 1000, "x-dead-letter-exchange": "amq.headers"}, now=NOW)
+    peer = broker.client()
+    publisher(peer, 0, "/queues/ttl")
+    bad_app_properties = b"\x00\x53\x74\xc1\x03\x02\xff\xff"  # sizes right, contents not
+    payload = bad_app_properties + Message.create(b"x").payload
+    assert publish(peer, 0, Message.parse(payload)) == [Accepted()]
+    broker.wall.t = NOW + 2
+    broker.container.housekeeping()  # must not raise
+    assert broker.queue("ttl").depth == 0
+
+
+def test_explicit_priority_4_survives_routing() -> None:
+    broker = Broker()
+    setup(broker, "p", p={"x-max-priority": 9})
+    peer = broker.client()
+    publisher(peer, 0, "/queues/p")
+    # proton sends priority 4 explicitly; our encoder would write it as null (0 here)
+    four = Message.create(b"four", header=Header(durable=True))
+    raw = b"\x00\x53\x70\xc0\x04\x02\x41\x50\x04" + four.payload[len(four.section_bytes(0x70)):]
+    publish(peer, 0, msg(b"one", header=Header(priority=1)), Message.parse(raw))
+    consumer(peer, 1, "/queues/p", credit=2)
+    assert bodies(peer.received) == [b"four", b"one"]
+    assert messages(peer.received)[0].header.priority == 4
+
+
+def test_routing_keys_are_at_most_255_bytes() -> None:
+    broker = Broker()
+    peer = broker.client()
+    out = peer.attach_sender(0, "/exchanges/amq.topic/" + "a" * 256)
+    assert condition(one(out, Detach)) == "amqp:invalid-field"
+    publisher(peer, 1, "/exchanges/amq.topic/k")
+    cc = {Symbol("x-cc"): ["b" * 256]}
+    (state,) = publish(peer, 1, msg(b"x", message_annotations=cc))
+    assert isinstance(state, Rejected) and state.error.condition == "amqp:invalid-field"
+
+
+def test_publisher_to_a_redeclared_exchange_keeps_publishing() -> None:
+    broker = Broker()
+    setup(broker, "q")
+    admin = broker.container.admin
+    admin.declare_exchange("x", type="fanout")
+    peer = broker.client()
+    publisher(peer, 0, "/exchanges/x")
+    admin.delete_exchange("x")
+    admin.declare_exchange("x", type="fanout")
+    admin.bind("x", "q")
+    assert publish(peer, 0, b"again") == [Accepted()]
+
+
+def test_single_active_consumer_hands_over_when_the_active_one_leaves() -> None:
+    broker = Broker()
+    setup(broker, "sac", sac={"x-single-active-consumer": True})
+    peer = broker.client()
+    consumer(peer, 1, "/queues/sac", credit=1)
+    consumer(peer, 2, "/queues/sac", credit=10)
+    publisher(peer, 0, "/queues/sac")
+    publish(peer, 0, b"1", b"2", b"3")
+    peer.disposition(0, state=Accepted())
+    peer.detach(1)
+    assert bodies(peer.received) == [b"1", b"2", b"3"]

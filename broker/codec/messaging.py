@@ -292,6 +292,43 @@ def encode_section(section: object) -> bytes:
     return bytes(out)
 
 
+def rewrite_header(raw: bytes, *, first_acquirer: bool, drop_ttl: bool = False) -> bytes:
+    """An encoded header section with `raw`'s fields copied as they were encoded
+    (so an explicit priority 4 stays explicit), `first-acquirer` set, and the
+    `ttl` dropped if asked.  `raw` is a header section as received, or b"" for
+    none.  Fields past the five of §3.2.1 are dropped."""
+    fields: list[bytes] = []
+    if raw:
+        end = len(raw)
+        _, pos = _section_code(raw, 1, end)
+        c = raw[pos]
+        if c == 0x45:
+            count, pos = 0, pos + 1
+        elif c == 0xC0:
+            count, pos = raw[pos + 2], pos + 3
+        elif c == 0xD0:
+            count, pos = _u32(raw, pos + 5)[0], pos + 9
+        else:
+            raise DecodeError("the header is not a list", pos)
+        for _ in range(min(count, 5)):
+            after = skip(raw, pos, end)
+            fields.append(raw[pos:after])
+            pos = after
+    fields.extend([b"\x40"] * (5 - len(fields)))
+    if drop_ttl:
+        fields[2] = b"\x40"
+    fields[3] = b"\x41" if first_acquirer else b"\x42"
+    while fields and fields[-1] == b"\x40":
+        fields.pop()
+    body = b"".join(fields)
+    if len(body) < 255:
+        listed = bytes((0xC0, len(body) + 1, len(fields))) + body
+    else:
+        listed = b"\xd0" + (len(body) + 4).to_bytes(4, "big") + \
+            len(fields).to_bytes(4, "big") + body
+    return b"\x00\x53\x70" + listed
+
+
 def encode_annotations(annotations: dict[object, object]) -> bytes:
     """The encoded message-annotations section holding `annotations`."""
     return encode_section(MessageAnnotations(annotations))
@@ -564,25 +601,24 @@ class Message:
         first delivery's header); most messages have no annotations of their own,
         so the common case splices `encoded` (the message-annotations section of
         `extra`, which a caller that sends the same annotations many times
-        encodes once) in before the bare message, re-encoding nothing."""
+        encodes once) in before the bare message.  Nothing else is re-encoded:
+        the other sections are copied as they arrived."""
+        if self._annotations_override is not None or self._header_override is not None:
+            return Message.trusted(self.encode()).annotate(extra, encoded, header)
         spans = self._spans
         payload = self.payload
-        if self._annotations_override is None and self._header_override is None \
-                and _MA not in spans:
+        head_end = spans[_HEADER][1] if _HEADER in spans else 0
+        da_end = spans[_DA][1] if _DA in spans else head_end
+        if _MA in spans:
+            merged = dict(self.message_annotations or {})
+            merged.update(extra)
+            encoded, rest = encode_annotations(merged), spans[_MA][1]
+        else:
             if encoded is None:
                 encoded = encode_annotations(extra)
-            head_end = spans[_HEADER][1] if _HEADER in spans else 0
-            cut = spans[_DA][1] if _DA in spans else head_end
-            if header is None:
-                return Message.trusted(payload[:cut] + encoded + payload[cut:])
-            return Message.trusted(header + payload[head_end:cut] + encoded + payload[cut:])
-        merged = dict(self.message_annotations or {})
-        merged.update(extra)
-        new_header = decode(header, 0, len(header))[0] if header is not None else None
-        changed = self.with_changes(
-            header=new_header if isinstance(new_header, Header) else None,
-            message_annotations=merged)
-        return Message.trusted(changed.encode())
+            rest = da_end
+        head = payload[:head_end] if header is None else header
+        return Message.trusted(head + payload[head_end:da_end] + encoded + payload[rest:])
 
     def encode(self) -> bytes:
         """The bytes to send: the payload itself unless a header/annotation was replaced."""

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from broker.codec.messaging import Header, Message
+from broker.codec.messaging import Message, rewrite_header
 from broker.codec.types import AmqpType, Array, Symbol, Timestamp, UInt, ULong
 
 X_OPT_DEATHS = Symbol("x-opt-deaths")
@@ -28,15 +28,20 @@ _FIRST, _LAST = Symbol("first-time"), Symbol("last-time")
 _EXCHANGE, _KEYS, _TTL = Symbol("exchange"), Symbol("routing-keys"), Symbol("ttl")
 
 
+def cc_keys(message: Message) -> list[str]:
+    """The extra routing keys of RabbitMQ's `x-cc` annotation (a list or an array
+    of strings; anything else in it is ignored)."""
+    if not message.has_section(0x72):  # most messages: nothing to decode
+        return []
+    cc = (message.message_annotations or {}).get(X_CC)
+    items = cc.items if isinstance(cc, Array) else cc if isinstance(cc, list) else ()
+    return [k for k in items if isinstance(k, str)]
+
+
 def routing_keys_of(message: Message, default: str) -> list[str]:
     """The keys a message was routed with: `x-routing-key` and any `x-cc` keys."""
-    annotations = message.message_annotations or {}
-    key = annotations.get(X_ROUTING_KEY)
-    keys = [key if isinstance(key, str) else default]
-    cc = annotations.get(X_CC)
-    items = cc.items if isinstance(cc, Array) else cc if isinstance(cc, list) else ()
-    keys.extend(k for k in items if isinstance(k, str))
-    return keys
+    key = (message.message_annotations or {}).get(X_ROUTING_KEY)
+    return [key if isinstance(key, str) else default, *cc_keys(message)]
 
 
 def deaths_of(message: Message) -> list[dict[object, object]]:
@@ -49,11 +54,17 @@ def deaths_of(message: Message) -> list[dict[object, object]]:
     return []
 
 
-def dead_lettered(message: Message, *, queue: str, reason: str, now_ms: int) -> Message:
-    """`message` as it leaves `queue` for `reason`: its death history updated."""
+def dead_lettered(message: Message, *, queue: str, reason: str, now_ms: int,
+                  exchange: str, routing_key: str) -> Message:
+    """`message` as it leaves `queue` for `reason`, to be routed through the
+    dead-letter `exchange` with `routing_key`: its death history updated, its
+    routing annotations replaced, its header's ttl dropped and first-acquirer
+    false (as RabbitMQ delivers dead-lettered messages).  One encode."""
     annotations = dict(message.message_annotations or {})
-    exchange = annotations.get(X_EXCHANGE)
-    header = message.header
+    original_exchange = annotations.get(X_EXCHANGE)
+    if not isinstance(original_exchange, str):
+        original_exchange = ""
+    ttl = message.section_field(0x70, 2)
     deaths = deaths_of(message)
     for i, death in enumerate(deaths):
         if death.get(_QUEUE) == queue and death.get(_REASON) == reason:
@@ -70,25 +81,25 @@ def dead_lettered(message: Message, *, queue: str, reason: str, now_ms: int) -> 
             _COUNT: ULong(1),
             _FIRST: Timestamp(now_ms),
             _LAST: Timestamp(now_ms),
-            _EXCHANGE: exchange if isinstance(exchange, str) else "",
+            _EXCHANGE: original_exchange,
             _KEYS: Array(AmqpType.STRING, routing_keys_of(message, queue)),
         }
-        if header is not None and header.ttl is not None:
-            death[_TTL] = UInt(header.ttl)
+        if isinstance(ttl, int) and 0 <= ttl <= 0xFFFFFFFF:
+            death[_TTL] = UInt(ttl)
         deaths = [death, *deaths]
     annotations[X_OPT_DEATHS] = Array(AmqpType.MAP, deaths)
     if Symbol("x-first-death-queue") not in annotations:
         annotations[Symbol("x-first-death-queue")] = queue
         annotations[Symbol("x-first-death-reason")] = reason
-        annotations[Symbol("x-first-death-exchange")] = exchange if isinstance(exchange, str) else ""
+        annotations[Symbol("x-first-death-exchange")] = original_exchange
     annotations[Symbol("x-last-death-queue")] = queue
     annotations[Symbol("x-last-death-reason")] = reason
-    annotations[Symbol("x-last-death-exchange")] = exchange if isinstance(exchange, str) else ""
-    if header is not None:  # delivered from the dead-letter queue as RabbitMQ does:
-        header = Header(durable=header.durable, priority=header.priority, ttl=None,
-                        first_acquirer=False, delivery_count=header.delivery_count)
-    changed = message.with_changes(header=header, message_annotations=annotations)
-    return Message.trusted(changed.encode())
+    annotations[Symbol("x-last-death-exchange")] = original_exchange
+    annotations[X_EXCHANGE] = exchange
+    annotations[X_ROUTING_KEY] = routing_key
+    raw = message.section_bytes(0x70)
+    header = rewrite_header(raw, first_acquirer=False, drop_ttl=True) if raw else None
+    return message.annotate(annotations, header=header)
 
 
 def is_cycle(message: Message, queue: str) -> bool:

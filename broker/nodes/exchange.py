@@ -12,9 +12,9 @@ this module knows nothing of queue objects: a name the caller cannot resolve
 is the caller's to drop.
 
 The base class keeps every binding in an insertion-ordered dict (the
-`bindings` listing and idempotent bind/unbind) and an index by destination
-(so deleting a queue drops its bindings without a scan).  Each type adds its
-own index for `match`:
+`bindings` listing and idempotent bind/unbind); the registry indexes bindings
+by destination, so deleting a queue drops its bindings without a scan.  Each
+type adds its own index for `match`:
 
 - direct: binding key → bindings, one dict lookup per publish;
 - fanout: every binding, keys ignored;
@@ -95,7 +95,6 @@ class Exchange(ABC):
 
     __slots__ = (
         "_bindings",
-        "_by_destination",
         "arguments",
         "auto_delete",
         "durable",
@@ -125,7 +124,6 @@ class Exchange(ABC):
         self.internal = internal
         self.arguments: dict[str, object] = dict(arguments) if arguments else {}
         self._bindings: dict[Binding, None] = {}
-        self._by_destination: dict[tuple[str, str], dict[Binding, None]] = {}
         self._init_index()
 
     def __repr__(self) -> str:
@@ -149,8 +147,6 @@ class Exchange(ABC):
             return False
         self._add(binding)  # first: a type may refuse the binding (ValueError)
         self._bindings[binding] = None
-        where = (binding.destination_kind, binding.destination)
-        self._by_destination.setdefault(where, {})[binding] = None
         return True
 
     def unbind(self, binding: Binding) -> bool:
@@ -158,23 +154,8 @@ class Exchange(ABC):
         if binding not in self._bindings:
             return False
         del self._bindings[binding]
-        where = (binding.destination_kind, binding.destination)
-        group = self._by_destination[where]
-        del group[binding]
-        if not group:
-            del self._by_destination[where]
         self._remove(binding)
         return True
-
-    def unbind_destination(self, kind: str, name: str) -> list[Binding]:
-        """Drop every binding to one destination (it was deleted); return them in binding order."""
-        group = self._by_destination.pop((kind, name), None)
-        if group is None:
-            return []
-        for binding in group:
-            del self._bindings[binding]
-            self._remove(binding)
-        return list(group)
 
     @abstractmethod
     def match(self, routing_key: str, headers: Mapping[object, object] | None) -> Iterable[Binding]:
@@ -328,45 +309,49 @@ class TopicExchange(Exchange):
             node = parent
 
     def match(self, routing_key: str, headers: Mapping[object, object] | None) -> Iterable[Binding]:
+        """Walk the trie over the key's words.  A state is (node, i, eating): at
+        `node` with word i next, `eating` when `node` is a `#` that may take
+        word i (go on eating) or stop (match below it from word i).  Each `#`
+        state is visited once (`seen`), and every other state is reached from
+        exactly one parent state, so the walk is at most trie nodes × words and
+        reports each binding once, however many `#`s a pattern has."""
         words = routing_key.split(".") if routing_key else []
         end = len(words)
         matched: list[Binding] = []
-        stack: list[tuple[_TrieNode, int]] = [(self._root, 0)]
+        stack: list[tuple[_TrieNode, int, bool]] = [(self._root, 0, False)]
         pop = stack.pop
         push = stack.append
         seen: set[tuple[_TrieNode, int]] | None = None  # `#` states; made only if needed
         while stack:
-            node, i = pop()
+            node, i, eating = pop()
+            if eating:
+                if seen is None:
+                    seen = set()
+                if not node.words and node.star is None and node.hash is None:
+                    i = end  # a trailing `#` takes the rest of the key at once
+                if (node, i) in seen:
+                    continue
+                seen.add((node, i))
+                if i < end:
+                    push((node, i + 1, True))
+                push((node, i, False))
+                continue
             hash_node = node.hash
             if i == end:
                 if node.bindings:
                     matched.extend(node.bindings)
                 if hash_node is not None:  # `#` matching zero words
-                    if seen is None:
-                        seen = set()
-                    state = (hash_node, end)
-                    if state not in seen:
-                        seen.add(state)
-                        push(state)
+                    push((hash_node, end, True))
                 continue
             # pushed in reverse so that literal branches are explored first
             if hash_node is not None:
-                if seen is None:
-                    seen = set()
-                # `#` eats words i.. up to all of them; a `#` with nothing
-                # below it can only match at the end of the key
-                leaf = not hash_node.words and hash_node.star is None and hash_node.hash is None
-                for j in range(end, (end - 1) if leaf else (i - 1), -1):
-                    state = (hash_node, j)
-                    if state not in seen:
-                        seen.add(state)
-                        push(state)
+                push((hash_node, i, True))
             child = node.star
             if child is not None:
-                push((child, i + 1))
+                push((child, i + 1, False))
             child = node.words.get(words[i])
             if child is not None:
-                push((child, i + 1))
+                push((child, i + 1, False))
         return matched
 
 

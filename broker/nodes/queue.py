@@ -54,13 +54,15 @@ class QueueFull(Exception):
 
 class _PriorityReady:
     """The ready list of a priority queue: one FIFO per priority, highest served
-    first.  It offers the few deque operations the queue uses."""
+    first.  It offers the few deque operations the queue uses; `top` is the
+    highest level that may hold anything, so serving does not scan empty ones."""
 
-    __slots__ = ("count", "levels")
+    __slots__ = ("count", "levels", "top")
 
     def __init__(self, max_priority: int) -> None:
         self.levels: list[deque[Entry]] = [deque() for _ in range(max_priority + 1)]
         self.count = 0
+        self.top = 0
 
     def __len__(self) -> int:
         return self.count
@@ -72,33 +74,39 @@ class _PriorityReady:
         for level in reversed(self.levels):
             yield from level
 
+    def _highest(self) -> deque[Entry]:
+        levels = self.levels
+        while self.top > 0 and not levels[self.top]:
+            self.top -= 1
+        return levels[self.top]
+
     def __getitem__(self, index: int) -> Entry:
-        if index == 0:
-            for level in reversed(self.levels):
-                if level:
-                    return level[0]
+        if index == 0 and self.count:
+            return self._highest()[0]
         raise IndexError(index)
 
     def append(self, entry: Entry) -> None:
         self.levels[entry.priority].append(entry)
         self.count += 1
+        self.top = max(self.top, entry.priority)
 
     def popleft(self) -> Entry:
-        for level in reversed(self.levels):
-            if level:
-                self.count -= 1
-                return level.popleft()
-        raise IndexError("pop from an empty queue")
+        if not self.count:
+            raise IndexError("pop from an empty queue")
+        self.count -= 1
+        return self._highest().popleft()
 
     def extendleft(self, entries: Iterable[Entry]) -> None:
         for entry in entries:
             self.levels[entry.priority].appendleft(entry)
             self.count += 1
+            self.top = max(self.top, entry.priority)
 
     def clear(self) -> None:
         for level in self.levels:
             level.clear()
         self.count = 0
+        self.top = 0
 
 
 class Queue:
@@ -216,9 +224,15 @@ class Queue:
         if self.ready:
             self.dispatch(now)
 
-    def remove_consumer(self, consumer: Consumer) -> None:
-        if consumer in self.consumers:
-            self.consumers.remove(consumer)
+    def remove_consumer(self, consumer: Consumer, now: float | None = None) -> None:
+        """Forget a consumer.  With single-active-consumer, the next one takes
+        over at once (given `now`): it may have credit and nothing to wake it."""
+        consumers = self.consumers
+        if consumer in consumers:
+            was_active = consumers[0] is consumer
+            consumers.remove(consumer)
+            if was_active and self.single_active_consumer and now is not None and consumers:
+                self.dispatch(now)
 
     def dispatch(self, now: float) -> None:
         """Hand ready messages to consumers with credit, round-robin."""
@@ -227,7 +241,9 @@ class Queue:
         skipped: list[Entry] = []
         while ready and consumers:
             entry = ready[0]
-            if entry.expires_at is not None and entry.expires_at <= now:
+            # `<`, not `<=`: a message with ttl 0 still goes to a consumer that
+            # can take it at once, as RabbitMQ's does
+            if entry.expires_at is not None and entry.expires_at < now:
                 ready.popleft()
                 self.ready_bytes -= entry.size
                 self.expired += 1
@@ -235,9 +251,10 @@ class Queue:
                 continue
             consumer = self._next_consumer(entry)
             if consumer is None:
-                if self.single_active_consumer or not any(c.credit > 0 for c in consumers):
+                serving = consumers[:1] if self.single_active_consumer else consumers
+                if not any(c.credit > 0 for c in serving):
                     break
-                skipped.append(ready.popleft())  # only excluded consumers have credit
+                skipped.append(ready.popleft())  # not for the consumers with credit
                 continue
             ready.popleft()
             self.ready_bytes -= entry.size
@@ -268,7 +285,7 @@ class Queue:
         kept: list[Entry] = []
         gone: list[Entry] = []
         for e in self.ready:
-            (gone if e.expires_at is not None and e.expires_at <= now else kept).append(e)
+            (gone if e.expires_at is not None and e.expires_at < now else kept).append(e)
         if gone:
             self.ready.clear()
             for e in kept:
@@ -337,6 +354,25 @@ class Queue:
             back.append(entry)
         self.ready.extendleft(reversed(back))
         self.dispatch(now)
+
+    def modify(self, entry: Entry, now: float, consumer: Consumer, *, delivery_failed: bool,
+               undeliverable_here: bool, annotations: dict[object, object] | None) -> None:
+        """The consumer answered `modified` (§3.4.5).  With a dead-letter exchange,
+        undeliverable-here dead-letters the message (RabbitMQ's rule); without
+        one it only keeps the message from that consumer (the spec's, Qpid's and
+        Artemis's).  Otherwise it comes back, its annotations merged."""
+        if undeliverable_here and self.dead_letter_exchange is not None:
+            self.reject(entry, now)
+            return
+        if annotations:
+            merged = dict(entry.message.message_annotations or {})
+            merged.update(annotations)
+            entry.message = entry.message.with_changes(message_annotations=merged)
+        self.requeue([entry], now, delivery_failed=delivery_failed,
+                     exclude=consumer if undeliverable_here else None)
+
+    def housekeeping(self, now: float) -> None:
+        self.expire(now)
 
     def purge(self) -> int:
         n = len(self.ready)

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from urllib.parse import quote, unquote
 
-from broker.codec.messaging import Header, Message, encode_annotations, encode_section
+from broker.codec.messaging import Message, encode_annotations, rewrite_header
 from broker.errors import AmqpError, Condition
 from broker.nodes.base import Entry, NodeInfo, expiry_of
 from broker.nodes.deadletter import (
@@ -48,6 +48,7 @@ log = logging.getLogger("broker.registry")
 
 Node = Queue | Stream
 
+MAX_ROUTING_KEY = 255
 TEMPORARY_PREFIX = "amq.gen-"  # dynamic nodes only; never auto-created by name
 REPLY_TO_PREFIX = "amq.rabbitmq.reply-to."  # Direct Reply-To queues; never auto-created
 PREDECLARED = {
@@ -90,6 +91,7 @@ def parse_target(address: object) -> str | ExchangeAddress:
             raise AddressError(f"invalid exchange address {address!r}",
                                condition=Condition.INVALID_FIELD)
         key = _decode_part(parts[1], address) if len(parts) == 2 else ""
+        check_routing_key(key)
         return ExchangeAddress(_decode_part(parts[0], address), key)
     return parse_address(address)
 
@@ -111,6 +113,14 @@ def parse_address(address: object) -> str:
         raise AddressError(f"an exchange is not a source: {address!r}",
                            condition=Condition.INVALID_FIELD)
     raise AddressError(f"unsupported address {address!r}", condition=Condition.INVALID_FIELD)
+
+
+def check_routing_key(key: str) -> None:
+    """Routing keys are at most 255 bytes of UTF-8, as RabbitMQ stores them; that
+    also bounds the work of matching one against topic patterns."""
+    if len(key) > MAX_ROUTING_KEY or len(key.encode()) > MAX_ROUTING_KEY:
+        raise AddressError(f"routing key longer than {MAX_ROUTING_KEY} bytes",
+                           condition=Condition.INVALID_FIELD)
 
 
 def queue_address(name: str) -> str:
@@ -140,13 +150,14 @@ class Registry:
         self._temp_ids = itertools.count(1)
         self._annotations: dict[tuple[str, str], tuple[dict[object, object], bytes]] = {}
         self._headers: dict[bytes, bytes] = {}
-        # Routes by (exchange, *keys): topic matching is the costly part of a publish,
+        # Routes by (exchange, key): topic matching is the costly part of a publish,
         # and publishers repeat their keys.  Any change to bindings, exchanges or
         # nodes clears it; a headers exchange's routes depend on each message, so
         # they are never kept, nor is anything once an exchange-to-exchange binding
         # leads into a headers exchange.
-        self._routes: dict[tuple[str, ...], tuple[Exchange, list[Node]]] = {}
+        self._routes: dict[tuple[str, str], tuple[Exchange, list[Node]]] = {}
         self._into_headers: set[Binding] = set()
+        self._exclusive: dict[int, set[str]] = {}  # id(owning connection) → queue names
         self._ms = wall_clock_ms
 
     # -- queues and streams ---------------------------------------------------------
@@ -195,7 +206,8 @@ class Registry:
         return node
 
     def _add(self, node: Node) -> None:
-        self._routes.clear()
+        # no route cache to clear: routes through exchanges reach only bound
+        # nodes, and a new node has no bindings yet
         self.nodes[node.name] = node
         self.info[node.name] = NodeInfo(queue_type="stream" if isinstance(node, Stream)
                                         else "classic")
@@ -294,7 +306,7 @@ class Registry:
             return False
         self._forget(binding)
         exchange = self.exchanges.get(binding.source)
-        if exchange is not None and exchange.auto_delete and not exchange.bindings:
+        if exchange is not None and exchange.auto_delete and not exchange.binding_count:
             self.delete_exchange(binding.source)
         return True
 
@@ -323,7 +335,7 @@ class Registry:
             source = self.exchanges.get(binding.source)
             if source is not None:
                 source.unbind(binding)
-                if source.auto_delete and not source.bindings:
+                if source.auto_delete and not source.binding_count:
                     self.delete_exchange(source.name)
 
     # -- routing ----------------------------------------------------------------------
@@ -335,9 +347,10 @@ class Registry:
         if len(keys) == 1 and isinstance(exchange, DefaultExchange):  # no graph to walk
             node = nodes.get(keys[0])
             return [] if node is None else [node]
-        cacheable = exchange.type != "headers" and not self._into_headers
+        # one key (no x-cc: those vary per message), no headers anywhere on the way
+        cacheable = len(keys) == 1 and exchange.type != "headers" and not self._into_headers
         if cacheable:
-            cached = self._routes.get((exchange.name, *keys))
+            cached = self._routes.get((exchange.name, keys[0]))
             if cached is not None and cached[0] is exchange:
                 return cached[1]
         headers = None if cacheable else message.application_properties
@@ -346,7 +359,7 @@ class Registry:
         if cacheable:
             if len(self._routes) >= 4096:
                 self._routes.clear()
-            self._routes[(exchange.name, *keys)] = (exchange, found)
+            self._routes[(exchange.name, keys[0])] = (exchange, found)
         return found
 
     def routing_annotations(self, exchange: str, key: str) -> tuple[dict[object, object], bytes]:
@@ -355,43 +368,51 @@ class Registry:
         cached = self._annotations.get((exchange, key))
         if cached is None:
             values: dict[object, object] = {X_EXCHANGE: exchange, X_ROUTING_KEY: key}
+            cached = (values, encode_annotations(values))
             if len(self._annotations) >= 4096:
                 self._annotations.clear()
-            cached = self._annotations[(exchange, key)] = (values, encode_annotations(values))
+            self._annotations[(exchange, key)] = cached
         return cached
 
     def first_delivery_header(self, message: Message) -> bytes:
-        """The encoded header a routed message is stored with: the publisher's, with
-        `first-acquirer` true and `delivery-count` 0 written out, as RabbitMQ
+        """The encoded header a routed message is stored with: the publisher's
+        fields as they were encoded, with `first-acquirer` true, as RabbitMQ
         delivers it (a redelivery rewrites it again).  Cached by the header's
-        bytes: a publisher sends the same few headers over and over."""
+        bytes when they are short: a publisher sends the same few headers over
+        and over, and a long one is no header a client really sends."""
         raw = message.section_bytes(0x70) or b""
         cached = self._headers.get(raw)
         if cached is None:
-            old = message.header or Header()
-            new = Header(durable=old.durable, priority=old.priority, ttl=old.ttl,
-                         first_acquirer=True, delivery_count=old.delivery_count)
-            if len(self._headers) >= 1024:
-                self._headers.clear()
-            cached = self._headers[raw] = encode_section(new)
+            cached = rewrite_header(raw, first_acquirer=True)
+            if len(raw) <= 32:
+                if len(self._headers) >= 1024:
+                    self._headers.clear()
+                self._headers[raw] = cached
         return cached
 
     def _dead_letter(self, queue: Queue, entry: Entry, reason: str, now: float) -> None:
         """Route a message that left `queue` for `reason` to its dead-letter exchange.
         As RabbitMQ does by default (at-most-once dead-lettering), a message that
-        routes nowhere, or only into a cycle, or into a full queue, is dropped."""
+        routes nowhere, or only into a cycle, or into a full queue, is dropped;
+        so is one whose sections cannot be read (a headers exchange decodes
+        application-properties that nothing had read before), with a log line."""
         name = queue.dead_letter_exchange
         exchange = self.exchanges.get(name) if name is not None else None
         if exchange is None:
             log.info("dead-letter exchange %r of queue %r does not exist: message dropped",
                      name, queue.name)
             return
-        keys = list(keys_for_dead_letter(entry.message, queue.name, queue.dead_letter_routing_key))
-        message = dead_lettered(entry.message, queue=queue.name, reason=reason,
-                                now_ms=self._ms(now))
-        values, encoded = self.routing_annotations(exchange.name, keys[0])
-        message = message.annotate(values, encoded)
-        for node in self.route(exchange, keys, message):
+        try:
+            keys = list(keys_for_dead_letter(entry.message, queue.name,
+                                             queue.dead_letter_routing_key))
+            message = dead_lettered(entry.message, queue=queue.name, reason=reason,
+                                    now_ms=self._ms(now), exchange=exchange.name,
+                                    routing_key=keys[0])
+            targets = self.route(exchange, keys, message)
+        except AmqpError as exc:
+            log.info("message dead-lettered from queue %r dropped: %s", queue.name, exc)
+            return
+        for node in targets:
             if is_cycle(message, node.name):
                 log.info("dead-letter cycle through queue %r: message dropped", node.name)
                 continue
@@ -402,12 +423,25 @@ class Registry:
 
     # -- lifecycle housekeeping --------------------------------------------------------
 
+    def make_exclusive(self, name: str, owner: object) -> None:
+        """`name` belongs to `owner` (a connection) and goes when it does."""
+        self.info[name].exclusive_owner = owner
+        self._exclusive.setdefault(id(owner), set()).add(name)
+
     def owner_gone(self, owner: object) -> list[str]:
         """Delete the exclusive queues of a connection that closed."""
-        names = [n for n, i in self.info.items() if i.exclusive_owner is owner]
+        names = [n for n in self._exclusive.pop(id(owner), ())
+                 if (i := self.info.get(n)) is not None and i.exclusive_owner is owner]
         for name in names:
             self.delete(name)
         return names
+
+    def housekeeping(self, now: float) -> None:
+        """Periodic work: stream retention by age, expired messages dropped (or
+        dead-lettered) from queues nobody is reading, unused queues deleted."""
+        for node in list(self.nodes.values()):
+            node.housekeeping(now)
+        self.expire_unused(now)
 
     def expire_unused(self, now: float) -> list[str]:
         """Delete queues whose `x-expires` ran out without a consumer or a declare."""

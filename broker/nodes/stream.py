@@ -240,7 +240,7 @@ class Stream:
     def add_consumer(self, consumer: Consumer, now: float) -> None:
         self.subscribe(consumer, StartAt("next"), now)
 
-    def remove_consumer(self, consumer: Consumer) -> None:
+    def remove_consumer(self, consumer: Consumer, now: float | None = None) -> None:
         self.cursors.pop(id(consumer), None)
 
     def dispatch(self, now: float) -> None:
@@ -268,6 +268,15 @@ class Stream:
 
     def reject(self, entry: Entry, now: float) -> None:
         pass
+
+    def modify(self, entry: Entry, now: float, consumer: Consumer, *, delivery_failed: bool,
+               undeliverable_here: bool, annotations: dict[object, object] | None) -> None:
+        """Nothing to do: a stream keeps everything, and its stored message is
+        shared by every reader, so it is never annotated."""
+
+    def housekeeping(self, now: float) -> None:
+        if self.max_age is not None:
+            self.trim(now)
 
     def requeue(self, entries: Iterable[Entry], now: float, **_: object) -> None:
         pass

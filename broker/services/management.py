@@ -22,12 +22,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, unquote
 
-from broker.admin import Admin, AdminError
+from broker.admin import EXCHANGE, QUEUE, Admin, AdminError
 from broker.codec.decode import decode
 from broker.codec.messaging import AmqpValue, Message, Properties
 from broker.codec.types import AmqpType, Array, UInt, ULong
 from broker.errors import DecodeError
-from broker.nodes.exchange import EXCHANGE, QUEUE
 
 log = logging.getLogger("broker.management")
 
@@ -128,7 +127,7 @@ class Management:
             if len(segments) == 2:
                 return self._queue(method, segments[1], body, owner, now)
             if len(segments) == 3 and segments[2] == "messages" and method == "DELETE":
-                return Response(200, _count(admin.purge_queue(segments[1])))
+                return Response(200, _count(admin.purge_queue(segments[1], owner=owner)))
         elif head == "exchanges":
             if len(segments) == 1 and method == "GET":
                 return Response(200, admin.list_exchanges())

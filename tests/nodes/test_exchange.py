@@ -155,28 +155,6 @@ def test_bind_refuses_a_binding_from_another_exchange(kind: str) -> None:
     assert x.bindings == []
 
 
-@pytest.mark.parametrize("kind", EXCHANGE_TYPES)
-def test_unbind_destination(kind: str) -> None:
-    x = make_exchange("x", kind)
-    made = [
-        qb("x", "q", "a"),
-        qb("x", "other", "a"),
-        Binding("x", "q", EXCHANGE, "a"),  # an exchange that happens to share the name
-        qb("x", "q", "b", colour="red"),
-    ]
-    for b in made:
-        x.bind(b)
-    assert x.unbind_destination(QUEUE, "q") == [made[0], made[3]]
-    assert x.bindings == [made[1], made[2]]
-    assert x.unbind_destination(QUEUE, "q") == []
-    assert x.unbind_destination(QUEUE, "nothing") == []
-    found = {(b.destination_kind, b.destination) for b in x.match("a", {"colour": "red"})}
-    assert ("queue", "q") not in found
-    assert x.unbind_destination(EXCHANGE, "q") == [made[2]]
-    assert x.bindings == [made[1]]
-    assert x.bind(made[0]) is True  # gone for real: binding again is new
-
-
 # -- direct and fanout --------------------------------------------------------------------------
 
 
@@ -340,7 +318,7 @@ def test_topic_unbind_keeps_a_node_with_other_bindings() -> None:
     x.bind(qb("x", "q2", "a.#", colour="red"))
     x.unbind(qb("x", "q1", "a.#"))
     assert destinations(x.match("a.b", None)) == ["q2"]
-    assert x.unbind_destination(QUEUE, "q2") == [qb("x", "q2", "a.#", colour="red")]
+    assert x.unbind(qb("x", "q2", "a.#", colour="red"))
     assert isinstance(x, TopicExchange) and x.node_count == 0
 
 
@@ -503,7 +481,6 @@ def test_default_exchange_routes_by_queue_name() -> None:
     assert (d.name, d.type) == ("", "direct")
     assert list(d.match("orders", None)) == [Binding("", "orders", QUEUE, "orders")]
     assert d.bindings == []
-    assert d.unbind_destination(QUEUE, "orders") == []
 
 
 def test_default_exchange_cannot_be_bound() -> None:

@@ -220,12 +220,27 @@ def test_expired_messages_are_dropped_never_delivered() -> None:
     assert q.ready_bytes == 0
 
 
-def test_expiry_at_exactly_now_is_expired() -> None:
+def test_a_message_expires_once_its_time_has_passed() -> None:
+    # at exactly its expiry time it is still delivered: a queue ttl of 0 means
+    # "only to a consumer that takes it at once", as RabbitMQ's does
     q = Queue("q")
     q.publish(entry(b"x", expires_at=5.0), 0.0)
+    q.publish(entry(b"y", expires_at=5.0), 0.0)
     c = FakeConsumer(1)
     q.add_consumer(c, 5.0)
-    assert c.got == [] and q.expired == 1
+    assert c.bodies == [b"x"] and q.expired == 0
+    c.credit = 1
+    q.dispatch(5.001)
+    assert c.bodies == [b"x"] and q.expired == 1
+
+
+def test_queue_ttl_zero_delivers_only_at_once() -> None:
+    q = Queue("q", message_ttl=0.0)
+    c = FakeConsumer(1)
+    q.add_consumer(c, 0.0)
+    fill(q, b"taken", b"nobody")
+    assert c.bodies == [b"taken"]
+    assert q.expire(0.001) == 1 and q.depth == 0
 
 
 def test_requeued_messages_can_expire() -> None:
@@ -390,3 +405,14 @@ def test_quorum_queues_annotate_how_often_a_message_came_back() -> None:
     annotations = [m.message_annotations for _, m in c.got[1:]]
     assert annotations == [{Symbol("x-delivery-count"): 1}, {Symbol("x-delivery-count"): 2}]
     assert [m.header.delivery_count for _, m in c.got[1:]] == [0, 1]
+
+
+def test_single_active_consumer_skips_what_the_active_one_may_not_take() -> None:
+    q = Queue("q", single_active_consumer=True)
+    a = FakeConsumer(credit=1)
+    q.add_consumer(a, 0.0)
+    fill(q, b"1", b"2", b"3")
+    q.requeue(a.entries, 0.0, exclude=a)  # modified(undeliverable-here): not for a
+    a.credit = 5
+    q.dispatch(0.0)
+    assert a.bodies == [b"1", b"2", b"3"] and q.depth == 1  # "1" waits for another consumer
