@@ -369,9 +369,10 @@ class Registry:
         if cached is None:
             values: dict[object, object] = {X_EXCHANGE: exchange, X_ROUTING_KEY: key}
             cached = (values, encode_annotations(values))
-            if len(self._annotations) >= 4096:
-                self._annotations.clear()
-            self._annotations[(exchange, key)] = cached
+            if len(key) <= MAX_ROUTING_KEY:  # a relay's `to` may name a long queue
+                if len(self._annotations) >= 4096:
+                    self._annotations.clear()
+                self._annotations[(exchange, key)] = cached
         return cached
 
     def first_delivery_header(self, message: Message) -> bytes:
