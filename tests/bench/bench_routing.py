@@ -9,7 +9,11 @@ config generated into a temporary file, driven by rhea (load.js `route` mode):
 - `topic N`: an exchange with N distinct bindings, one of which matches the
   published key and leads to the consumed queue; the other N-1 lead to a few
   dummy queues that are watched and must receive nothing.  The topic trie
-  should keep the cost per message nearly flat in N;
+  should keep the cost per message nearly flat in N (a fixed key: after the
+  first message the broker's route cache answers);
+- `relay`: the anonymous relay, each message's `to` naming its target: to
+  `/queues/q`, and to the 10,000-binding topic exchange with a new routing key
+  per message, so the cache never answers and every publish walks the trie;
 - `fanout Q`: an exchange bound to Q queues, one consumer (and connection)
   per queue; each published message is delivered Q times.
 
@@ -59,6 +63,7 @@ class Scenario:
     count: int  # messages published per run
     watch: list[str] = field(default_factory=list)  # must get nothing
     bindings: int = 0
+    to: str | None = None  # anonymous relay: each message's `to` ({i}: its index)
 
 
 def exchange_target(exchange: str, key: str) -> str:
@@ -105,6 +110,15 @@ def build_config(count: Callable[[int], int]) -> tuple[str, list[Scenario]]:
         scenarios.append(Scenario(f"topic {n:,} bindings", exchange_target(f"bench-topic-{n}",
                                   TOPIC_KEY), [consumed], count(100_000),
                                   watch=dummies[: n - 1], bindings=n))
+    # Through the anonymous relay with a new routing key per message, so that the
+    # broker's route cache never answers: the trie walk itself, against the same
+    # relay publishing to a queue.
+    scenarios.append(Scenario("relay to /queues/q", "", ["q"], count(100_000), to="/queues/q"))
+    n = TOPIC_SIZES[-1]
+    scenarios.append(Scenario(
+        f"relay topic {n // 1000}k new keys", "", [f"topic-{n}"], count(100_000),
+        watch=dummies, bindings=n,
+        to=exchange_target(f"bench-topic-{n}", TOPIC_MATCH.replace("*", "k")) + "{i}"))
     for q, total in zip(FANOUT_SIZES, (100_000, 200_000, 300_000), strict=True):
         names = [f"fanout-{q}-{i}" for i in range(q)]
         queues += names
@@ -127,7 +141,7 @@ class Failure(Exception):
 def run_once(broker: BrokerProcess, s: Scenario) -> dict[str, float]:
     opts = {"mode": "route", "host": broker.host, "port": broker.port, "target": s.target,
             "queues": s.queues, "watch": s.watch, "count": s.count, "size": SIZE,
-            "cpu_pid": broker.pid, "stall_s": 10}
+            "cpu_pid": broker.pid, "stall_s": 10, "to": s.to}
     out = subprocess.run(["node", str(HERE / "load.js"), json.dumps(opts)], capture_output=True,
                          text=True, timeout=600, cwd=HERE, check=False)
     if out.returncode != 0 or not out.stdout.strip():

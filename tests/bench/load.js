@@ -171,13 +171,18 @@ function route() {
   }, 500);
   const startSender = () => {
     const sc = connect(rhea.create_container());
-    const sender = sc.open_sender({ target: { address: opts.target } });
+    // `to`: the anonymous relay, each message addressed by `to` with {i} → its index
+    const to = opts.to;
+    const sender = sc.open_sender({ target: { address: to ? null : opts.target } });
     for (const outcome of Object.keys(outcomes)) {
       sender.on(outcome, () => { outcomes[outcome]++; settled++; check(); });
     }
     sender.on('sendable', () => {
       if (!start) { start = Date.now(); ticks0 = cpuTicks(opts.cpu_pid); }
-      while (sent < N && sender.sendable()) { sender.send({ body }); sent++; }
+      while (sent < N && sender.sendable()) {
+        sender.send(to ? { body, to: to.replace('{i}', String(sent)) } : { body });
+        sent++;
+      }
     });
     sender.on('sender_error', (ctx) => done(result({ error: String(ctx.sender.error) })));
   };
