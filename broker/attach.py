@@ -36,7 +36,7 @@ from broker.codec.performatives import RcvSettleMode, SndSettleMode, amqp_error,
 from broker.codec.types import Array, Symbol
 from broker.engine.link import Link
 from broker.errors import AmqpError, Condition, DecodeError
-from broker.nodes.base import Entry, expiry_of
+from broker.nodes.base import ENTRY_OVERHEAD, Entry, expiry_of
 from broker.nodes.deadletter import cc_keys
 from broker.nodes.exchange import Exchange
 from broker.nodes.queue import QueueFull
@@ -169,6 +169,8 @@ class Publisher:
                     target.publish(Entry(message, expires_at), now)
                 except QueueFull as exc:
                     refused = exc
+                else:  # the memory alarm's running count; housekeeping makes it exact
+                    registry.held_bytes += len(message.payload) + ENTRY_OVERHEAD
             if refused is not None:
                 return Rejected(error=amqp_error(
                     Condition.RESOURCE_LIMIT_EXCEEDED, str(refused),
@@ -245,6 +247,7 @@ class Attacher:
         self.default_offset = default_offset
         self.max_message_size = max_message_size
         self.wall_clock = wall_clock
+        self.publisher_credit = PUBLISHER_CREDIT  # 0 while the memory alarm is on
 
     def attach(self, owner: Owner, link: Link, pairs: dict[str, ManagementPair]) -> None:
         remote = link.remote_attach
@@ -372,7 +375,7 @@ class Attacher:
                 target=reply,
                 rcv_settle_mode=RcvSettleMode.FIRST,
                 max_message_size=self.max_message_size,
-                credit_window=PUBLISHER_CREDIT,
+                credit_window=self.publisher_credit,
             )
         except BaseException:
             if dynamic and node is not None:

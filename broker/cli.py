@@ -102,6 +102,23 @@ _D = Config()
     "--idle-time-out", type=float, help=f"Seconds; 0 disables.  [default: {_D.idle_time_out:g}]"
 )
 @click.option(
+    "--handshake-timeout",
+    type=float,
+    help=f"Seconds from connect to the peer's open; 0: none.  [default: {_D.handshake_timeout:g}]",
+)
+@click.option("--channel-max", type=int, help=f"Highest channel (sessions - 1).  [default: "
+                                                f"{_D.channel_max}]")
+@click.option("--handle-max", type=int, help=f"Highest link handle per session.  [default: "
+                                               f"{_D.handle_max}]")
+@click.option("--max-connections", type=int, help="Open connections in all.  [default: no limit]")
+@click.option("--max-connections-per-user", type=int, help="Per user.  [default: no limit]")
+@click.option(
+    "--memory-high-watermark",
+    type=float,
+    help="Queued messages may hold this much before publishers stall: a fraction of RAM "
+    f"(<= 1) or bytes.  [default: {_D.memory_high_watermark:g}]",
+)
+@click.option(
     "--default-offset",
     type=click.Choice(DEFAULT_OFFSETS),
     help=f"Stream start without an offset filter.  [default: {_D.default_offset}]",

@@ -67,6 +67,15 @@ class Config:
     max_frame_size: int = 1024 * 1024
     max_message_size: int = 16 * 1024 * 1024
     idle_time_out: float = 60.0  # seconds we allow the peer to stay silent; 0 disables
+    # Limits against hostile or runaway peers (RabbitMQ 4's defaults where it has one)
+    handshake_timeout: float = 10.0  # seconds from the first byte to the peer's open; 0: none
+    channel_max: int = 63  # sessions per connection: channels 0..63
+    handle_max: int = 255  # links per session: handles 0..255
+    max_connections: int | None = None  # open connections in all; None: unlimited
+    max_connections_per_user: int | None = None
+    # what queued messages may hold before publishers get no more credit: a fraction
+    # of physical memory (<= 1) or bytes (> 1); publishers resume below 0.8 of it
+    memory_high_watermark: float = 0.4
     container_id: str = "amqpws-broker"
     default_offset: str = "next"  # stream consumers that send no offset filter
     queue_max_length: int | None = None
@@ -86,11 +95,27 @@ QUEUE_OVERFLOWS = ("reject-publish", "drop-head")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 _FIELDS = {f.name for f in dataclasses.fields(Config)}
 _STR = {"host", "ws_path", "container_id", "default_offset", "queue_overflow", "log_level"}
-_INT = {"max_frame_size", "max_message_size"}
-_OPTIONAL_INT = {"port", "ws_port", "queue_max_length", "queue_max_length_bytes"}
+_INT = {"max_frame_size", "max_message_size", "channel_max", "handle_max"}
+_OPTIONAL_INT = {"port", "ws_port", "queue_max_length", "queue_max_length_bytes",
+                 "max_connections", "max_connections_per_user"}
+_SECONDS = {"idle_time_out", "handshake_timeout", "memory_high_watermark"}
 _BOOL = {"allow_anonymous", "auto_create", "rabbitmq_compat"}
 _STREAM_KEYS = {"max_age", "max_length_bytes", "max_length_messages"}
 _DURATION = re.compile(r"\d+[YMDhms]")  # NOTES.md: units Y M D h m s
+
+
+def physical_memory() -> int:
+    """Bytes of RAM, for a watermark given as a fraction (0 if unknown)."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError):
+        return 0
+
+
+def memory_limit(config: Config, physical_memory: int) -> int:
+    """The high watermark in bytes: a fraction of `physical_memory`, or bytes."""
+    w = config.memory_high_watermark
+    return int(w * physical_memory) if w <= 1 else int(w)
 
 
 def parse_user(spec: str) -> tuple[str, str]:
@@ -141,9 +166,9 @@ def _convert(name: str, value: object, where: str) -> object:
         return None  # TOML has no null: `ws-port = false` disables the listener
     if name in _INT | _OPTIONAL_INT:
         return _int(value, where)
-    if name == "idle_time_out":
+    if name in _SECONDS:
         if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ConfigError(f"{where} must be a number of seconds")
+            raise ConfigError(f"{where} must be a number")
         return float(value)
     if name == "queue_arguments":
         return _queues(value, where)[1]
@@ -353,6 +378,18 @@ def validate(config: Config) -> Config:
         raise ConfigError(f"max_message_size must be positive, got {c.max_message_size}")
     if c.idle_time_out < 0:
         raise ConfigError(f"idle_time_out must be >= 0, got {c.idle_time_out}")
+    if c.handshake_timeout < 0:
+        raise ConfigError(f"handshake_timeout must be >= 0, got {c.handshake_timeout}")
+    if not 0 <= c.channel_max <= 0xFFFF:
+        raise ConfigError(f"channel_max must be 0..65535, got {c.channel_max}")
+    if not 0 <= c.handle_max <= 0xFFFFFFFF:
+        raise ConfigError(f"handle_max must be 0..4294967295, got {c.handle_max}")
+    for name in ("max_connections", "max_connections_per_user"):
+        if (value := getattr(c, name)) is not None and value < 1:
+            raise ConfigError(f"{name} must be >= 1, got {value}")
+    if c.memory_high_watermark <= 0:
+        raise ConfigError(f"memory_high_watermark must be positive (a fraction of memory "
+                          f"or bytes), got {c.memory_high_watermark:g}")
     _choice("default_offset", c.default_offset, DEFAULT_OFFSETS)
     _choice("queue_overflow", c.queue_overflow, QUEUE_OVERFLOWS)
     _choice("log_level", c.log_level, LOG_LEVELS)

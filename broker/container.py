@@ -29,11 +29,11 @@ from collections.abc import Callable
 
 from broker import __version__
 from broker.admin import Admin, AdminError, apply_config
-from broker.attach import Attacher, ManagementPair, Publisher, Subscription
+from broker.attach import PUBLISHER_CREDIT, Attacher, ManagementPair, Publisher, Subscription
 from broker.codec.messaging import Accepted, Modified, Rejected, Released
 from broker.codec.performatives import Error, amqp_error, error_from
 from broker.codec.types import Symbol
-from broker.config import Config, ConfigError
+from broker.config import Config, ConfigError, memory_limit, physical_memory
 from broker.engine.connection import Connection
 from broker.engine.events import (
     ConnectionClosed,
@@ -54,6 +54,39 @@ log = logging.getLogger("broker.container")
 ANONYMOUS_RELAY = "ANONYMOUS-RELAY"
 LINK_PAIR = "LINK_PAIR_V1_0"  # RabbitMQ's /management link pairs
 RABBITMQ_VERSION = "4.0.5"  # the RabbitMQ whose client-gated features we serve (stream offsets)
+MEMORY_LOW_FRACTION = 0.8  # the alarm clears below this share of the high watermark
+PEER_LOG_INTERVAL = 60.0  # seconds: repeated failures from one peer are logged once a minute
+
+
+def printable(text: object, limit: int = 100) -> str:
+    """A peer-chosen name as it may appear in a log line: printable, and short."""
+    s = "".join(c if c.isprintable() else "?" for c in str(text))
+    return repr(s[:limit] + ("…" if len(s) > limit else ""))
+
+
+class PeerLog:
+    """Log lines about a peer host at most once per interval, with a count of
+    the ones held back: a thousand sockets failing together make one line."""
+
+    def __init__(self, clock: Callable[[], float], interval: float = PEER_LOG_INTERVAL) -> None:
+        self.clock = clock
+        self.interval = interval
+        self._last: dict[tuple[str, str], tuple[float, int]] = {}
+
+    def info(self, peer: str, message: str, *args: object) -> None:
+        host = peer.rsplit(":", 1)[0]
+        key = (host, message)
+        now = self.clock()
+        last = self._last.get(key)
+        if last is not None and now - last[0] < self.interval:
+            self._last[key] = (last[0], last[1] + 1)
+            return
+        held = f" (and {last[1]} more like it in the last {self.interval:g} s)" \
+            if last and last[1] else ""
+        if len(self._last) > 10_000:
+            self._last.clear()
+        self._last[key] = (now, 0)
+        log.info("%s: " + message + "%s", host, *args, held)
 
 
 class ConnectionHandle:
@@ -68,6 +101,7 @@ class ConnectionHandle:
         self.wake = wake
         self.container_id: str | None = None
         self.user: str | None = None
+        self.opened = False
         self.vhost: str | None = None
         self.management_pairs: dict[str, ManagementPair] = {}
         self.token: bytes | None = None  # from PUT /auth/tokens; verified by the security work
@@ -123,8 +157,11 @@ class ConnectionHandle:
                 self.container_id = event.container_id  # type: ignore[union-attr]
                 self.user = event.user  # type: ignore[union-attr]
                 self.vhost = event.hostname  # type: ignore[union-attr]
-                log.info("connection from %s (%s) opened by %r as user %r", self.peer,
-                         self.transport, event.container_id, event.user)  # type: ignore[union-attr]
+                self.opened = True
+                log.info("connection from %s (%s) opened by %s as user %s", self.peer,
+                         self.transport, printable(event.container_id),  # type: ignore[union-attr]
+                         printable(event.user))  # type: ignore[union-attr]
+                c.connection_opened(self)
             elif t is ConnectionClosed:
                 c.connection_closed(self)
                 log.info("connection from %s closed%s", self.peer,
@@ -157,6 +194,13 @@ class Container:
                                  wall_clock=wall_clock)
         self.connections: set[ConnectionHandle] = set()
         self._token_warned = False
+        # the memory alarm: publishers get no new credit while queued messages
+        # hold more than the high watermark, and again below the low one
+        self.memory_high = memory_limit(config, physical_memory()) or None
+        self.memory_low = int(self.memory_high * MEMORY_LOW_FRACTION) if self.memory_high else 0
+        self.memory_alarm = False
+        self.publishers: dict[Link, ConnectionHandle] = {}
+        self._peer_log = PeerLog(clock)
         self._declare_from_config()
 
     def _declare_from_config(self) -> None:
@@ -174,7 +218,10 @@ class Container:
             users=cfg.users,
             allow_anonymous=cfg.allow_anonymous,
             max_frame_size=cfg.max_frame_size,
+            channel_max=cfg.channel_max,
+            handle_max=cfg.handle_max,
             idle_time_out=cfg.idle_time_out,
+            handshake_timeout=cfg.handshake_timeout,
             offered_capabilities=(ANONYMOUS_RELAY, LINK_PAIR),
             properties=self.identity(),
             now=self.clock(),
@@ -199,9 +246,34 @@ class Container:
                                    f"{RABBITMQ_VERSION}'s AMQP 1.0",
         }
 
+    def connection_opened(self, handle: ConnectionHandle) -> None:
+        """Connection limits, in all and per user: the spec's condition for a
+        limit, on that connection only."""
+        cfg = self.config
+        if cfg.max_connections is not None:
+            opened = sum(1 for h in self.connections if h.opened)
+            if opened > cfg.max_connections:
+                self._refuse(handle, f"the broker allows {cfg.max_connections} connections")
+                return
+        if cfg.max_connections_per_user is not None:
+            mine = sum(1 for h in self.connections if h.opened and h.user == handle.user)
+            if mine > cfg.max_connections_per_user:
+                self._refuse(handle, f"user {printable(handle.user)} may have "
+                                     f"{cfg.max_connections_per_user} connections")
+
+    def _refuse(self, handle: ConnectionHandle, why: str) -> None:
+        self._peer_log.info(handle.peer, "connection refused: %s", why)
+        handle.close(amqp_error(Condition.RESOURCE_LIMIT_EXCEEDED, why))
+
     def connection_closed(self, handle: ConnectionHandle) -> None:
         self.connections.discard(handle)
         self.registry.owner_gone(handle)
+        conn = handle.conn
+        if conn.handshake_timed_out:
+            self._peer_log.info(handle.peer, "handshake not completed within %g s",
+                                self.config.handshake_timeout)
+        elif conn.sasl.outcome not in (None, 0):
+            self._peer_log.info(handle.peer, "authentication failed: %s", conn.sasl.reason)
 
     def list_connections(self) -> list[dict[str, object]]:
         return [
@@ -228,6 +300,39 @@ class Container:
         by age, dropping expired messages from queues nobody is reading, and
         deleting queues unused for their `x-expires`."""
         self.registry.housekeeping(self.wall_clock())
+        self._check_memory()
+
+    # -- the memory alarm -----------------------------------------------------
+
+    def _check_memory(self) -> None:
+        high = self.memory_high
+        if high is None:
+            return
+        held = self.registry.held_bytes
+        if not self.memory_alarm and held > high:
+            self._set_memory_alarm(True, held)
+        elif self.memory_alarm and held < self.memory_low:
+            self._set_memory_alarm(False, held)
+
+    def _set_memory_alarm(self, on: bool, held: int) -> None:
+        """On: publishers keep the credit they have but get no more (anonymous
+        relays too); consumers go on draining.  Off: credit flows again."""
+        self.memory_alarm = on
+        mib = 1024 * 1024
+        if on:
+            log.warning("memory alarm: queued messages hold %.1f MiB, above the high "
+                        "watermark of %.1f MiB: publishers get no more credit",
+                        held / mib, (self.memory_high or 0) / mib)
+        else:
+            log.warning("memory alarm cleared: %.1f MiB held, below %.1f MiB: publishers "
+                        "get credit again", held / mib, self.memory_low / mib)
+        credit = 0 if on else PUBLISHER_CREDIT
+        self.attacher.publisher_credit = credit
+        for link, handle in self.publishers.items():
+            link.credit_window = credit
+            if not on and link.usable and link.link_credit <= PUBLISHER_CREDIT // 2:
+                link.flow(PUBLISHER_CREDIT)
+                handle.wake()
 
     # -- links --------------------------------------------------------------
 
@@ -242,10 +347,15 @@ class Container:
         except AmqpError as exc:
             log.info("refusing link %r: %s", link.name, exc.description)
             link.refuse(error_from(exc))
+            return
+        if isinstance(link.context, Publisher):
+            link.credit_window = self.attacher.publisher_credit
+            self.publishers[link] = handle
 
     def on_detach(self, link: Link, closed: bool) -> None:
         ctx = link.context
         link.context = None
+        self.publishers.pop(link, None)
         if isinstance(ctx, Subscription):
             queue = ctx.queue
             entries = ctx.unsettled_entries()
@@ -294,6 +404,9 @@ class Container:
         ctx = link.context
         if isinstance(ctx, Publisher):
             outcome = ctx.store(delivery.payload, self.wall_clock())
+            if self.memory_high is not None and not self.memory_alarm and \
+                    self.registry.held_bytes > self.memory_high:
+                self._set_memory_alarm(True, self.registry.held_bytes)
         elif isinstance(ctx, ManagementPair):
             outcome = ctx.on_request(delivery.payload, self.wall_clock())
         else:

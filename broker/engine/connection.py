@@ -36,6 +36,7 @@ from broker.codec.performatives import (
     Error,
     Flow,
     Open,
+    SaslCode,
     SaslOutcome,
     Transfer,
     amqp_error,
@@ -44,7 +45,7 @@ from broker.codec.performatives import (
 from broker.codec.types import Symbol
 from broker.engine.events import ConnectionClosed, ConnectionOpened, Event, LinkDetached
 from broker.engine.sasl import SaslServer
-from broker.engine.session import Session, lowest_free
+from broker.engine.session import NumberPool, Session
 from broker.errors import (
     AmqpConnectionError,
     AmqpError,
@@ -93,7 +94,9 @@ class Connection:
         allow_anonymous: bool,
         max_frame_size: int = 1024 * 1024,
         channel_max: int = 0xFFFF,
+        handle_max: int = 0xFFFFFFFF,
         idle_time_out: float = 0.0,
+        handshake_timeout: float = 0.0,
         offered_capabilities: tuple[str, ...] = (),
         properties: dict[object, object] | None = None,
         now: float = 0.0,
@@ -102,8 +105,13 @@ class Connection:
         self.sasl = SaslServer(users, allow_anonymous)
         self.allow_anonymous = allow_anonymous
         self.max_frame_size = max_frame_size
-        self.channel_max = channel_max
+        self.channel_max = channel_max  # the peer may use channels 0..channel_max
+        self.handle_max = handle_max  # and, in each session, handles 0..handle_max
         self.idle_time_out = idle_time_out
+        # from the first byte to the peer's open, whatever trickles in (0: no limit)
+        self.handshake_deadline = now + handshake_timeout if handshake_timeout else None
+        self.handshake_timed_out = False
+        self._channels = NumberPool()
         self.offered_capabilities = tuple(Symbol(c) for c in offered_capabilities)
         self.properties = properties
         self.state = ConnState.HDR
@@ -144,6 +152,8 @@ class Connection:
             try:
                 item = self.reader.next()
             except FramingError as exc:
+                if self.state is ConnState.SASL:  # e.g. an oversized SASL frame
+                    self.write_frame(0, SaslOutcome(code=SaslCode.SYS), ftype=1)
                 self._connection_error(exc)
                 self._finish()  # the byte stream is unusable; no close will follow
                 return
@@ -170,6 +180,14 @@ class Connection:
         """Run timers; return when to be called next (None: no timer)."""
         self.now = now
         deadlines = []
+        if self.handshake_deadline is not None and self.state in _HANDSHAKE_STATES:
+            if now >= self.handshake_deadline:
+                log.debug("handshake not completed in time")
+                self.handshake_timed_out = True
+                self.close(amqp_error(Condition.RESOURCE_LIMIT_EXCEEDED,
+                                      "the handshake did not complete in time"))
+                return self.close_deadline
+            deadlines.append(self.handshake_deadline)
         if self.close_deadline is not None:
             if now >= self.close_deadline:
                 self._lost("no close from the peer after ours")
@@ -262,7 +280,7 @@ class Connection:
             self.state = ConnState.HDR_AMQP
             self.reader.expect_header()
         else:
-            log.info("SASL authentication failed: %s", self.sasl.reason)
+            log.debug("SASL authentication failed: %s", self.sasl.reason)
             self._finish()
 
     # -- frames ---------------------------------------------------------------
@@ -408,15 +426,15 @@ class Connection:
             raise AmqpConnectionError(f"channel {channel} already has a session",
                                       condition=Condition.NOT_ALLOWED)
         if channel > self.channel_max:
-            raise AmqpConnectionError(f"channel {channel} exceeds channel-max",
-                                      condition=Condition.NOT_ALLOWED)
-        local = lowest_free(self.local_sessions)
-        if local > self.remote_channel_max:
+            # §2.7.1: a channel outside the range we announced is a framing error
+            raise FramingError(f"channel {channel} exceeds channel-max {self.channel_max}")
+        if self._channels.peek() > self.remote_channel_max:
             # §2.7.1: the peer's channel-max bounds the channels we may use
             raise AmqpConnectionError(
                 f"no channel left within the peer's channel-max {self.remote_channel_max}",
                 condition=Condition.NOT_ALLOWED)
-        session = Session(self, local, channel, begin)
+        local = self._channels.take()
+        session = Session(self, local, channel, begin, handle_max=self.handle_max)
         self.sessions[channel] = session
         self.local_sessions[local] = session
         self.write_frame(local, Begin(
@@ -429,7 +447,9 @@ class Connection:
 
     def _remove_session(self, session: Session) -> None:
         self.sessions.pop(session.remote_channel, None)
-        self.local_sessions.pop(session.channel, None)
+        if self.local_sessions.get(session.channel) is session:
+            del self.local_sessions[session.channel]
+            self._channels.give(session.channel)
         self.pending_sessions.discard(session)
 
     # -- endings --------------------------------------------------------------
@@ -461,3 +481,5 @@ class Connection:
 
 
 _SESSION_PERFORMATIVES = (Transfer, Flow, Disposition, Attach, Detach, End)
+_HANDSHAKE_STATES = frozenset({ConnState.HDR, ConnState.SASL, ConnState.HDR_AMQP,
+                               ConnState.OPEN_WAIT})

@@ -55,17 +55,28 @@ class SaslServer:
                 self.reason = "malformed PLAIN response"
                 return SaslCode.AUTH
             try:
+                authzid = parts[0].decode("utf-8")
                 user, password = parts[1].decode("utf-8"), parts[2].decode("utf-8")
             except UnicodeDecodeError:
                 self.reason = "PLAIN credentials are not UTF-8"
+                return SaslCode.AUTH
+            if authzid and authzid != user:
+                # acting as another identity is not something we grant (RFC 4616 §2)
+                self.reason = f"user {_short(user)} may not act as {_short(authzid)}"
                 return SaslCode.AUTH
             expected = self.users.get(user)
             if expected is None or not hmac.compare_digest(
                 expected.encode("utf-8"), password.encode("utf-8")
             ):
-                self.reason = f"bad credentials for user {user!r}"
+                self.reason = f"bad credentials for user {_short(user)}"
                 return SaslCode.AUTH
             self.user = user
             return SaslCode.OK
-        self.reason = f"unsupported mechanism {init.mechanism!r}"
+        self.reason = f"unsupported mechanism {_short(init.mechanism)}"
         return SaslCode.AUTH
+
+
+def _short(name: object) -> str:
+    """A peer-chosen name fit for a log line: printable, at most 100 characters."""
+    text = "".join(c if c.isprintable() else "?" for c in str(name))
+    return repr(text[:100] + ("…" if len(text) > 100 else ""))

@@ -45,6 +45,12 @@ class NodeInfo:
     had_consumer: bool = False  # auto-delete waits for a first consumer
 
 
+# Bytes of bookkeeping per stored message beyond its own bytes (Entry, Message
+# view, deque slot), as measured for a queued 100-byte message: what the memory
+# alarm counts along with the message bytes.
+ENTRY_OVERHEAD = 500
+
+
 class Entry:
     """One stored message and its delivery bookkeeping."""
 

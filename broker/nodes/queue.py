@@ -33,7 +33,7 @@ from collections.abc import Callable, Iterable, Iterator
 
 from broker.codec.messaging import Header, Message
 from broker.codec.types import Long, Symbol
-from broker.nodes.base import Consumer, Entry
+from broker.nodes.base import ENTRY_OVERHEAD, Consumer, Entry
 
 log = logging.getLogger("broker.queue")
 
@@ -151,6 +151,7 @@ class Queue:
         self.dead_letter: DeadLetterHook | None = None  # installed by the registry
         self.deleted = False
         self.unacked = 0  # delivered, not yet settled
+        self.unacked_bytes = 0
         self.dropped = 0
         self.expired = 0
         self.dead_lettered = 0
@@ -259,6 +260,7 @@ class Queue:
             ready.popleft()
             self.ready_bytes -= entry.size
             self.unacked += 1
+            self.unacked_bytes += entry.size
             consumer.deliver(entry, self._message_for_delivery(entry)
                              if entry.acquired_before or entry.delivery_count else entry.message)
             entry.acquired_before = True
@@ -320,10 +322,12 @@ class Queue:
     def settle(self, entry: Entry) -> None:
         """The consumer accepted the message: it is gone."""
         self.unacked -= 1
+        self.unacked_bytes -= entry.size
 
     def reject(self, entry: Entry, now: float) -> None:
         """The consumer rejected the message: gone, or to the dead-letter exchange."""
         self.unacked -= 1
+        self.unacked_bytes -= entry.size
         self._to_dead_letter(entry, "rejected", now)
 
     def requeue(
@@ -339,6 +343,7 @@ class Queue:
         limit = self.delivery_limit
         for entry in entries:
             self.unacked -= 1
+            self.unacked_bytes -= entry.size
             entry.returns += 1
             if delivery_failed:
                 entry.delivery_count += 1
@@ -373,6 +378,14 @@ class Queue:
 
     def housekeeping(self, now: float) -> None:
         self.expire(now)
+
+    @property
+    def held_bytes(self) -> int:
+        """What the queue holds, ready and unsettled, counting each message's
+        bookkeeping (`ENTRY_OVERHEAD`) as well as its bytes: the memory alarm's
+        measure."""
+        return self.ready_bytes + self.unacked_bytes + ENTRY_OVERHEAD * (len(self.ready)
+                                                                           + self.unacked)
 
     def purge(self) -> int:
         n = len(self.ready)

@@ -158,6 +158,7 @@ class Registry:
         self._routes: dict[tuple[str, str], tuple[Exchange, list[Node]]] = {}
         self._into_headers: set[Binding] = set()
         self._exclusive: dict[int, set[str]] = {}  # id(owning connection) → queue names
+        self.held_bytes = 0  # what the nodes hold, for the memory alarm
         self._ms = wall_clock_ms
 
     # -- queues and streams ---------------------------------------------------------
@@ -439,9 +440,14 @@ class Registry:
 
     def housekeeping(self, now: float) -> None:
         """Periodic work: stream retention by age, expired messages dropped (or
-        dead-lettered) from queues nobody is reading, unused queues deleted."""
+        dead-lettered) from queues nobody is reading, unused queues deleted, and
+        the exact count of what the nodes hold (`held_bytes`, which publishes and
+        settlements keep roughly up to date in between)."""
+        held = 0
         for node in list(self.nodes.values()):
             node.housekeeping(now)
+            held += node.held_bytes
+        self.held_bytes = held
         self.expire_unused(now)
 
     def expire_unused(self, now: float) -> list[str]:

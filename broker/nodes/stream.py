@@ -41,7 +41,7 @@ from broker.codec.types import (
     ULong,
     UShort,
 )
-from broker.nodes.base import Consumer, Entry
+from broker.nodes.base import ENTRY_OVERHEAD, Consumer, Entry
 
 log = logging.getLogger("broker.stream")
 
@@ -277,6 +277,10 @@ class Stream:
     def housekeeping(self, now: float) -> None:
         if self.max_age is not None:
             self.trim(now)
+
+    @property
+    def held_bytes(self) -> int:
+        return self.bytes + ENTRY_OVERHEAD * self.depth
 
     def requeue(self, entries: Iterable[Entry], now: float, **_: object) -> None:
         pass

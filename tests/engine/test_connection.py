@@ -129,11 +129,13 @@ def test_sasl_plain_success_then_amqp() -> None:
     assert peer.take_events() == [ConnectionOpened("c", None, "guest")]
 
 
-def test_sasl_plain_with_authzid() -> None:
+@pytest.mark.parametrize(("authzid", "code"), [(b"guest", 0), (b"admin", 1)])
+def test_sasl_plain_authzid_must_be_the_user(authzid: bytes, code: int) -> None:
+    # guest may not act as admin (RFC 4616 §2: the server decides; we grant nothing)
     peer = Peer(make_conn())
     peer.header(SASL_HEADER)
-    out = peer.sasl_init("PLAIN", b"admin\x00guest\x00secret")
-    assert one(out, SaslOutcome).code == 0
+    out = peer.sasl_init("PLAIN", authzid + b"\x00guest\x00secret")
+    assert one(out, SaslOutcome).code == code
 
 
 @pytest.mark.parametrize("response", [
@@ -329,12 +331,14 @@ def test_eof_ends_the_connection() -> None:
 # -- channel-max ------------------------------------------------------------------------
 
 
-def test_begin_above_our_channel_max_is_not_allowed() -> None:
+def test_begin_above_our_channel_max_is_a_framing_error() -> None:
+    # §2.7.1: "a peer that receives a channel number outside the supported range
+    # MUST close the connection with the framing-error error-code"
     peer = opened_peer(channel_max=1)
     assert kinds(peer.begin(1)) == [Begin]
     out = peer.begin(2)
     assert kinds(out) == [Close]
-    assert condition(out[0].performative) == "amqp:not-allowed"
+    assert condition(out[0].performative) == "amqp:connection:framing-error"
 
 
 def test_we_never_use_a_channel_above_the_peers_channel_max() -> None:
