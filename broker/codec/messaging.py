@@ -6,64 +6,85 @@ without re-encoding them.
 from __future__ import annotations
 
 import struct
+import uuid
 from typing import Any, ClassVar
 
-from broker.codec.composite import ANY, composite, f
+from broker.codec.composite import ANY, DESCRIBED_CLASSES, composite, f, provide
 from broker.codec.decode import _DECODERS, DESCRIBED_TYPES, decode, skip
 from broker.codec.encode import ENCODERS, enc_ulong, encode_into
+from broker.codec.performatives import Error
 from broker.codec.types import AmqpType as T
 from broker.codec.types import Symbol, ULong
 from broker.errors import DecodeError
 
+# §3.5.6 terminus-expiry-policy
+EXPIRY_POLICIES = tuple(
+    Symbol(s) for s in ("link-detach", "session-end", "connection-close", "never"))
+TERMINUS_DURABILITY = (0, 1, 2)  # §3.5.5: none, configuration, unsettled-state
+
+# Primitive types that provide archetypes a `*` field can require: the four
+# message-id types (§3.2.11-14) and address-string (§3.2.15).
+provide("address", str)
+provide("message-id", ULong, uuid.UUID, bytes, str)
+# Transactions (§4.5) are not implemented, so their types decode as
+# `Described`; they are still valid where a target or a delivery state
+# belongs, so a transactional client has its coordinator link refused by the
+# engine rather than its connection closed by the codec.
+provide("target", descriptors=(ULong(0x30), Symbol("amqp:coordinator:list")))
+provide("delivery-state", descriptors=(ULong(0x33), Symbol("amqp:declared:list"),
+                                       ULong(0x34), Symbol("amqp:transactional-state:list")))
+provide("outcome", descriptors=(ULong(0x33), Symbol("amqp:declared:list")))
+
 # --- termini §3.5 ------------------------------------------------------------
 
 
-@composite(0x28, "amqp:source:list")
+@composite(0x28, "amqp:source:list", provides=("source",))
 class Source:
     """§3.5.3: where a link's messages come from; `filter` selects among them."""
 
-    address: object = f(ANY)
-    durable: int = f(T.UINT, default=0)
-    expiry_policy: Symbol = f(T.SYMBOL, default=Symbol("session-end"))
+    address: object = f(ANY, requires="address")
+    durable: int = f(T.UINT, default=0, choices=TERMINUS_DURABILITY)
+    expiry_policy: Symbol = f(T.SYMBOL, default=Symbol("session-end"), choices=EXPIRY_POLICIES)
     timeout: int = f(T.UINT, default=0)
     dynamic: bool = f(T.BOOLEAN, default=False)
-    dynamic_node_properties: dict[object, object] | None = f(T.MAP)
-    distribution_mode: Symbol | None = f(T.SYMBOL)
-    filter: dict[object, object] | None = f(T.MAP)
-    default_outcome: object = f(ANY)
+    dynamic_node_properties: dict[object, object] | None = f(T.MAP, keys=T.SYMBOL)  # fields
+    distribution_mode: Symbol | None = f(T.SYMBOL)  # requires distribution-mode: any symbol
+    # filter-set (§3.5.8): symbol keys, values null or described (filters)
+    filter: dict[object, object] | None = f(T.MAP, keys=T.SYMBOL, values="filter")
+    default_outcome: object = f(ANY, requires="outcome")
     outcomes: tuple[Symbol, ...] | None = f(T.SYMBOL, multiple=True)
     capabilities: tuple[Symbol, ...] | None = f(T.SYMBOL, multiple=True)
 
 
-@composite(0x29, "amqp:target:list")
+@composite(0x29, "amqp:target:list", provides=("target",))
 class Target:
     """§3.5.4: where a link's messages go."""
 
-    address: object = f(ANY)
-    durable: int = f(T.UINT, default=0)
-    expiry_policy: Symbol = f(T.SYMBOL, default=Symbol("session-end"))
+    address: object = f(ANY, requires="address")
+    durable: int = f(T.UINT, default=0, choices=TERMINUS_DURABILITY)
+    expiry_policy: Symbol = f(T.SYMBOL, default=Symbol("session-end"), choices=EXPIRY_POLICIES)
     timeout: int = f(T.UINT, default=0)
     dynamic: bool = f(T.BOOLEAN, default=False)
-    dynamic_node_properties: dict[object, object] | None = f(T.MAP)
+    dynamic_node_properties: dict[object, object] | None = f(T.MAP, keys=T.SYMBOL)  # fields
     capabilities: tuple[Symbol, ...] | None = f(T.SYMBOL, multiple=True)
 
 
-@composite(0x2B, "amqp:delete-on-close:list")
+@composite(0x2B, "amqp:delete-on-close:list", provides=("lifetime-policy",))
 class DeleteOnClose:
     """§3.5.10 lifetime policy"""
 
 
-@composite(0x2C, "amqp:delete-on-no-links:list")
+@composite(0x2C, "amqp:delete-on-no-links:list", provides=("lifetime-policy",))
 class DeleteOnNoLinks:
     """§3.5.11 lifetime policy"""
 
 
-@composite(0x2D, "amqp:delete-on-no-messages:list")
+@composite(0x2D, "amqp:delete-on-no-messages:list", provides=("lifetime-policy",))
 class DeleteOnNoMessages:
     """§3.5.12 lifetime policy"""
 
 
-@composite(0x2E, "amqp:delete-on-no-links-or-messages:list")
+@composite(0x2E, "amqp:delete-on-no-links-or-messages:list", provides=("lifetime-policy",))
 class DeleteOnNoLinksOrMessages:
     """§3.5.13 lifetime policy"""
 
@@ -71,7 +92,7 @@ class DeleteOnNoLinksOrMessages:
 # --- delivery states §3.4 ----------------------------------------------------
 
 
-@composite(0x23, "amqp:received:list")
+@composite(0x23, "amqp:received:list", provides=("delivery-state",))
 class Received:
     """§3.4.1: how much of a delivery arrived (for resumption)."""
 
@@ -79,30 +100,30 @@ class Received:
     section_offset: int = f(T.ULONG, mandatory=True)
 
 
-@composite(0x24, "amqp:accepted:list")
+@composite(0x24, "amqp:accepted:list", provides=("delivery-state", "outcome"))
 class Accepted:
     """§3.4.2: terminal; the message was processed."""
 
 
-@composite(0x25, "amqp:rejected:list")
+@composite(0x25, "amqp:rejected:list", provides=("delivery-state", "outcome"))
 class Rejected:
     """§3.4.3: terminal; the message is invalid and will not be processed."""
 
-    error: object = f(ANY)
+    error: Error | None = f(Error)
 
 
-@composite(0x26, "amqp:released:list")
+@composite(0x26, "amqp:released:list", provides=("delivery-state", "outcome"))
 class Released:
     """§3.4.4: terminal; not processed, may be redelivered to anyone."""
 
 
-@composite(0x27, "amqp:modified:list")
+@composite(0x27, "amqp:modified:list", provides=("delivery-state", "outcome"))
 class Modified:
     """§3.4.5: terminal; like released, with annotations to merge."""
 
     delivery_failed: bool | None = f(T.BOOLEAN)
     undeliverable_here: bool | None = f(T.BOOLEAN)
-    message_annotations: dict[object, object] | None = f(T.MAP)
+    message_annotations: dict[object, object] | None = f(T.MAP, keys=T.SYMBOL)  # fields
 
 
 OUTCOMES = (Accepted, Rejected, Released, Modified)
@@ -125,12 +146,12 @@ class Header:
 class Properties:
     """§3.2.4: immutable properties of the bare message."""
 
-    message_id: object = f(ANY)
+    message_id: object = f(ANY, requires="message-id")
     user_id: bytes | None = f(T.BINARY)
-    to: object = f(ANY)
+    to: object = f(ANY, requires="address")
     subject: str | None = f(T.STRING)
-    reply_to: object = f(ANY)
-    correlation_id: object = f(ANY)
+    reply_to: object = f(ANY, requires="address")
+    correlation_id: object = f(ANY, requires="message-id")
     content_type: Symbol | None = f(T.SYMBOL)
     content_encoding: Symbol | None = f(T.SYMBOL)
     absolute_expiry_time: int | None = f(T.TIMESTAMP)
@@ -176,6 +197,7 @@ def _register_section(cls: type[_ValueSection]) -> type[_ValueSection]:
         return cls(value)
 
     ENCODERS[cls] = enc
+    DESCRIBED_CLASSES.add(cls)
     DESCRIBED_TYPES[cls.CODE] = make
     DESCRIBED_TYPES[Symbol(cls.NAME)] = make
     return cls

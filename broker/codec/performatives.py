@@ -52,7 +52,7 @@ class Error:
 
     condition: Symbol = f(T.SYMBOL, mandatory=True)
     description: str | None = f(T.STRING)
-    info: dict[object, object] | None = f(T.MAP)
+    info: dict[object, object] | None = f(T.MAP, keys=T.SYMBOL)  # fields
 
 
 def amqp_error(condition: Condition, description: str | None = None,
@@ -79,7 +79,7 @@ class Open:
     incoming_locales: tuple[Symbol, ...] | None = f(T.SYMBOL, multiple=True)
     offered_capabilities: tuple[Symbol, ...] | None = f(T.SYMBOL, multiple=True)
     desired_capabilities: tuple[Symbol, ...] | None = f(T.SYMBOL, multiple=True)
-    properties: dict[object, object] | None = f(T.MAP)
+    properties: dict[object, object] | None = f(T.MAP, keys=T.SYMBOL)  # fields
 
 
 @composite(0x11, "amqp:begin:list")
@@ -93,7 +93,7 @@ class Begin:
     handle_max: int = f(T.UINT, default=0xFFFFFFFF)
     offered_capabilities: tuple[Symbol, ...] | None = f(T.SYMBOL, multiple=True)
     desired_capabilities: tuple[Symbol, ...] | None = f(T.SYMBOL, multiple=True)
-    properties: dict[object, object] | None = f(T.MAP)
+    properties: dict[object, object] | None = f(T.MAP, keys=T.SYMBOL)  # fields
 
 
 @composite(0x12, "amqp:attach:list")
@@ -103,17 +103,18 @@ class Attach:
     name: str = f(T.STRING, mandatory=True)
     handle: int = f(T.UINT, mandatory=True)
     role: bool = f(T.BOOLEAN, mandatory=True)
-    snd_settle_mode: int = f(T.UBYTE, default=SndSettleMode.MIXED)
-    rcv_settle_mode: int = f(T.UBYTE, default=RcvSettleMode.FIRST)
-    source: object = f(ANY)
-    target: object = f(ANY)
-    unsettled: dict[object, object] | None = f(T.MAP)
+    snd_settle_mode: int = f(T.UBYTE, default=SndSettleMode.MIXED, choices=tuple(SndSettleMode))
+    rcv_settle_mode: int = f(T.UBYTE, default=RcvSettleMode.FIRST, choices=tuple(RcvSettleMode))
+    source: object = f(ANY, requires="source")
+    target: object = f(ANY, requires="target")
+    # delivery-tag → delivery-state
+    unsettled: dict[object, object] | None = f(T.MAP, keys=T.BINARY, values="delivery-state")
     incomplete_unsettled: bool = f(T.BOOLEAN, default=False)
     initial_delivery_count: int | None = f(T.UINT)
     max_message_size: int | None = f(T.ULONG)
     offered_capabilities: tuple[Symbol, ...] | None = f(T.SYMBOL, multiple=True)
     desired_capabilities: tuple[Symbol, ...] | None = f(T.SYMBOL, multiple=True)
-    properties: dict[object, object] | None = f(T.MAP)
+    properties: dict[object, object] | None = f(T.MAP, keys=T.SYMBOL)  # fields
 
 
 @composite(0x13, "amqp:flow:list")
@@ -130,7 +131,7 @@ class Flow:
     available: int | None = f(T.UINT)
     drain: bool = f(T.BOOLEAN, default=False)
     echo: bool = f(T.BOOLEAN, default=False)
-    properties: dict[object, object] | None = f(T.MAP)
+    properties: dict[object, object] | None = f(T.MAP, keys=T.SYMBOL)  # fields
 
 
 @composite(0x14, "amqp:transfer:list")
@@ -143,8 +144,8 @@ class Transfer:
     message_format: int | None = f(T.UINT)
     settled: bool | None = f(T.BOOLEAN)
     more: bool = f(T.BOOLEAN, default=False)
-    rcv_settle_mode: int | None = f(T.UBYTE)
-    state: object = f(ANY)
+    rcv_settle_mode: int | None = f(T.UBYTE, choices=tuple(RcvSettleMode))
+    state: object = f(ANY, requires="delivery-state")
     resume: bool = f(T.BOOLEAN, default=False)
     aborted: bool = f(T.BOOLEAN, default=False)
     batchable: bool = f(T.BOOLEAN, default=False)
@@ -158,7 +159,7 @@ class Disposition:
     first: int = f(T.UINT, mandatory=True)
     last: int | None = f(T.UINT)
     settled: bool = f(T.BOOLEAN, default=False)
-    state: object = f(ANY)
+    state: object = f(ANY, requires="delivery-state")
     batchable: bool = f(T.BOOLEAN, default=False)
 
 
@@ -168,21 +169,21 @@ class Detach:
 
     handle: int = f(T.UINT, mandatory=True)
     closed: bool = f(T.BOOLEAN, default=False)
-    error: Error | None = f(ANY)
+    error: Error | None = f(Error)
 
 
 @composite(0x17, "amqp:end:list")
 class End:
     """§2.7.8"""
 
-    error: Error | None = f(ANY)
+    error: Error | None = f(Error)
 
 
 @composite(0x18, "amqp:close:list")
 class Close:
     """§2.7.9"""
 
-    error: Error | None = f(ANY)
+    error: Error | None = f(Error)
 
 
 @composite(0x40, "amqp:sasl-mechanisms:list")
@@ -219,7 +220,7 @@ class SaslResponse:
 class SaslOutcome:
     """§5.3.3.5: ends the SASL exchange; code 0 means authenticated."""
 
-    code: int = f(T.UBYTE, mandatory=True)
+    code: int = f(T.UBYTE, mandatory=True, choices=tuple(SaslCode))
     additional_data: bytes | None = f(T.BINARY)
 
 

@@ -259,7 +259,9 @@ class Session:
         if not isinstance(attach.source, (Source, type(None))) or not isinstance(
             attach.target, (Source, Target, type(None))
         ):
-            link.refuse(amqp_error(Condition.DECODE_ERROR, "attach terminus is not a source/target"))
+            # the codec has checked the types: what is left is a transaction
+            # coordinator (§4.5.1), a terminus we do not serve
+            link.refuse(amqp_error(Condition.NOT_IMPLEMENTED, "transactions are not supported"))
             return
         self.conn.emit(LinkAttached(link))
 

@@ -18,7 +18,7 @@ from broker.codec.performatives import (
     Role,
     Transfer,
 )
-from broker.codec.types import Symbol
+from broker.codec.types import Described, Symbol, ULong
 from broker.engine import session as session_module
 from broker.engine.connection import Connection
 from broker.engine.events import LinkAttached, LinkDetached, MessageReceived
@@ -276,12 +276,23 @@ def test_detach_on_one_session_does_not_touch_the_other() -> None:
     assert a.usable
 
 
-def test_attach_with_a_terminus_of_the_wrong_type_is_refused() -> None:
+def test_attach_with_a_terminus_of_the_wrong_type_is_a_decode_error() -> None:
+    # the codec checks field types (source requires a source): a connection error
     peer = opened_peer()
     peer.begin()
     out = peer.attach(0, Role.RECEIVER, source=Target(address="q"), target=Target())
+    assert kinds(out) == [Close]
+    assert condition(out[0].performative) == "amqp:decode-error"
+
+
+def test_attach_to_a_coordinator_is_refused_link_by_link() -> None:
+    # a transaction coordinator is a well-typed target we do not serve: only the link goes
+    peer = opened_peer()
+    peer.begin()
+    coordinator = Described(ULong(0x30), [None])
+    out = peer.attach(0, Role.SENDER, source=Source(), target=coordinator)
     assert kinds(out) == [Attach, Detach]
-    assert condition(out[1].performative) == "amqp:decode-error"
+    assert condition(out[1].performative) == "amqp:not-implemented"
     assert peer.take_events() == []
     assert peer.detach(0) == [], "the refused link is freed by the peer's detach"
     assert kinds(peer.attach_receiver(0, source=Source(address="q"))) == []
