@@ -110,15 +110,25 @@ class ConnectionHandle:
 
     def receive_data(self, data: bytes) -> None:
         self.conn.receive_data(data, self.container.clock())
-        self._process()
+        self._process_guarded()
 
     def data_to_send(self) -> bytes:
         return self.conn.data_to_send()
 
     def tick(self) -> float | None:
         deadline = self.conn.tick(self.container.clock())
-        self._process()
+        self._process_guarded()
         return deadline
+
+    def _process_guarded(self) -> None:
+        """The container's own bugs meet the same boundary as the engine's: the
+        peer gets close(amqp:internal-error), then the exception goes on to the
+        driver, which flushes that close and logs the traceback once."""
+        try:
+            self._process()
+        except Exception:
+            self.conn.close(amqp_error(Condition.INTERNAL_ERROR, "internal error"))
+            raise
 
     @property
     def done(self) -> bool:

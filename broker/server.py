@@ -5,6 +5,12 @@ signal under `run`) is graceful: stop accepting, let the container close every
 connection with amqp:connection:forced, give them `shutdown_grace` seconds to
 flush and close, then cancel whatever is left. The connections run under a
 shield so that cancelling `serve` still gets that grace period.
+
+Every connection costs a file descriptor, and the default soft limit (often
+1024) is far below what the hard limit allows, so `run` raises the soft limit
+to the hard one and logs both.  At whatever limit remains, the listeners back
+off and log one line per interval (transports/accept.py); `ServerInfo.accept`
+counts the refused accepts.
 """
 
 from __future__ import annotations
@@ -13,13 +19,17 @@ import functools
 import gc
 import logging
 import signal
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import trio
 
 from broker.config import Config
-from broker.transports import ContainerLike, serve_tcp, serve_websocket
+from broker.transports import AcceptGuard, ContainerLike, serve_tcp, serve_websocket
+
+if sys.platform != "win32":
+    import resource
 
 log = logging.getLogger("broker.server")
 
@@ -46,6 +56,7 @@ class ServerInfo:
     amqp_url: str | None
     ws_url: str | None
     container: ContainerLike = field(repr=False)
+    accept: AcceptGuard = field(default_factory=AcceptGuard, repr=False)  # .refused: a metric
     _stop: trio.Event = field(default_factory=trio.Event, repr=False)
 
     def shutdown(self) -> None:
@@ -84,13 +95,22 @@ async def serve(
                     if tcp:
                         await listening.start(
                             functools.partial(
-                                serve_tcp, tcp, container, handler_nursery=connections
+                                serve_tcp,
+                                tcp,
+                                container,
+                                handler_nursery=connections,
+                                guard=info.accept,
                             )
                         )
                     if ws:
                         await listening.start(
                             functools.partial(
-                                serve_websocket, ws, container, config, handler_nursery=connections
+                                serve_websocket,
+                                ws,
+                                container,
+                                config,
+                                handler_nursery=connections,
+                                guard=info.accept,
                             )
                         )
                     log.info(
@@ -167,6 +187,7 @@ def run(
     Must run in the main thread (signal handling).
     """
     tune_gc()
+    raise_open_files_limit()
     trio.run(functools.partial(_run, config, container_factory, on_ready))
 
 
@@ -185,6 +206,39 @@ def tune_gc() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(50_000, 20, 100)
+
+
+def raise_open_files_limit() -> tuple[int, int] | None:
+    """Raise RLIMIT_NOFILE's soft limit to the hard limit; log both; return (soft, hard).
+
+    Each connection holds a descriptor, and the usual soft limit of 1024 is a
+    cap on connections that nobody chose; the hard limit is what the
+    administrator allows.  Only for the broker's own process (like `tune_gc`):
+    an embedding program keeps its limits.  None where there are no rlimits.
+    """
+    if sys.platform == "win32":
+        return None
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    was = soft
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (OSError, ValueError) as exc:  # e.g. macOS refuses RLIM_INFINITY
+            log.warning(
+                "could not raise the open-files limit from %s to %s: %s",
+                _limit(soft),
+                _limit(hard),
+                exc,
+            )
+    log.info("open-files limit: soft %s (was %s), hard %s", _limit(soft), _limit(was), _limit(hard))
+    return soft, hard
+
+
+def _limit(value: int) -> str:
+    if sys.platform != "win32" and value == resource.RLIM_INFINITY:
+        return "unlimited"
+    return str(value)
 
 
 async def _run(

@@ -3,15 +3,25 @@
 from __future__ import annotations
 
 import errno
+import json
+import logging
+import signal
+import socket
+import subprocess
+import sys
+import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 import trio
 from trio_websocket import open_websocket
 
 from broker import container as container_mod
-from broker.codec.performatives import Close, Open
+from broker.codec.messaging import Source, Target
+from broker.codec.performatives import Attach, Begin, Close, Open, Role
 from broker.config import Config
+from broker.engine.connection import Connection
 from broker.framing import NEED_DATA, Frame, FrameReader, decode_frame_body, encode_frame
 from broker.server import ServerInfo, serve
 
@@ -175,3 +185,133 @@ async def test_shutdown_grace_bounds_stragglers() -> None:
             assert isinstance(await client.next(), Close)  # and we never answer it
         assert trio.current_time() - started < 1.5  # the grace, not the engine's 2 s
         assert await client.stream.receive_some() == b""
+
+
+# -- the error boundary holds on the wire ----------------------------------------
+
+
+async def _attach_and_expect_internal_error(info: ServerInfo) -> None:
+    client = AmqpClient(await trio.open_tcp_stream("127.0.0.1", info.port))  # type: ignore[arg-type]
+    await client.open()
+    out = bytearray()
+    encode_frame(out, 0, Begin(next_outgoing_id=0, incoming_window=100, outgoing_window=100))
+    encode_frame(out, 0, Attach(name="l", handle=0, role=Role.SENDER, source=Source(),
+                                target=Target(address="/queues/q"), initial_delivery_count=0))
+    await client.stream.send_all(bytes(out))
+    got = await client.next()
+    while not isinstance(got, Close):
+        got = await client.next()
+    assert got.error is not None and got.error.condition == "amqp:internal-error"
+    await client.close()
+    assert await client.stream.receive_some() == b""  # the close came before the socket went
+    await client.stream.aclose()
+
+
+async def test_an_engine_bug_reaches_the_peer_as_internal_error(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    dispatch = Connection._dispatch_frame
+
+    def buggy(self: Connection, frame: Frame) -> None:
+        if frame.body and isinstance(decode_frame_body(frame.body)[0], Attach):
+            raise RuntimeError("bug in the engine")
+        dispatch(self, frame)
+
+    monkeypatch.setattr(Connection, "_dispatch_frame", buggy)
+    caplog.set_level(logging.INFO)
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            info = await start(nursery)
+            await _attach_and_expect_internal_error(info)
+            info.shutdown()
+    driver_tracebacks = [r for r in caplog.records if r.exc_info and r.name == "broker.transport"]
+    assert len(driver_tracebacks) == 1
+    assert "disconnected: internal error" in driver_tracebacks[0].getMessage()
+
+
+async def test_a_container_bug_reaches_the_peer_as_internal_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def buggy(*args: object) -> None:
+        raise RuntimeError("bug in the container")
+
+    monkeypatch.setattr(SpyContainer, "on_attach", buggy)
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            info = await start(nursery)
+            await _attach_and_expect_internal_error(info)
+            info.shutdown()
+
+
+# -- the open-files limit -----------------------------------------------------------
+
+
+def _serve_in_a_process(workdir: Path, nofile: tuple[int, int]) -> tuple[subprocess.Popen[bytes], int]:
+    """`python -m broker serve` with RLIMIT_NOFILE set to `nofile` before it starts
+    (by the child itself: preexec_fn is unsafe in a threaded parent)."""
+    ready = workdir / "ready.json"
+    args = ["serve", "--port", "0", "--ws-port", "0", "--ready-file", str(ready),
+            "--log-level", "info"]
+    launcher = (
+        "import resource, runpy, sys\n"
+        f"resource.setrlimit(resource.RLIMIT_NOFILE, {nofile!r})\n"
+        f"sys.argv = ['broker', *{args!r}]\n"
+        "runpy.run_module('broker', run_name='__main__', alter_sys=True)\n"
+    )
+    with open(workdir / "broker.log", "wb") as log:
+        proc = subprocess.Popen([sys.executable, "-c", launcher], stdout=log,
+                                stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 20
+    while not ready.exists():
+        assert proc.poll() is None and time.monotonic() < deadline, (
+            (workdir / "broker.log").read_text())
+        time.sleep(0.02)
+    return proc, json.loads(ready.read_text())["port"]
+
+
+def _amqp_header_answered(port: int, timeout: float = 5.0) -> bool:
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(HEADER)
+        try:
+            return sock.recv(8) == HEADER
+        except TimeoutError:
+            return False
+
+
+def _wait_for(predicate: Callable[[], bool], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="RLIMIT_NOFILE and /proc as on Linux")
+def test_at_the_open_files_limit_the_broker_backs_off_and_recovers(tmp_path: Path) -> None:
+    proc, port = _serve_in_a_process(tmp_path, (48, 64))  # run() raises the soft 48 to 64
+    log = tmp_path / "broker.log"
+    clients: list[socket.socket] = []
+    try:
+        assert "open-files limit: soft 64 (was 48), hard 64" in log.read_text()
+        for _ in range(80):  # more than 64 descriptors' worth; the rest wait in the backlog
+            sock = socket.create_connection(("127.0.0.1", port))
+            sock.sendall(HEADER)
+            clients.append(sock)
+        assert _wait_for(lambda: "cannot accept connections: EMFILE" in log.read_text(), 10)
+        time.sleep(2.5)  # several backed-off retries, all failing
+        assert log.read_text().count("cannot accept connections") == 1
+        for sock in clients:
+            sock.close()
+        clients.clear()
+        assert _amqp_header_answered(port)  # served again without a restart
+        assert _wait_for(lambda: "accepting connections again" in log.read_text(), 5)
+    finally:
+        for sock in clients:
+            sock.close()
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=15)
+    text = log.read_text()
+    assert code == 0, text
+    assert "Traceback" not in text
+    assert text.count("cannot accept connections") == 1

@@ -294,7 +294,7 @@ class Connection:
         except AmqpConnectionError as exc:  # DecodeError included
             self._connection_error(exc)
         except Exception:
-            log.exception("internal error handling a frame")
+            # close first, so the peer hears of it; the driver logs the traceback
             self.close(amqp_error(Condition.INTERNAL_ERROR, "internal error"))
             raise
 

@@ -6,6 +6,7 @@ container only ever sees bytes, `tick()` and `connection_lost()`.
 
 from __future__ import annotations
 
+from broker.transports.accept import AcceptGuard
 from broker.transports.driver import (
     CLOSE_TIMEOUT,
     ConnectionHandle,
@@ -27,6 +28,7 @@ from broker.transports.websocket import (
 __all__ = [
     "CLOSE_TIMEOUT",
     "SUBPROTOCOLS",
+    "AcceptGuard",
     "ConnectionHandle",
     "ContainerLike",
     "Wakeup",

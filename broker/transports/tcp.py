@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 import trio
 
+from broker.transports.accept import AcceptGuard, serve_listeners
 from broker.transports.driver import CLOSE_TIMEOUT, ContainerLike, peer_name, serve_stream
 
 
@@ -30,14 +31,16 @@ async def serve_tcp(
     container: ContainerLike,
     *,
     handler_nursery: trio.Nursery | None = None,
+    guard: AcceptGuard | None = None,
     task_status: trio.TaskStatus[object] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Accept on `listeners` (closing them when cancelled) until cancelled.
 
     Connections run in `handler_nursery`, so the server can stop accepting
-    and still give open connections time to close.
+    and still give open connections time to close. `guard` counts and logs
+    accepts refused for lack of descriptors (see accept.py).
     """
     handler = functools.partial(handle_tcp_stream, container=container)
-    await trio.serve_listeners(
-        handler, list(listeners), handler_nursery=handler_nursery, task_status=task_status
+    await serve_listeners(
+        handler, listeners, handler_nursery=handler_nursery, guard=guard, task_status=task_status
     )

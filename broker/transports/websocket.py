@@ -35,6 +35,7 @@ from wsproto.events import (
 from wsproto.utilities import RemoteProtocolError
 
 from broker.config import Config
+from broker.transports.accept import AcceptGuard, serve_listeners
 from broker.transports.driver import (
     _TRANSPORT_ERRORS,
     CLOSE_TIMEOUT,
@@ -285,10 +286,11 @@ async def serve_websocket(
     config: Config,
     *,
     handler_nursery: trio.Nursery | None = None,
+    guard: AcceptGuard | None = None,
     task_status: trio.TaskStatus[object] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Accept WebSocket connections on `listeners` until cancelled."""
+    """Accept WebSocket connections on `listeners` until cancelled (`guard`: see accept.py)."""
     handler = functools.partial(handle_websocket_stream, container=container, config=config)
-    await trio.serve_listeners(
-        handler, list(listeners), handler_nursery=handler_nursery, task_status=task_status
+    await serve_listeners(
+        handler, listeners, handler_nursery=handler_nursery, guard=guard, task_status=task_status
     )

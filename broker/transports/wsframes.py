@@ -132,6 +132,10 @@ class WsFrameReader:
             p += 2
         elif length == 127:
             length = _u64.unpack_from(buf, p)[0]
+            if length >> 63:
+                # §5.2: the most significant bit of a 64-bit length MUST be 0;
+                # read as a length, it would make the rest of the connection one frame.
+                raise WsProtocolError("64-bit payload length with the most significant bit set")
             p += 8
         self._mask = buf[p : p + 4]
         p += 4

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Callable
 
 import pytest
 import trio
 import trio.testing
 from fakes import CountingStream, EchoHandle, FakeContainer, Trickle, read_to_eof, read_until
 
-from broker.transports.driver import Wakeup, drive, serve_stream
+from broker.transports import driver
+from broker.transports.driver import FEED_SIZE, RECEIVE_SIZE, Wakeup, drive, serve_stream
 
 
 def _handle(wakeup: Wakeup, **options: object) -> EchoHandle:
@@ -163,6 +166,7 @@ async def test_serve_stream_survives_engine_bugs(caplog: pytest.LogCaptureFixtur
             nursery.start_soon(lambda: serve_stream(server, container, peer="p", transport="tcp"))
             await client.send_all(b"boom")
             assert await read_to_eof(client) == b""
+            await client.aclose()
     assert "tcp p disconnected: internal error" in caplog.text
     assert "RuntimeError: bug in the engine" in caplog.text
 
@@ -183,3 +187,204 @@ async def test_serve_stream_logs_connect_and_disconnect(caplog: pytest.LogCaptur
     assert container.handles[0].transport == "tcp"
     assert "tcp 1.2.3.4:5 connected" in caplog.text
     assert "tcp 1.2.3.4:5 disconnected: closed" in caplog.text
+
+
+# -- fairness: a big read is fed in pieces, yielding between them ---------------
+
+
+class PieceRecorder(EchoHandle):
+    """Records, per receive_data call, how often another task has run by then."""
+
+    def __init__(self, wake: Callable[[], None], others: list[int]) -> None:
+        super().__init__(wake, echo=False)
+        self.others = others
+        self.seen: list[int] = []
+
+    def receive_data(self, data: bytes) -> None:
+        if data:
+            self.seen.append(self.others[0])
+        super().receive_data(data)
+
+
+async def _feed_one_big_read(handle_factory: Callable[[Wakeup, list[int]], PieceRecorder],
+                             size: int) -> PieceRecorder:
+    client, server = trio.testing.memory_stream_pair()
+    wakeup = Wakeup()
+    others = [0]
+    handle = handle_factory(wakeup, others)
+
+    async def other_connection() -> None:
+        while True:
+            others[0] += 1
+            await trio.lowlevel.checkpoint()
+
+    with trio.fail_after(5):
+        await client.send_all(b"x" * size)  # one receive_some gets all of it
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(other_connection)
+            nursery.start_soon(drive, server, handle, wakeup)
+            while len(handle.received) < size:
+                await trio.sleep(0.001)
+            nursery.cancel_scope.cancel()
+    return handle
+
+
+async def test_a_long_read_yields_between_pieces(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(driver, "TURN_BUDGET", 0.0)  # every piece uses up the budget
+    handle = await _feed_one_big_read(lambda w, o: PieceRecorder(w.wake, o), RECEIVE_SIZE)
+    assert handle.chunks == [FEED_SIZE] * (RECEIVE_SIZE // FEED_SIZE)
+    # One piece per scheduler batch, and the other task runs once per batch
+    # (before or after us: trio may shuffle a batch), so it ran in all the
+    # batches strictly between the first piece and the last at least.
+    assert handle.seen[-1] - handle.seen[0] >= len(handle.seen) - 2
+
+
+async def test_a_cheap_read_is_fed_in_one_turn(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(driver, "TURN_BUDGET", 60.0)
+    handle = await _feed_one_big_read(lambda w, o: PieceRecorder(w.wake, o), RECEIVE_SIZE)
+    # pieces double while within budget: a few calls, and no yield
+    sizes = [FEED_SIZE, 2 * FEED_SIZE, 4 * FEED_SIZE]
+    assert handle.chunks == [*sizes, RECEIVE_SIZE - sum(sizes)]
+    assert len(set(handle.seen)) == 1  # throughput keeps its whole-read batching
+
+
+async def test_small_reads_go_whole() -> None:
+    handle = await _feed_one_big_read(lambda w, o: PieceRecorder(w.wake, o), FEED_SIZE)
+    assert handle.chunks == [FEED_SIZE]
+
+
+async def test_close_mid_read_stops_feeding(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(driver, "TURN_BUDGET", 0.0)
+    client, server = trio.testing.memory_stream_pair()
+    wakeup = Wakeup()
+    handle = _handle(wakeup, echo=False)
+    with trio.fail_after(5):
+        await client.send_all(b"x" * (FEED_SIZE - 3) + b"BYE" + b"y" * 3 * FEED_SIZE)
+        await client.send_eof()
+        reason = await drive(server, handle, wakeup)
+    assert reason == "closed"
+    assert handle.chunks == [FEED_SIZE]  # the rest was never handed over
+
+
+# -- a bug in the handle: its last frames go out before the socket is dropped -----
+
+
+class BuggyHandle(EchoHandle):
+    """Like the engine's error boundary: on `BUG` (or at the first tick after
+    it, with `in_tick`), queue a close frame, wake, then raise."""
+
+    def __init__(self, wake: Callable[[], None], *, in_tick: bool = False) -> None:
+        super().__init__(wake, echo=False)
+        self.in_tick = in_tick
+        self.bug_received = False
+        self.failed = False
+        self.calls_after_bug = 0  # input or ticks handed to us after we raised
+
+    def _fail(self) -> None:
+        self.failed = True
+        self.out += b"CLOSE(amqp:internal-error)"
+        self.wake()
+        raise RuntimeError("bug in the engine")
+
+    def receive_data(self, data: bytes) -> None:
+        if self.failed and data:
+            self.calls_after_bug += 1
+        if data.startswith(b"BUG"):
+            self.bug_received = True
+            if not self.in_tick:
+                self._fail()
+        super().receive_data(data)
+
+    def tick(self) -> float | None:
+        if self.failed:
+            self.calls_after_bug += 1
+        elif self.bug_received:
+            self._fail()
+        return super().tick()
+
+
+@pytest.mark.parametrize("in_tick", [False, True])
+async def test_a_bug_flushes_the_close_then_raises(in_tick: bool) -> None:
+    client, server = trio.testing.memory_stream_pair()
+    wakeup = Wakeup()
+    handle = BuggyHandle(wakeup.wake, in_tick=in_tick)
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+
+            async def run() -> None:
+                with pytest.raises(RuntimeError, match="bug in the engine"):
+                    await drive(server, handle, wakeup)
+
+            nursery.start_soon(run)
+            await client.send_all(b"BUG")
+            # the close frame, then EOF: the frame went out before the socket closed
+            assert await read_to_eof(client) == b"CLOSE(amqp:internal-error)"
+            await client.send_all(b"more after the bug")  # read and dropped, never fed
+            await client.aclose()
+    assert handle.calls_after_bug == 0
+
+
+async def test_a_bug_while_the_peer_floods_still_gets_the_close_out() -> None:
+    client, server = trio.testing.memory_stream_pair()
+    wakeup = Wakeup()
+    handle = BuggyHandle(wakeup.wake)
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+
+            async def run() -> None:
+                with pytest.raises(RuntimeError):
+                    await drive(server, handle, wakeup)
+
+            async def flood() -> None:
+                with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                    while True:
+                        await client.send_all(b"z" * 1000)
+
+            nursery.start_soon(run)
+            await client.send_all(b"BUG")
+            nursery.start_soon(flood)
+            assert await read_to_eof(client) == b"CLOSE(amqp:internal-error)"
+            await client.aclose()
+            nursery.cancel_scope.cancel()
+
+
+async def test_a_bug_with_a_stuck_peer_is_bounded_by_the_close_timeout(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    client, server = trio.testing.lockstep_stream_pair()  # and nobody ever reads
+    wakeup = Wakeup()
+    handle = BuggyHandle(wakeup.wake)
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(client.send_all, b"BUG")
+            start = trio.current_time()
+            with pytest.raises(RuntimeError):
+                await drive(server, handle, wakeup, close_timeout=2.0)
+            assert trio.current_time() - start == pytest.approx(2.0)
+            nursery.cancel_scope.cancel()
+
+
+async def test_serve_stream_logs_a_bug_once_after_the_close_went_out(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="broker.transport")
+
+    class BuggyContainer(FakeContainer):
+        def connection_made(self, peer: str, transport: str, wake: Callable[[], None]) -> EchoHandle:
+            handle = BuggyHandle(wake)
+            self.handles.append(handle)
+            return handle
+
+    client, server = trio.testing.memory_stream_pair()
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(
+                lambda: serve_stream(server, BuggyContainer(), peer="p", transport="tcp")
+            )
+            await client.send_all(b"BUG")
+            assert await read_to_eof(client) == b"CLOSE(amqp:internal-error)"
+            await client.aclose()
+    tracebacks = [r for r in caplog.records if r.exc_info]
+    assert len(tracebacks) == 1
+    assert tracebacks[0].getMessage() == "tcp p disconnected: internal error"
+    assert caplog.text.count("RuntimeError: bug in the engine") == 1

@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 import pytest
 import trio
 import trio.testing
-from fakes import FakeContainer, read_to_eof
+from fakes import FakeContainer, read_to_eof, read_until
 from trio_websocket import (
     ConnectionClosed,
     ConnectionRejected,
@@ -268,3 +268,31 @@ async def test_plain_http_gets_an_error_response() -> None:
             await client.send_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
             assert (await read_to_eof(client)).startswith(b"HTTP/1.1 4")
             nursery.cancel_scope.cancel()
+
+
+async def test_64_bit_length_with_the_top_bit_set_closes_with_1002() -> None:
+    lines = [
+        "GET /ws HTTP/1.1",
+        "Host: localhost",
+        "Upgrade: websocket",
+        "Connection: Upgrade",
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+        "Sec-WebSocket-Version: 13",
+        "Sec-WebSocket-Protocol: amqp",
+    ]
+    container = FakeContainer()
+    client, server = trio.testing.memory_stream_pair()
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(handle_websocket_stream, server, container, Config())
+            await client.send_all(("\r\n".join(lines) + "\r\n\r\n").encode())
+            response = await read_until(client, b"\r\n\r\n")
+            assert response.startswith(b"HTTP/1.1 101")
+            bad = bytes((0x82, 0xFF)) + (1 << 63).to_bytes(8, "big") + b"mask" + b"data"
+            await client.send_all(bad)
+            closing = await read_to_eof(client)
+            await client.aclose()
+    assert closing[:2] == b"\x88\x10"  # a close frame: status 1002, reason "protocol error"
+    assert closing[2:4] == (1002).to_bytes(2, "big")
+    assert container.handles[0].received == b""  # nothing of the bad frame reached AMQP
+    assert container.handles[0].eof

@@ -99,6 +99,26 @@ def test_protocol_errors(frame: bytes, why: str) -> None:
         feed(frame, 10**6)
 
 
+def long_length_header(opcode: int, length: int) -> bytes:
+    """A masked frame header with the 64-bit length form (127) and `length` as is."""
+    return bytes((0x80 | opcode, 0x80 | 127)) + length.to_bytes(8, "big") + b"\x01\x02\x03\x04"
+
+
+@pytest.mark.parametrize("step", STEPS)
+@pytest.mark.parametrize("length", [1 << 63, (1 << 64) - 1, (1 << 63) | 5])
+def test_64_bit_length_with_the_top_bit_set_is_a_protocol_error(step: int, length: int) -> None:
+    # §5.2: "the most significant bit MUST be 0"; the server closes with 1002
+    data = client_frame(OP_BINARY, b"ok") + long_length_header(OP_BINARY, length) + b"xx"
+    with pytest.raises(WsProtocolError, match="most significant bit"):
+        feed(data, step)
+
+
+@pytest.mark.parametrize("step", STEPS)
+def test_largest_legal_64_bit_length_streams(step: int) -> None:
+    data = long_length_header(OP_BINARY, (1 << 63) - 1) + b"\x01\x02\x03\x04" * 3
+    assert payload_of(feed(data, step)) == bytes(12)  # unmasked, and still in the frame
+
+
 @pytest.mark.parametrize("n", [0, 1, 125, 126, 65535, 65536, 200000])
 def test_server_frames_use_the_shortest_length_and_no_mask(n: int) -> None:
     frame = encode_frame(OP_BINARY, b"q" * n)
