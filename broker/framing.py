@@ -142,7 +142,11 @@ def encode_frame(
     out += b"\x00\x00\x00\x00\x02"
     out.append(ftype)
     out += channel.to_bytes(2, "big")
-    ENCODERS.get(type(performative), encode_into)(out, performative)
+    try:
+        ENCODERS.get(type(performative), encode_into)(out, performative)
+    except BaseException:
+        del out[start:]  # no half frame may stay for the close that follows
+        raise
     out += payload
     out[start : start + 4] = (len(out) - start).to_bytes(4, "big")
 

@@ -350,3 +350,17 @@ def test_decode_frame_body_splits_payload() -> None:
 def test_decode_frame_body_errors(body: bytes) -> None:
     with pytest.raises(DecodeError):
         decode_frame_body(body)
+
+
+def test_a_frame_that_cannot_be_encoded_leaves_nothing_behind() -> None:
+    # found by `make fuzz`: a half-written frame header stayed in the output, and
+    # the close(internal-error) after it reached the peer as garbage
+    from broker.codec.performatives import Flow
+    from broker.errors import EncodeError
+    from broker.framing import encode_frame
+
+    out = bytearray(b"before")
+    with pytest.raises(EncodeError):
+        encode_frame(out, 0, Flow(next_incoming_id=0, incoming_window=1, next_outgoing_id=0,
+                                  outgoing_window=1, handle=0, link_credit=2**32 + 5))
+    assert out == b"before"

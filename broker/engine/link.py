@@ -295,8 +295,10 @@ class Link:
         if self.is_sender:
             peer_count = flow.delivery_count if flow.delivery_count is not None else 0
             credit = flow.link_credit if flow.link_credit is not None else 0
-            # serial arithmetic on the counts only: credit may be anything up to 2**32-1
-            self.link_credit = max(0, credit - serial.diff(self.delivery_count, peer_count))
+            # serial arithmetic on the counts only: credit may be anything up to 2**32-1,
+            # and stays within a uint however far ahead the peer claims its count is
+            self.link_credit = min(0xFFFFFFFF, max(
+                0, credit - serial.diff(self.delivery_count, peer_count)))
             self.drain = flow.drain
             if flow.echo:
                 self.session.write(self._flow_frame())

@@ -162,3 +162,16 @@ def test_an_oversized_sasl_frame_gets_a_sys_outcome_before_the_close() -> None:
     out = peer.sasl_init("PLAIN", b"\x00guest\x00" + b"x" * 4000)
     assert one(out, SaslOutcome).code == SaslCode.SYS
     assert peer.done
+
+
+def test_fuzz_finding_credit_beyond_a_uint_stays_a_uint() -> None:
+    # found by `make fuzz`: a receiver's flow with its delivery-count ahead of ours
+    # and credit near 2**32 made our echo unencodable (an internal error, whose
+    # close then followed a half-written frame)
+    peer = opened()
+    peer.begin(0)
+    consumers(peer, 1, credit=1)
+    out = peer.flow(0, link_credit=0xFFFFFFFF, delivery_count=127, drain=True, echo=True)
+    flows = [o.performative for o in out if type(o.performative).__name__ == "Flow"]
+    assert flows and all(f.link_credit <= 0xFFFFFFFF for f in flows)
+    assert not peer.done
