@@ -73,3 +73,25 @@ RMQ4_PORT ?= 45672
 parity: $(STAMP) $(NODE_STAMP)
 	RMQ4_PORT=$(RMQ4_PORT) bash $(RMQ4) start
 	PARITY_TARGET=rabbitmq4 RMQ4_PORT=$(RMQ4_PORT) $(PY) -m pytest -q conformance/test_rabbitmq_client.py -p no:cacheprovider $(PYTEST_ARGS)
+
+# Fuzzing (tests/fuzz/): the engine and container fed mutated frames after valid
+# headers, with a bystander connection whose state must stay untouched.  atheris
+# (coverage-guided) when it installs, else the seeded random engine.  Findings:
+# tests/fuzz/findings/ (an input .bin and a report .txt each); exit 1 on any.
+# Replay one: make fuzz FUZZ_ENGINE=random FUZZ_ARGS="--replay tests/fuzz/findings/X.bin".
+FUZZ_ITERATIONS ?= 1000000
+FUZZ_SECONDS ?= 0
+FUZZ_SEED ?= 1
+FUZZ_ENGINE ?= auto
+FUZZ_JOBS ?= 1
+.PHONY: fuzz loadtest
+
+fuzz: $(STAMP)
+	if [ "$(FUZZ_ENGINE)" != random ]; then $(PY) -m pip install --quiet atheris \
+		|| echo "atheris did not install: the random engine runs instead"; fi
+	PYTHONPATH=tests $(PY) -m fuzz --engine $(FUZZ_ENGINE) --iterations $(FUZZ_ITERATIONS) \
+		--seconds $(FUZZ_SECONDS) --seed $(FUZZ_SEED) --jobs $(FUZZ_JOBS) $(FUZZ_ARGS)
+
+# Overload figures against a real broker on loopback (bounded, prints, asserts no loss).
+loadtest: $(STAMP)
+	$(PY) tests/bench/loadtest.py $(ARGS)
