@@ -45,6 +45,7 @@ from broker.engine.events import (
     MessageReceived,
 )
 from broker.engine.link import Delivery, Link
+from broker.engine.sasl import printable
 from broker.errors import AmqpError, Condition
 from broker.nodes.registry import Node, Registry
 from broker.services.management import Management
@@ -56,12 +57,6 @@ LINK_PAIR = "LINK_PAIR_V1_0"  # RabbitMQ's /management link pairs
 RABBITMQ_VERSION = "4.0.5"  # the RabbitMQ whose client-gated features we serve (stream offsets)
 MEMORY_LOW_FRACTION = 0.8  # the alarm clears below this share of the high watermark
 PEER_LOG_INTERVAL = 60.0  # seconds: repeated failures from one peer are logged once a minute
-
-
-def printable(text: object, limit: int = 100) -> str:
-    """A peer-chosen name as it may appear in a log line: printable, and short."""
-    s = "".join(c if c.isprintable() else "?" for c in str(text))
-    return repr(s[:limit] + ("…" if len(s) > limit else ""))
 
 
 class PeerLog:
@@ -211,6 +206,7 @@ class Container:
         self.memory_alarm = False
         self.publishers: dict[Link, ConnectionHandle] = {}
         self._peer_log = PeerLog(clock)
+        self._identity = self.identity()  # the same open.properties for every connection
         self._declare_from_config()
 
     def _declare_from_config(self) -> None:
@@ -233,7 +229,7 @@ class Container:
             idle_time_out=cfg.idle_time_out,
             handshake_timeout=cfg.handshake_timeout,
             offered_capabilities=(ANONYMOUS_RELAY, LINK_PAIR),
-            properties=self.identity(),
+            properties=self._identity,
             now=self.clock(),
         )
         handle = ConnectionHandle(self, conn, peer, transport, wake)

@@ -305,7 +305,8 @@ def test_open_advertises_identity_and_link_pairs() -> None:
 PAIRED = {Symbol("paired"): True}
 
 
-def management_pair(peer: Peer, name: str = "client-/management") -> None:
+def management_pair(peer: Peer, name: str = "client-/management", credit: int = 10) -> None:
+    """Requests on our handle 0, answers on handle 1 (`credit` granted; 0: none yet)."""
     mgmt = "/management"
     out = peer.attach_sender(0, mgmt, name=name, source=Source(address=mgmt),
                              snd_settle_mode=1, properties=PAIRED)
@@ -314,14 +315,19 @@ def management_pair(peer: Peer, name: str = "client-/management") -> None:
     out = peer.attach_receiver(1, mgmt, name=name, target=Target(address=mgmt),
                                snd_settle_mode=1, properties=PAIRED)
     assert one(out, Attach).properties == PAIRED
-    peer.flow(1, link_credit=10)
+    if credit:
+        peer.flow(1, link_credit=credit)
+
+
+def request_message(path: str, method: str, body: object = None,
+                    message_id: object = "req-1") -> Message:
+    return Message.create(AmqpValue(body), properties=Properties(
+        message_id=message_id, to=path, subject=method, reply_to="$me"))
 
 
 def request(peer: Peer, path: str, method: str, body: object = None,
             message_id: object = "req-1") -> Message:
-    m = Message.create(AmqpValue(body), properties=Properties(
-        message_id=message_id, to=path, subject=method, reply_to="$me"))
-    out = peer.send(0, m, settled=True)
+    out = peer.send(0, request_message(path, method, body, message_id), settled=True)
     (reply,) = messages(out)
     (transfer,) = [t for t in of(out, Transfer)]
     assert transfer.settled and transfer.delivery_tag == b""
@@ -357,11 +363,8 @@ def test_management_link_needs_paired() -> None:
 def test_management_replies_wait_for_credit() -> None:
     broker = Broker()
     peer = broker.client()
-    mgmt = "/management"
-    peer.attach_sender(0, mgmt, name="p", properties=PAIRED)
-    peer.attach_receiver(1, mgmt, name="p", target=Target(address=mgmt), properties=PAIRED)
-    m = Message.create(AmqpValue(None), properties=Properties(
-        message_id="r", to="/queues/x", subject="GET", reply_to="$me"))
+    management_pair(peer, credit=0)
+    m = request_message("/queues/x", "GET")
     assert messages(peer.send(0, m, settled=True)) == []
     (reply,) = messages(peer.flow(1, link_credit=1))
     assert reply.properties.subject == "404"
@@ -387,11 +390,8 @@ def test_a_stream_is_bindable_like_a_queue() -> None:
 def test_management_requests_without_reading_answers_lose_the_request_link() -> None:
     broker = Broker()
     peer = broker.client()
-    mgmt = "/management"
-    peer.attach_sender(0, mgmt, name="p", properties=PAIRED)
-    peer.attach_receiver(1, mgmt, name="p", target=Target(address=mgmt), properties=PAIRED)
-    m = Message.create(AmqpValue(None), properties=Properties(
-        message_id="r", to="/queues/x", subject="GET", reply_to="$me"))
+    management_pair(peer, credit=0)
+    m = request_message("/queues/x", "GET")
     out = []
     for _ in range(70):
         out += peer.send(0, m, settled=True)  # the broker tops up the request credit

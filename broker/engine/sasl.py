@@ -62,21 +62,21 @@ class SaslServer:
                 return SaslCode.AUTH
             if authzid and authzid != user:
                 # acting as another identity is not something we grant (RFC 4616 §2)
-                self.reason = f"user {_short(user)} may not act as {_short(authzid)}"
+                self.reason = f"user {printable(user)} may not act as {printable(authzid)}"
                 return SaslCode.AUTH
             expected = self.users.get(user)
             if expected is None or not hmac.compare_digest(
                 expected.encode("utf-8"), password.encode("utf-8")
             ):
-                self.reason = f"bad credentials for user {_short(user)}"
+                self.reason = f"bad credentials for user {printable(user)}"
                 return SaslCode.AUTH
             self.user = user
             return SaslCode.OK
-        self.reason = f"unsupported mechanism {_short(init.mechanism)}"
+        self.reason = f"unsupported mechanism {printable(init.mechanism)}"
         return SaslCode.AUTH
 
 
-def _short(name: object) -> str:
-    """A peer-chosen name fit for a log line: printable, at most 100 characters."""
-    text = "".join(c if c.isprintable() else "?" for c in str(name))
-    return repr(text[:100] + ("…" if len(text) > 100 else ""))
+def printable(text: object, limit: int = 100) -> str:
+    """A peer-chosen name as it may appear in a log line: printable, and short."""
+    s = "".join(c if c.isprintable() else "?" for c in str(text))
+    return repr(s[:limit] + ("…" if len(s) > limit else ""))

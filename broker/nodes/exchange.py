@@ -40,7 +40,7 @@ key is zero words.  Hence `#` matches the empty key and `*` does not, and
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import ClassVar, Final
@@ -506,21 +506,38 @@ def route(
     routing_keys: Sequence[str],
     headers: Mapping[object, object] | None,
 ) -> list[str]:
-    """Names of the queues reached, each once, in first-reached order.
+    """Names of the queues reached, each once, in first-reached order (`walk`
+    with the headers at hand)."""
+    return walk(exchanges, exchange, routing_keys, lambda: headers)[0]
+
+
+def walk(
+    exchanges: Mapping[str, Exchange],
+    exchange: Exchange,
+    routing_keys: Sequence[str],
+    headers: Callable[[], Mapping[object, object] | None],
+) -> tuple[list[str], bool]:
+    """The queues reached, each once, in first-reached order, and whether the
+    route depended on the message's headers (a headers exchange was matched).
 
     `exchange` is matched with every routing key, then each exchange its
     bindings reach (looked up in `exchanges`; unknown names are skipped),
     breadth first.  Like RabbitMQ, every exchange is matched at most once per
     publish, with all the routing keys, which makes cycles terminate and
     diamonds deliver once.  Queue names are not checked: the default exchange
-    names whatever queue the key says.
+    names whatever queue the key says.  `headers` is called only when a
+    headers exchange is reached: other routes never decode them.
     """
     queues: dict[str, None] = {}
     pending = [exchange]
     seen = {exchange.name}
+    by_headers = False
+    values: Mapping[object, object] | None = None
     for x in pending:  # grows while we iterate: a breadth-first work list
+        if x.type == "headers" and not by_headers:
+            by_headers, values = True, headers()
         for key in routing_keys if x.routes_by_key else _ANY_KEY:
-            for binding in x.match(key, headers):
+            for binding in x.match(key, values):
                 if binding.destination_kind == QUEUE:
                     queues[binding.destination] = None
                 elif binding.destination not in seen:
@@ -528,4 +545,4 @@ def route(
                     found = exchanges.get(binding.destination)
                     if found is not None:
                         pending.append(found)
-    return list(queues)
+    return list(queues), by_headers

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import itertools
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from urllib.parse import quote, unquote
 
@@ -39,7 +39,7 @@ from broker.nodes.exchange import (
     DefaultExchange,
     Exchange,
     make_exchange,
-    route,
+    walk,
 )
 from broker.nodes.queue import Queue, QueueFull
 from broker.nodes.stream import Stream
@@ -152,11 +152,9 @@ class Registry:
         self._headers: dict[bytes, bytes] = {}
         # Routes by (exchange, key): topic matching is the costly part of a publish,
         # and publishers repeat their keys.  Any change to bindings, exchanges or
-        # nodes clears it; a headers exchange's routes depend on each message, so
-        # they are never kept, nor is anything once an exchange-to-exchange binding
-        # leads into a headers exchange.
+        # deleted nodes clears it; a route that reached a headers exchange depends
+        # on each message, and is never kept.
         self._routes: dict[tuple[str, str], tuple[Exchange, list[Node]]] = {}
-        self._into_headers: set[Binding] = set()
         self._exclusive: dict[int, set[str]] = {}  # id(owning connection) → queue names
         self.held_bytes = 0  # what the nodes hold, for the memory alarm
         self._ms = wall_clock_ms
@@ -295,8 +293,6 @@ class Registry:
         if not source.bind(binding):
             return False
         self._routes.clear()
-        if self._leads_into_headers(binding):
-            self._into_headers.add(binding)
         self._inbound.setdefault((binding.destination_kind, binding.destination),
                                  {})[binding] = None
         return True
@@ -314,15 +310,8 @@ class Registry:
     def bindings(self) -> list[Binding]:
         return [b for x in self.exchanges.values() if x.name for b in x.bindings]
 
-    def _leads_into_headers(self, binding: Binding) -> bool:
-        if binding.destination_kind != EXCHANGE:
-            return False
-        destination = self.exchanges.get(binding.destination)
-        return destination is not None and destination.type == "headers"
-
     def _forget(self, binding: Binding) -> None:
         self._routes.clear()
-        self._into_headers.discard(binding)
         inbound = self._inbound.get((binding.destination_kind, binding.destination))
         if inbound is not None:
             inbound.pop(binding, None)
@@ -332,7 +321,6 @@ class Registry:
     def _unbind_destination(self, kind: str, name: str) -> None:
         self._routes.clear()
         for binding in list(self._inbound.pop((kind, name), {})):
-            self._into_headers.discard(binding)
             source = self.exchanges.get(binding.source)
             if source is not None:
                 source.unbind(binding)
@@ -348,16 +336,15 @@ class Registry:
         if len(keys) == 1 and isinstance(exchange, DefaultExchange):  # no graph to walk
             node = nodes.get(keys[0])
             return [] if node is None else [node]
-        # one key (no x-cc: those vary per message), no headers anywhere on the way
-        cacheable = len(keys) == 1 and exchange.type != "headers" and not self._into_headers
-        if cacheable:
+        single = len(keys) == 1  # x-cc keys vary per message: not cached
+        if single:
             cached = self._routes.get((exchange.name, keys[0]))
             if cached is not None and cached[0] is exchange:
                 return cached[1]
-        headers = None if cacheable else message.application_properties
-        names = route(self.exchanges, exchange, keys, headers)
+        names, by_headers = walk(self.exchanges, exchange, keys,
+                                 lambda: message.application_properties)
         found = [n for n in (nodes.get(name) for name in names) if n is not None]
-        if cacheable:
+        if single and not by_headers:  # a headers exchange's answer is per message
             if len(self._routes) >= 4096:
                 self._routes.clear()
             self._routes[(exchange.name, keys[0])] = (exchange, found)
@@ -474,9 +461,6 @@ class Registry:
         if info is not None:
             info.had_consumer = True
             info.last_used = now
-
-    def all_nodes(self) -> Iterable[Node]:
-        return self.nodes.values()
 
 
 def _has_consumers(node: Node) -> bool:

@@ -43,7 +43,9 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 sys.path.insert(0, str(ROOT / "conformance"))
 sys.path.insert(0, str(ROOT))
+sys.path.append(str(ROOT / "tests"))  # engine.peer's frame builder
 from conftest import start_broker, stop_broker
+from engine.peer import frame
 
 from broker.codec.messaging import Accepted, Message, Source, Target
 from broker.codec.performatives import (
@@ -64,7 +66,6 @@ from broker.framing import (
     FrameReader,
     ProtocolHeader,
     decode_frame_body,
-    encode_frame,
 )
 
 HANDSHAKE_TIMEOUT = 10.0
@@ -76,12 +77,6 @@ def rss_kib(pid: int) -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1])
     return 0
-
-
-def frame(performative: object, channel: int = 0, payload: bytes = b"") -> bytes:
-    out = bytearray()
-    encode_frame(out, channel, performative, payload)
-    return bytes(out)
 
 
 # -- a raw AMQP client (blocking socket, the broker's own codec) -----------------------

@@ -57,7 +57,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests/: engine.peer
 
-from engine.peer import Peer, deliveries
+from engine.peer import Peer, deliveries, frame
 
 from broker.codec.messaging import Accepted, Message
 from broker.codec.performatives import (
@@ -84,7 +84,6 @@ from broker.framing import (
     FrameReader,
     ProtocolHeader,
     decode_frame_body,
-    encode_frame,
 )
 
 from .mutate import split_frames
@@ -134,12 +133,6 @@ class Result:
     outcome: tuple[object, ...] = ()  # what the broker answered, coarsely (for the corpus)
 
 
-def _frame(performative: object, channel: int = 0, ftype: int = 0) -> bytes:
-    out = bytearray()
-    encode_frame(out, channel, performative, b"", ftype)
-    return bytes(out)
-
-
 def prelude(mode: int) -> bytes:
     """The valid start of the fuzzed connection, as the mode byte chooses it."""
     kind = mode & 3
@@ -148,13 +141,13 @@ def prelude(mode: int) -> bytes:
         return SASL_HEADER
     out = b""
     if kind == 2:
-        out += SASL_HEADER + _frame(SaslInit(mechanism=Symbol("PLAIN"),
+        out += SASL_HEADER + frame(SaslInit(mechanism=Symbol("PLAIN"),
                                              initial_response=b"\x00guest\x00guest"), ftype=1)
     open_ = Open(container_id="fuzz", max_frame_size=512, channel_max=1, idle_time_out=1000) \
         if small else Open(container_id="fuzz")
     begin = Begin(next_outgoing_id=0, incoming_window=5 if small else 2048,
                   outgoing_window=2048)
-    return out + AMQP_HEADER + _frame(open_) + _frame(begin)
+    return out + AMQP_HEADER + frame(open_) + frame(begin)
 
 
 def chunks(stream: bytes, mode: int) -> list[bytes]:
