@@ -47,6 +47,7 @@ from broker.engine.events import (
 from broker.engine.link import Delivery, Link
 from broker.engine.sasl import printable
 from broker.errors import AmqpError, Condition
+from broker.memory_alarm import AlarmChange, MemoryAlarm
 from broker.nodes.registry import Node, Registry
 from broker.services.management import Management
 
@@ -55,7 +56,6 @@ log = logging.getLogger("broker.container")
 ANONYMOUS_RELAY = "ANONYMOUS-RELAY"
 LINK_PAIR = "LINK_PAIR_V1_0"  # RabbitMQ's /management link pairs
 RABBITMQ_VERSION = "4.0.5"  # the RabbitMQ whose client-gated features we serve (stream offsets)
-MEMORY_LOW_FRACTION = 0.8  # the alarm clears below this share of the high watermark
 PEER_LOG_INTERVAL = 60.0  # seconds: repeated failures from one peer are logged once a minute
 
 
@@ -200,10 +200,9 @@ class Container:
         self.connections: set[ConnectionHandle] = set()
         self._token_warned = False
         # the memory alarm: publishers get no new credit while queued messages
-        # hold more than the high watermark, and again below the low one
-        self.memory_high = memory_limit(config, physical_memory()) or None
-        self.memory_low = int(self.memory_high * MEMORY_LOW_FRACTION) if self.memory_high else 0
-        self.memory_alarm = False
+        # (or, as a backstop, the process) hold more than the high watermark
+        high = memory_limit(config, physical_memory())
+        self.memory = MemoryAlarm(high) if high else None
         self.publishers: dict[Link, ConnectionHandle] = {}
         self._peer_log = PeerLog(clock)
         self._identity = self.identity()  # the same open.properties for every connection
@@ -301,37 +300,34 @@ class Container:
         for handle in list(self.connections):
             handle.close(amqp_error(Condition.CONNECTION_FORCED, "broker is shutting down"))
 
-    def housekeeping(self) -> None:
-        """Periodic work (the server calls it about once a second): stream retention
-        by age, dropping expired messages from queues nobody is reading, and
-        deleting queues unused for their `x-expires`."""
+    def housekeeping(self, rss: int | None = None) -> None:
+        """Periodic work (the server calls it about once a second, with the
+        process's resident size when it can tell): stream retention by age,
+        dropping expired messages from queues nobody is reading, deleting queues
+        unused for their `x-expires`, and the memory alarm's backstop."""
         self.registry.housekeeping(self.wall_clock())
-        self._check_memory()
+        if self.memory is not None:
+            self._memory_changed(self.memory.sample(self.registry.held_bytes, rss))
+
+    @property
+    def memory_alarm(self) -> bool:
+        return self.memory is not None and self.memory.on
 
     # -- the memory alarm -----------------------------------------------------
 
-    def _check_memory(self) -> None:
-        high = self.memory_high
-        if high is None:
-            return
-        held = self.registry.held_bytes
-        if not self.memory_alarm and held > high:
-            self._set_memory_alarm(True, held)
-        elif self.memory_alarm and held < self.memory_low:
-            self._set_memory_alarm(False, held)
-
-    def _set_memory_alarm(self, on: bool, held: int) -> None:
+    def _memory_changed(self, change: AlarmChange | None) -> None:
         """On: publishers keep the credit they have but get no more (anonymous
         relays too); consumers go on draining.  Off: credit flows again."""
-        self.memory_alarm = on
-        mib = 1024 * 1024
+        if change is None:
+            return
+        if not change.changed:
+            log.warning("memory: %s", change.reason)
+            return
+        on = change.on
         if on:
-            log.warning("memory alarm: queued messages hold %.1f MiB, above the high "
-                        "watermark of %.1f MiB: publishers get no more credit",
-                        held / mib, (self.memory_high or 0) / mib)
+            log.warning("memory alarm: %s: publishers get no more credit", change.reason)
         else:
-            log.warning("memory alarm cleared: %.1f MiB held, below %.1f MiB: publishers "
-                        "get credit again", held / mib, self.memory_low / mib)
+            log.warning("memory alarm cleared: %s: publishers get credit again", change.reason)
         credit = 0 if on else PUBLISHER_CREDIT
         self.attacher.publisher_credit = credit
         for link, handle in self.publishers.items():
@@ -410,9 +406,8 @@ class Container:
         ctx = link.context
         if isinstance(ctx, Publisher):
             outcome = ctx.store(delivery.payload, self.wall_clock())
-            if self.memory_high is not None and not self.memory_alarm and \
-                    self.registry.held_bytes > self.memory_high:
-                self._set_memory_alarm(True, self.registry.held_bytes)
+            if self.memory is not None and not self.memory.on:
+                self._memory_changed(self.memory.held(self.registry.held_bytes))
         elif isinstance(ctx, ManagementPair):
             outcome = ctx.on_request(delivery.payload, self.wall_clock())
         else:

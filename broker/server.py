@@ -18,6 +18,7 @@ from __future__ import annotations
 import functools
 import gc
 import logging
+import os
 import signal
 import sys
 from collections.abc import Callable
@@ -126,10 +127,27 @@ async def serve(
 
 
 async def _housekeeping(container: ContainerLike) -> None:
-    """Periodic container work that no message triggers (stream retention by age)."""
+    """Periodic container work that no message triggers (stream retention by
+    age, the memory alarm's RSS backstop)."""
     while True:
         await trio.sleep(HOUSEKEEPING_INTERVAL)
-        container.housekeeping()
+        container.housekeeping(process_rss())
+
+
+def process_rss() -> int | None:
+    """The process's resident set size in bytes, or None where /proc cannot tell."""
+    try:
+        with open("/proc/self/statm", "rb") as f:
+            resident_pages = int(f.read().split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return resident_pages * _PAGE_SIZE
+
+
+try:
+    _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+except (ValueError, OSError, AttributeError):
+    _PAGE_SIZE = 4096
 
 
 async def _stop_when_cancelled(info: ServerInfo) -> None:

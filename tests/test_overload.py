@@ -77,3 +77,22 @@ def test_peer_log_says_once_per_interval_with_a_count(caplog: pytest.LogCaptureF
 def test_printable_names() -> None:
     assert printable("a\x00b") == "'a?b'"
     assert len(printable("x" * 1000)) < 110
+
+
+def test_memory_alarm_rss_backstop_stalls_publishers_without_sticking() -> None:
+    broker = Broker(memory_high_watermark=1_000_000.0)
+    container = broker.container
+    peer = broker.client()
+    publisher(peer, 0, "/queues/q")
+    assert publish(peer, 0, *[msg(b"x" * 100) for _ in range(300)]) == [Accepted()] * 300
+    assert not container.memory_alarm, "300 small messages are far below the watermark"
+    container.housekeeping(rss=2_000_000)  # the process is above it all the same
+    assert container.memory_alarm
+    late = broker.client("late")
+    out = late.attach_sender(0, "/queues/q")
+    assert not [f for f in of(out, Flow) if f.link_credit], "a new publisher gets no credit"
+    consumer(peer, 1, "/queues/q", credit=1000)
+    peer.disposition(0, 1000, state=Accepted())
+    container.housekeeping(rss=2_000_000)  # RSS does not fall: CPython keeps its memory
+    assert not container.memory_alarm, "drained below the cap: the alarm clears"
+    assert of(late.read(), Flow), "credit flows again"

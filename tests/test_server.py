@@ -34,7 +34,7 @@ class SpyContainer(container_mod.Container):
 
     shutdown_calls = 0
 
-    def housekeeping(self) -> None:
+    def housekeeping(self, rss: int | None = None) -> None:
         pass
 
     def shutdown(self) -> None:

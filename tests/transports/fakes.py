@@ -115,7 +115,7 @@ class FakeContainer:
         self.connected.set()
         return handle
 
-    def housekeeping(self) -> None:
+    def housekeeping(self, rss: int | None = None) -> None:
         pass
 
     def shutdown(self) -> None:

@@ -1,0 +1,115 @@
+"""The memory alarm: when publishers may get credit, from what the broker holds.
+
+Theory of operation.  The main signal is what queued messages hold, as the
+registry counts it (payload bytes plus a fixed overhead per entry): above the
+high watermark the alarm goes on, below the low one (0.8 of high) it clears.
+That count is exact and falls as consumers drain, so the alarm never sticks.
+
+The process's resident size is the backstop for what that count misses (a
+larger per-message overhead than we assumed, memory held elsewhere).  RSS
+cannot be the signal itself: CPython rarely returns freed memory to the OS, so
+an alarm that waited for RSS to fall would stay on after every queue had been
+drained.  Instead, when RSS passes the high watermark, the held count at that
+moment becomes the limit (the "cap"): that is how much the broker could hold
+before the process reached the watermark.  Draining below 0.8 of the cap
+clears the alarm; refilling to the cap raises it again, reusing the memory
+the process already has, so RSS stays where it was.  The cap is lowered again
+only if RSS grows by another step while held bytes stay under it (something
+else is growing), and it is lifted when RSS falls below the low watermark.
+When RSS is high but messages hold almost nothing (under a tenth of the
+watermark), blocking publishers would not help: the alarm stays off and the
+caller is told once, so it can log it.
+
+Pure: the caller passes in the counts (the server samples RSS on its
+housekeeping tick); nothing here reads the clock or the OS.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+LOW_FRACTION = 0.8  # the alarm clears below this share of its limit
+RSS_STEP_FRACTION = 0.05  # RSS growth (share of high) that lowers an existing cap
+MIN_CAP_FRACTION = 0.1  # below this share of high, held bytes cannot explain RSS
+
+
+@dataclass(frozen=True, slots=True)
+class AlarmChange:
+    """What changed, for the log line: the alarm went on or off (`changed`), or
+    RSS is high for reasons publishers cannot fix (`on` unchanged)."""
+
+    on: bool
+    reason: str
+    changed: bool = True
+
+
+class MemoryAlarm:
+    def __init__(self, high: int) -> None:
+        self.high = high
+        self.limit = high  # the held-bytes limit now in force (the cap, if RSS set one)
+        self.on = False
+        self.rss: int | None = None  # the last sample, for listings
+        self._rss_at_cap: int | None = None
+        self._told_unexplained = False
+
+    @property
+    def low(self) -> int:
+        return int(self.limit * LOW_FRACTION)
+
+    def held(self, held: int) -> AlarmChange | None:
+        """Check after a publish or on a tick: the held count alone."""
+        if not self.on and held > self.limit:
+            self.on = True
+            return AlarmChange(True, f"queued messages hold {_mib(held)}, above the "
+                                     f"{'cap' if self.capped else 'high watermark'} of "
+                                     f"{_mib(self.limit)}")
+        if self.on and held < self.low:
+            self.on = False
+            return AlarmChange(False, f"{_mib(held)} held, below {_mib(self.low)}")
+        return None
+
+    @property
+    def capped(self) -> bool:
+        return self._rss_at_cap is not None
+
+    def sample(self, held: int, rss: int | None) -> AlarmChange | None:
+        """The housekeeping tick: the held count and the process RSS (None when
+        the platform cannot tell)."""
+        self.rss = rss
+        if rss is not None:
+            if self.capped and rss < int(self.high * LOW_FRACTION):
+                self._rss_at_cap = None  # the OS got memory back: the count rules again
+                self.limit = self.high
+            elif rss > self.high and self._rss_grew(rss):
+                change = self._cap(held, rss)
+                if change is not None:
+                    return change
+        return self.held(held)
+
+    def _rss_grew(self, rss: int) -> bool:
+        at_cap = self._rss_at_cap
+        return at_cap is None or rss > at_cap + int(self.high * RSS_STEP_FRACTION)
+
+    def _cap(self, held: int, rss: int) -> AlarmChange | None:
+        if held < int(self.high * MIN_CAP_FRACTION):
+            if self._told_unexplained:
+                return None
+            self._told_unexplained = True
+            return AlarmChange(self.on, f"process RSS {_mib(rss)} is above the high watermark "
+                                        f"of {_mib(self.high)} but queued messages hold only "
+                                        f"{_mib(held)}: publishers are not what fills memory",
+                               changed=False)
+        if held >= self.limit:
+            return None  # the count is already at or past the limit: held() decides
+        self._rss_at_cap = rss
+        self.limit = held
+        if self.on:
+            return None
+        self.on = True
+        return AlarmChange(True, f"process RSS {_mib(rss)} is above the high watermark of "
+                                 f"{_mib(self.high)}; queued messages hold {_mib(held)}, "
+                                 f"which is now the cap")
+
+
+def _mib(n: int) -> str:
+    return f"{n / (1024 * 1024):.1f} MiB"
