@@ -15,6 +15,13 @@ with `x-exchange`/`x-routing-key` as RabbitMQ does, and answers with
 RabbitMQ's outcomes: `accepted` once every queue reached holds it,
 `released` when it reached none, `rejected` (with the queue and the reason
 in `info`) when a queue refused it.
+
+Permissions (`access.py`) are checked here, where the names are known: read
+on the node a receiver reads, write on the queue or exchange a sender (or
+each relayed message) targets, configure on a node an attach creates (a
+dynamic node, or an unknown queue auto-created).  A refused attach gets
+`amqp:unauthorized-access`, a refused relayed message is rejected with it.
+A message's `user-id` must be the connection's user, as RabbitMQ requires.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Protocol, TypeVar
 
+from broker.access import CONFIGURE, NOTHING, READ, WRITE, AccessRefused, Identity
 from broker.codec.messaging import (
     Accepted,
     Message,
@@ -48,6 +56,7 @@ from broker.nodes.registry import (
     Node,
     Registry,
     check_routing_key,
+    parse_address,
     parse_target,
     queue_address,
 )
@@ -71,8 +80,24 @@ class Owner(Protocol):
     """The connection side a link belongs to (the container's ConnectionHandle)."""
 
     container_id: str | None
+    identity: Identity | None  # None: not authenticated, so nothing is allowed
 
     def wake(self) -> None: ...
+
+
+NOBODY = Identity("", NOTHING, mechanism="none")
+
+
+def identity_of(owner: Owner) -> Identity:
+    return owner.identity if owner.identity is not None else NOBODY
+
+
+def check(identity: Identity, operation: str, kind: str, name: str) -> None:
+    """AccessRefused as the AMQP error a refused attach or message carries."""
+    try:
+        identity.check(operation, kind, name)
+    except AccessRefused as exc:
+        raise AmqpError(str(exc), condition=Condition.UNAUTHORIZED_ACCESS) from None
 
 
 class Subscription:
@@ -120,8 +145,10 @@ class Publisher:
 
     def __init__(self, registry: Registry, link: Link, *, node: Node | None = None,
                  exchange: Exchange | None = None, key: str = "",
-                 owns_queue: bool = False) -> None:
+                 owns_queue: bool = False, identity: Identity = NOBODY) -> None:
         self.registry = registry
+        self.identity = identity
+        self.user_id = identity.user.encode("utf-8")
         self.link = link
         self.node = node  # a queue target: no routing needed
         self.exchange = exchange  # an exchange target; neither: anonymous relay
@@ -135,6 +162,12 @@ class Publisher:
         registry = self.registry
         try:
             message = Message.parse(payload)
+            user_id = message.section_field(0x73, 1)
+            if user_id is not None and user_id != self.user_id:
+                return Rejected(error=amqp_error(
+                    Condition.UNAUTHORIZED_ACCESS,
+                    f"user_id property set to {_shown(user_id)} but authenticated user was "
+                    f"'{self.identity.user}'"))
             node, exchange, key = self.node, self.exchange, self.key
             annotations = self.annotations
             if node is None and exchange is None:
@@ -186,8 +219,25 @@ class Publisher:
                                condition=Condition.INVALID_FIELD)
         target = parse_target(to)
         if isinstance(target, ExchangeAddress):
+            check(self.identity, WRITE, "exchange", target.exchange)
             return None, _exchange(self.registry, target.exchange), target.key
+        _check_queue_access(self.registry, self.identity, WRITE, target)
         return self.registry.queue_for(target), None, target
+
+
+def _check_queue_access(registry: Registry, identity: Identity, operation: str,
+                        name: str) -> None:
+    """`operation` on queue `name`, and configure too when using it would
+    auto-create it."""
+    if name not in registry.nodes and registry.auto_create:
+        check(identity, CONFIGURE, "queue", name)
+    check(identity, operation, "queue", name)
+
+
+def _shown(user_id: object) -> str:
+    if isinstance(user_id, bytes):
+        return repr(user_id.decode("utf-8", "replace"))
+    return repr(user_id)
 
 
 def _exchange(registry: Registry, name: str) -> Exchange:
@@ -222,7 +272,8 @@ class ManagementPair:
             self.owner.wake()
             return Released()
         try:
-            _, response = self.service.handle(payload, owner=self.owner, now=now)
+            _, response = self.service.handle(payload, owner=self.owner, now=now,
+                                              identity=identity_of(self.owner))
         except DecodeError as exc:
             log.info("malformed management request: %s", exc)
             return Rejected(error=amqp_error(Condition.DECODE_ERROR, str(exc)))
@@ -257,7 +308,7 @@ class Attacher:
         elif link.is_sender:
             self._subscription(owner, link)
         else:
-            self._publisher(link)
+            self._publisher(link, identity_of(owner))
 
     # -- management -------------------------------------------------------------------
 
@@ -294,13 +345,21 @@ class Attacher:
         registry = self.registry
         now = self.wall_clock()
         node: Node
+        identity = identity_of(owner)
         if source.dynamic:
             volatile = VOLATILE_QUEUE in _symbols(source.capabilities)
             node = registry.create_temporary(
                 owner.container_id or "anonymous",
                 prefix=REPLY_TO_PREFIX if volatile else TEMPORARY_PREFIX)
             address: object = queue_address(node.name)
+            try:
+                check(identity, CONFIGURE, "queue", node.name)
+                check(identity, READ, "queue", node.name)
+            except AmqpError:
+                registry.delete(node.name)
+                raise
         else:
+            _check_queue_access(registry, identity, READ, parse_address(source.address))
             node = registry.resolve(source.address)
             address = source.address
             owner_of = registry.info[node.name].exclusive_owner
@@ -346,7 +405,7 @@ class Attacher:
 
     # -- producers --------------------------------------------------------------------
 
-    def _publisher(self, link: Link) -> None:
+    def _publisher(self, link: Link, identity: Identity) -> None:
         target = link.remote_attach.target
         registry = self.registry
         node: Node | None = None
@@ -358,12 +417,20 @@ class Attacher:
             reply = Target(address=None)
         elif isinstance(target, Target) and target.dynamic:
             node = registry.create_temporary("dynamic-target")
+            try:
+                check(identity, CONFIGURE, "queue", node.name)
+                check(identity, WRITE, "queue", node.name)
+            except AmqpError:
+                registry.delete(node.name)
+                raise
             reply = Target(address=queue_address(node.name), dynamic=True)
         elif isinstance(target, Target):
             resolved = parse_target(target.address)
             if isinstance(resolved, ExchangeAddress):
+                check(identity, WRITE, "exchange", resolved.exchange)
                 exchange, key = _exchange(registry, resolved.exchange), resolved.key
             else:
+                _check_queue_access(registry, identity, WRITE, resolved)
                 node = registry.queue_for(resolved)
             reply = Target(address=target.address, durable=0, expiry_policy=target.expiry_policy,
                            timeout=target.timeout, capabilities=target.capabilities)
@@ -382,7 +449,7 @@ class Attacher:
                 registry.delete(node.name)
             raise
         link.context = Publisher(registry, link, node=node, exchange=exchange, key=key,
-                                 owns_queue=dynamic)
+                                 owns_queue=dynamic, identity=identity)
 
 
 def _as(kind: type[T], terminus: object) -> T | None:

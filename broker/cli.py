@@ -16,10 +16,12 @@ from pathlib import Path
 import click
 
 from broker import __version__
+from broker.access import hash_password, load_access
 from broker.admin import AdminError, check_config
 from broker.config import (
     DEFAULT_OFFSETS,
     LOG_LEVELS,
+    SASL_AUTHZID,
     Config,
     ConfigError,
     build_config,
@@ -123,6 +125,24 @@ _D = Config()
     type=click.Choice(DEFAULT_OFFSETS),
     help=f"Stream start without an offset filter.  [default: {_D.default_offset}]",
 )
+@click.option("--sasl-authzid", type=click.Choice(SASL_AUTHZID),
+              help="A SASL PLAIN authorization id other than the user: refuse the login, or "
+                   f"ignore the id.  [default: {_D.sasl_authzid}]")
+@click.option("--jwt-secret", help="Verify OAuth2 bearer tokens (JWT) with this HS256 secret "
+                                   "(development).")
+@click.option("--jwt-public-key", type=click.Path(exists=True, dir_okay=False),
+              help="Verify tokens with this PEM public key (RS/PS/ES/EdDSA).")
+@click.option("--jwks-file", type=click.Path(exists=True, dir_okay=False),
+              help="Verify tokens with the keys of this JWKS file, chosen by `kid`.")
+@click.option("--jwt-audience", help="Tokens must name this audience (`aud`).")
+@click.option("--jwt-issuer", help="Tokens must come from this issuer (`iss`).")
+@click.option("--jwt-scope-prefix", help="Scopes PREFIX.read:VHOST/NAME and so on grant "
+                                         "permissions.  [default: the audience]")
+@click.option("--jwt-user-claim", help=f"The claim naming the user.  [default: "
+                                       f"{_D.jwt_user_claim}]")
+@click.option("--allowed-origin", "allowed_origins", multiple=True, metavar="ORIGIN",
+              help="A web page origin that may open WebSockets (repeatable; '*': any).  "
+                   "[default: pages from localhost, while listening on loopback only]")
 @click.option(
     "--rabbitmq-compat",
     is_flag=True,
@@ -180,18 +200,34 @@ def _build(
         layer["auto_create"] = False
     if isinstance(layer.get("log_level"), str):
         layer["log_level"] = str(layer["log_level"]).lower()
-    for key in ("queues", "streams"):
+    for key in ("queues", "streams", "allowed_origins"):
         if key in layer:
             layer[key] = list(layer[key])  # type: ignore[call-overload]
     try:
         from_file = load_file(config_file) if config_file else {}
         config = build_config(from_file, normalize(layer, source="options"))
         check_config(config)
+        load_access(config)  # reads the token key files: a bad one is a usage error too
         return config
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
     except AdminError as exc:
         raise click.UsageError(exc.message) from None
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+
+
+@main.command("hash-password")
+@click.option("--password", prompt=True, hide_input=True, confirmation_prompt=True,
+              help="The password (prompted for when not given).")
+def hash_password_command(password: str) -> None:
+    """Print a password hash for a user in the config file:
+
+    \b
+    [users]
+    alice = "$scrypt$..."
+    """
+    click.echo(hash_password(password))
 
 
 def _announce(info: ServerInfo, ready_file: str | None) -> None:

@@ -83,6 +83,29 @@ class Config:
     queue_overflow: str = "reject-publish"  # or "drop-head"
     log_level: str = "info"
     rabbitmq_compat: bool = False  # advertise product "RabbitMQ" for RabbitMQ's own clients
+    # -- security (see access.py) --
+    # users' permissions: name → (configure, write, read) regexes; "*" for users
+    # without an entry (default: everything, as for a development broker)
+    permissions: dict[str, tuple[str, str, str]] = field(default_factory=dict)
+    sasl_authzid: str = "refuse"  # or "ignore": a PLAIN authorization id is not acted on
+    # TLS: with a certificate and key, amqps and wss listen beside the plain ports
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    tls_ca: str | None = None  # CA bundle for client certificates
+    tls_verify_client: str = "none"  # "optional" or "required"; EXTERNAL needs a verified one
+    tls_port: int | None = 5671  # used only with tls_cert; None disables amqps
+    wss_port: int | None = 15679  # used only with tls_cert; None disables wss
+    # OAuth2 bearer tokens (JWT): one key source, then the checks on the claims
+    jwt_secret: str | None = None  # HS256 for development
+    jwt_public_key: str | None = None  # a PEM file (RS/PS/ES/EdDSA)
+    jwks_file: str | None = None  # a JWKS file, keys chosen by `kid`
+    jwt_audience: str | None = None
+    jwt_issuer: str | None = None
+    jwt_scope_prefix: str | None = None  # default: the audience, else "rabbitmq"
+    jwt_user_claim: str = "sub"
+    # WebSocket upgrades from browsers: pages allowed by their Origin header; empty:
+    # loopback pages only, and only while the broker listens on loopback
+    allowed_origins: tuple[str, ...] = ()
 
 
 class ConfigError(ValueError):
@@ -93,11 +116,16 @@ MIN_MAX_FRAME_SIZE = 512  # §2.7.1 open: a peer may not ask for less
 DEFAULT_OFFSETS = ("first", "next", "last")
 QUEUE_OVERFLOWS = ("reject-publish", "drop-head")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+SASL_AUTHZID = ("refuse", "ignore")
+TLS_VERIFY_CLIENT = ("none", "optional", "required")
 _FIELDS = {f.name for f in dataclasses.fields(Config)}
-_STR = {"host", "ws_path", "container_id", "default_offset", "queue_overflow", "log_level"}
+_STR = {"host", "ws_path", "container_id", "default_offset", "queue_overflow", "log_level",
+        "sasl_authzid", "tls_verify_client", "jwt_user_claim"}
+_OPTIONAL_STR = {"tls_cert", "tls_key", "tls_ca", "jwt_secret", "jwt_public_key", "jwks_file",
+                 "jwt_audience", "jwt_issuer", "jwt_scope_prefix"}
 _INT = {"max_frame_size", "max_message_size", "channel_max", "handle_max"}
 _OPTIONAL_INT = {"port", "ws_port", "queue_max_length", "queue_max_length_bytes",
-                 "max_connections", "max_connections_per_user"}
+                 "max_connections", "max_connections_per_user", "tls_port", "wss_port"}
 _SECONDS = {"idle_time_out", "handshake_timeout", "memory_high_watermark"}
 _BOOL = {"allow_anonymous", "auto_create", "rabbitmq_compat"}
 _STREAM_KEYS = {"max_age", "max_length_bytes", "max_length_messages"}
@@ -154,7 +182,7 @@ def normalize(raw: Mapping[str, object], *, source: str = "config") -> dict[str,
 
 
 def _convert(name: str, value: object, where: str) -> object:
-    if name in _STR:
+    if name in _STR or name in _OPTIONAL_STR:
         if not isinstance(value, str):
             raise ConfigError(f"{where} must be a string")
         return value
@@ -178,6 +206,10 @@ def _convert(name: str, value: object, where: str) -> object:
         return _streams(value, where)
     if name == "users":
         return _users(value, where)
+    if name == "permissions":
+        return _permissions(value, where)
+    if name == "allowed_origins":
+        return tuple(_names(value, where))
     raise ConfigError(f"{where} cannot be set")
 
 
@@ -314,6 +346,23 @@ def _users(value: object, where: str) -> dict[str, str]:
     return dict(parse_user(spec) for spec in _names(value, where))
 
 
+def _permissions(value: object, where: str) -> dict[str, tuple[str, str, str]]:
+    """A table `[permissions.NAME]` of `configure`, `write` and `read` regexes
+    (missing ones grant nothing, as `^$` does)."""
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{where} must be a table of users")
+    out = {}
+    for user, table in value.items():
+        at = f"{where}.{user}"
+        if not isinstance(table, Mapping) or set(table) - {"configure", "write", "read"} or \
+                not all(isinstance(v, str) for v in table.values()):
+            raise ConfigError(f"{at} must be a table of `configure`, `write` and `read` "
+                              "regular expressions")
+        out[str(user)] = (table.get("configure", ""), table.get("write", ""),
+                          table.get("read", ""))
+    return out
+
+
 def build_config(*layers: Mapping[str, object], base: Config | None = None) -> Config:
     """Apply normalized layers over `base` (defaults), later layers winning.
 
@@ -393,6 +442,9 @@ def validate(config: Config) -> Config:
     _choice("default_offset", c.default_offset, DEFAULT_OFFSETS)
     _choice("queue_overflow", c.queue_overflow, QUEUE_OVERFLOWS)
     _choice("log_level", c.log_level, LOG_LEVELS)
+    _choice("sasl_authzid", c.sasl_authzid, SASL_AUTHZID)
+    _choice("tls_verify_client", c.tls_verify_client, TLS_VERIFY_CLIENT)
+    _validate_security(c)
     for name in ("queue_max_length", "queue_max_length_bytes"):
         if (value := getattr(c, name)) is not None and value < 0:
             raise ConfigError(f"{name} must be >= 0, got {value}")
@@ -403,6 +455,25 @@ def validate(config: Config) -> Config:
             raise ConfigError(f"bad user name {user!r}")
     _validate_nodes(c)
     return config
+
+
+def _validate_security(c: Config) -> None:
+    if (c.tls_cert is None) != (c.tls_key is None):
+        raise ConfigError("tls_cert and tls_key go together")
+    if c.tls_verify_client != "none" and (c.tls_cert is None or c.tls_ca is None):
+        raise ConfigError("tls_verify_client needs tls_cert, tls_key and tls_ca")
+    if c.tls_cert is not None and c.tls_port is not None and c.tls_port == c.wss_port != 0:
+        raise ConfigError(f"tls_port and wss_port are both {c.tls_port}")
+    keys = [k for k in ("jwt_secret", "jwt_public_key", "jwks_file") if getattr(c, k)]
+    if len(keys) > 1:
+        raise ConfigError(f"give one token key source, not {' and '.join(keys)}")
+    for user, regexes in c.permissions.items():
+        for regex in regexes:
+            try:
+                re.compile(regex)
+            except re.error as exc:
+                raise ConfigError(f"permissions.{user}: bad regular expression {regex!r}: "
+                                  f"{exc}") from None
 
 
 def _choice(name: str, value: str, allowed: tuple[str, ...]) -> None:

@@ -28,6 +28,7 @@ import time
 from collections.abc import Callable
 
 from broker import __version__
+from broker.access import Access, Identity, TokenError, load_access
 from broker.admin import Admin, AdminError, apply_config
 from broker.attach import PUBLISHER_CREDIT, Attacher, ManagementPair, Publisher, Subscription
 from broker.codec.messaging import Accepted, Modified, Rejected, Released
@@ -45,7 +46,7 @@ from broker.engine.events import (
     MessageReceived,
 )
 from broker.engine.link import Delivery, Link
-from broker.engine.sasl import printable
+from broker.engine.sasl import ANONYMOUS, EXTERNAL, PLAIN, Refused, printable
 from broker.errors import AmqpError, Condition
 from broker.memory_alarm import AlarmChange, MemoryAlarm
 from broker.nodes.registry import Node, Registry
@@ -99,7 +100,8 @@ class ConnectionHandle:
         self.opened = False
         self.vhost: str | None = None
         self.management_pairs: dict[str, ManagementPair] = {}
-        self.token: bytes | None = None  # from PUT /auth/tokens; verified by the security work
+        self.identity: Identity | None = None  # set by SASL (see Credentials)
+        self.token: bytes | None = None  # the last token from PUT /auth/tokens
 
     # -- driver interface -----------------------------------------------------
 
@@ -111,7 +113,20 @@ class ConnectionHandle:
         return self.conn.data_to_send()
 
     def tick(self) -> float | None:
-        deadline = self.conn.tick(self.container.clock())
+        c = self.container
+        deadline = self.conn.tick(c.clock())
+        expires_at = self.identity.expires_at if self.identity is not None else None
+        if expires_at is not None and not self.conn.done:
+            left = expires_at - c.wall_clock()
+            if left <= 0:
+                # RabbitMQ 4.1's rule: a token that expires without a refresh ends
+                # the connection
+                c.peer_log.info(self.peer, "token of user %s expired: connection closed",
+                                printable(self.identity.user))  # type: ignore[union-attr]
+                self.close(amqp_error(Condition.UNAUTHORIZED_ACCESS, "the token expired"))
+            else:
+                at = c.clock() + left
+                deadline = at if deadline is None else min(deadline, at)
         self._process_guarded()
         return deadline
 
@@ -173,6 +188,58 @@ class ConnectionHandle:
                          f": {event.error.condition}" if event.error else "")  # type: ignore[union-attr]
 
 
+class Credentials:
+    """The engine's SASL credential checker for one connection, over `Access`.
+
+    It knows what the transport established before SASL: a verified client
+    certificate (EXTERNAL is offered) or a bearer token from the WebSocket
+    upgrade (then only ANONYMOUS is offered, and it means the token's user).
+    The identity it accepts is kept on the connection's handle, for the
+    permission checks that follow."""
+
+    def __init__(self, access: Access, wall_clock: Callable[[], float], *,
+                 tls_subject: str | None, bearer: Identity | None) -> None:
+        self.access = access
+        self.wall_clock = wall_clock
+        self.tls_subject = tls_subject
+        self.bearer = bearer
+        self.handle: ConnectionHandle | None = None
+
+    def mechanisms(self) -> tuple[Symbol, ...]:
+        if self.bearer is not None:
+            return (ANONYMOUS,)
+        access = self.access
+        mechs = [EXTERNAL] if self.tls_subject is not None else []
+        if access.users or access.tokens is not None:
+            mechs.append(PLAIN)
+        if access.allow_anonymous:
+            mechs.append(ANONYMOUS)
+        return tuple(mechs)
+
+    def _accept(self, identity: Identity) -> str:
+        if self.handle is not None:
+            self.handle.identity = identity
+        return identity.user
+
+    def plain(self, authzid: str, user: str, password: str) -> str:
+        try:
+            return self._accept(self.access.plain(authzid, user, password, self.wall_clock()))
+        except TokenError as exc:
+            raise Refused(str(exc)) from None
+
+    def anonymous(self) -> str:
+        return self._accept(self.bearer if self.bearer is not None else self.access.anonymous())
+
+    def external(self, authzid: str) -> str:
+        subject = self.tls_subject
+        if subject is None:
+            raise Refused("EXTERNAL needs a verified client certificate")
+        if authzid and authzid != subject:
+            raise Refused(f"certificate of {printable(subject)} may not act as "
+                          f"{printable(authzid)}")
+        return self._accept(self.access.external(subject))
+
+
 class Container:
     def __init__(
         self,
@@ -184,6 +251,10 @@ class Container:
         self.config = config
         self.clock = clock
         self.wall_clock = wall_clock
+        try:
+            self.access: Access = load_access(config)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
         self.registry = Registry(
             auto_create=config.auto_create,
             max_length=config.queue_max_length,
@@ -204,7 +275,7 @@ class Container:
         high = memory_limit(config, physical_memory())
         self.memory = MemoryAlarm(high) if high else None
         self.publishers: dict[Link, ConnectionHandle] = {}
-        self._peer_log = PeerLog(clock)
+        self.peer_log = PeerLog(clock)
         self._identity = self.identity()  # the same open.properties for every connection
         self._declare_from_config()
 
@@ -216,12 +287,18 @@ class Container:
         except AdminError as exc:
             raise ConfigError(exc.message) from None
 
-    def connection_made(self, peer: str, transport: str, wake: Callable[[], None]) -> ConnectionHandle:
+    def connection_made(self, peer: str, transport: str, wake: Callable[[], None], *,
+                        tls_subject: str | None = None,
+                        bearer: Identity | None = None) -> ConnectionHandle:
+        """A new socket.  `tls_subject`: the identity of a verified client
+        certificate (SASL EXTERNAL); `bearer`: the identity of a token the
+        WebSocket upgrade carried (the connection is that user)."""
         cfg = self.config
+        credentials = Credentials(self.access, self.wall_clock, tls_subject=tls_subject,
+                                  bearer=bearer)
         conn = Connection(
             container_id=cfg.container_id,
-            users=cfg.users,
-            allow_anonymous=cfg.allow_anonymous,
+            credentials=credentials,
             max_frame_size=cfg.max_frame_size,
             channel_max=cfg.channel_max,
             handle_max=cfg.handle_max,
@@ -232,8 +309,13 @@ class Container:
             now=self.clock(),
         )
         handle = ConnectionHandle(self, conn, peer, transport, wake)
+        credentials.handle = handle
         self.connections.add(handle)
         return handle
+
+    def verify_bearer(self, token: str) -> Identity:
+        """A token from a WebSocket upgrade; raises TokenError with the reason."""
+        return self.access.bearer(token, self.wall_clock())
 
     def identity(self) -> dict[object, object]:
         """`open.properties` as RabbitMQ's (symbol keys, string values).  RabbitMQ's
@@ -267,7 +349,7 @@ class Container:
                                      f"{cfg.max_connections_per_user} connections")
 
     def _refuse(self, handle: ConnectionHandle, why: str) -> None:
-        self._peer_log.info(handle.peer, "connection refused: %s", why)
+        self.peer_log.info(handle.peer, "connection refused: %s", why)
         handle.close(amqp_error(Condition.RESOURCE_LIMIT_EXCEEDED, why))
 
     def connection_closed(self, handle: ConnectionHandle) -> None:
@@ -275,10 +357,10 @@ class Container:
         self.registry.owner_gone(handle)
         conn = handle.conn
         if conn.handshake_timed_out:
-            self._peer_log.info(handle.peer, "handshake not completed within %g s",
+            self.peer_log.info(handle.peer, "handshake not completed within %g s",
                                 self.config.handshake_timeout)
         elif conn.sasl.outcome not in (None, 0):
-            self._peer_log.info(handle.peer, "authentication failed: %s", conn.sasl.reason)
+            self.peer_log.info(handle.peer, "authentication failed: %s", conn.sasl.reason)
 
     def list_connections(self) -> list[dict[str, object]]:
         return [
@@ -288,12 +370,31 @@ class Container:
         ]
 
     def _on_token(self, owner: object, token: bytes) -> None:
-        if isinstance(owner, ConnectionHandle):
+        """`PUT /auth/tokens`: the connection's new token.  Verified when token
+        verification is configured (a bad one is a 401 and changes nothing; a
+        good one replaces the connection's permissions and expiry, for the same
+        user only); otherwise kept, and the log says once that it was not."""
+        if not isinstance(owner, ConnectionHandle):
+            return
+        if self.access.tokens is None:
             owner.token = token
-        if not self._token_warned:
-            self._token_warned = True
-            log.warning("PUT /auth/tokens: token kept but NOT verified (token verification "
-                        "is not implemented yet)")
+            if not self._token_warned:
+                self._token_warned = True
+                log.warning("PUT /auth/tokens: token kept but NOT verified (no token "
+                            "verification is configured: --jwt-secret, --jwt-public-key "
+                            "or --jwks-file)")
+            return
+        try:
+            identity = self.access.tokens.verify(token.decode("utf-8", "replace"),
+                                                 self.wall_clock())
+        except TokenError as exc:
+            raise AdminError(401, str(exc)) from None
+        if owner.identity is not None and identity.user != owner.identity.user:
+            raise AdminError(401, f"the token is for user '{identity.user}', the connection "
+                                  f"is user '{owner.identity.user}'")
+        owner.token = token
+        owner.identity = identity
+        owner.wake()  # the driver asks tick() again: the deadline moved
 
     def shutdown(self) -> None:
         """Close every connection with amqp:connection:forced."""

@@ -178,3 +178,19 @@ def test_real_process(tmp_path: Path, signum: int) -> None:
             proc.wait()
         assert proc.stdout is not None
         proc.stdout.close()
+
+
+def test_hash_password_prints_a_hash_that_verifies() -> None:
+    from broker.access import verify_password
+
+    result = CliRunner().invoke(broker.cli.main, ["hash-password", "--password", "hunter2"])
+    assert result.exit_code == 0, result.output
+    stored = result.output.strip()
+    assert stored.startswith("$scrypt$") and verify_password(stored, "hunter2")
+
+
+def test_a_bad_password_hash_is_a_usage_error(captured: dict[str, Any], tmp_path: Path) -> None:
+    path = tmp_path / "b.toml"
+    path.write_text('[users]\nalice = "$scrypt$broken"\n')
+    result = invoke("--config", str(path))
+    assert result.exit_code == 2 and "hash-password" in result.output

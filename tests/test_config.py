@@ -137,3 +137,35 @@ def test_validate_rejects(settings: dict[str, object], message: str) -> None:
 
 def test_port_zero_twice_is_fine() -> None:
     assert build_config({"port": 0, "ws_port": 0}).ws_port == 0
+
+
+def test_security_settings_from_a_file(tmp_path: Path) -> None:
+    path = tmp_path / "broker.toml"
+    path.write_text(
+        'jwt-secret = "s"\njwt-audience = "amqpws"\nallowed-origins = ["https://app.example"]\n'
+        'sasl-authzid = "ignore"\n'
+        '[users]\nalice = "$scrypt$n=16384,r=8,p=1$c2FsdA==$aGFzaA=="\n'
+        '[permissions.alice]\nconfigure = "^alice-"\nwrite = ".*"\nread = ".*"\n'
+        '[permissions."*"]\nread = "^public$"\n')
+    config = build_config(load_file(path))
+    assert config.jwt_secret == "s" and config.jwt_audience == "amqpws"
+    assert config.allowed_origins == ("https://app.example",)
+    assert config.sasl_authzid == "ignore"
+    assert config.permissions == {"alice": ("^alice-", ".*", ".*"), "*": ("", "", "^public$")}
+
+
+@pytest.mark.parametrize(("settings", "message"), [
+    ({"tls_cert": "c.pem"}, "tls_cert and tls_key go together"),
+    ({"tls_verify_client": "required", "tls_cert": "c", "tls_key": "k"}, "needs"),
+    ({"jwt_secret": "s", "jwks_file": "k.json"}, "one token key source"),
+    ({"permissions": {"bob": ("(", "", "")}}, "bad regular expression"),
+    ({"sasl_authzid": "maybe"}, "sasl_authzid must be one of"),
+])
+def test_security_settings_are_validated(settings: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        build_config(settings)
+
+
+def test_permissions_table_rejects_unknown_keys() -> None:
+    with pytest.raises(ConfigError, match="configure"):
+        normalize({"permissions": {"bob": {"admin": ".*"}}})

@@ -44,7 +44,7 @@ from broker.codec.performatives import (
 )
 from broker.codec.types import Symbol
 from broker.engine.events import ConnectionClosed, ConnectionOpened, Event, LinkDetached
-from broker.engine.sasl import SaslServer
+from broker.engine.sasl import ANONYMOUS, CredentialChecker, PasswordTable, SaslServer
 from broker.engine.session import NumberPool, Session
 from broker.errors import (
     AmqpConnectionError,
@@ -90,8 +90,9 @@ class Connection:
         self,
         *,
         container_id: str,
-        users: Mapping[str, str],
-        allow_anonymous: bool,
+        users: Mapping[str, str] | None = None,
+        allow_anonymous: bool = True,
+        credentials: CredentialChecker | None = None,
         max_frame_size: int = 1024 * 1024,
         channel_max: int = 0xFFFF,
         handle_max: int = 0xFFFFFFFF,
@@ -102,8 +103,7 @@ class Connection:
         now: float = 0.0,
     ) -> None:
         self.container_id = container_id
-        self.sasl = SaslServer(users, allow_anonymous)
-        self.allow_anonymous = allow_anonymous
+        self.sasl = SaslServer(credentials or PasswordTable(users or {}, allow_anonymous))
         self.max_frame_size = max_frame_size
         self.channel_max = channel_max  # the peer may use channels 0..channel_max
         self.handle_max = handle_max  # and, in each session, handles 0..handle_max
@@ -255,9 +255,11 @@ class Connection:
             self.out += SASL_HEADER
             self.write_frame(0, self.sasl.mechanisms(), ftype=1)
             self.state = ConnState.SASL
-        elif self.state is ConnState.HDR and raw == AMQP_HEADER and self.allow_anonymous:
+        elif self.state is ConnState.HDR and raw == AMQP_HEADER and \
+                ANONYMOUS in self.sasl.offered:
+            # no SASL layer at all: the same as SASL ANONYMOUS (§5.3.2)
             self.out += AMQP_HEADER
-            self.user = "anonymous"
+            self.user = self.sasl.checker.anonymous()
             self.state = ConnState.OPEN_WAIT
         elif self.state is ConnState.HDR_AMQP and raw == AMQP_HEADER:
             self.out += AMQP_HEADER

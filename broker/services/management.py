@@ -22,6 +22,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, unquote
 
+from broker.access import CONFIGURE, READ, WRITE, AccessRefused, Identity
 from broker.admin import EXCHANGE, QUEUE, Admin, AdminError
 from broker.codec.decode import decode
 from broker.codec.encode import encode, encode_into
@@ -136,6 +137,44 @@ def _count(n: int) -> dict[object, object]:
     return {"message_count": ULong(n)}
 
 
+def _check_permissions(request: Request, identity: Identity) -> None:
+    """What each operation needs, RabbitMQ's way: configure to declare or delete
+    a queue or exchange, read to purge, write on the destination and read on
+    the source to bind or unbind.  Listings and token updates need nothing."""
+    path = request.path.partition("?")[0]
+    segments = [unquote(p) for p in path.split("/")[1:]]
+    method = request.method
+    if len(segments) < 2 or method == "GET":
+        if segments[:1] == ["bindings"] and method == "POST":
+            fields = request.body if isinstance(request.body, dict) else {}
+            _check_binding(identity, fields.get("source"), fields.get("destination_queue"),
+                           fields.get("destination_exchange"))
+        return
+    head, name = segments[0], segments[1]
+    if head == "queues":
+        if len(segments) == 3 and segments[2] == "messages":
+            identity.check(READ, "queue", name)
+        else:
+            identity.check(CONFIGURE, "queue", name)
+    elif head == "exchanges":
+        identity.check(CONFIGURE, "exchange", name)
+    elif head == "bindings" and method == "DELETE":
+        try:
+            fields = parse_binding_path(path.split("/")[2])
+        except AdminError:
+            return  # dispatch answers 400
+        _check_binding(identity, fields["src"], fields.get("dstq"), fields.get("dste"))
+
+
+def _check_binding(identity: Identity, source: object, queue: object, exchange: object) -> None:
+    if isinstance(queue, str):
+        identity.check(WRITE, "queue", queue)
+    if isinstance(exchange, str):
+        identity.check(WRITE, "exchange", exchange)
+    if isinstance(source, str):
+        identity.check(READ, "exchange", source)
+
+
 class Management:
     """Answers management requests for any connection; `owner` identifies the
     connection (exclusive queues, tokens)."""
@@ -145,11 +184,18 @@ class Management:
         self.admin = admin
         self.on_token = on_token
 
-    def handle(self, payload: bytes, *, owner: object, now: float) -> tuple[object, bytes]:
-        """(request id, encoded response) for one request message."""
+    def handle(self, payload: bytes, *, owner: object, now: float,
+               identity: Identity | None = None) -> tuple[object, bytes]:
+        """(request id, encoded response) for one request message.  `identity`:
+        the connection's user, whose permissions each operation needs (403
+        otherwise); None for trusted callers."""
         request = parse_request(payload)
         try:
+            if identity is not None:
+                _check_permissions(request, identity)
             response = self.dispatch(request, owner=owner, now=now)
+        except AccessRefused as exc:
+            response = Response(403, str(exc))
         except AdminError as exc:
             response = Response(exc.status, exc.message)
         if response.status >= 400:
@@ -190,7 +236,7 @@ class Management:
             if not isinstance(body, bytes):
                 return Response(400, "the token must be binary")
             if self.on_token is not None:
-                self.on_token(owner, body)
+                self.on_token(owner, body)  # AdminError(401) for a token refused
             return Response(204)
         elif head == "connections" and len(segments) == 1 and method == "GET":
             return Response(200, admin.list_connections())
@@ -262,19 +308,24 @@ class Management:
         return Response(200, found)
 
     def _unbind(self, segment: str) -> Response:
-        """`src=S;dstq=D;key=K;args=H` (or `dste=`), each value percent-encoded."""
-        fields: dict[str, str] = {}
-        for item in segment.split(";"):
-            name, sep, value = item.partition("=")
-            if not sep or name in fields:
-                raise AdminError(400, f"invalid binding path segment '{segment}'")
-            fields[name] = unquote(value)
-        if set(fields) not in ({"src", "dstq", "key", "args"}, {"src", "dste", "key", "args"}):
-            raise AdminError(400, f"invalid binding path segment '{segment}'")
+        fields = parse_binding_path(segment)
         kind = QUEUE if "dstq" in fields else EXCHANGE
         self.admin.unbind(fields["src"], fields.get("dstq", fields.get("dste", "")),
                           destination_kind=kind, key=fields["key"], args_hash=fields["args"])
         return Response(204)
+
+
+def parse_binding_path(segment: str) -> dict[str, str]:
+    """`src=S;dstq=D;key=K;args=H` (or `dste=`), each value percent-encoded."""
+    fields: dict[str, str] = {}
+    for item in segment.split(";"):
+        name, sep, value = item.partition("=")
+        if not sep or name in fields:
+            raise AdminError(400, f"invalid binding path segment '{segment}'")
+        fields[name] = unquote(value)
+    if set(fields) not in ({"src", "dstq", "key", "args"}, {"src", "dste", "key", "args"}):
+        raise AdminError(400, f"invalid binding path segment '{segment}'")
+    return fields
 
 
 def _body_map(body: object, allowed: frozenset[str], what: str) -> dict[str, object]:
