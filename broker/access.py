@@ -164,7 +164,7 @@ def _b64(data: bytes) -> str:
 # -- tokens ---------------------------------------------------------------------------
 
 
-class TokenError(Exception):
+class TokenError(ValueError):
     """A token we do not accept; the message says why, for the log and the peer."""
 
 

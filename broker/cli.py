@@ -22,6 +22,8 @@ from broker.config import (
     DEFAULT_OFFSETS,
     LOG_LEVELS,
     SASL_AUTHZID,
+    TLS_IDENTITIES,
+    TLS_VERIFY_CLIENT,
     Config,
     ConfigError,
     build_config,
@@ -125,6 +127,23 @@ _D = Config()
     type=click.Choice(DEFAULT_OFFSETS),
     help=f"Stream start without an offset filter.  [default: {_D.default_offset}]",
 )
+@click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False),
+              help="PEM certificate (chain): turns on amqps and wss.")
+@click.option("--tls-key", type=click.Path(exists=True, dir_okay=False),
+              help="PEM private key of --tls-cert.")
+@click.option("--tls-ca", type=click.Path(exists=True, dir_okay=False),
+              help="PEM CA bundle that client certificates must chain to.")
+@click.option("--tls-verify-client", type=click.Choice(TLS_VERIFY_CLIENT),
+              help="Ask for client certificates (SASL EXTERNAL).  [default: none]")
+@click.option("--tls-identity", type=click.Choice(TLS_IDENTITIES),
+              help="The user a client certificate names: subject CN, or its first SAN of "
+                   "that type.  [default: cn]")
+@click.option("--tls-port", metavar="PORT", callback=_port,
+              help=f"amqps port (with --tls-cert); 0 = free port, 'off'.  [default: "
+                   f"{_D.tls_port}]")
+@click.option("--wss-port", metavar="PORT", callback=_port,
+              help=f"wss port (with --tls-cert); 0 = free port, 'off'.  [default: "
+                   f"{_D.wss_port}]")
 @click.option("--sasl-authzid", type=click.Choice(SASL_AUTHZID),
               help="A SASL PLAIN authorization id other than the user: refuse the login, or "
                    f"ignore the id.  [default: {_D.sasl_authzid}]")
@@ -239,12 +258,15 @@ def _announce(info: ServerInfo, ready_file: str | None) -> None:
             "ws_url": info.ws_url,
             "port": info.port,
             "ws_port": info.ws_port,
+            "amqps_url": info.amqps_url,
+            "wss_url": info.wss_url,
+            "tls_port": info.tls_port,
+            "wss_port": info.wss_port,
             "pid": os.getpid(),
         }
         tmp = Path(f"{ready_file}.tmp")
         tmp.write_text(json.dumps(ready) + "\n")
         tmp.replace(ready_file)  # atomic: readers never see half a file
-    for url in (info.amqp_url, info.ws_url):
-        if url:
-            click.echo(url)
+    for url in info.urls:
+        click.echo(url)
     sys.stdout.flush()

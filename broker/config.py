@@ -93,6 +93,7 @@ class Config:
     tls_key: str | None = None
     tls_ca: str | None = None  # CA bundle for client certificates
     tls_verify_client: str = "none"  # "optional" or "required"; EXTERNAL needs a verified one
+    tls_identity: str = "cn"  # the user a client certificate names: its subject CN or a SAN
     tls_port: int | None = 5671  # used only with tls_cert; None disables amqps
     wss_port: int | None = 15679  # used only with tls_cert; None disables wss
     # OAuth2 bearer tokens (JWT): one key source, then the checks on the claims
@@ -118,9 +119,10 @@ QUEUE_OVERFLOWS = ("reject-publish", "drop-head")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 SASL_AUTHZID = ("refuse", "ignore")
 TLS_VERIFY_CLIENT = ("none", "optional", "required")
+TLS_IDENTITIES = ("cn", "dns", "email", "uri")  # subject CN, or the first SAN of that type
 _FIELDS = {f.name for f in dataclasses.fields(Config)}
 _STR = {"host", "ws_path", "container_id", "default_offset", "queue_overflow", "log_level",
-        "sasl_authzid", "tls_verify_client", "jwt_user_claim"}
+        "sasl_authzid", "tls_verify_client", "tls_identity", "jwt_user_claim"}
 _OPTIONAL_STR = {"tls_cert", "tls_key", "tls_ca", "jwt_secret", "jwt_public_key", "jwks_file",
                  "jwt_audience", "jwt_issuer", "jwt_scope_prefix"}
 _INT = {"max_frame_size", "max_message_size", "channel_max", "handle_max"}
@@ -444,6 +446,7 @@ def validate(config: Config) -> Config:
     _choice("log_level", c.log_level, LOG_LEVELS)
     _choice("sasl_authzid", c.sasl_authzid, SASL_AUTHZID)
     _choice("tls_verify_client", c.tls_verify_client, TLS_VERIFY_CLIENT)
+    _choice("tls_identity", c.tls_identity, TLS_IDENTITIES)
     _validate_security(c)
     for name in ("queue_max_length", "queue_max_length_bytes"):
         if (value := getattr(c, name)) is not None and value < 0:
@@ -462,8 +465,15 @@ def _validate_security(c: Config) -> None:
         raise ConfigError("tls_cert and tls_key go together")
     if c.tls_verify_client != "none" and (c.tls_cert is None or c.tls_ca is None):
         raise ConfigError("tls_verify_client needs tls_cert, tls_key and tls_ca")
-    if c.tls_cert is not None and c.tls_port is not None and c.tls_port == c.wss_port != 0:
-        raise ConfigError(f"tls_port and wss_port are both {c.tls_port}")
+    if c.tls_cert is not None:
+        ports = {"port": c.port, "ws_port": c.ws_port, "tls_port": c.tls_port,
+                 "wss_port": c.wss_port}
+        used: dict[int, str] = {}
+        for name, port in ports.items():
+            if port:
+                if port in used:
+                    raise ConfigError(f"{used[port]} and {name} are both {port}")
+                used[port] = name
     keys = [k for k in ("jwt_secret", "jwt_public_key", "jwks_file") if getattr(c, k)]
     if len(keys) > 1:
         raise ConfigError(f"give one token key source, not {' and '.join(keys)}")

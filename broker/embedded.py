@@ -61,6 +61,8 @@ class BrokerView:
 
     amqp_url = property(lambda self: self.info.amqp_url)
     ws_url = property(lambda self: self.info.ws_url)
+    amqps_url = property(lambda self: self.info.amqps_url)  # with a TLS certificate
+    wss_url = property(lambda self: self.info.wss_url)
     host = property(lambda self: self.info.host)
     port = property(lambda self: self.info.port)
     ws_port = property(lambda self: self.info.ws_port)

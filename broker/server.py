@@ -20,6 +20,7 @@ import gc
 import logging
 import os
 import signal
+import ssl
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,7 +28,7 @@ from dataclasses import dataclass, field
 import trio
 
 from broker.config import Config
-from broker.transports import AcceptGuard, ContainerLike, serve_tcp, serve_websocket
+from broker.transports import AcceptGuard, ContainerLike, serve_tcp, serve_websocket, tls
 
 if sys.platform != "win32":
     import resource
@@ -57,6 +58,11 @@ class ServerInfo:
     amqp_url: str | None
     ws_url: str | None
     container: ContainerLike = field(repr=False)
+    tls_port: int | None = None  # amqps, with a TLS certificate
+    wss_port: int | None = None
+    amqps_url: str | None = None
+    wss_url: str | None = None
+    tls_context: ssl.SSLContext | None = field(default=None, repr=False)
     accept: AcceptGuard = field(default_factory=AcceptGuard, repr=False)  # .refused: a metric
     _stop: trio.Event = field(default_factory=trio.Event, repr=False)
 
@@ -68,6 +74,20 @@ class ServerInfo:
     def stopping(self) -> bool:
         return self._stop.is_set()
 
+    @property
+    def urls(self) -> list[str]:
+        return [u for u in (self.amqp_url, self.ws_url, self.amqps_url, self.wss_url) if u]
+
+    def reload_tls(self, config: Config) -> None:
+        """Load the certificate files again (SIGHUP): new connections get them,
+        open ones carry on.  A bad file keeps the old certificate, and says so."""
+        if self.tls_context is None:
+            return
+        try:
+            tls.reload(self.tls_context, config)
+        except (OSError, ssl.SSLError) as exc:
+            log.error("TLS certificate NOT reloaded (keeping the old one): %s", exc)
+
 
 async def serve(
     config: Config,
@@ -78,14 +98,21 @@ async def serve(
 ) -> None:
     """Run the broker until `shutdown()` or cancellation (see module doc)."""
     container = (container_factory or default_container)(config)
-    tcp, ws = await _bind(config)
+    tls_context = tls.server_context(config) if config.tls_cert else None
+    tcp, ws, amqps, wss = await _bind(config)
+    ws_path = config.ws_path or "/ws"
     info = ServerInfo(
         config.host,
         _port(tcp),
         _port(ws),
         _url("amqp", config.host, _port(tcp), ""),
-        _url("ws", config.host, _port(ws), config.ws_path or "/ws"),
+        _url("ws", config.host, _port(ws), ws_path),
         container,
+        tls_port=_port(amqps),
+        wss_port=_port(wss),
+        amqps_url=_url("amqps", config.host, _port(amqps), ""),
+        wss_url=_url("wss", config.host, _port(wss), ws_path),
+        tls_context=tls_context,
     )
     async with trio.open_nursery() as outer:
         outer.start_soon(_stop_when_cancelled, info)
@@ -114,9 +141,32 @@ async def serve(
                                 guard=info.accept,
                             )
                         )
-                    log.info(
-                        "listening: %s", ", ".join(u for u in (info.amqp_url, info.ws_url) if u)
-                    )
+                    if amqps:
+                        await listening.start(
+                            functools.partial(
+                                serve_tcp,
+                                amqps,
+                                container,
+                                handler_nursery=connections,
+                                guard=info.accept,
+                                tls_context=tls_context,
+                                tls_handshake_timeout=config.handshake_timeout,
+                                tls_identity=config.tls_identity,
+                            )
+                        )
+                    if wss:
+                        await listening.start(
+                            functools.partial(
+                                serve_websocket,
+                                wss,
+                                container,
+                                config,
+                                handler_nursery=connections,
+                                guard=info.accept,
+                                tls_context=tls_context,
+                            )
+                        )
+                    log.info("listening: %s", ", ".join(info.urls))
                     task_status.started(info)
                     await info._stop.wait()
                     listening.cancel_scope.cancel()
@@ -157,17 +207,26 @@ async def _stop_when_cancelled(info: ServerInfo) -> None:
         info.shutdown()
 
 
-async def _bind(config: Config) -> tuple[list[trio.SocketListener], list[trio.SocketListener]]:
-    """Bind both listeners before serving, so that errors (port in use) come
-    out of `serve` plainly instead of inside an exception group."""
-    tcp = await _listen(config.host, config.port)
+Listeners = list[trio.SocketListener]
+
+
+async def _bind(config: Config) -> tuple[Listeners, Listeners, Listeners, Listeners]:
+    """Bind every listener before serving (TCP, WebSocket, and with a TLS
+    certificate amqps and wss), so that errors (port in use) come out of
+    `serve` plainly instead of inside an exception group."""
+    secure = config.tls_cert is not None
+    ports = (config.port, config.ws_port, config.tls_port if secure else None,
+             config.wss_port if secure else None)
+    bound: list[Listeners] = []
     try:
-        ws = await _listen(config.host, config.ws_port)
+        for port in ports:
+            bound.append(await _listen(config.host, port))
     except BaseException:
-        for listener in tcp:
-            await trio.aclose_forcefully(listener)
+        for listeners in bound:
+            for listener in listeners:
+                await trio.aclose_forcefully(listener)
         raise
-    return tcp, ws
+    return bound[0], bound[1], bound[2], bound[3]
 
 
 async def _listen(host: str, port: int | None) -> list[trio.SocketListener]:
@@ -264,7 +323,10 @@ async def _run(
     container_factory: ContainerFactory | None,
     on_ready: Callable[[ServerInfo], None] | None,
 ) -> None:
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+    wanted = [signal.SIGINT, signal.SIGTERM]
+    if hasattr(signal, "SIGHUP"):
+        wanted.append(signal.SIGHUP)  # reload the TLS certificate files
+    with trio.open_signal_receiver(*wanted) as signals:
         async with trio.open_nursery() as nursery:
             info: ServerInfo = await nursery.start(
                 functools.partial(serve, config, container_factory=container_factory)
@@ -273,5 +335,8 @@ async def _run(
                 on_ready(info)
             async for signum in signals:
                 log.info("%s received", signal.Signals(signum).name)
+                if signum == getattr(signal, "SIGHUP", None):
+                    info.reload_tls(config)
+                    continue
                 break
             info.shutdown()  # the nursery ends when serve has finished

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from secure import JWT_AUDIENCE, JWT_SECRET, SECURE_CONFIG, Pki
 
 ROOT = Path(__file__).resolve().parent.parent
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -36,6 +37,10 @@ class BrokerProcess:
     ws_port: int
     pid: int
     log_path: Path
+    amqps_url: str | None = None  # with --tls-cert
+    wss_url: str | None = None
+    tls_port: int | None = None
+    wss_port: int | None = None
 
 
 def start_broker(*args: str, timeout: float = 15.0) -> tuple[subprocess.Popen[bytes], BrokerProcess]:
@@ -57,6 +62,8 @@ def start_broker(*args: str, timeout: float = 15.0) -> tuple[subprocess.Popen[by
     return proc, BrokerProcess(
         amqp_url=info["amqp_url"], ws_url=info["ws_url"], host="127.0.0.1",
         port=info["port"], ws_port=info["ws_port"], pid=proc.pid, log_path=log_path,
+        amqps_url=info.get("amqps_url"), wss_url=info.get("wss_url"),
+        tls_port=info.get("tls_port"), wss_port=info.get("wss_port"),
     )
 
 
@@ -86,6 +93,32 @@ def small_frame_broker() -> Iterator[BrokerProcess]:
     """A second broker whose max-frame-size is 4096, so that large messages
     are split into small frames in both directions (started on first use)."""
     proc, info = start_broker("--max-frame-size", "4096")
+    yield info
+    code = stop_broker(proc)
+    assert code == 0, f"broker exited with {code}; log: {info.log_path}"
+
+
+# -- TLS, tokens and permissions (the security cases; constants in secure.py) -------------
+
+
+@pytest.fixture(scope="session")
+def pki() -> Pki:
+    return Pki.create(Path(tempfile.mkdtemp(prefix="amqpws-conf-pki-")))
+
+
+@pytest.fixture(scope="session")
+def secure_broker(pki: Pki) -> Iterator[BrokerProcess]:
+    """A broker with amqps:// and wss:// on the test CA's certificate, optional
+    client certificates (SASL EXTERNAL), HS256 tokens for audience `amqpws`
+    (at the upgrade, or as the PLAIN password), and users with permissions
+    (SECURE_CONFIG).  Plain listeners stay on, as a user would run it."""
+    config = pki.workdir / "secure.toml"
+    config.write_text(SECURE_CONFIG)
+    proc, info = start_broker(
+        "--config", str(config), "--tls-cert", str(pki.cert_file),
+        "--tls-key", str(pki.key_file), "--tls-ca", str(pki.ca_file),
+        "--tls-verify-client", "optional", "--tls-port", "0", "--wss-port", "0",
+        "--jwt-secret", JWT_SECRET, "--jwt-audience", JWT_AUDIENCE)
     yield info
     code = stop_broker(proc)
     assert code == 0, f"broker exited with {code}; log: {info.log_path}"

@@ -134,8 +134,20 @@ def test_announce_prints_urls_and_writes_ready_file(
         "ws_url": "ws://127.0.0.1:6/ws",
         "port": 5,
         "ws_port": 6,
+        "amqps_url": None,
+        "wss_url": None,
+        "tls_port": None,
+        "wss_port": None,
         "pid": os.getpid(),
     }
+    tls = ServerInfo("127.0.0.1", 5, 6, "amqp://127.0.0.1:5", "ws://127.0.0.1:6/ws", object(),  # type: ignore[arg-type]
+                     tls_port=7, wss_port=8, amqps_url="amqps://127.0.0.1:7",
+                     wss_url="wss://127.0.0.1:8/ws")
+    captured["on_ready"](tls)
+    assert capsys.readouterr().out.splitlines()[2:] == ["amqps://127.0.0.1:7",
+                                                        "wss://127.0.0.1:8/ws"]
+    written = json.loads(ready.read_text())
+    assert (written["tls_port"], written["wss_url"]) == (7, "wss://127.0.0.1:8/ws")
 
 
 def _readline(stream: Any, deadline: float) -> str:

@@ -40,7 +40,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 import trio
 
@@ -78,8 +78,12 @@ class ContainerLike(Protocol):
     """What the transports need from the container."""
 
     def connection_made(
-        self, peer: str, transport: str, wake: Callable[[], None]
+        self, peer: str, transport: str, wake: Callable[[], None], *,
+        tls_subject: str | None = None, bearer: Any = None,
     ) -> ConnectionHandle: ...
+    def verify_bearer(self, token: str) -> Any:
+        """The identity a WebSocket upgrade's bearer token names; raises
+        ValueError (the reason) when the token is refused."""
     def shutdown(self) -> None: ...
     def housekeeping(self, rss: int | None = None) -> None: ...
 
@@ -120,8 +124,12 @@ async def serve_stream(
     peer: str,
     transport: str,
     close_timeout: float = CLOSE_TIMEOUT,
+    tls_subject: str | None = None,
+    bearer: Any = None,
 ) -> None:
     """Attach an accepted stream to the container and drive it to the end.
+    `tls_subject` and `bearer` are what the transport established about the
+    peer (a verified client certificate, a token from the upgrade).
 
     Never raises for one connection's failure, engine bugs included (they are
     logged with a traceback): one bad connection must not stop the server.
@@ -129,7 +137,11 @@ async def serve_stream(
     label = f"{transport} {peer}"
     wakeup = Wakeup()
     try:
-        handle = container.connection_made(peer, transport, wakeup.wake)
+        if tls_subject is None and bearer is None:
+            handle = container.connection_made(peer, transport, wakeup.wake)
+        else:
+            handle = container.connection_made(peer, transport, wakeup.wake,
+                                               tls_subject=tls_subject, bearer=bearer)
     except Exception:
         log.exception("%s refused: container failed", label)
         with trio.CancelScope(shield=True):

@@ -15,13 +15,21 @@ sans-io protocol trio-websocket is built on) does the HTTP upgrade, and
 as the TCP path does.  Payloads are streamed as they arrive, never buffered
 whole, so no message-size limit is needed beyond the AMQP engine's own
 frame and message limits.
+
+Before accepting an upgrade: the page's `Origin` must be allowed
+(`access.origin_allowed`: 403 otherwise), and an `Authorization: Bearer`
+token must verify (401 with `WWW-Authenticate: Bearer error="invalid_token"`
+otherwise); a verified token makes the connection that token's user.  On the
+wss listener the TLS handshake comes first (tls.py).
 """
 
 from __future__ import annotations
 
 import functools
 import logging
+import ssl
 from collections.abc import Sequence
+from typing import Any
 
 import trio
 from wsproto import ConnectionType, WSConnection
@@ -34,7 +42,9 @@ from wsproto.events import (
 )
 from wsproto.utilities import RemoteProtocolError
 
+from broker.access import origin_allowed
 from broker.config import Config
+from broker.transports import tls
 from broker.transports.accept import AcceptGuard, serve_listeners
 from broker.transports.driver import (
     _TRANSPORT_ERRORS,
@@ -66,6 +76,20 @@ log = logging.getLogger("broker.transport")
 # what rhea in the browser and websockify-style tools also offer.
 SUBPROTOCOLS = ("amqp", "AMQPWSB10", "binary")
 HANDSHAKE_TIMEOUT = 10.0
+LOOPBACK_BINDS = ("127.0.0.1", "localhost", "::1")
+
+
+def listens_on_loopback(config: Config) -> bool:
+    """Whether only this machine can reach the listeners (the Origin default)."""
+    return config.host in LOOPBACK_BINDS or config.host.startswith("127.")
+
+
+class Upgrade:
+    """What the upgrade request established about the peer, for the container."""
+
+    def __init__(self, ws: WSConnection, bearer: Any = None) -> None:
+        self.ws = ws
+        self.bearer = bearer
 
 
 def pick_subprotocol(offered: Sequence[str]) -> str | None:
@@ -197,21 +221,30 @@ async def handle_websocket_stream(
     *,
     handshake_timeout: float = HANDSHAKE_TIMEOUT,
     close_timeout: float = CLOSE_TIMEOUT,
+    tls_context: ssl.SSLContext | None = None,
 ) -> None:
-    """Serve one accepted stream: the HTTP upgrade, then AMQP until the end."""
+    """Serve one accepted stream: TLS (wss), the HTTP upgrade, then AMQP until the end."""
     peer = peer_name(stream)
+    transport = "ws"
     try:
-        ws = await _handshake(stream, config, peer, handshake_timeout)
-        if ws is not None:
+        if tls_context is not None:
+            secure = await tls.handshake(stream, tls_context, peer=peer, label="wss",
+                                         timeout=handshake_timeout)
+            if secure is None:
+                return
+            stream, transport = secure, "wss"
+        upgrade = await _handshake(stream, config, container, peer, handshake_timeout)
+        if upgrade is not None:
             # Frames that arrived with the upgrade request were parsed by wsproto.
             pending = b"".join(
-                bytes(e.data) for e in ws.events() if isinstance(e, BytesMessage)
+                bytes(e.data) for e in upgrade.ws.events() if isinstance(e, BytesMessage)
             )
             ws_stream = WebSocketStream(
                 stream, peer=peer, close_timeout=close_timeout, pending=pending
             )
             await serve_stream(
-                ws_stream, container, peer=peer, transport="ws", close_timeout=close_timeout
+                ws_stream, container, peer=peer, transport=transport,
+                close_timeout=close_timeout, bearer=upgrade.bearer,
             )
     except Exception:
         log.exception("ws %s failed", peer)
@@ -221,8 +254,9 @@ async def handle_websocket_stream(
 
 
 async def _handshake(
-    stream: trio.abc.Stream, config: Config, peer: str, timeout: float
-) -> WSConnection | None:
+    stream: trio.abc.Stream, config: Config, container: ContainerLike, peer: str,
+    timeout: float,
+) -> Upgrade | None:
     """Accept or refuse the upgrade; None when refused or abandoned."""
     ws = WSConnection(ConnectionType.SERVER)
     with trio.move_on_after(timeout):
@@ -243,6 +277,25 @@ async def _handshake(
             log.info("ws %s refused: path %s", peer, path)
             await _refuse(stream, ws, 404, f"no AMQP endpoint at {path}; use {config.ws_path}")
             return None
+        headers = _headers(request)
+        origin = headers.get("origin")
+        if not origin_allowed(origin, config.allowed_origins,
+                              loopback_listener=listens_on_loopback(config)):
+            log.info("ws %s refused: origin %r is not allowed (--allowed-origin)", peer,
+                     origin[:200] if origin else origin)
+            await _refuse(stream, ws, 403, f"origin {origin[:200] if origin else origin} "
+                                           "may not open AMQP WebSockets to this broker")
+            return None
+        bearer = None
+        scheme, _, credentials = headers.get("authorization", "").partition(" ")
+        if scheme.lower() == "bearer":
+            try:
+                bearer = container.verify_bearer(credentials.strip())
+            except ValueError as exc:
+                log.info("ws %s refused: bearer token: %s", peer, exc)
+                await _refuse(stream, ws, 401, f"bearer token refused: {exc}", extra=[
+                    (b"www-authenticate", b'Bearer error="invalid_token"')])
+                return None
         try:
             subprotocol = pick_subprotocol(request.subprotocols)
         except ValueError as exc:
@@ -250,10 +303,17 @@ async def _handshake(
             await _refuse(stream, ws, 400, str(exc))
             return None
         await stream.send_all(ws.send(AcceptConnection(subprotocol=subprotocol)))
-        log.debug("ws %s upgraded on %s, subprotocol %s", peer, path, subprotocol)
-        return ws
+        log.debug("ws %s upgraded on %s, subprotocol %s%s", peer, path, subprotocol,
+                  ", with a bearer token" if bearer is not None else "")
+        return Upgrade(ws, bearer)
     log.info("ws %s: no WebSocket handshake within %ss", peer, timeout)
     return None
+
+
+def _headers(request: Request) -> dict[str, str]:
+    """The request's headers by lower-case name (the last of repeated ones)."""
+    return {bytes(name).decode("latin-1").lower(): bytes(value).decode("latin-1")
+            for name, value in request.extra_headers}
 
 
 async def _read_request(stream: trio.abc.Stream, ws: WSConnection) -> Request | None:
@@ -267,10 +327,11 @@ async def _read_request(stream: trio.abc.Stream, ws: WSConnection) -> Request | 
         ws.receive_data(bytes(data))
 
 
-async def _refuse(stream: trio.abc.Stream, ws: WSConnection, status: int, reason: str) -> None:
+async def _refuse(stream: trio.abc.Stream, ws: WSConnection, status: int, reason: str,
+                  extra: Sequence[tuple[bytes, bytes]] = ()) -> None:
     body = reason.encode() + b"\n"
     headers = [(b"content-type", b"text/plain; charset=utf-8"),
-               (b"content-length", str(len(body)).encode())]
+               (b"content-length", str(len(body)).encode()), *extra]
     try:
         await stream.send_all(
             ws.send(RejectConnection(status_code=status, headers=headers, has_body=True))
@@ -287,10 +348,13 @@ async def serve_websocket(
     *,
     handler_nursery: trio.Nursery | None = None,
     guard: AcceptGuard | None = None,
+    tls_context: ssl.SSLContext | None = None,
     task_status: trio.TaskStatus[object] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Accept WebSocket connections on `listeners` until cancelled (`guard`: see accept.py)."""
-    handler = functools.partial(handle_websocket_stream, container=container, config=config)
+    """Accept WebSocket connections on `listeners` until cancelled (`guard`: see
+    accept.py); with `tls_context` this is the wss listener."""
+    handler = functools.partial(handle_websocket_stream, container=container, config=config,
+                                tls_context=tls_context)
     await serve_listeners(
         handler, listeners, handler_nursery=handler_nursery, guard=guard, task_status=task_status
     )

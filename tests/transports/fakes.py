@@ -109,7 +109,8 @@ class FakeContainer:
         self.shutdown_calls = 0
         self.connected = trio.Event()
 
-    def connection_made(self, peer: str, transport: str, wake: Callable[[], None]) -> EchoHandle:
+    def connection_made(self, peer: str, transport: str, wake: Callable[[], None],
+                        **facts: object) -> EchoHandle:
         handle = EchoHandle(wake, peer, transport, **self.handle_options)  # type: ignore[arg-type]
         self.handles.append(handle)
         self.connected.set()
