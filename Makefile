@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: serve test conformance bench bench-codec bunny lint clean
+.PHONY: serve test conformance bench bench-tls bench-codec bunny lint clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -45,9 +45,14 @@ $(BENCH_STAMP): tests/bench/package.json tests/bench/package-lock.json
 
 bench: $(STAMP) $(BENCH_STAMP)
 	$(PY) tests/bench/bench_broker.py $(ARGS)
+	$(PY) tests/bench/bench_tls.py
 	$(PY) tests/bench/bench_routing.py
 	$(PY) tests/bench/bench_engine.py
 	$(PY) tests/bench/bench_startup.py
+
+# TLS next to the plain listeners: throughput and CPU, and opening 1,000 connections
+bench-tls: $(STAMP) $(BENCH_STAMP)
+	$(PY) tests/bench/bench_tls.py $(ARGS)
 
 # The bunny demo: builds rhea's browser bundle, starts the broker with the stream
 # `bunny` and serves the drawing page on http://127.0.0.1:8000/.

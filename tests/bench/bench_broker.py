@@ -47,10 +47,12 @@ def node(opts: dict[str, object], timeout: float = 300) -> dict[str, float]:
 
 
 class Bench:
-    def __init__(self, runs: int, scale: float) -> None:
+    def __init__(self, runs: int, scale: float, *broker_args: str, ca: str | None = None) -> None:
         self.runs = runs
         self.scale = scale
-        self.proc, self.broker = start_broker("--stream", "bench-stream", "--log-level", "warning")
+        self.proc, self.broker = start_broker("--stream", "bench-stream", "--log-level", "warning",
+                                              *broker_args)
+        self.ca = ca  # for tls and wss targets
         self.seq = 0
 
     def close(self) -> None:
@@ -58,7 +60,10 @@ class Bench:
 
     def target(self, transport: str) -> dict[str, object]:
         b = self.broker
-        return {"transport": transport, "host": b.host, "port": b.port, "ws_url": b.ws_url}
+        return {"transport": transport, "host": b.host, "port": b.port, "ws_url": b.ws_url,
+                "tls_port": b.tls_port, "wss_url": (b.wss_url or "").replace("127.0.0.1",
+                                                                           "localhost"),
+                "ca": self.ca}
 
     def prefix(self) -> str:
         self.seq += 1
@@ -141,12 +146,15 @@ def main() -> None:
         print("  ".join(parts))
 
 
-def idle_connections(bench: Bench, count: int) -> dict[str, float]:
+def idle_connections(bench: Bench, count: int, transport: str = "tcp") -> dict[str, float]:
+    """RSS per idle connection (each with a session and a receiver); with it, the
+    time to open them all and the broker's CPU for that, per connection."""
     results = []
     for _ in range(bench.runs):
         pid = bench.broker.pid
         before = rss_kib(pid)
-        opts = {"mode": "idle", **bench.target("tcp"), "connections": count,
+        cpu0 = cpu_seconds(pid)
+        opts = {"mode": "idle", **bench.target(transport), "connections": count,
                 "prefix": bench.prefix()}
         proc = subprocess.Popen(["node", str(HERE / "load.js"), json.dumps(opts)],
                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=HERE)
@@ -154,13 +162,17 @@ def idle_connections(bench: Bench, count: int) -> dict[str, float]:
         line = proc.stdout.readline()
         if not line:
             raise RuntimeError("idle load generator failed")
+        opened = json.loads(line)
+        open_cpu = cpu_seconds(pid) - cpu0
         time.sleep(0.5)
         after = rss_kib(pid)
         proc.stdin.write("x\n")
         proc.stdin.flush()
         proc.wait(timeout=30)
         time.sleep(0.5)
-        results.append({"kib_per_connection": (after - before) / count, "rss_kib": after})
+        results.append({"kib_per_connection": (after - before) / count, "rss_kib": after,
+                        "open_seconds": opened["seconds"],
+                        "open_cpu_ms_per_connection": open_cpu / count * 1000})
     return {k: statistics.median(r[k] for r in results) for k in results[0]}
 
 

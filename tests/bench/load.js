@@ -15,12 +15,19 @@ const rhea = require('rhea');
 const opts = JSON.parse(process.argv[2]);
 
 function connect(container) {
-  if (opts.transport === 'ws') {
+  // tls and wss trust the CA file in `opts.ca` (bench_tls.py makes one)
+  const ca = opts.ca ? [require('fs').readFileSync(opts.ca)] : undefined;
+  if (opts.transport === 'ws' || opts.transport === 'wss') {
     const ws = container.websocket_connect(require('ws'));
+    const url = opts.transport === 'wss' ? opts.wss_url : opts.ws_url;
     return container.connect({
-      connection_details: ws(opts.ws_url, ['amqp'], {}),
+      connection_details: ws(url, ['amqp'], ca ? { ca } : {}),
       reconnect: false, idle_time_out: 0,
     });
+  }
+  if (opts.transport === 'tls') {
+    return container.connect({ host: 'localhost', port: opts.tls_port, transport: 'tls', ca,
+                               reconnect: false, idle_time_out: 0, tcp_no_delay: true });
   }
   // rhea turns Nagle off only on connections that open a receiver; a publisher's
   // connection would otherwise hold small writes back (latency runs show it)
@@ -102,14 +109,16 @@ function latency() {
 
 function idle() {
   const C = opts.connections;
+  const started = Date.now();
   let open = 0;
   const container = rhea.create_container();
   for (let i = 0; i < C; i++) {
     const c = connect(container);
     const r = c.open_receiver({ source: { address: `/queues/${opts.prefix}` }, credit_window: 10 });
     r.on('receiver_open', () => {
-      if (++open === C) {
-        process.stdout.write(JSON.stringify({ open }) + '\n');  // bench reads RSS now
+      if (++open === C) {  // bench reads RSS now
+        process.stdout.write(JSON.stringify({ open, seconds: (Date.now() - started) / 1000 }) +
+                             '\n');
       }
     });
   }
