@@ -50,6 +50,7 @@ from broker.engine.sasl import ANONYMOUS, EXTERNAL, PLAIN, Refused, printable
 from broker.errors import AmqpError, Condition
 from broker.memory_alarm import AlarmChange, MemoryAlarm
 from broker.nodes.registry import Node, Registry
+from broker.peerlog import PeerLog
 from broker.services.management import Management
 
 log = logging.getLogger("broker.container")
@@ -57,34 +58,6 @@ log = logging.getLogger("broker.container")
 ANONYMOUS_RELAY = "ANONYMOUS-RELAY"
 LINK_PAIR = "LINK_PAIR_V1_0"  # RabbitMQ's /management link pairs
 RABBITMQ_VERSION = "4.0.5"  # the RabbitMQ whose client-gated features we serve (stream offsets)
-PEER_LOG_INTERVAL = 60.0  # seconds: repeated failures from one peer are logged once a minute
-
-
-class PeerLog:
-    """Log lines about a peer host at most once per interval, with a count of
-    the ones held back: a thousand sockets failing together make one line."""
-
-    def __init__(self, clock: Callable[[], float], interval: float = PEER_LOG_INTERVAL) -> None:
-        self.clock = clock
-        self.interval = interval
-        self._last: dict[tuple[str, str], tuple[float, int]] = {}
-
-    def info(self, peer: str, message: str, *args: object) -> None:
-        host = peer.rsplit(":", 1)[0]
-        key = (host, message)
-        now = self.clock()
-        last = self._last.get(key)
-        if last is not None and now - last[0] < self.interval:
-            self._last[key] = (last[0], last[1] + 1)
-            return
-        held = f" (and {last[1]} more like it in the last {self.interval:g} s)" \
-            if last and last[1] else ""
-        if len(self._last) > 10_000:
-            self._last.clear()
-        self._last[key] = (now, 0)
-        log.info("%s: " + message + "%s", host, *args, held)
-
-
 class ConnectionHandle:
     """One connection as the transport driver sees it (see transports/driver.py)."""
 
@@ -275,7 +248,7 @@ class Container:
         high = memory_limit(config, physical_memory())
         self.memory = MemoryAlarm(high) if high else None
         self.publishers: dict[Link, ConnectionHandle] = {}
-        self.peer_log = PeerLog(clock)
+        self.peer_log = PeerLog(clock, log)
         self._identity = self.identity()  # the same open.properties for every connection
         self._declare_from_config()
 

@@ -11,7 +11,8 @@ from test_container import Broker, consumer, msg, publish, publisher
 
 from broker.codec.messaging import Accepted
 from broker.codec.performatives import Close, Flow, Open
-from broker.container import PeerLog, printable
+from broker.container import printable
+from broker.peerlog import PeerLog
 
 
 def test_connections_per_user_are_limited() -> None:
@@ -63,7 +64,7 @@ def test_memory_alarm_stalls_publishers_and_lets_them_resume() -> None:
 
 def test_peer_log_says_once_per_interval_with_a_count(caplog: pytest.LogCaptureFixture) -> None:
     t = [0.0]
-    plog = PeerLog(lambda: t[0], interval=60.0)
+    plog = PeerLog(lambda: t[0], logging.getLogger("broker.container"), interval=60.0)
     with caplog.at_level(logging.INFO, logger="broker.container"):
         for _ in range(1000):
             plog.info("10.0.0.1:5000", "authentication failed: %s", "bad password")

@@ -21,12 +21,16 @@ from __future__ import annotations
 
 import logging
 import ssl
+import time
 
 import trio
 
 from broker.config import Config
+from broker.peerlog import PeerLog
 
 log = logging.getLogger("broker.transports.tls")
+# failed handshakes: one line per peer host and kind a minute, with a count
+refusals = PeerLog(time.monotonic, log)
 
 VERIFY_MODES = {"none": ssl.CERT_NONE, "optional": ssl.CERT_OPTIONAL,
                 "required": ssl.CERT_REQUIRED}
@@ -66,11 +70,11 @@ async def handshake(stream: trio.abc.Stream, context: ssl.SSLContext, *, peer: s
         except trio.BrokenResourceError as exc:
             cause = exc.__cause__
             reason = getattr(cause, "reason", None) or str(cause or "connection lost")
-            log.info("%s %s: TLS handshake failed: %s", label, peer, reason)
+            refusals.info(peer, label + " TLS handshake failed: %s", reason)
             return None
         return tls
     if scope.cancelled_caught:
-        log.info("%s %s: no TLS handshake within %g s", label, peer, timeout)
+        refusals.info(peer, label + " no TLS handshake within %g s", timeout)
     return None
 
 

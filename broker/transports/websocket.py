@@ -28,6 +28,7 @@ from __future__ import annotations
 import functools
 import logging
 import ssl
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -44,6 +45,7 @@ from wsproto.utilities import RemoteProtocolError
 
 from broker.access import origin_allowed
 from broker.config import Config
+from broker.peerlog import PeerLog
 from broker.transports import tls
 from broker.transports.accept import AcceptGuard, serve_listeners
 from broker.transports.driver import (
@@ -71,6 +73,8 @@ from broker.transports.wsframes import (
 )
 
 log = logging.getLogger("broker.transport")
+# refused upgrades: one line per peer host and reason a minute, with a count
+refusals = PeerLog(time.monotonic, log)
 
 # Preference order: the standard token, then Azure's pre-standard one, then
 # what rhea in the browser and websockify-style tools also offer.
@@ -263,7 +267,7 @@ async def _handshake(
         try:
             request = await _read_request(stream, ws)
         except RemoteProtocolError as exc:  # e.g. plain HTTP without an Upgrade
-            log.info("ws %s refused: %s", peer, exc)
+            refusals.info(peer, "ws upgrade refused: %s", exc)
             if exc.event_hint is not None:
                 await stream.send_all(ws.send(exc.event_hint))
             return None
@@ -274,15 +278,15 @@ async def _handshake(
             return None
         path = request.target.partition("?")[0]
         if config.ws_path is not None and path != config.ws_path:
-            log.info("ws %s refused: path %s", peer, path)
+            refusals.info(peer, "ws upgrade refused: path %s", path[:200])
             await _refuse(stream, ws, 404, f"no AMQP endpoint at {path}; use {config.ws_path}")
             return None
         headers = _headers(request)
         origin = headers.get("origin")
         if not origin_allowed(origin, config.allowed_origins,
                               loopback_listener=listens_on_loopback(config)):
-            log.info("ws %s refused: origin %r is not allowed (--allowed-origin)", peer,
-                     origin[:200] if origin else origin)
+            refusals.info(peer, "ws upgrade refused: origin %r is not allowed (--allowed-origin)",
+                          origin[:200] if origin else origin)
             await _refuse(stream, ws, 403, f"origin {origin[:200] if origin else origin} "
                                            "may not open AMQP WebSockets to this broker")
             return None
@@ -292,21 +296,21 @@ async def _handshake(
             try:
                 bearer = container.verify_bearer(credentials.strip())
             except ValueError as exc:
-                log.info("ws %s refused: bearer token: %s", peer, exc)
+                refusals.info(peer, "ws upgrade refused: bearer token: %s", exc)
                 await _refuse(stream, ws, 401, f"bearer token refused: {exc}", extra=[
                     (b"www-authenticate", b'Bearer error="invalid_token"')])
                 return None
         try:
             subprotocol = pick_subprotocol(request.subprotocols)
         except ValueError as exc:
-            log.info("ws %s refused: %s", peer, exc)
+            refusals.info(peer, "ws upgrade refused: %s", exc)
             await _refuse(stream, ws, 400, str(exc))
             return None
         await stream.send_all(ws.send(AcceptConnection(subprotocol=subprotocol)))
         log.debug("ws %s upgraded on %s, subprotocol %s%s", peer, path, subprotocol,
                   ", with a bearer token" if bearer is not None else "")
         return Upgrade(ws, bearer)
-    log.info("ws %s: no WebSocket handshake within %ss", peer, timeout)
+    refusals.info(peer, "no WebSocket handshake within %ss", timeout)
     return None
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import ssl
+import time
 from pathlib import Path
 
 import jwt
@@ -16,7 +17,10 @@ from trio_websocket import open_websocket
 from broker.codec.performatives import Open, SaslMechanisms, SaslOutcome
 from broker.config import Config
 from broker.framing import NEED_DATA, SASL_HEADER, Frame, FrameReader, decode_frame_body
+from broker.peerlog import PeerLog
 from broker.server import ServerInfo, serve
+from broker.transports import tls as tls_module
+from broker.transports import websocket as websocket_module
 
 SECRET = "a-development-secret-of-32-bytes!"
 AMQP_HEADER = b"AMQP\x00\x01\x00\x00"
@@ -124,8 +128,10 @@ async def test_amqps_serves_amqp_over_tls(pki: dict[str, Path], ca: trustme.CA) 
 
 
 async def test_garbage_or_silence_instead_of_tls_is_dropped(
-        pki: dict[str, Path], ca: trustme.CA, caplog: pytest.LogCaptureFixture) -> None:
+        pki: dict[str, Path], ca: trustme.CA, caplog: pytest.LogCaptureFixture,
+        monkeypatch: pytest.MonkeyPatch) -> None:
     caplog.set_level(logging.INFO, logger="broker.transports.tls")
+    monkeypatch.setattr(tls_module, "refusals", PeerLog(time.monotonic, tls_module.log))
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
             info = await start(nursery, tls_config(pki, handshake_timeout=0.5))
@@ -288,7 +294,11 @@ async def test_origins_are_checked_on_the_upgrade() -> None:
             info.shutdown()
 
 
-async def test_bearer_tokens_on_the_upgrade() -> None:
+async def test_bearer_tokens_on_the_upgrade(caplog: pytest.LogCaptureFixture,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    caplog.set_level(logging.INFO, logger="broker.transport")
+    monkeypatch.setattr(websocket_module, "refusals", PeerLog(time.monotonic,
+                                                              websocket_module.log))
     config = Config(port=None, ws_port=0, jwt_secret=SECRET, jwt_audience="amqpws")
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
@@ -307,6 +317,8 @@ async def test_bearer_tokens_on_the_upgrade() -> None:
             # the broker carries on
             assert (await upgrade(port, f"Authorization: Bearer {token()}"))[0] == 101
             info.shutdown()
+    bearer_lines = [r.getMessage() for r in caplog.records if "bearer token" in r.getMessage()]
+    assert len(bearer_lines) == 1, "four bad tokens from one host: one line"
 
 
 async def test_a_bearer_upgrade_makes_the_connection_the_tokens_user() -> None:
