@@ -33,10 +33,6 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import jwt
-from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
-from cryptography.hazmat.primitives.serialization import load_pem_public_key
-
 CONFIGURE, WRITE, READ = "configure", "write", "read"
 OPERATIONS = (CONFIGURE, WRITE, READ)
 VHOST = "/"
@@ -198,6 +194,7 @@ class TokenVerifier:
         if len(sources) != 1:
             raise ValueError("a token verifier needs exactly one of a secret, a public key "
                              "and a JWKS")
+        jwt = _jwt()
         if self.secret is not None:
             self._keys[None] = (self.secret, _HMAC_ALGORITHMS)
         elif self.public_key_pem is not None:
@@ -220,6 +217,7 @@ class TokenVerifier:
             raise TokenError(f"token of {len(token)} bytes is larger than {MAX_TOKEN_BYTES}")
         if token.count(".") != 2:
             raise TokenError("not a JWT (it needs three dot-separated parts)")
+        jwt = _jwt()
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError as exc:
@@ -259,8 +257,19 @@ class TokenVerifier:
         return self._keys[kid]
 
 
+def _jwt() -> Any:
+    """PyJWT, imported on first use: it brings `cryptography`, which a broker
+    that verifies no tokens need not load."""
+    import jwt
+
+    return jwt
+
+
 def _public_key(pem: str) -> tuple[Any, list[str]]:
     """A PEM public key and the algorithms of its family."""
+    from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
+    from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
     try:
         key = load_pem_public_key(pem.encode("ascii"))
     except (ValueError, TypeError, UnicodeEncodeError) as exc:

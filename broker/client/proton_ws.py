@@ -32,6 +32,39 @@ machinery on a trio loop in a background thread (much like proton's own
         got = conn.create_receiver("/queues/q").receive(timeout=5)
         got.accept()
 
+Connecting to SAP Event Mesh (or any AMQP-over-WebSocket broker with OAuth2)
+------------------------------------------------------------------------------
+
+Such brokers take an OAuth2 access token as `Authorization: Bearer <token>` on
+the WebSocket upgrade request.  The identity comes from that token, so the
+AMQP connection itself usually goes SASL ANONYMOUS: the default here when no
+`user=` is given.  For SAP Event Mesh, the values come from the service key's
+`messaging` entry whose `protocol` lists `amqp10ws`: `oa2.tokenendpoint`,
+`oa2.clientid`, `oa2.clientsecret` and `uri`::
+
+    tokens = proton_ws.oauth2_client_credentials(
+        "https://SUBDOMAIN.authentication.REGION.hana.ondemand.com/oauth/token",
+        client_id, client_secret)
+    async with proton_ws.connect("wss://HOST/protocols/amqp10ws",
+                                 token_provider=tokens) as conn:
+        sender = await conn.open_sender(ADDRESS)  # in the broker's address syntax
+
+`BlockingConnection(url, token_provider=tokens)` does the same from plain
+code.  Other options for such brokers: `headers={...}` adds HTTP headers to
+the upgrade request; `ca_file=` trusts a private CA for `wss://` (instead of
+the system's trust store), `ssl_context=` takes a complete `ssl.SSLContext`.
+
+When tokens are fetched: the upgrade request is the only place the token
+travels, and its headers cannot change once the WebSocket is open, so there
+is no refresh on an open connection.  The provider is called (in a worker
+thread) at every connect: each new connection, each reconnect of yours.  The
+one made by `oauth2_client_credentials` keeps its token until 30 s before it
+expires, so repeated connects do not ask the token endpoint each time; wrap
+your own provider in `CachedTokenProvider` for the same.  An upgrade refused
+with HTTP 401 drops the cached token, so the next connect fetches a new one.
+Whether the broker closes a connection whose token has since expired is up
+to the broker; if it does, connect again.
+
 Theory of operation.  `AsyncConnection` runs two tasks over one WebSocket:
 
 - the *reader* pushes every binary WebSocket message into the transport (a
@@ -59,11 +92,14 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
 import queue
+import re
+import ssl
 import threading
 import uuid
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from typing import Any, Self, TypeVar
@@ -90,8 +126,20 @@ from proton import (
     Transport,
 )
 
+from broker.client.tokens import (
+    AccessToken,
+    CachedTokenProvider,
+    TokenLike,
+    TokenProvider,
+    TokenRequestError,
+    as_access_token,
+    oauth2_client_credentials,
+    safe_url,
+)
+
 __all__ = [
     "DEFAULT_CHUNK_SIZE",
+    "AccessToken",
     "AsyncConnection",
     "AsyncReceiver",
     "AsyncSender",
@@ -99,9 +147,15 @@ __all__ = [
     "BlockingReceived",
     "BlockingReceiver",
     "BlockingSender",
+    "CachedTokenProvider",
     "Outcome",
     "Received",
+    "TokenLike",
+    "TokenProvider",
+    "TokenRequestError",
+    "WebSocketConnectError",
     "connect",
+    "oauth2_client_credentials",
     "stream_offset_filter",
 ]
 
@@ -174,6 +228,159 @@ def _set_filter(terminus: Terminus, filters: dict[Any, Any]) -> None:
     )
 
 
+async def _bearer_token(provider: TokenProvider) -> str:
+    # In a worker thread: providers do blocking HTTP.  Abandoned on cancel so
+    # a caller's deadline holds; the thread finishes (and caches) on its own.
+    result = await trio.to_thread.run_sync(provider, abandon_on_cancel=True)
+    token = as_access_token(result).token
+    if not token or not token.isascii() or not token.isprintable() or " " in token:
+        # Printable ASCII without spaces is the RFC 6750 §2.1 b64token (and
+        # keeps line breaks out of the request); the token itself stays unsaid.
+        raise ValueError("token provider returned an empty token or one with invalid characters")
+    return token
+
+
+# -- the WebSocket: URL, TLS, upgrade headers ----------------------------------------
+
+
+class WebSocketConnectError(ConnectionException):
+    """The WebSocket could not be opened: TCP connect, TLS handshake, or the
+    HTTP upgrade failed.  `status_code` is the HTTP status when the server
+    refused the upgrade (401: the token or credentials were not accepted)."""
+
+    def __init__(self, message: str, *, status_code: int | None = None) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+
+
+_ByteStream = trio.SocketStream | trio.SSLStream[trio.SocketStream]
+_HANDSHAKE_HEADERS = frozenset({"host", "upgrade", "connection", "content-length"})
+_HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # RFC 9110 §5.6.2 token
+
+
+def _upgrade_headers(
+    headers: Mapping[str, str] | None, *, with_token: bool
+) -> list[tuple[bytes, bytes]]:
+    """`headers` as trio-websocket wants them, refusing what would break the
+    request (line breaks, bad names) before anything is sent."""
+    encoded: list[tuple[bytes, bytes]] = []
+    for name, value in (headers or {}).items():
+        if not _HEADER_NAME.fullmatch(name):
+            raise ValueError(f"not an HTTP header name: {name!r}")
+        if name.lower() in _HANDSHAKE_HEADERS or name.lower().startswith("sec-websocket-"):
+            raise ValueError(f"header {name} is set by the WebSocket handshake itself")
+        if with_token and name.lower() == "authorization":
+            raise ValueError("give token_provider or an Authorization header, not both")
+        if any(c in value for c in "\r\n\0"):
+            raise ValueError(f"the value of header {name} contains a line break or NUL")
+        try:
+            encoded.append((name.lower().encode("ascii"), value.encode("latin-1")))
+        except UnicodeEncodeError:
+            raise ValueError(f"the value of header {name} is not Latin-1 text") from None
+    return encoded
+
+
+def _tls_context(
+    url: str, ssl_context: ssl.SSLContext | None, ca_file: str | os.PathLike[str] | None
+) -> ssl.SSLContext | None:
+    """The TLS context for `url` (None for ws://), after checking the URL:
+    mistakes surface before a token is fetched or a socket opened."""
+    parts = urlsplit(url)
+    scheme = parts.scheme
+    if scheme not in ("ws", "wss") or not parts.hostname:
+        raise ValueError(f"not a ws:// or wss:// URL with a host: {safe_url(url)!r}")
+    _ = parts.port  # raises ValueError for a port that is not a number
+    if ssl_context is not None and ca_file is not None:
+        raise ValueError("give ssl_context or ca_file, not both")
+    if scheme == "ws":
+        if ssl_context is not None or ca_file is not None:
+            # trio-websocket would quietly speak TLS to a ws:// URL; say so instead.
+            raise ValueError(f"ssl_context and ca_file are for wss:// URLs, not {safe_url(url)}")
+        return None
+    if ssl_context is not None:
+        return ssl_context
+    # With a cafile the default context trusts that CA alone, not the system's.
+    return ssl.create_default_context(cafile=ca_file)
+
+
+async def _open_websocket(
+    nursery: trio.Nursery,
+    url: str,
+    tls: ssl.SSLContext | None,
+    *,
+    extra_headers: list[tuple[bytes, bytes]],
+    subprotocols: tuple[str, ...],
+    timeout: float,
+) -> tuple[trio_websocket.WebSocketConnection, _ByteStream]:
+    """TCP, TLS, then the upgrade, with failures said plainly; returns the
+    WebSocket and the stream under it (to be closed by the caller).
+
+    We connect and do the TLS handshake ourselves instead of leaving it to
+    `open_websocket_url`: when the handshake fails there (an untrusted CA), its
+    reader stops without a word and the open waits out a 60 s timeout that
+    names no cause.  A refused upgrade is raised in the reader task, in
+    `nursery`, as `trio_websocket.ConnectionRejected` (see `connect`)."""
+    parts = urlsplit(url)
+    host = parts.hostname
+    assert host  # checked by _tls_context
+    port = parts.port or (443 if tls is not None else 80)
+    resource = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    host_header = parts.netloc.rpartition("@")[2]  # keeps [ipv6] brackets and the port
+    where = f"{host}:{port}"
+    stream: _ByteStream | None = None
+    try:
+        with trio.fail_after(timeout):
+            try:
+                stream = await trio.open_tcp_stream(host, port)
+            except OSError as exc:
+                raise WebSocketConnectError(f"cannot connect to {where}: {exc}") from None
+            if tls is not None:
+                stream = trio.SSLStream(stream, tls, server_hostname=host, https_compatible=True)
+                try:
+                    await stream.do_handshake()
+                except trio.BrokenResourceError as exc:
+                    cause = exc.__cause__ or exc
+                    hint = (
+                        " (is the server's CA trusted through ca_file= or ssl_context=?)"
+                        if isinstance(cause, ssl.SSLCertVerificationError)
+                        else ""
+                    )
+                    raise WebSocketConnectError(
+                        f"TLS handshake with {where} failed: {cause}{hint}"
+                    ) from None
+            ws = await trio_websocket.wrap_client_stream(
+                nursery,
+                stream,
+                host_header,
+                resource,
+                subprotocols=list(subprotocols),
+                extra_headers=extra_headers,
+                max_message_size=MAX_WS_MESSAGE_SIZE,
+            )
+            return ws, stream
+    except BaseException as exc:
+        if stream is not None:
+            # Ends the reader task too; shielded, so that a pending
+            # cancellation cannot replace the exception being raised.
+            with trio.CancelScope(shield=True):
+                await trio.aclose_forcefully(stream)
+        if isinstance(exc, trio.TooSlowError):
+            raise WebSocketConnectError(
+                f"no WebSocket handshake with {safe_url(url)} within {timeout} s"
+            ) from None
+        raise
+
+
+def _refused_upgrade(
+    url: str, rejected: trio_websocket.ConnectionRejected
+) -> WebSocketConnectError:
+    hint = " (the token or credentials were not accepted)" if rejected.status_code == 401 else ""
+    return WebSocketConnectError(
+        f"WebSocket upgrade to {safe_url(url)} refused with HTTP {rejected.status_code}{hint}",
+        status_code=rejected.status_code,
+    )
+
+
 # -- the async API ---------------------------------------------------------------
 
 
@@ -191,6 +398,10 @@ async def connect(
     chunk_size: int | None = DEFAULT_CHUNK_SIZE,
     handler: Handler | None = None,
     open_timeout: float = 10.0,
+    ssl_context: ssl.SSLContext | None = None,
+    ca_file: str | os.PathLike[str] | None = None,
+    headers: Mapping[str, str] | None = None,
+    token_provider: TokenProvider | None = None,
 ) -> AsyncIterator[AsyncConnection]:
     """Open an AMQP connection over the WebSocket at `url` (ws:// or wss://).
 
@@ -200,46 +411,82 @@ async def connect(
     `chunk_size` caps the bytes per WebSocket message (None: one message per
     burst of output; small values split frames over many messages).
 
+    For wss:// the server's certificate is checked against the system's
+    trust store, or against the CA in the PEM file `ca_file`, or as the given
+    `ssl_context` says.  `headers` are added to the HTTP upgrade request.
+    `token_provider` (see `oauth2_client_credentials`) is called, in a worker
+    thread, once per connect; its token goes on the upgrade request as
+    `Authorization: Bearer <token>`.  `open_timeout` bounds the WebSocket
+    open and, separately, the AMQP open.
+
     Leaving the block closes the connection (AMQP close, then the WebSocket
-    closing handshake).  Raises `proton.ConnectionException` when the broker
-    refuses the connection (SASL failure, close during open)."""
+    closing handshake).  Raises `WebSocketConnectError` (a
+    `proton.ConnectionException`) when the WebSocket cannot be opened (TCP,
+    TLS, or the upgrade refused with an HTTP status), `TokenRequestError`
+    from `oauth2_client_credentials` when no token could be had, and
+    `proton.ConnectionException` when the broker refuses the AMQP connection
+    (SASL failure, close during open)."""
+    tls = _tls_context(url, ssl_context, ca_file)
+    extra_headers = _upgrade_headers(headers, with_token=token_provider is not None)
+    if token_provider is not None:
+        token = await _bearer_token(token_provider)
+        extra_headers.append((b"authorization", f"Bearer {token}".encode("ascii")))
     try:
-        async with trio_websocket.open_websocket_url(
-            url,
-            subprotocols=list(subprotocols),
-            max_message_size=MAX_WS_MESSAGE_SIZE,
-        ) as ws:
-            conn = AsyncConnection(
-                ws,
-                url=url,
-                user=user,
-                password=password,
-                container_id=container_id,
-                hostname=hostname,
-                idle_timeout=idle_timeout,
-                max_frame_size=max_frame_size,
-                chunk_size=chunk_size,
-                handler=handler,
+        # The WebSocket's reader task lives in ws_nursery, for as long as the
+        # connection; our own reader and writer in the nursery inside it.
+        async with trio.open_nursery() as ws_nursery:
+            ws, stream = await _open_websocket(
+                ws_nursery,
+                url,
+                tls,
+                extra_headers=extra_headers,
+                subprotocols=subprotocols,
+                timeout=open_timeout,
             )
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(conn._guard, conn._reader)
-                nursery.start_soon(conn._guard, conn._writer)
-                try:
-                    await conn._opened(open_timeout)
-                    yield conn
-                    await conn.close()
-                except BaseException:
-                    with trio.CancelScope(shield=True), trio.move_on_after(1):
-                        await conn.close(raise_errors=False)
-                    raise
-                finally:
-                    nursery.cancel_scope.cancel()
+            try:
+                conn = AsyncConnection(
+                    ws,
+                    url=url,
+                    user=user,
+                    password=password,
+                    container_id=container_id,
+                    hostname=hostname,
+                    idle_timeout=idle_timeout,
+                    max_frame_size=max_frame_size,
+                    chunk_size=chunk_size,
+                    handler=handler,
+                )
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(conn._guard, conn._reader)
+                    nursery.start_soon(conn._guard, conn._writer)
+                    try:
+                        await conn._opened(open_timeout)
+                        yield conn
+                        await conn.close()
+                    except BaseException:
+                        with trio.CancelScope(shield=True), trio.move_on_after(1):
+                            await conn.close(raise_errors=False)
+                        raise
+                    finally:
+                        nursery.cancel_scope.cancel()
+            finally:
+                # close() has done the closing handshake (or given up): nothing
+                # is left for the WebSocket's reader to do, and the socket goes
+                # even if the handshake timed out.  Shielded, so that a pending
+                # cancellation cannot replace the exception on its way out.
+                ws_nursery.cancel_scope.cancel()
+                with trio.CancelScope(shield=True):
+                    await trio.aclose_forcefully(stream)
     except BaseExceptionGroup as group:
         # Our I/O tasks never raise (see `_guard`), so a group here wraps one
         # error from the caller's block or from the open: raise that one.
         single = _single(group)
         if single is None:
             raise
+        if isinstance(single, trio_websocket.ConnectionRejected):
+            if single.status_code == 401 and isinstance(token_provider, CachedTokenProvider):
+                token_provider.invalidate()  # refused: do not offer it again
+            raise _refused_upgrade(url, single) from None
         raise single from None
 
 
@@ -764,11 +1011,26 @@ class BlockingConnection:
     A background thread runs a trio loop holding the connection; every call
     is passed to that loop and waits for its result, so proton objects are
     only ever touched from that one thread.  Arguments are those of
-    `connect()`; `timeout` is the default for every blocking call."""
+    `connect()` (the ones for wss:// and OAuth2 are spelled out here too);
+    `timeout` is the default for every blocking call and the open timeout.
+    The token provider runs in a worker thread of the background loop."""
 
-    def __init__(self, url: str, *, timeout: float = 10.0, **options: Any) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        timeout: float = 10.0,
+        ssl_context: ssl.SSLContext | None = None,
+        ca_file: str | os.PathLike[str] | None = None,
+        headers: Mapping[str, str] | None = None,
+        token_provider: TokenProvider | None = None,
+        **options: Any,
+    ) -> None:
         self.url = url
         self.timeout = timeout
+        options.update(
+            ssl_context=ssl_context, ca_file=ca_file, headers=headers, token_provider=token_provider
+        )
         self._stop: trio.Event | None = None
         self._token: trio.lowlevel.TrioToken | None = None
         self._conn: AsyncConnection | None = None

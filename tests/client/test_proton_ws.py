@@ -1,10 +1,9 @@
-"""broker.client.proton_ws against a real broker on loopback (in-process)."""
+"""broker.client.proton_ws against a real broker on loopback (in-process; the
+`server` fixture is in conftest.py)."""
 
 from __future__ import annotations
 
-import functools
 import os
-from collections.abc import AsyncIterator
 
 import proton
 import pytest
@@ -13,18 +12,7 @@ import trio_websocket
 from proton import Condition, Handler, Message, symbol
 
 from broker.client import proton_ws
-from broker.config import Config
-from broker.server import ServerInfo, serve
-
-USERS = {"guest": "guest", "alice": "secret"}
-
-
-@pytest.fixture
-async def server(nursery: trio.Nursery) -> AsyncIterator[ServerInfo]:
-    config = Config(port=0, ws_port=0, users=USERS)
-    info: ServerInfo = await nursery.start(functools.partial(serve, config, shutdown_grace=1.0))
-    yield info
-    info.shutdown()
+from broker.server import ServerInfo
 
 
 def q(name: str) -> str:
@@ -144,7 +132,7 @@ async def _chunking_relay(
                     await ws.send_message(data[i : i + chunk])
             await ws.aclose()
 
-        async with trio.open_nursery() as nursery:
+        async with tcp, trio.open_nursery() as nursery:  # tcp closed when cancelled, too
             nursery.start_soon(up)
             nursery.start_soon(down)
 
