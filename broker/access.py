@@ -160,8 +160,9 @@ def _b64(data: bytes) -> str:
 # -- tokens ---------------------------------------------------------------------------
 
 
-class TokenError(ValueError):
-    """A token we do not accept; the message says why, for the log and the peer."""
+class CredentialsRefused(ValueError):
+    """Credentials (a password, a token, a certificate's user) we do not
+    accept; the message says why, for the log and the peer."""
 
 
 _HMAC_ALGORITHMS = ["HS256", "HS384", "HS512"]
@@ -214,17 +215,17 @@ class TokenVerifier:
 
     def verify(self, token: str, now: float) -> Identity:
         if len(token) > MAX_TOKEN_BYTES:
-            raise TokenError(f"token of {len(token)} bytes is larger than {MAX_TOKEN_BYTES}")
+            raise CredentialsRefused(f"token of {len(token)} bytes is larger than {MAX_TOKEN_BYTES}")
         if token.count(".") != 2:
-            raise TokenError("not a JWT (it needs three dot-separated parts)")
+            raise CredentialsRefused("not a JWT (it needs three dot-separated parts)")
         jwt = _jwt()
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError as exc:
-            raise TokenError(f"malformed JWT: {exc}") from None
+            raise CredentialsRefused(f"malformed JWT: {exc}") from None
         key, algorithms = self._key_for(header)
         if header.get("alg") not in algorithms:
-            raise TokenError(f"algorithm {header.get('alg')!r} is not accepted for this key")
+            raise CredentialsRefused(f"algorithm {header.get('alg')!r} is not accepted for this key")
         try:
             claims = jwt.decode(
                 token, key, algorithms=algorithms, audience=self.audience, issuer=self.issuer,
@@ -234,16 +235,16 @@ class TokenVerifier:
                          "verify_iss": self.issuer is not None},
             )
         except jwt.PyJWTError as exc:
-            raise TokenError(f"token refused: {exc}") from None
+            raise CredentialsRefused(f"token refused: {exc}") from None
         expires_at = _number_claim(claims, "exp")
         if expires_at is not None and now > expires_at + self.leeway:
-            raise TokenError("token expired")
+            raise CredentialsRefused("token expired")
         not_before = _number_claim(claims, "nbf")
         if not_before is not None and now + self.leeway < not_before:
-            raise TokenError("token not valid yet (nbf)")
+            raise CredentialsRefused("token not valid yet (nbf)")
         user = claims.get(self.user_claim)
         if not isinstance(user, str) or not user:
-            raise TokenError(f"token has no {self.user_claim!r} claim to name its user")
+            raise CredentialsRefused(f"token has no {self.user_claim!r} claim to name its user")
         return Identity(user, scope_permissions(_scopes(claims), self.prefix),
                         expires_at=None if expires_at is None else expires_at + self.leeway,
                         mechanism="token")
@@ -253,7 +254,7 @@ class TokenVerifier:
             return self._keys[None]
         kid = header.get("kid")
         if kid not in self._keys:
-            raise TokenError(f"no key with kid {kid!r} in the JWKS")
+            raise CredentialsRefused(f"no key with kid {kid!r} in the JWKS")
         return self._keys[kid]
 
 
@@ -288,7 +289,7 @@ def _number_claim(claims: Mapping[str, Any], name: str) -> float | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TokenError(f"claim {name!r} must be a number")
+        raise CredentialsRefused(f"claim {name!r} must be a number")
     return float(value)
 
 
@@ -356,16 +357,16 @@ class Access:
 
     def plain(self, authzid: str, user: str, password: str, now: float) -> Identity:
         """SASL PLAIN: a configured user's password, or (RabbitMQ's way, any
-        user name) a token as the password.  Raises TokenError with the reason."""
+        user name) a token as the password.  Raises CredentialsRefused with the reason."""
         if authzid and authzid != user and self.authzid == "refuse":
             # acting as another identity is not something we grant (RFC 4616 §2)
-            raise TokenError(f"user {user!r} may not act as {authzid!r}")
+            raise CredentialsRefused(f"user {user!r} may not act as {authzid!r}")
         stored = self.users.get(user)
         if stored is not None and verify_password(stored, password):
             return Identity(user, self.permissions_of(user))
         if self.tokens is not None and looks_like_jwt(password):
             return self.tokens.verify(password, now)
-        raise TokenError(f"bad credentials for user {user!r}")
+        raise CredentialsRefused(f"bad credentials for user {user!r}")
 
     def anonymous(self) -> Identity:
         return Identity(ANONYMOUS_USER, self.permissions_of(ANONYMOUS_USER),
@@ -373,13 +374,17 @@ class Access:
 
     def external(self, subject: str) -> Identity:
         """SASL EXTERNAL over TLS: the client certificate's identity, with the
-        permissions of the configured user of that name (or the default ones)."""
+        permissions of the configured user of that name.  As with RabbitMQ, the
+        user must be configured (in `users` or `permissions`): a CA may sign
+        certificates for names nobody meant to let in."""
+        if subject not in self.users and subject not in self.permissions:
+            raise CredentialsRefused(f"certificate user {subject!r} is not a configured user")
         return Identity(subject, self.permissions_of(subject), mechanism="EXTERNAL")
 
     def bearer(self, token: str, now: float) -> Identity:
         """A token from the WebSocket upgrade's `Authorization: Bearer`."""
         if self.tokens is None:
-            raise TokenError("no token verification is configured (--jwt-secret, "
+            raise CredentialsRefused("no token verification is configured (--jwt-secret, "
                              "--jwt-public-key or --jwks-file)")
         return self.tokens.verify(token, now)
 

@@ -134,7 +134,10 @@ _D = Config()
 @click.option("--tls-ca", type=click.Path(exists=True, dir_okay=False),
               help="PEM CA bundle that client certificates must chain to.")
 @click.option("--tls-verify-client", type=click.Choice(TLS_VERIFY_CLIENT),
-              help="Ask for client certificates (SASL EXTERNAL).  [default: none]")
+              help="Ask amqps clients for certificates (SASL EXTERNAL).  [default: none]")
+@click.option("--wss-verify-client", type=click.Choice(TLS_VERIFY_CLIENT),
+              help="The same for wss (browsers cancel a handshake that asks for a "
+                   "certificate).  [default: none]")
 @click.option("--tls-identity", type=click.Choice(TLS_IDENTITIES),
               help="The user a client certificate names: subject CN, or its first SAN of "
                    "that type.  [default: cn]")

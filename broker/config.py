@@ -92,7 +92,9 @@ class Config:
     tls_cert: str | None = None
     tls_key: str | None = None
     tls_ca: str | None = None  # CA bundle for client certificates
-    tls_verify_client: str = "none"  # "optional" or "required"; EXTERNAL needs a verified one
+    tls_verify_client: str = "none"  # amqps: "optional" or "required"; EXTERNAL needs one
+    # wss on its own: browsers cancel a handshake that asks for a client certificate
+    wss_verify_client: str = "none"
     tls_identity: str = "cn"  # the user a client certificate names: its subject CN or a SAN
     tls_port: int | None = 5671  # used only with tls_cert; None disables amqps
     wss_port: int | None = 15679  # used only with tls_cert; None disables wss
@@ -122,7 +124,8 @@ TLS_VERIFY_CLIENT = ("none", "optional", "required")
 TLS_IDENTITIES = ("cn", "dns", "email", "uri")  # subject CN, or the first SAN of that type
 _FIELDS = {f.name for f in dataclasses.fields(Config)}
 _STR = {"host", "ws_path", "container_id", "default_offset", "queue_overflow", "log_level",
-        "sasl_authzid", "tls_verify_client", "tls_identity", "jwt_user_claim"}
+        "sasl_authzid", "tls_verify_client", "wss_verify_client", "tls_identity",
+        "jwt_user_claim"}
 _OPTIONAL_STR = {"tls_cert", "tls_key", "tls_ca", "jwt_secret", "jwt_public_key", "jwks_file",
                  "jwt_audience", "jwt_issuer", "jwt_scope_prefix"}
 _INT = {"max_frame_size", "max_message_size", "channel_max", "handle_max"}
@@ -446,6 +449,7 @@ def validate(config: Config) -> Config:
     _choice("log_level", c.log_level, LOG_LEVELS)
     _choice("sasl_authzid", c.sasl_authzid, SASL_AUTHZID)
     _choice("tls_verify_client", c.tls_verify_client, TLS_VERIFY_CLIENT)
+    _choice("wss_verify_client", c.wss_verify_client, TLS_VERIFY_CLIENT)
     _choice("tls_identity", c.tls_identity, TLS_IDENTITIES)
     _validate_security(c)
     for name in ("queue_max_length", "queue_max_length_bytes"):
@@ -463,8 +467,9 @@ def validate(config: Config) -> Config:
 def _validate_security(c: Config) -> None:
     if (c.tls_cert is None) != (c.tls_key is None):
         raise ConfigError("tls_cert and tls_key go together")
-    if c.tls_verify_client != "none" and (c.tls_cert is None or c.tls_ca is None):
-        raise ConfigError("tls_verify_client needs tls_cert, tls_key and tls_ca")
+    for name in ("tls_verify_client", "wss_verify_client"):
+        if getattr(c, name) != "none" and (c.tls_cert is None or c.tls_ca is None):
+            raise ConfigError(f"{name} needs tls_cert, tls_key and tls_ca")
     if c.tls_cert is not None:
         ports = {"port": c.port, "ws_port": c.ws_port, "tls_port": c.tls_port,
                  "wss_port": c.wss_port}

@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable
 
 from broker import __version__
-from broker.access import Access, Identity, TokenError, load_access
+from broker.access import Access, CredentialsRefused, Identity, load_access
 from broker.admin import Admin, AdminError, apply_config
 from broker.attach import PUBLISHER_CREDIT, Attacher, ManagementPair, Publisher, Subscription
 from broker.codec.messaging import Accepted, Modified, Rejected, Released
@@ -197,7 +197,7 @@ class Credentials:
     def plain(self, authzid: str, user: str, password: str) -> str:
         try:
             return self._accept(self.access.plain(authzid, user, password, self.wall_clock()))
-        except TokenError as exc:
+        except CredentialsRefused as exc:
             raise Refused(str(exc)) from None
 
     def anonymous(self) -> str:
@@ -210,7 +210,10 @@ class Credentials:
         if authzid and authzid != subject:
             raise Refused(f"certificate of {printable(subject)} may not act as "
                           f"{printable(authzid)}")
-        return self._accept(self.access.external(subject))
+        try:
+            return self._accept(self.access.external(subject))
+        except CredentialsRefused as exc:
+            raise Refused(str(exc)) from None
 
 
 class Container:
@@ -287,7 +290,7 @@ class Container:
         return handle
 
     def verify_bearer(self, token: str) -> Identity:
-        """A token from a WebSocket upgrade; raises TokenError with the reason."""
+        """A token from a WebSocket upgrade; raises CredentialsRefused with the reason."""
         return self.access.bearer(token, self.wall_clock())
 
     def identity(self) -> dict[object, object]:
@@ -360,7 +363,7 @@ class Container:
         try:
             identity = self.access.tokens.verify(token.decode("utf-8", "replace"),
                                                  self.wall_clock())
-        except TokenError as exc:
+        except CredentialsRefused as exc:
             raise AdminError(401, str(exc)) from None
         if owner.identity is not None and identity.user != owner.identity.user:
             raise AdminError(401, f"the token is for user '{identity.user}', the connection "

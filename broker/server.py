@@ -62,7 +62,7 @@ class ServerInfo:
     wss_port: int | None = None
     amqps_url: str | None = None
     wss_url: str | None = None
-    tls_context: ssl.SSLContext | None = field(default=None, repr=False)
+    tls_contexts: list[ssl.SSLContext] = field(default_factory=list, repr=False)
     accept: AcceptGuard = field(default_factory=AcceptGuard, repr=False)  # .refused: a metric
     _stop: trio.Event = field(default_factory=trio.Event, repr=False)
 
@@ -81,10 +81,9 @@ class ServerInfo:
     def reload_tls(self, config: Config) -> None:
         """Load the certificate files again (SIGHUP): new connections get them,
         open ones carry on.  A bad file keeps the old certificate, and says so."""
-        if self.tls_context is None:
-            return
         try:
-            tls.reload(self.tls_context, config)
+            for context in self.tls_contexts:
+                tls.reload(context, config)
         except (OSError, ssl.SSLError) as exc:
             log.error("TLS certificate NOT reloaded (keeping the old one): %s", exc)
 
@@ -98,7 +97,10 @@ async def serve(
 ) -> None:
     """Run the broker until `shutdown()` or cancellation (see module doc)."""
     container = (container_factory or default_container)(config)
-    tls_context = tls.server_context(config) if config.tls_cert else None
+    tls_context = tls.server_context(config, config.tls_verify_client) \
+        if config.tls_cert else None
+    wss_context = tls.server_context(config, config.wss_verify_client) \
+        if config.tls_cert else None
     tcp, ws, amqps, wss = await _bind(config)
     ws_path = config.ws_path or "/ws"
     info = ServerInfo(
@@ -112,7 +114,7 @@ async def serve(
         wss_port=_port(wss),
         amqps_url=_url("amqps", config.host, _port(amqps), ""),
         wss_url=_url("wss", config.host, _port(wss), ws_path),
-        tls_context=tls_context,
+        tls_contexts=[c for c in (tls_context, wss_context) if c is not None],
     )
     async with trio.open_nursery() as outer:
         outer.start_soon(_stop_when_cancelled, info)
@@ -163,7 +165,7 @@ async def serve(
                                 config,
                                 handler_nursery=connections,
                                 guard=info.accept,
-                                tls_context=tls_context,
+                                tls_context=wss_context,
                             )
                         )
                     log.info("listening: %s", ", ".join(info.urls))

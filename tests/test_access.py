@@ -13,8 +13,8 @@ from broker.access import (
     EVERYTHING,
     Access,
     AccessRefused,
+    CredentialsRefused,
     Permissions,
-    TokenError,
     TokenVerifier,
     check_password_hash,
     hash_password,
@@ -118,20 +118,20 @@ def test_a_good_token_names_the_user_its_permissions_and_expiry() -> None:
     ("e30.e30.", "algorithm"),  # {} header: no alg
 ])
 def test_bad_tokens_are_refused_with_a_reason(bad: str, reason: str) -> None:
-    with pytest.raises(TokenError, match=reason):
+    with pytest.raises(CredentialsRefused, match=reason):
         verifier().verify(bad, NOW)
 
 
 def test_alg_none_is_refused() -> None:
     unsigned = jwt.encode({"sub": "alice", "aud": "amqpws"}, None, algorithm="none")  # type: ignore[arg-type]
-    with pytest.raises(TokenError, match="algorithm 'none'"):
+    with pytest.raises(CredentialsRefused, match="algorithm 'none'"):
         verifier().verify(unsigned, NOW)
 
 
 def test_issuer_is_checked_when_configured() -> None:
     v = verifier(issuer="https://idp.example")
     assert v.verify(token({"iss": "https://idp.example"}), NOW).user == "alice"
-    with pytest.raises(TokenError, match="issuer"):
+    with pytest.raises(CredentialsRefused, match="issuer"):
         v.verify(token({"iss": "https://evil.example"}), NOW)
 
 
@@ -149,10 +149,10 @@ def test_rs256_with_a_public_key_and_no_hmac_confusion() -> None:
     # algorithm alone must refuse it, whatever the secret (PyJWT will not sign with a PEM)
     forged = jwt.api_jws.PyJWS().encode(
         json.dumps({"sub": "mallory", "aud": "amqpws"}).encode(), b"k" * 32, algorithm="HS256")
-    with pytest.raises(TokenError, match="HS256"):
+    with pytest.raises(CredentialsRefused, match="HS256"):
         v.verify(forged, NOW)
     other = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    with pytest.raises(TokenError, match="Signature"):
+    with pytest.raises(CredentialsRefused, match="Signature"):
         v.verify(token(key=other, algorithm="RS256"), NOW)
 
 
@@ -163,7 +163,7 @@ def test_jwks_chooses_the_key_by_kid() -> None:
     v = TokenVerifier(jwks={"keys": [jwk]}, audience="amqpws")
     good = token(key=private, algorithm="ES256", headers={"kid": "k1"})
     assert v.verify(good, NOW).user == "alice"
-    with pytest.raises(TokenError, match="kid 'k2'"):
+    with pytest.raises(CredentialsRefused, match="kid 'k2'"):
         v.verify(token(key=private, algorithm="ES256", headers={"kid": "k2"}), NOW)
 
 
@@ -174,13 +174,13 @@ def test_plain_accepts_passwords_and_tokens_as_passwords() -> None:
     access = Access(users={"guest": hash_password("guest")}, tokens=verifier())
     assert access.plain("", "guest", "guest", NOW).user == "guest"
     assert access.plain("", "any-name", token(), NOW).user == "alice", "RabbitMQ's way"
-    with pytest.raises(TokenError, match="bad credentials"):
+    with pytest.raises(CredentialsRefused, match="bad credentials"):
         access.plain("", "guest", "wrong", NOW)
 
 
 def test_plain_authzid_is_refused_or_ignored_as_configured() -> None:
     strict = Access(users={"guest": "guest"})
-    with pytest.raises(TokenError, match="may not act as"):
+    with pytest.raises(CredentialsRefused, match="may not act as"):
         strict.plain("admin", "guest", "guest", NOW)
     assert strict.plain("guest", "guest", "guest", NOW).user == "guest"
     lenient = Access(users={"guest": "guest"}, authzid="ignore")

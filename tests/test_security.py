@@ -204,6 +204,15 @@ def test_external_uses_the_certificate_identity() -> None:
     assert one(other.sasl_init("EXTERNAL", b"root"), SaslOutcome).code == 1, "no acting as root"
 
 
+def test_external_needs_a_configured_user() -> None:
+    """As RabbitMQ: a CA may sign names nobody meant to let in."""
+    broker = secured()
+    peer = Peer(broker.container.connection_made("t", "tls", lambda: None,
+                                                 tls_subject="mallory"))
+    peer.header(SASL_HEADER)
+    assert one(peer.sasl_init("EXTERNAL", b""), SaslOutcome).code == 1
+
+
 def test_external_is_not_offered_without_a_certificate() -> None:
     broker = secured()
     peer = Peer(broker.container.connection_made("t", "tcp", lambda: None))

@@ -230,6 +230,7 @@ async def handle_websocket_stream(
     """Serve one accepted stream: TLS (wss), the HTTP upgrade, then AMQP until the end."""
     peer = peer_name(stream)
     transport = "ws"
+    tls_subject = None
     try:
         if tls_context is not None:
             secure = await tls.handshake(stream, tls_context, peer=peer, label="wss",
@@ -237,6 +238,7 @@ async def handle_websocket_stream(
             if secure is None:
                 return
             stream, transport = secure, "wss"
+            tls_subject = tls.client_subject(secure, config.tls_identity)
         upgrade = await _handshake(stream, config, container, peer, handshake_timeout)
         if upgrade is not None:
             # Frames that arrived with the upgrade request were parsed by wsproto.
@@ -248,7 +250,7 @@ async def handle_websocket_stream(
             )
             await serve_stream(
                 ws_stream, container, peer=peer, transport=transport,
-                close_timeout=close_timeout, bearer=upgrade.bearer,
+                close_timeout=close_timeout, bearer=upgrade.bearer, tls_subject=tls_subject,
             )
     except Exception:
         log.exception("ws %s failed", peer)

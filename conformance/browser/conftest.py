@@ -23,7 +23,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, NoReturn
@@ -55,10 +55,10 @@ class DriverError(RuntimeError):
 class Driver:
     """The Python end of driver.mjs: one request per line, replies matched by id."""
 
-    def __init__(self, node: str, log_path: Path) -> None:
+    def __init__(self, node: str, log_path: Path, extra_args: Sequence[str] = ()) -> None:
         self.log_path = log_path
         self._log = open(log_path, "w")  # noqa: SIM115 - closed in close()
-        env = dict(os.environ, CHROMIUM=CHROMIUM)
+        env = dict(os.environ, CHROMIUM=CHROMIUM, CHROMIUM_EXTRA_ARGS=json.dumps(list(extra_args)))
         self.proc = subprocess.Popen(
             [node, str(HERE / "driver.mjs")],
             cwd=HERE,

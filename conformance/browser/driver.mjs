@@ -19,7 +19,8 @@
 //
 // Chromium is Debian's (`CHROMIUM` or /usr/bin/chromium); playwright-core never
 // downloads a browser.  Playwright gives every launch a fresh, empty
-// --user-data-dir of its own.
+// --user-data-dir of its own.  `CHROMIUM_EXTRA_ARGS` (a JSON array) adds
+// switches to the launch.
 import { createInterface } from 'node:readline';
 import { chromium } from 'playwright-core';
 
@@ -27,6 +28,9 @@ const executablePath = process.env.CHROMIUM || '/usr/bin/chromium';
 const args = [
   '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
   '--disable-background-networking', '--disable-component-update', '--disable-sync',
+  // More switches for one launch, as a JSON array (e.g. the security cases'
+  // --ignore-certificate-errors-spki-list pinning the test broker's key).
+  ...JSON.parse(process.env.CHROMIUM_EXTRA_ARGS || '[]'),
 ];
 
 const browser = await chromium.launch({ executablePath, headless: true, args, timeout: 30000 });

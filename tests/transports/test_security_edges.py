@@ -154,7 +154,8 @@ async def test_garbage_or_silence_instead_of_tls_is_dropped(
 async def test_client_certificates_and_sasl_external(pki: dict[str, Path],
                                                      ca: trustme.CA) -> None:
     config = tls_config(pki, tls_ca=str(pki["ca"]), tls_verify_client="required",
-                        users={"guest": "guest"}, allow_anonymous=False)
+                        users={"guest": "guest"}, permissions={"alice": (".*", ".*", ".*")},
+                        allow_anonymous=False)
     alice = ca.issue_cert("alice@example.com", common_name="alice")
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
@@ -364,7 +365,7 @@ async def test_a_bearer_upgrade_makes_the_connection_the_tokens_user() -> None:
 async def test_the_user_may_come_from_a_subject_alternative_name(pki: dict[str, Path],
                                                                 ca: trustme.CA) -> None:
     config = tls_config(pki, tls_ca=str(pki["ca"]), tls_verify_client="optional",
-                        tls_identity="email")
+                        tls_identity="email", users={"bob@example.com": "unused"})
     bob = ca.issue_cert("bob@example.com", common_name="not-this-one")
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
@@ -392,3 +393,30 @@ async def test_the_user_may_come_from_a_subject_alternative_name(pki: dict[str, 
             assert isinstance(mechs, SaslMechanisms)
             assert "EXTERNAL" not in mechs.sasl_server_mechanisms
             info.shutdown()
+
+
+async def test_wss_asks_for_client_certificates_only_when_told(pki: dict[str, Path],
+                                                               ca: trustme.CA) -> None:
+    """amqps asking for certificates does not make wss ask (browsers cancel such
+    handshakes); --wss-verify-client does, and then EXTERNAL is offered on wss."""
+    alice = ca.issue_cert("alice@example.com", common_name="alice")
+    for wss_verify, offered in (("none", False), ("optional", True)):
+        config = tls_config(pki, tls_ca=str(pki["ca"]), tls_verify_client="required",
+                            wss_verify_client=wss_verify, users={"alice": "unused"})
+        with trio.fail_after(10):
+            async with trio.open_nursery() as nursery:
+                info = await start(nursery, config)
+                async with open_websocket("127.0.0.1", info.wss_port, "/ws",  # type: ignore[arg-type]
+                                          use_ssl=client_context(ca, alice),
+                                          subprotocols=["amqp"]) as ws:
+                    await ws.send_message(SASL_HEADER)
+                    data = b""
+                    reader = FrameReader()
+                    while (item := reader.next()) is NEED_DATA or not isinstance(item, Frame):
+                        if item is NEED_DATA:
+                            data = await ws.get_message()  # type: ignore[assignment]
+                            reader.feed(data)
+                    mechs = decode_frame_body(item.body)[0]
+                    assert isinstance(mechs, SaslMechanisms)
+                    assert ("EXTERNAL" in mechs.sasl_server_mechanisms) is offered
+                info.shutdown()
