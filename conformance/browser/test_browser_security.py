@@ -24,6 +24,8 @@ certificate (it has no way to pick one), which is why wss has its own
   upgrade from our 127.0.0.1 page with 403 (the page sees a failed
   WebSocket, close code 1006; the broker logs the origin).
 - `origin_allowed`: with the page's origin in `--allowed-origin` it connects.
+- `bunny_over_wss`: the bunny example (`examples/bunny/serve.py --tls-cert`)
+  connects its tabs with wss://, and a stroke drawn in one shows in the other.
 """
 
 from __future__ import annotations
@@ -32,6 +34,9 @@ import base64
 import hashlib
 import json
 import os
+import signal
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -39,7 +44,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from secure import JWT_AUDIENCE, JWT_SECRET, SECURE_CONFIG, make_token
+from secure import JWT_AUDIENCE, JWT_SECRET, make_token
+from test_bunny import RED, assert_shows, at, draw, open_bunny
 
 pytestmark = pytest.mark.parametrize("client", ["chromium-wss"])
 
@@ -229,3 +235,81 @@ def test_origin_allowed(client, origin_broker, secure_page, page_server, tag):
     assert probe == {"opened": True, "protocol": "amqp", "error": False, "close_code": 1000}, probe
     assert_round_trip(roundtrip(secure_page, broker.wss_url, tag), tag)
     assert not wait_for_log(broker, "is not allowed", timeout=0.1)
+
+
+# -- the bunny example over wss (examples/bunny/serve.py --tls-cert) ---------------------------
+
+
+@pytest.fixture(scope="module")
+def bunny_wss_server(request: pytest.FixtureRequest, node: str, pki: Any) -> Iterator[Any]:
+    """`examples/bunny/serve.py --tls-cert --tls-key` on the test certificate and
+    free ports, as a user would run it; yields its ready file's URLs and the
+    path of its output (the broker's log, at info)."""
+    browser = _conftest(request.config, HERE)
+    if not (browser.BUNNY / "node_modules" / "browserify" / "package.json").exists():
+        browser.missing("npm packages of examples/bunny are not installed")
+    workdir = Path(tempfile.mkdtemp(prefix="amqpws-bunny-wss-"))
+    ready, log_path = workdir / "bunny.json", workdir / "serve.log"
+    ports = [f"--{name}-port=0" for name in ("http", "amqp", "ws", "tls", "wss")]
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, str(browser.BUNNY / "serve.py"), *ports,
+             "--tls-cert", str(pki.cert_file), "--tls-key", str(pki.key_file),
+             "--ready-file", str(ready), "--log-level", "info"],
+            cwd=browser.ROOT, stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 120  # may build the bundle first
+    while not ready.exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise RuntimeError(f"serve.py did not start:\n{log_path.read_text()[-3000:]}")
+        time.sleep(0.05)
+    yield {**json.loads(ready.read_text()), "log_path": log_path}
+    proc.send_signal(signal.SIGTERM)
+    try:
+        code = proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        code = proc.wait()
+    assert code == 0, f"serve.py exited with {code}:\n{log_path.read_text()[-3000:]}"
+
+
+@pytest.fixture
+def open_pinned_page(request: pytest.FixtureRequest, pinned_chromium: Any) -> Iterator[Any]:
+    """open_page (conftest) for the pinned Chromium: a factory url -> Page."""
+    browser = _conftest(request.config, HERE)
+    pages: list[Any] = []
+    request.node.browser_pages = pages
+
+    def _open(url: str) -> Any:
+        pages.append(browser.Page(pinned_chromium, url))
+        return pages[-1]
+
+    yield _open
+    for page in pages:
+        try:
+            page.close()
+        except browser.DriverError:
+            pass
+
+
+def test_bunny_over_wss(client, bunny_wss_server, open_pinned_page):
+    """The bunny page, served over http, finds `wss_port` in config.json and
+    connects with wss:// (the pinned Chromium trusts the test certificate); a
+    stroke drawn in tab A shows in tab B, and the broker saw both tabs on wss."""
+    wss_url = bunny_wss_server["wss_url"]
+    assert wss_url.startswith("wss://127.0.0.1:"), bunny_wss_server
+    a = open_bunny(open_pinned_page, bunny_wss_server["http_url"])
+    b = open_bunny(open_pinned_page, bunny_wss_server["http_url"])
+    for page in (a, b):
+        assert page.eval("bunny.url") == wss_url
+
+    zigzag = [(0.10, 0.20), (0.20, 0.35), (0.30, 0.20), (0.40, 0.35)]
+    stroke, points = draw(a, RED, zigzag)
+    assert_shows(b, stroke, points, RED, at(*zigzag[1]))
+    for page in (a, b):
+        assert page.eval("bunny.errors") == []
+
+    log = bunny_wss_server["log_path"].read_text(errors="replace")
+    for page in (a, b):
+        assert f"(wss) opened by 'bunny-{page.eval('bunny.tab')}'" in log, log[-3000:]
+    assert "(ws) opened by" not in log, log[-3000:]

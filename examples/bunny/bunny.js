@@ -8,6 +8,8 @@
 // rabbitmq:stream-offset-spec), so it replays the drawing and then follows live
 // strokes.  Deliveries carry `x-stream-offset`; after a reconnect the tab
 // resumes from the next offset instead of replaying everything again.
+// The WebSocket is wss:// when config.json names a `wss_port` (serve.py
+// --tls-cert) or the page itself came over https, ws:// otherwise; ?ws=URL wins.
 (function () {
   'use strict';
   const rhea = require('rhea');
@@ -24,6 +26,7 @@
   // State, exposed for curious people and for the tests.
   const state = (window.bunny = {
     tab,
+    url: null, // the WebSocket URL the tab connects to
     connected: false,
     ready: false, // connected, and both links attached
     lastOffset: -1, // highest x-stream-offset seen
@@ -265,8 +268,13 @@
       // served without serve.py: fall back to the defaults below
     }
     address = params.get('address') || config.address || address;
+    const host = location.hostname || '127.0.0.1';
+    const path = config.ws_path || '/ws';
+    const secure = Boolean(config.wss_port) || location.protocol === 'https:';
     url = params.get('ws')
-      || `ws://${location.hostname || '127.0.0.1'}:${config.ws_port || 15678}${config.ws_path || '/ws'}`;
+      || (secure ? `wss://${host}:${config.wss_port || 15679}${path}`
+                 : `ws://${host}:${config.ws_port || 15678}${path}`);
+    state.url = url;
     document.getElementById('address').textContent = address;
     connect();
   }

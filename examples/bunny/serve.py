@@ -8,6 +8,9 @@
 3. Serves the page and `/config.json` (where the page finds the WebSocket
    port and the stream's address) over HTTP.
 
+With `--tls-cert FILE --tls-key FILE` the broker also listens for `wss://` (on
+15679) and `amqps://` (on 5671), and the page connects with `wss://`.
+
 Every tab publishes its strokes to the stream `bunny` and reads the stream
 from `first`: a new tab replays the whole drawing, then follows live strokes.
 The drawing lives as long as the broker runs (streams are in memory).
@@ -83,6 +86,9 @@ def start_broker(
         "--log-level",
         args.log_level,
     ]
+    if args.tls_cert:
+        cmd += ["--tls-cert", str(args.tls_cert), "--tls-key", str(args.tls_key)]
+        cmd += ["--tls-port", str(args.tls_port), "--wss-port", str(args.wss_port)]
     # Its own session: a terminal's Ctrl-C reaches only us, and we stop the broker in order.
     proc = subprocess.Popen(cmd, cwd=ROOT, start_new_session=True)
     deadline = time.monotonic() + 20
@@ -139,11 +145,21 @@ def main() -> int:
     )
     parser.add_argument("--stream", default="bunny", help="stream name (default bunny)")
     parser.add_argument(
+        "--tls-cert", type=Path, metavar="FILE", help="PEM certificate: turns on wss and amqps"
+    )
+    parser.add_argument("--tls-key", type=Path, metavar="FILE", help="PEM key of --tls-cert")
+    parser.add_argument(
+        "--wss-port", type=int, default=15679, help="AMQP over WebSocket + TLS (default 15679)"
+    )
+    parser.add_argument("--tls-port", type=int, default=5671, help="AMQP over TLS (default 5671)")
+    parser.add_argument(
         "--ready-file", type=Path, help="write the URLs here as JSON once listening"
     )
     parser.add_argument("--log-level", default="info")
     parser.add_argument("--no-build", action="store_true", help="do not run npm / build.mjs")
     args = parser.parse_args()
+    if bool(args.tls_cert) != bool(args.tls_key):
+        parser.error("--tls-cert and --tls-key go together")
 
     if not args.no_build:
         ensure_bundle()
@@ -156,14 +172,15 @@ def main() -> int:
 
     workdir = Path(tempfile.mkdtemp(prefix="amqpws-bunny-"))
     broker, info = start_broker(args, workdir)
-    Handler.config = json.dumps(
-        {
-            "ws_port": info["ws_port"],
-            "ws_path": "/ws",
-            "address": f"/queues/{args.stream}",
-            "stream": args.stream,
-        }
-    ).encode()
+    config = {
+        "ws_port": info["ws_port"],
+        "ws_path": "/ws",
+        "address": f"/queues/{args.stream}",
+        "stream": args.stream,
+    }
+    if args.tls_cert:
+        config["wss_port"] = info["wss_port"]  # the page then prefers wss://
+    Handler.config = json.dumps(config).encode()
     httpd = http.server.ThreadingHTTPServer(
         (args.host, args.http_port), functools.partial(Handler, directory=str(HERE))
     )
@@ -175,13 +192,16 @@ def main() -> int:
         "amqp_url": info["amqp_url"],
         "stream": args.stream,
     }
+    if args.tls_cert:
+        urls.update(wss_url=info["wss_url"], amqps_url=info["amqps_url"])
     if args.ready_file:
         tmp = args.ready_file.with_suffix(".tmp")
         tmp.write_text(json.dumps(urls))
         os.replace(tmp, args.ready_file)
+    tls = f", wss {info['wss_url']}, amqps {info['amqps_url']}" if args.tls_cert else ""
     print(
         f"bunny: open {http_url} in a few tabs (stream {args.stream!r}, "
-        f"AMQP {info['amqp_url']}, WebSocket {info['ws_url']}); Ctrl-C stops",
+        f"AMQP {info['amqp_url']}, WebSocket {info['ws_url']}{tls}); Ctrl-C stops",
         flush=True,
     )
 
