@@ -9,16 +9,16 @@ The process's resident size is the backstop for what that count misses (a
 larger per-message overhead than we assumed, memory held elsewhere).  RSS
 cannot be the signal itself: CPython rarely returns freed memory to the OS, so
 an alarm that waited for RSS to fall would stay on after every queue had been
-drained.  Instead, when RSS passes the high watermark, the held count at that
-moment becomes the limit (the "cap"): that is how much the broker could hold
-before the process reached the watermark.  Draining below 0.8 of the cap
-clears the alarm; refilling to the cap raises it again, reusing the memory
-the process already has, so RSS stays where it was.  The cap is lowered again
-only if RSS grows by another step while held bytes stay under it (something
-else is growing), and it is lifted when RSS falls below the low watermark.
-When RSS is high but messages hold almost nothing (under a tenth of the
-watermark), blocking publishers would not help: the alarm stays off and the
-caller is told once, so it can log it.
+drained.  The rule instead: once RSS is above the high watermark, the process
+may not take *more* memory for messages.  When a tick finds RSS above the
+watermark and above the highest RSS seen so far (by more than a small step),
+the held count at that moment becomes the limit (the "cap") and the alarm
+goes on.  Draining below 0.8 of the cap clears it and lifts the cap: refilling
+reuses the memory the process already has, so RSS holds still and publishing
+goes on, until the process would grow past its peak again.  When RSS grows
+while messages hold almost nothing (under a tenth of the watermark), blocking
+publishers would not help: the alarm stays off and the caller is told once,
+so it can log it.
 
 Pure: the caller passes in the counts (the server samples RSS on its
 housekeeping tick); nothing here reads the clock or the OS.
@@ -29,7 +29,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 LOW_FRACTION = 0.8  # the alarm clears below this share of its limit
-RSS_STEP_FRACTION = 0.05  # RSS growth (share of high) that lowers an existing cap
+RSS_STEP_FRACTION = 0.01  # RSS growth past its peak (share of high) that counts
 MIN_CAP_FRACTION = 0.1  # below this share of high, held bytes cannot explain RSS
 
 
@@ -49,12 +49,16 @@ class MemoryAlarm:
         self.limit = high  # the held-bytes limit now in force (the cap, if RSS set one)
         self.on = False
         self.rss: int | None = None  # the last sample, for listings
-        self._rss_at_cap: int | None = None
+        self._rss_peak: int | None = None
         self._told_unexplained = False
 
     @property
     def low(self) -> int:
         return int(self.limit * LOW_FRACTION)
+
+    @property
+    def capped(self) -> bool:
+        return self.limit != self.high
 
     def held(self, held: int) -> AlarmChange | None:
         """Check after a publish or on a tick: the held count alone."""
@@ -65,30 +69,25 @@ class MemoryAlarm:
                                      f"{_mib(self.limit)}")
         if self.on and held < self.low:
             self.on = False
-            return AlarmChange(False, f"{_mib(held)} held, below {_mib(self.low)}")
+            change = AlarmChange(False, f"{_mib(held)} held, below {_mib(self.low)}")
+            self.limit = self.high  # refilling reuses memory; the RSS rule stays on guard
+            return change
         return None
-
-    @property
-    def capped(self) -> bool:
-        return self._rss_at_cap is not None
 
     def sample(self, held: int, rss: int | None) -> AlarmChange | None:
         """The housekeeping tick: the held count and the process RSS (None when
         the platform cannot tell)."""
         self.rss = rss
         if rss is not None:
-            if self.capped and rss < int(self.high * LOW_FRACTION):
-                self._rss_at_cap = None  # the OS got memory back: the count rules again
-                self.limit = self.high
-            elif rss > self.high and self._rss_grew(rss):
+            peak = self._rss_peak
+            grew = peak is not None and rss > peak + int(self.high * RSS_STEP_FRACTION)
+            if peak is None or rss > peak:
+                self._rss_peak = rss
+            if grew and rss > self.high and not self.on:
                 change = self._cap(held, rss)
                 if change is not None:
                     return change
         return self.held(held)
-
-    def _rss_grew(self, rss: int) -> bool:
-        at_cap = self._rss_at_cap
-        return at_cap is None or rss > at_cap + int(self.high * RSS_STEP_FRACTION)
 
     def _cap(self, held: int, rss: int) -> AlarmChange | None:
         if held < int(self.high * MIN_CAP_FRACTION):
@@ -99,16 +98,11 @@ class MemoryAlarm:
                                         f"of {_mib(self.high)} but queued messages hold only "
                                         f"{_mib(held)}: publishers are not what fills memory",
                                changed=False)
-        if held >= self.limit:
-            return None  # the count is already at or past the limit: held() decides
-        self._rss_at_cap = rss
         self.limit = held
-        if self.on:
-            return None
         self.on = True
         return AlarmChange(True, f"process RSS {_mib(rss)} is above the high watermark of "
-                                 f"{_mib(self.high)}; queued messages hold {_mib(held)}, "
-                                 f"which is now the cap")
+                                 f"{_mib(self.high)} and growing; queued messages hold "
+                                 f"{_mib(held)}, which is now the cap")
 
 
 def _mib(n: int) -> str:

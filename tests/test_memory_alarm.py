@@ -20,48 +20,58 @@ def test_held_count_sets_and_clears_the_alarm() -> None:
     assert change is not None and not change.on and not alarm.on
 
 
-def test_rss_above_high_caps_at_what_is_held() -> None:
-    alarm = MemoryAlarm(HIGH)
-    change = alarm.sample(held=40 * MIB, rss=HIGH + MIB)
+def flooded(alarm: MemoryAlarm) -> None:
+    """RSS climbs past the watermark while publishers fill a queue."""
+    alarm.sample(held=10 * MIB, rss=60 * MIB)
+    alarm.sample(held=25 * MIB, rss=80 * MIB)
+    change = alarm.sample(held=40 * MIB, rss=HIGH + 5 * MIB)
     assert change is not None and change.on and "RSS" in change.reason
-    assert alarm.limit == 40 * MIB
+
+
+def test_rss_growing_above_high_caps_at_what_is_held() -> None:
+    alarm = MemoryAlarm(HIGH)
+    flooded(alarm)
+    assert alarm.limit == 40 * MIB and alarm.on
 
 
 def test_rss_backstop_does_not_stick_when_rss_stays_high() -> None:
     alarm = MemoryAlarm(HIGH)
-    alarm.sample(held=40 * MIB, rss=HIGH + MIB)
+    flooded(alarm)
     # consumers drain; RSS stays where it was, as CPython keeps its arenas
-    change = alarm.sample(held=30 * MIB, rss=HIGH + MIB)
+    change = alarm.sample(held=30 * MIB, rss=HIGH + 5 * MIB)
     assert change is not None and not change.on, "draining below 0.8 of the cap clears it"
-    # publishers refill into the memory the process already has: on again at the cap
-    assert alarm.sample(held=39 * MIB, rss=HIGH + MIB) is None and not alarm.on
-    change = alarm.sample(held=41 * MIB, rss=HIGH + MIB)
-    assert change is not None and change.on
-    assert alarm.limit == 40 * MIB, "the cap is not lowered while RSS holds still"
+    assert alarm.limit == HIGH, "the cap is lifted"
+    # publishers refill into the memory the process already has: RSS holds still
+    for held in (35, 45, 60):
+        assert alarm.sample(held=held * MIB, rss=HIGH + 5 * MIB) is None
+    assert not alarm.on, "reused memory is no reason to block"
+    # past the reusable memory the process grows again: on, at the new count
+    change = alarm.sample(held=70 * MIB, rss=HIGH + 20 * MIB)
+    assert change is not None and change.on and alarm.limit == 70 * MIB
 
 
-def test_rss_that_keeps_growing_lowers_the_cap() -> None:
+def test_small_rss_jitter_is_not_growth() -> None:
     alarm = MemoryAlarm(HIGH)
-    alarm.sample(held=40 * MIB, rss=HIGH + MIB)
-    alarm.sample(held=30 * MIB, rss=HIGH + MIB)  # cleared
-    change = alarm.sample(held=35 * MIB, rss=HIGH + 10 * MIB)
-    assert change is not None and change.on and alarm.limit == 35 * MIB
+    alarm.sample(held=50 * MIB, rss=HIGH + MIB)  # the first sample: a peak, not growth
+    assert not alarm.on
+    assert alarm.sample(held=50 * MIB, rss=HIGH + MIB + 4096) is None, "a page is noise"
+    assert not alarm.on
 
 
-def test_rss_falling_below_low_lifts_the_cap() -> None:
+def test_rss_below_high_never_caps() -> None:
     alarm = MemoryAlarm(HIGH)
-    alarm.sample(held=40 * MIB, rss=HIGH + MIB)
-    alarm.sample(held=0, rss=HIGH // 2)
-    assert alarm.limit == HIGH and not alarm.on
-    assert alarm.sample(held=60 * MIB, rss=HIGH // 2) is None and not alarm.on
+    for held, rss in ((10, 20), (40, 60), (80, 95)):
+        assert alarm.sample(held=held * MIB, rss=rss * MIB) is None
+    assert not alarm.on and alarm.limit == HIGH
 
 
 def test_rss_high_with_nothing_held_is_reported_once_and_blocks_nobody() -> None:
     alarm = MemoryAlarm(HIGH)
+    alarm.sample(held=MIB, rss=HIGH + MIB)
     change = alarm.sample(held=MIB, rss=2 * HIGH)
     assert change is not None and not change.changed and not alarm.on
     assert "not what fills memory" in change.reason
-    assert alarm.sample(held=MIB, rss=2 * HIGH) is None
+    assert alarm.sample(held=MIB, rss=3 * HIGH) is None
 
 
 def test_no_rss_means_the_count_alone() -> None:
