@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import itertools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
+from broker.codec.messaging import Message
 from broker.config import Config
 from broker.nodes.base import NodeInfo
 from broker.nodes.exchange import EXCHANGE, EXCHANGE_TYPES, QUEUE, Binding
@@ -34,6 +36,7 @@ from broker.nodes.registry import Node, Registry, check_routing_key
 from broker.nodes.stream import Stream, parse_interval
 
 VHOST = "/"
+MAX_PEEK = 100  # messages one peek may show
 QUEUE_TYPES = ("classic", "quorum", "stream")
 QUORUM_DELIVERY_LIMIT = 20  # RabbitMQ 4's default for quorum queues
 
@@ -251,6 +254,42 @@ class Admin:
 
     def list_queues(self) -> list[dict[str, object]]:
         return [self.queue_info(name) for name in sorted(self.registry.nodes)]
+
+    def queue_stats(self, name: str) -> dict[str, object]:
+        """`queue_info` and what the console and metrics show besides: bytes,
+        unacknowledged messages, and totals since the queue was declared."""
+        info = self.queue_info(name)
+        node = self.registry.nodes[name]
+        stats: dict[str, object] = dict(info)
+        del stats["leader"], stats["replicas"]
+        if isinstance(node, Queue):
+            stats.update(kind="queue", bytes=node.ready_bytes, unacked=node.unacked,
+                         published=node.published, delivered=node.delivered, acked=node.acked,
+                         redelivered=node.redelivered, dead_lettered=node.dead_lettered,
+                         expired=node.expired, dropped=node.dropped)
+        else:
+            stats.update(kind="stream", bytes=node.bytes, unacked=0, published=node.published,
+                         delivered=node.delivered, acked=0, redelivered=0, dead_lettered=0,
+                         expired=0, dropped=0, first_offset=node.first_offset,
+                         next_offset=node.next_offset)
+        return stats
+
+    def list_queue_stats(self) -> list[dict[str, object]]:
+        return [self.queue_stats(name) for name in sorted(self.registry.nodes)]
+
+    def peek(self, name: str, count: int, *, offset: int | None = None
+             ) -> list[tuple[int | None, Message]]:
+        """Up to `count` messages without taking them: a queue's next ready ones
+        (offset None), or a stream's from `offset` (default: its first)."""
+        node = self.registry.get(name)
+        if node is None:
+            raise AdminError(404, f"queue '{name}' in vhost '{VHOST}' not found")
+        count = max(0, min(count, MAX_PEEK))
+        if isinstance(node, Queue):
+            return [(None, entry.message) for entry in itertools.islice(node.ready, count)]
+        start = node.first_offset if offset is None else max(offset, node.first_offset)
+        end = min(node.next_offset, start + count)
+        return [(o, node.entry(o).message) for o in range(start, end)]
 
     def delete_queue(self, name: str, *, owner: object = None) -> int:
         """Delete a queue or stream; idempotent (0 messages when there is none)."""

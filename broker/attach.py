@@ -143,7 +143,7 @@ class Subscription:
 class Publisher:
     """A producer: our receiving link routing into exchanges and queues."""
 
-    def __init__(self, registry: Registry, link: Link, *, node: Node | None = None,
+    def __init__(self, registry: Registry, link: Link | None, *, node: Node | None = None,
                  exchange: Exchange | None = None, key: str = "",
                  owns_queue: bool = False, identity: Identity = NOBODY) -> None:
         self.registry = registry

@@ -50,7 +50,9 @@ from broker.engine.sasl import ANONYMOUS, EXTERNAL, PLAIN, Refused, printable
 from broker.errors import AmqpError, Condition
 from broker.memory_alarm import AlarmChange, MemoryAlarm
 from broker.nodes.registry import Node, Registry
+from broker.observe import Observer
 from broker.peerlog import PeerLog
+from broker.services.http_api import HttpRequest, HttpResponse
 from broker.services.management import Management
 
 log = logging.getLogger("broker.container")
@@ -74,16 +76,22 @@ class ConnectionHandle:
         self.vhost: str | None = None
         self.management_pairs: dict[str, ManagementPair] = {}
         self.identity: Identity | None = None  # set by SASL (see Credentials)
+        self.bytes_in = 0  # for the console and /metrics
+        self.bytes_out = 0
+        self.opened_at: float | None = None  # wall clock
         self.token: bytes | None = None  # the last token from PUT /auth/tokens
 
     # -- driver interface -----------------------------------------------------
 
     def receive_data(self, data: bytes) -> None:
+        self.bytes_in += len(data)
         self.conn.receive_data(data, self.container.clock())
         self._process_guarded()
 
     def data_to_send(self) -> bytes:
-        return self.conn.data_to_send()
+        data = self.conn.data_to_send()
+        self.bytes_out += len(data)
+        return data
 
     def tick(self) -> float | None:
         c = self.container
@@ -151,11 +159,14 @@ class ConnectionHandle:
                 self.user = event.user  # type: ignore[union-attr]
                 self.vhost = event.hostname  # type: ignore[union-attr]
                 self.opened = True
+                self.opened_at = c.wall_clock()
                 log.info("connection from %s (%s) opened by %s as user %s", self.peer,
                          self.transport, printable(event.container_id),  # type: ignore[union-attr]
                          printable(event.user))  # type: ignore[union-attr]
                 c.connection_opened(self)
             elif t is ConnectionClosed:
+                if event.error is not None:  # type: ignore[union-attr]
+                    c.stats.connection_error(str(event.error.condition))  # type: ignore[union-attr]
                 c.connection_closed(self)
                 log.info("connection from %s closed%s", self.peer,
                          f": {event.error.condition}" if event.error else "")  # type: ignore[union-attr]
@@ -252,6 +263,9 @@ class Container:
         self.memory = MemoryAlarm(high) if high else None
         self.publishers: dict[Link, ConnectionHandle] = {}
         self.peer_log = PeerLog(clock, log)
+        self.stopping = False
+        self.stats = Observer(self)
+        self.http_api = self.stats.http_api()
         self._identity = self.identity()  # the same open.properties for every connection
         self._declare_from_config()
 
@@ -286,6 +300,7 @@ class Container:
         )
         handle = ConnectionHandle(self, conn, peer, transport, wake)
         credentials.handle = handle
+        self.stats.connections_opened += 1
         self.connections.add(handle)
         return handle
 
@@ -329,6 +344,8 @@ class Container:
         handle.close(amqp_error(Condition.RESOURCE_LIMIT_EXCEEDED, why))
 
     def connection_closed(self, handle: ConnectionHandle) -> None:
+        if handle in self.connections:
+            self.stats.closed(handle)
         self.connections.discard(handle)
         self.registry.owner_gone(handle)
         conn = handle.conn
@@ -336,14 +353,15 @@ class Container:
             self.peer_log.info(handle.peer, "handshake not completed within %g s",
                                 self.config.handshake_timeout)
         elif conn.sasl.outcome not in (None, 0):
+            self.stats.auth_failures += 1
             self.peer_log.info(handle.peer, "authentication failed: %s", conn.sasl.reason)
 
     def list_connections(self) -> list[dict[str, object]]:
-        return [
-            {"name": h.peer, "container_id": h.container_id or "", "user": h.user or "",
-             "vhost": "/", "transport": h.transport}
-            for h in sorted(self.connections, key=lambda h: h.peer)
-        ]
+        return [self.stats.describe(h) for h in sorted(self.connections, key=lambda h: h.peer)]
+
+    def http(self, request: HttpRequest) -> HttpResponse:
+        """A plain HTTP request to the WebSocket or --http-port listener."""
+        return self.http_api.handle(request)
 
     def _on_token(self, owner: object, token: bytes) -> None:
         """`PUT /auth/tokens`: the connection's new token.  Verified when token
@@ -374,6 +392,7 @@ class Container:
 
     def shutdown(self) -> None:
         """Close every connection with amqp:connection:forced."""
+        self.stopping = True
         for handle in list(self.connections):
             handle.close(amqp_error(Condition.CONNECTION_FORCED, "broker is shutting down"))
 
@@ -383,6 +402,7 @@ class Container:
         dropping expired messages from queues nobody is reading, deleting queues
         unused for their `x-expires`, and the memory alarm's backstop."""
         self.registry.housekeeping(self.wall_clock())
+        self.stats.rss = rss
         if self.memory is not None:
             self._memory_changed(self.memory.sample(self.registry.held_bytes, rss))
 

@@ -315,3 +315,21 @@ def test_at_the_open_files_limit_the_broker_backs_off_and_recovers(tmp_path: Pat
     assert code == 0, text
     assert "Traceback" not in text
     assert text.count("cannot accept connections") == 1
+
+
+async def test_plain_http_on_the_websocket_port() -> None:
+    """Non-upgrade requests on the WebSocket listener are the HTTP routes."""
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            info = await start(nursery, factory=lambda c: container_mod.Container(
+                c, clock=trio.current_time))
+            for target, status in (("/healthz", b"200"), ("/metrics", b"200"),
+                                   ("/api/overview", b"200"), ("/nothing", b"404")):
+                stream = await trio.open_tcp_stream("127.0.0.1", info.ws_port)  # type: ignore[arg-type]
+                await stream.send_all(f"GET {target} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+                answer = b""
+                while chunk := await stream.receive_some():
+                    answer += chunk
+                assert answer.split(b" ", 2)[1] == status, (target, answer[:200])
+                await stream.aclose()
+            info.shutdown()

@@ -152,6 +152,11 @@ class Queue:
         self.deleted = False
         self.unacked = 0  # delivered, not yet settled
         self.unacked_bytes = 0
+        # totals since declaration, for metrics and the console (plain ints: cheap)
+        self.published = 0
+        self.delivered = 0
+        self.acked = 0
+        self.redelivered = 0  # returned to the queue for another delivery
         self.dropped = 0
         self.expired = 0
         self.dead_lettered = 0
@@ -183,6 +188,7 @@ class Queue:
             self._overflow(entry, now)
         self.ready.append(entry)
         self.ready_bytes += entry.size
+        self.published += 1
         if entry.expires_at is not None:
             self._expiring += 1
         if self.consumers:
@@ -261,6 +267,7 @@ class Queue:
             self.ready_bytes -= entry.size
             self.unacked += 1
             self.unacked_bytes += entry.size
+            self.delivered += 1
             consumer.deliver(entry, self._message_for_delivery(entry)
                              if entry.acquired_before or entry.delivery_count else entry.message)
             entry.acquired_before = True
@@ -323,6 +330,7 @@ class Queue:
         """The consumer accepted the message: it is gone."""
         self.unacked -= 1
         self.unacked_bytes -= entry.size
+        self.acked += 1
 
     def reject(self, entry: Entry, now: float) -> None:
         """The consumer rejected the message: gone, or to the dead-letter exchange."""
@@ -357,6 +365,7 @@ class Queue:
                 entry.excluded.add(exclude)
             self.ready_bytes += entry.size
             back.append(entry)
+        self.redelivered += len(back)
         self.ready.extendleft(reversed(back))
         self.dispatch(now)
 

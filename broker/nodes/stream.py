@@ -134,6 +134,7 @@ class Stream:
         self.first_offset = 0  # oldest retained offset
         self.next_offset = 0
         self.bytes = 0
+        self.delivered = 0  # deliveries to all readers, for metrics and the console
         self.max_age = max_age
         self.max_length_bytes = max_length_bytes
         self.max_length_messages = max_length_messages
@@ -259,6 +260,7 @@ class Stream:
         while cursor.position < self.next_offset and consumer.credit > 0:
             entry: Entry = log_[cursor.position - base]  # type: ignore[assignment]
             cursor.position += 1
+            self.delivered += 1
             consumer.deliver(entry, entry.message)
 
     # -- settlement: a stream keeps everything ---------------------------------------
@@ -281,6 +283,10 @@ class Stream:
     @property
     def held_bytes(self) -> int:
         return self.bytes + ENTRY_OVERHEAD * self.depth
+
+    @property
+    def published(self) -> int:
+        return self.next_offset
 
     def requeue(self, entries: Iterable[Entry], now: float, **_: object) -> None:
         pass

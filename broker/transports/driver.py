@@ -84,6 +84,8 @@ class ContainerLike(Protocol):
     def verify_bearer(self, token: str) -> Any:
         """The identity a WebSocket upgrade's bearer token names; raises
         ValueError (the reason) when the token is refused."""
+    def http(self, request: Any) -> Any:
+        """The answer (a services.http_api.HttpResponse) to a plain HTTP request."""
     def shutdown(self) -> None: ...
     def housekeeping(self, rss: int | None = None) -> None: ...
 

@@ -46,7 +46,7 @@ from wsproto.utilities import RemoteProtocolError
 from broker.access import origin_allowed
 from broker.config import Config
 from broker.peerlog import PeerLog
-from broker.transports import tls
+from broker.transports import http, tls
 from broker.transports.accept import AcceptGuard, serve_listeners
 from broker.transports.driver import (
     _TRANSPORT_ERRORS,
@@ -263,10 +263,25 @@ async def _handshake(
     stream: trio.abc.Stream, config: Config, container: ContainerLike, peer: str,
     timeout: float,
 ) -> Upgrade | None:
-    """Accept or refuse the upgrade; None when refused or abandoned."""
+    """Accept or refuse the upgrade; None when refused, abandoned, or a plain
+    HTTP request (answered by http.py: the console, /metrics, /healthz)."""
     ws = WSConnection(ConnectionType.SERVER)
     with trio.move_on_after(timeout):
         try:
+            try:
+                head = await http.read_head(stream)
+            except http.HeadTooLarge:
+                refusals.info(peer, "ws upgrade refused: request head over %d bytes",
+                              http.MAX_HEAD)
+                await stream.send_all(http.TOO_LARGE)
+                return None
+            if not head:
+                log.info("ws %s lost during the handshake", peer)
+                return None
+            if not http.is_websocket_upgrade(head):
+                await http.serve_request(stream, head, container, peer)
+                return None
+            ws.receive_data(head)
             request = await _read_request(stream, ws)
         except RemoteProtocolError as exc:  # e.g. plain HTTP without an Upgrade
             refusals.info(peer, "ws upgrade refused: %s", exc)

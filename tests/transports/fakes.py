@@ -13,6 +13,8 @@ from collections.abc import Callable
 
 import trio
 
+from broker.services.http_api import HttpRequest, HttpResponse
+
 
 class EchoHandle:
     def __init__(
@@ -108,6 +110,7 @@ class FakeContainer:
         self.handles: list[EchoHandle] = []
         self.shutdown_calls = 0
         self.connected = trio.Event()
+        self.http_requests: list[HttpRequest] = []
 
     def connection_made(self, peer: str, transport: str, wake: Callable[[], None],
                         **facts: object) -> EchoHandle:
@@ -115,6 +118,10 @@ class FakeContainer:
         self.handles.append(handle)
         self.connected.set()
         return handle
+
+    def http(self, request: HttpRequest) -> HttpResponse:
+        self.http_requests.append(request)
+        return HttpResponse(404, b"nothing here in the fake\n")
 
     def housekeeping(self, rss: int | None = None) -> None:
         pass

@@ -260,13 +260,45 @@ async def test_silent_client_is_dropped_after_handshake_timeout(
     assert trio.current_time() - start == pytest.approx(10.0)
 
 
-async def test_plain_http_gets_an_error_response() -> None:
+async def test_plain_http_goes_to_the_containers_http_handler() -> None:
+    client, server = trio.testing.memory_stream_pair()
+    container = FakeContainer()
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(handle_websocket_stream, server, container, Config())
+            await client.send_all(b"GET /metrics?x=1 HTTP/1.1\r\nHost: x\r\n\r\n")
+            answer = await read_to_eof(client)
+            assert answer.startswith(b"HTTP/1.1 404")
+            assert answer.endswith(b"nothing here in the fake\n")
+            assert b"connection: close" in answer.lower()
+            nursery.cancel_scope.cancel()
+    (request,) = container.http_requests
+    assert (request.method, request.target, request.headers["host"]) == ("GET", "/metrics?x=1",
+                                                                         "x")
+
+
+async def test_plain_http_post_bodies_arrive_and_are_bounded() -> None:
+    container = FakeContainer()
+    for body, status in ((b'{"a": 1}', b"404"), (b"x" * (1024 * 1024 + 1), b"413")):
+        client, server = trio.testing.memory_stream_pair()
+        with trio.fail_after(5):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(handle_websocket_stream, server, container, Config())
+                await client.send_all(b"POST /api/publish HTTP/1.1\r\nHost: x\r\n"
+                                      b"Content-Length: " + str(len(body)).encode() +
+                                      b"\r\n\r\n" + body)
+                assert (await read_to_eof(client)).startswith(b"HTTP/1.1 " + status)
+                nursery.cancel_scope.cancel()
+    assert [r.body for r in container.http_requests] == [b'{"a": 1}']
+
+
+async def test_a_huge_request_head_gets_431() -> None:
     client, server = trio.testing.memory_stream_pair()
     with trio.fail_after(5):
         async with trio.open_nursery() as nursery:
             nursery.start_soon(handle_websocket_stream, server, FakeContainer(), Config())
-            await client.send_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-            assert (await read_to_eof(client)).startswith(b"HTTP/1.1 4")
+            await client.send_all(b"GET / HTTP/1.1\r\nX-Junk: " + b"j" * 70000)
+            assert (await read_to_eof(client)).startswith(b"HTTP/1.1 431")
             nursery.cancel_scope.cancel()
 
 
