@@ -143,3 +143,21 @@ def test_unknown_paths_are_404() -> None:
     broker = Broker()
     assert call(broker, "GET", "/nope")[0] == 404
     assert call(broker, "GET", "/api/nope")[0] == 404
+
+
+def test_management_peek_extension() -> None:
+    """`GET /queues/Q/messages?count=N` on /management (ours; RabbitMQ has no
+    peek): what the CLI's `peek` uses over AMQP."""
+    from test_routing import management_pair, request
+
+    broker = Broker(queues=("q",))
+    peer = broker.client()
+    publisher(peer, 0, "/queues/q")
+    publish(peer, 0, msg(b"one"), msg(b"two"))
+    peer2 = broker.client("admin")
+    management_pair(peer2)
+    reply = request(peer2, "/queues/q/messages?count=1", "GET")
+    assert reply.properties.subject == "200"
+    (described,) = reply.body[0].value
+    assert described["body"]["text"] == "one"
+    assert broker.queue("q").depth == 2

@@ -42,23 +42,13 @@ from urllib.parse import parse_qsl, unquote
 
 from broker.access import READ, Access, AccessRefused, CredentialsRefused, Identity
 from broker.admin import Admin, AdminError
-from broker.codec.messaging import (
-    Accepted,
-    AmqpSequence,
-    AmqpValue,
-    Data,
-    Message,
-    Properties,
-    Rejected,
-    Released,
-)
-from broker.codec.types import Described, Symbol
-from broker.errors import DecodeError
+from broker.codec.messaging import Accepted, Message, Properties, Rejected, Released
+from broker.codec.types import Symbol
+from broker.services.describe import describe_message, jsonable
 
 log = logging.getLogger("broker.http")
 
 MUTATION_HEADER = "x-amqpws-console"
-MAX_BODY_SHOWN = 64 * 1024  # bytes of a peeked body shown as text or hex
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,80 +249,3 @@ def _json_body(request: HttpRequest) -> dict[str, object]:
     if not isinstance(body, dict):
         raise _HttpError(400, "the body must be a JSON object")
     return body
-
-
-# -- messages as JSON ------------------------------------------------------------------
-
-
-def describe_message(message: Message, *, offset: int | None = None) -> dict[str, object]:
-    """A message for people: its sections as JSON values, the body as text when
-    it is UTF-8, as JSON when it parses, and in hex (both cut to 64 KiB)."""
-    out: dict[str, object] = {}
-    if offset is not None:
-        out["offset"] = offset
-    try:
-        header = message.header
-        out["header"] = _fields(header) if header is not None else None
-        properties = message.properties
-        out["properties"] = _fields(properties) if properties is not None else None
-        out["message_annotations"] = jsonable(message.message_annotations)
-        out["application_properties"] = jsonable(message.application_properties)
-        out["body"] = _body(message.body)
-    except DecodeError as exc:
-        out["error"] = f"cannot decode: {exc}"
-    out["size"] = len(message.payload)
-    return out
-
-
-def _fields(composite: object) -> dict[str, object]:
-    names = getattr(type(composite), "__slots__", None) or getattr(composite, "__dict__", {})
-    return {n: jsonable(getattr(composite, n)) for n in names
-            if getattr(composite, n, None) is not None}
-
-
-def _body(sections: list[object]) -> dict[str, object]:
-    if sections and all(isinstance(s, Data) for s in sections):
-        raw = b"".join(bytes(s.value) for s in sections)  # type: ignore[attr-defined]
-        shown = raw[:MAX_BODY_SHOWN]
-        out: dict[str, object] = {"kind": "data", "size": len(raw), "hex": shown.hex(),
-                                  "truncated": len(raw) > MAX_BODY_SHOWN}
-        try:
-            out["text"] = shown.decode("utf-8")
-        except UnicodeDecodeError:
-            return out
-        try:
-            out["json"] = json.loads(raw)
-        except ValueError:
-            pass
-        return out
-    if len(sections) == 1 and isinstance(sections[0], AmqpValue):
-        return {"kind": "value", "value": jsonable(sections[0].value)}
-    if sections and all(isinstance(s, AmqpSequence) for s in sections):
-        return {"kind": "sequence", "value": [jsonable(s.value) for s in sections]}  # type: ignore[attr-defined]
-    return {"kind": "none" if not sections else "mixed"}
-
-
-def jsonable(value: object) -> object:
-    """An AMQP value as JSON: binary as UTF-8 text when it is (else hex),
-    symbols and uuids as strings, described values as {descriptor, value}."""
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        raw = bytes(value)
-        try:
-            return raw.decode("utf-8")
-        except UnicodeDecodeError:
-            return "0x" + raw.hex()
-    if isinstance(value, Mapping):
-        return {str(jsonable(k)): jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [jsonable(v) for v in value]
-    if isinstance(value, Described):
-        return {"descriptor": jsonable(value.descriptor), "value": jsonable(value.value)}
-    items = getattr(value, "items", None)
-    if isinstance(items, (list, tuple)):  # an AMQP array
-        return [jsonable(v) for v in items]
-    inner = getattr(value, "value", None)
-    if inner is not None and not callable(inner):  # wrapper types (UInt, Timestamp…)
-        return jsonable(inner)
-    return str(value)

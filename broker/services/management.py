@@ -29,6 +29,7 @@ from broker.codec.encode import encode, encode_into
 from broker.codec.messaging import AmqpValue, Properties
 from broker.codec.types import AmqpType, Array, UInt, ULong
 from broker.errors import DecodeError
+from broker.services.describe import describe_message
 
 log = logging.getLogger("broker.management")
 
@@ -144,6 +145,10 @@ def _check_permissions(request: Request, identity: Identity) -> None:
     path = request.path.partition("?")[0]
     segments = [unquote(p) for p in path.split("/")[1:]]
     method = request.method
+    if segments[:1] == ["queues"] and len(segments) == 3 and segments[2] == "messages" \
+            and method == "GET":
+        identity.check(READ, "queue", segments[1])  # peeking reads
+        return
     if len(segments) < 2 or method == "GET":
         if segments[:1] == ["bindings"] and method == "POST":
             fields = request.body if isinstance(request.body, dict) else {}
@@ -220,6 +225,8 @@ class Management:
                 return self._queue(method, segments[1], body, owner, now)
             if len(segments) == 3 and segments[2] == "messages" and method == "DELETE":
                 return Response(200, _count(admin.purge_queue(segments[1], owner=owner)))
+            if len(segments) == 3 and segments[2] == "messages" and method == "GET":
+                return self._peek(segments[1], query)
         elif head == "exchanges":
             if len(segments) == 1 and method == "GET":
                 return Response(200, admin.list_exchanges())
@@ -263,6 +270,18 @@ class Management:
             now=now,
         )
         return Response(201 if created else 200, _wire_queue(info))
+
+    def _peek(self, name: str, query: str) -> Response:
+        """Our extension (RabbitMQ has no peek): `GET /queues/Q/messages?count=N
+        [&offset=K]`, messages described as maps without taking them."""
+        q = dict(parse_qsl(query))
+        try:
+            count = int(q.get("count", "10"))
+            offset = int(q["offset"]) if "offset" in q else None
+        except ValueError:
+            raise AdminError(400, "count and offset must be integers") from None
+        return Response(200, [describe_message(m, offset=o)
+                              for o, m in self.admin.peek(name, count, offset=offset)])
 
     def _exchange(self, method: str, name: str, body: object) -> Response:
         if method == "DELETE":
