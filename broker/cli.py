@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import ssl
 import sys
 from pathlib import Path
 
@@ -82,6 +83,13 @@ _D = Config()
     help=f"WebSocket port; 0 = free port, 'off'.  [default: {_D.ws_port}]",
 )
 @click.option("--ws-path", help="Only accept WebSocket upgrades on this path.  [default: any]")
+@click.option(
+    "--http-port",
+    metavar="PORT",
+    callback=_port,
+    help="The console, JSON API and /metrics on a port of their own too (they are always on "
+    "the WebSocket port).  [default: none]",
+)
 @click.option(
     "--queue",
     "queues",
@@ -180,6 +188,8 @@ _D = Config()
 @click.option(
     "--ready-file", type=click.Path(dir_okay=False), help="Write URLs as JSON here once listening."
 )
+@click.option("--trace-frames", is_flag=True, default=None,
+              help="Log every frame each connection sends and receives, decoded.")
 @click.option(
     "--log-level",
     type=click.Choice(LOG_LEVELS, case_sensitive=False),
@@ -202,7 +212,27 @@ def serve(
     )
     if ready_file:
         Path(ready_file).unlink(missing_ok=True)  # a stale file must not look ready
-    run(config, on_ready=lambda info: _announce(info, ready_file))
+    try:
+        run(config, on_ready=lambda info: _announce(info, ready_file))
+    except (OSError, ValueError, BaseExceptionGroup) as exc:
+        cause = _start_failure(exc)
+        if cause is None or config.log_level == "debug":
+            raise
+        # one line a user can act on (a port in use names its listener), not a traceback
+        click.echo(f"amqpws-broker: {cause}", err=True)
+        sys.exit(2)
+    finally:
+        if ready_file:
+            Path(ready_file).unlink(missing_ok=True)  # gone with the broker: reruns wait
+
+
+def _start_failure(exc: BaseException) -> BaseException | None:
+    """The one error that stopped the broker from starting (a port in use, an
+    unreadable certificate), out of trio's exception groups; None for anything
+    else, which keeps its traceback."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc if isinstance(exc, (OSError, ssl.SSLError, ValueError)) else None
 
 
 def _build(
@@ -257,6 +287,7 @@ def _announce(info: ServerInfo, ready_file: str | None) -> None:
     script that saw the URLs can rely on the file being there."""
     if ready_file:
         ready = {
+            "http_url": info.http_url,
             "amqp_url": info.amqp_url,
             "ws_url": info.ws_url,
             "port": info.port,

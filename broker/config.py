@@ -56,6 +56,8 @@ class Config:
     port: int | None = 5672  # 0 picks a free port; None disables the TCP listener
     ws_port: int | None = 15678  # None disables the WebSocket listener
     ws_path: str | None = None  # None accepts any path
+    # the console, JSON API and /metrics are on ws_port; also here, on its own, if set
+    http_port: int | None = None
     queues: tuple[str, ...] = ()
     # RabbitMQ queue arguments of declared queues, by name ({"x-max-length": 10, …})
     queue_arguments: dict[str, dict[str, object]] = field(default_factory=dict)
@@ -82,6 +84,7 @@ class Config:
     queue_max_length_bytes: int | None = None
     queue_overflow: str = "reject-publish"  # or "drop-head"
     log_level: str = "info"
+    trace_frames: bool = False  # log every frame, decoded (payloads cut to 64 bytes)
     rabbitmq_compat: bool = False  # advertise product "RabbitMQ" for RabbitMQ's own clients
     # -- security (see access.py) --
     # users' permissions: name → (configure, write, read) regexes; "*" for users
@@ -130,9 +133,10 @@ _OPTIONAL_STR = {"tls_cert", "tls_key", "tls_ca", "jwt_secret", "jwt_public_key"
                  "jwt_audience", "jwt_issuer", "jwt_scope_prefix"}
 _INT = {"max_frame_size", "max_message_size", "channel_max", "handle_max"}
 _OPTIONAL_INT = {"port", "ws_port", "queue_max_length", "queue_max_length_bytes",
-                 "max_connections", "max_connections_per_user", "tls_port", "wss_port"}
+                 "max_connections", "max_connections_per_user", "tls_port", "wss_port",
+                 "http_port"}
 _SECONDS = {"idle_time_out", "handshake_timeout", "memory_high_watermark"}
-_BOOL = {"allow_anonymous", "auto_create", "rabbitmq_compat"}
+_BOOL = {"allow_anonymous", "auto_create", "rabbitmq_compat", "trace_frames"}
 _STREAM_KEYS = {"max_age", "max_length_bytes", "max_length_messages"}
 _DURATION = re.compile(r"\d+[YMDhms]")  # NOTES.md: units Y M D h m s
 
@@ -414,14 +418,19 @@ def _merge_streams(
 def validate(config: Config) -> Config:
     """Reject combinations the broker cannot run with; returns `config`."""
     c = config
-    for name in ("port", "ws_port"):
-        port = getattr(c, name)
+    listeners = {"port": c.port, "ws_port": c.ws_port, "http_port": c.http_port}
+    if c.tls_cert is not None:
+        listeners.update(tls_port=c.tls_port, wss_port=c.wss_port)
+    used: dict[int, str] = {}
+    for name, port in listeners.items():
         if port is not None and not 0 <= port <= 65535:
             raise ConfigError(f"{name} must be 0-65535, got {port}")
-    if c.port is None and c.ws_port is None:
-        raise ConfigError("both listeners are disabled")
-    if c.port and c.port == c.ws_port:
-        raise ConfigError(f"port and ws_port are both {c.port}")
+        if port:
+            if port in used:
+                raise ConfigError(f"{used[port]} and {name} are both {port}")
+            used[port] = name
+    if all(listeners[name] is None for name in listeners if name != "http_port"):
+        raise ConfigError("every AMQP listener is disabled")
     if c.ws_path is not None and not c.ws_path.startswith("/"):
         raise ConfigError(f"ws_path must start with '/', got {c.ws_path!r}")
     if not MIN_MAX_FRAME_SIZE <= c.max_frame_size <= 0xFFFFFFFF:
@@ -470,15 +479,6 @@ def _validate_security(c: Config) -> None:
     for name in ("tls_verify_client", "wss_verify_client"):
         if getattr(c, name) != "none" and (c.tls_cert is None or c.tls_ca is None):
             raise ConfigError(f"{name} needs tls_cert, tls_key and tls_ca")
-    if c.tls_cert is not None:
-        ports = {"port": c.port, "ws_port": c.ws_port, "tls_port": c.tls_port,
-                 "wss_port": c.wss_port}
-        used: dict[int, str] = {}
-        for name, port in ports.items():
-            if port:
-                if port in used:
-                    raise ConfigError(f"{used[port]} and {name} are both {port}")
-                used[port] = name
     keys = [k for k in ("jwt_secret", "jwt_public_key", "jwks_file") if getattr(c, k)]
     if len(keys) > 1:
         raise ConfigError(f"give one token key source, not {' and '.join(keys)}")

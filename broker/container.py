@@ -297,6 +297,7 @@ class Container:
             offered_capabilities=(ANONYMOUS_RELAY, LINK_PAIR),
             properties=self._identity,
             now=self.clock(),
+            trace=f"{transport} {peer}" if cfg.trace_frames else None,
         )
         handle = ConnectionHandle(self, conn, peer, transport, wake)
         credentials.handle = handle
@@ -444,14 +445,24 @@ class Container:
         try:
             self.attacher.attach(handle, link, handle.management_pairs)
         except AmqpError as exc:
-            log.info("refusing link %r: %s", link.name, exc.description)
+            log.info("refusing link %s from %s: %s: %s", printable(link.name), handle.peer,
+                     getattr(exc.condition, "value", exc.condition), exc.description)
             link.refuse(error_from(exc))
             return
+        if log.isEnabledFor(logging.DEBUG):
+            remote = link.remote_attach
+            terminus = remote.source if link.is_sender else remote.target
+            log.debug("link %s attached on %s: %s %s, snd-settle-mode %s, rcv-settle-mode %s",
+                      printable(link.name), handle.peer,
+                      "consumer of" if link.is_sender else "publisher to",
+                      printable(getattr(terminus, "address", None)), remote.snd_settle_mode,
+                      remote.rcv_settle_mode)
         if isinstance(link.context, Publisher):
             link.credit_window = self.attacher.publisher_credit
             self.publishers[link] = handle
 
     def on_detach(self, link: Link, closed: bool) -> None:
+        log.debug("link %s detached%s", printable(link.name), " (closed)" if closed else "")
         ctx = link.context
         link.context = None
         self.publishers.pop(link, None)
@@ -486,6 +497,9 @@ class Container:
             self.registry.delete(queue.name)
 
     def on_credit(self, link: Link) -> None:
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("link %s: credit %d%s", printable(link.name), link.link_credit,
+                      ", drain" if link.drain else "")
         ctx = link.context
         if isinstance(ctx, Subscription):
             if ctx.credit > 0:

@@ -29,6 +29,7 @@ import trio
 
 from broker.config import Config
 from broker.transports import AcceptGuard, ContainerLike, serve_tcp, serve_websocket, tls
+from broker.transports.http import serve_http
 
 if sys.platform != "win32":
     import resource
@@ -63,6 +64,8 @@ class ServerInfo:
     amqps_url: str | None = None
     wss_url: str | None = None
     tls_contexts: list[ssl.SSLContext] = field(default_factory=list, repr=False)
+    http_port: int | None = None  # --http-port: the console and /metrics on their own
+    http_url: str | None = None
     accept: AcceptGuard = field(default_factory=AcceptGuard, repr=False)  # .refused: a metric
     _stop: trio.Event = field(default_factory=trio.Event, repr=False)
 
@@ -76,7 +79,8 @@ class ServerInfo:
 
     @property
     def urls(self) -> list[str]:
-        return [u for u in (self.amqp_url, self.ws_url, self.amqps_url, self.wss_url) if u]
+        return [u for u in (self.amqp_url, self.ws_url, self.amqps_url, self.wss_url,
+                            self.http_url) if u]
 
     def reload_tls(self, config: Config) -> None:
         """Load the certificate files again (SIGHUP): new connections get them,
@@ -101,7 +105,7 @@ async def serve(
         if config.tls_cert else None
     wss_context = tls.server_context(config, config.wss_verify_client) \
         if config.tls_cert else None
-    tcp, ws, amqps, wss = await _bind(config)
+    tcp, ws, amqps, wss, plain_http = await _bind(config)
     ws_path = config.ws_path or "/ws"
     info = ServerInfo(
         config.host,
@@ -115,6 +119,8 @@ async def serve(
         amqps_url=_url("amqps", config.host, _port(amqps), ""),
         wss_url=_url("wss", config.host, _port(wss), ws_path),
         tls_contexts=[c for c in (tls_context, wss_context) if c is not None],
+        http_port=_port(plain_http),
+        http_url=_url("http", config.host, _port(plain_http), "/"),
     )
     async with trio.open_nursery() as outer:
         outer.start_soon(_stop_when_cancelled, info)
@@ -168,6 +174,16 @@ async def serve(
                                 tls_context=wss_context,
                             )
                         )
+                    if plain_http:
+                        await listening.start(
+                            functools.partial(
+                                serve_http,
+                                plain_http,
+                                container,
+                                handler_nursery=connections,
+                                guard=info.accept,
+                            )
+                        )
                     log.info("listening: %s", ", ".join(info.urls))
                     task_status.started(info)
                     await info._stop.wait()
@@ -212,23 +228,36 @@ async def _stop_when_cancelled(info: ServerInfo) -> None:
 Listeners = list[trio.SocketListener]
 
 
-async def _bind(config: Config) -> tuple[Listeners, Listeners, Listeners, Listeners]:
-    """Bind every listener before serving (TCP, WebSocket, and with a TLS
-    certificate amqps and wss), so that errors (port in use) come out of
-    `serve` plainly instead of inside an exception group."""
+class ListenError(OSError):
+    """A listener could not bind; the message names it, the host and the port
+    (the CLI prints it as the one line a user needs)."""
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+async def _bind(config: Config) -> tuple[Listeners, Listeners, Listeners, Listeners, Listeners]:
+    """Bind every listener before serving (TCP, WebSocket, with a TLS
+    certificate amqps and wss, and plain HTTP if asked), so that errors (port
+    in use) come out of `serve` plainly instead of inside an exception group."""
     secure = config.tls_cert is not None
-    ports = (config.port, config.ws_port, config.tls_port if secure else None,
-             config.wss_port if secure else None)
+    ports = (("amqp", config.port), ("ws", config.ws_port),
+             ("amqps", config.tls_port if secure else None),
+             ("wss", config.wss_port if secure else None), ("http", config.http_port))
     bound: list[Listeners] = []
     try:
-        for port in ports:
-            bound.append(await _listen(config.host, port))
+        for name, port in ports:
+            try:
+                bound.append(await _listen(config.host, port))
+            except OSError as exc:
+                raise ListenError(exc.errno, f"cannot listen for {name} on {config.host}:{port}: "
+                                             f"{exc.strerror or exc}") from exc
     except BaseException:
         for listeners in bound:
             for listener in listeners:
                 await trio.aclose_forcefully(listener)
         raise
-    return bound[0], bound[1], bound[2], bound[3]
+    return bound[0], bound[1], bound[2], bound[3], bound[4]
 
 
 async def _listen(host: str, port: int | None) -> list[trio.SocketListener]:

@@ -138,6 +138,7 @@ def test_announce_prints_urls_and_writes_ready_file(
         "wss_url": None,
         "tls_port": None,
         "wss_port": None,
+        "http_url": None,
         "pid": os.getpid(),
     }
     tls = ServerInfo("127.0.0.1", 5, 6, "amqp://127.0.0.1:5", "ws://127.0.0.1:6/ws", object(),  # type: ignore[arg-type]
@@ -206,3 +207,42 @@ def test_a_bad_password_hash_is_a_usage_error(captured: dict[str, Any], tmp_path
     path.write_text('[users]\nalice = "$scrypt$broken"\n')
     result = invoke("--config", str(path))
     assert result.exit_code == 2 and "hash-password" in result.output
+
+
+def test_a_port_in_use_is_one_line_naming_the_listener(tmp_path: Path) -> None:
+    import socket
+
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    port = taken.getsockname()[1]
+    ready = tmp_path / "ready.json"
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "broker", "serve", "--port", "0", "--ws-port", str(port),
+             "--ready-file", str(ready)],
+            capture_output=True, text=True, timeout=30, check=False)
+    finally:
+        taken.close()
+    assert proc.returncode == 2
+    lines = [line for line in proc.stderr.splitlines() if "INFO" not in line]
+    assert lines == [(f"amqpws-broker: cannot listen for ws on 127.0.0.1:{port}: "
+                     "Address already in use")], proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not ready.exists()
+
+
+def test_the_ready_file_goes_with_the_broker(tmp_path: Path) -> None:
+    ready = tmp_path / "ready.json"
+    proc = subprocess.Popen([sys.executable, "-m", "broker", "serve", "--port", "0",
+                             "--ws-port", "0", "--ready-file", str(ready)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 20
+        while not ready.exists():
+            assert time.monotonic() < deadline and proc.poll() is None
+            time.sleep(0.05)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+    assert not ready.exists(), "a rerun must not read the old port"

@@ -114,7 +114,8 @@ def test_later_layers_win_and_nodes_accumulate() -> None:
     ("settings", "message"),
     [
         ({"port": 70000}, "port must be 0-65535"),
-        ({"port": None, "ws_port": None}, "both listeners are disabled"),
+        ({"port": None, "ws_port": None}, "every AMQP listener is disabled"),
+        ({"port": 5000, "http_port": 5000}, "port and http_port are both 5000"),
         ({"port": 5000, "ws_port": 5000}, "both 5000"),
         ({"ws_path": "ws"}, "must start with '/'"),
         ({"max_frame_size": 511}, "max_frame_size must be 512"),

@@ -46,6 +46,7 @@ from broker.codec.types import Symbol
 from broker.engine.events import ConnectionClosed, ConnectionOpened, Event, LinkDetached
 from broker.engine.sasl import ANONYMOUS, CredentialChecker, PasswordTable, SaslServer
 from broker.engine.session import NumberPool, Session
+from broker.engine.trace import FrameTracer
 from broker.errors import (
     AmqpConnectionError,
     AmqpError,
@@ -101,8 +102,11 @@ class Connection:
         offered_capabilities: tuple[str, ...] = (),
         properties: dict[object, object] | None = None,
         now: float = 0.0,
+        trace: str | None = None,
     ) -> None:
         self.container_id = container_id
+        # `trace`: a name to log every frame under (--trace-frames); None: no cost
+        self.tracer = FrameTracer(trace) if trace is not None else None
         self.sasl = SaslServer(credentials or PasswordTable(users or {}, allow_anonymous))
         self.max_frame_size = max_frame_size
         self.channel_max = channel_max  # the peer may use channels 0..channel_max
@@ -143,6 +147,8 @@ class Connection:
         self.now = now
         if self.state is ConnState.CLOSED:
             return
+        if self.tracer is not None:
+            self.tracer.incoming.feed(data)
         if not data:
             self._lost("connection lost")
             return
@@ -174,6 +180,8 @@ class Connection:
         data = bytes(self.out)
         self.out.clear()
         self.last_sent = self.now
+        if self.tracer is not None:
+            self.tracer.outgoing.feed(data)
         return data
 
     def tick(self, now: float) -> float | None:
@@ -446,8 +454,10 @@ class Connection:
             outgoing_window=session.outgoing_window,
             handle_max=session.handle_max,
         ))
+        log.debug("%s: session begun on channel %d (ours %d)", self.container_id, channel, local)
 
     def _remove_session(self, session: Session) -> None:
+        log.debug("%s: session on channel %d ended", self.container_id, session.remote_channel)
         self.sessions.pop(session.remote_channel, None)
         if self.local_sessions.get(session.channel) is session:
             del self.local_sessions[session.channel]

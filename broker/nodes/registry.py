@@ -174,6 +174,7 @@ class Registry:
         queue = Queue(name, temporary=temporary, **options)  # type: ignore[arg-type]
         queue.dead_letter = self._dead_letter
         self._add(queue)
+        log.debug("queue %r created%s", name, " (temporary)" if temporary else "")
         return queue
 
     def declare_stream(
@@ -245,6 +246,7 @@ class Registry:
         self.info.pop(name, None)
         if node is None:
             return 0
+        log.debug("%s %r deleted, holding %d messages", node.kind, name, node.depth)
         self._routes.clear()
         self._unbind_destination(QUEUE, name)
         count = node.depth
