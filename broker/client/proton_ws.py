@@ -107,6 +107,12 @@ from urllib.parse import urlsplit
 
 import trio
 import trio_websocket
+
+try:
+    import proton  # noqa: F401  (a clear word first, if the extra is missing)
+except ImportError as exc:  # tests/client: a subprocess without proton
+    raise ImportError("broker.client.proton_ws needs python-qpid-proton: "
+                      "pip install 'amqpws-broker[client]'") from exc
 from proton import (
     Collector,
     Condition,

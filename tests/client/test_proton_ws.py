@@ -319,3 +319,16 @@ async def test_blocking_connection(server: ServerInfo) -> None:
 
     with trio.fail_after(20), pytest.raises(proton.ConnectionException):
         await trio.to_thread.run_sync(refused)
+
+
+def test_a_missing_proton_names_the_extra() -> None:
+    """Without python-qpid-proton the import says which extra to install."""
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.modules['proton'] = None\n"
+            "try:\n    import broker.client.proton_ws\n"
+            "except ImportError as exc:\n    print(exc)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60, check=True).stdout
+    assert "pip install 'amqpws-broker[client]'" in out
