@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: serve test conformance bench bench-tls bench-codec bunny lint clean
+.PHONY: serve test conformance bench bench-tls bench-codec bunny pubsub-rpc lint clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -58,6 +58,11 @@ bench-tls: $(STAMP) $(BENCH_STAMP)
 # `bunny` and serves the drawing page on http://127.0.0.1:8000/.
 bunny: $(STAMP)
 	$(PY) examples/bunny/serve.py $(ARGS)
+
+# The pub/sub and RPC demo: builds rhea's browser bundle, starts the broker and
+# serves the page on http://127.0.0.1:8001/.
+pubsub-rpc: $(STAMP)
+	$(PY) examples/pubsub-rpc/serve.py $(ARGS)
 
 lint: $(STAMP)
 	$(PY) -m pip install --quiet ruff mypy

@@ -176,7 +176,13 @@ class Admin:
         existing = registry.get(name)
         if existing is not None:
             info = registry.info[name]
-            self._check_owner(info, name, owner)
+            if info.exclusive_owner is not None and info.exclusive_owner is not owner:
+                # RabbitMQ 4.0.5's status and words for a declare (a purge gets 409)
+                raise AdminError(400, f"cannot obtain exclusive access to locked queue "
+                                      f"'{name}' in vhost '{VHOST}'. It could be originally "
+                                      "declared on another connection or the exclusive "
+                                      "property value does not match that of the original "
+                                      "declaration.")
             self._check_equivalent(name, info, durable, exclusive, auto_delete, args)
             info.last_used = now
             return self.queue_info(name), False

@@ -242,6 +242,13 @@ def test_exclusive_queue_is_locked_to_its_connection_and_goes_with_it() -> None:
     other = broker.client("other")
     out = other.attach_receiver(0, "/queues/mine")
     assert condition(one(out, Detach)) == "amqp:resource-locked"
+    admin = broker.client("admin")
+    management_pair(admin, credit=10)
+    reply = request(admin, "/queues/mine", "PUT", {"exclusive": True})
+    assert reply.properties.subject == "400", "RabbitMQ 4.0.5's status for another's declare"
+    assert reply.body[0].value.startswith(
+        "cannot obtain exclusive access to locked queue 'mine' in vhost '/'. It could be "
+        "originally declared on another connection")
     owner.close()
     assert broker.container.registry.get("mine") is None
 
