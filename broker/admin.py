@@ -31,11 +31,17 @@ from broker.nodes.exchange import EXCHANGE, EXCHANGE_TYPES, QUEUE, Binding
 
 __all__ = ["EXCHANGE", "QUEUE", "Admin", "AdminError", "apply_config", "check_config"]
 from broker.errors import AmqpError
+from broker.nodes.browse import last_value_key
 from broker.nodes.queue import OVERFLOWS, Queue
 from broker.nodes.registry import Node, Registry, check_routing_key
 from broker.nodes.stream import Stream, parse_interval
 
 VHOST = "/"
+# a last-value queue's key: ours, then Qpid's and Artemis' spellings
+LAST_VALUE_KEY_ARGS = ("x-last-value-key", "qpid.last_value_queue_key", "last-value-key")
+# every consumer browses: ours, then Qpid's (its queue attribute, and as an argument)
+BROWSE_ONLY_ARGS = ("x-browse-only", "ensureNondestructiveConsumers",
+                    "qpid.ensure_nondestructive_consumers")
 MAX_PEEK = 100  # messages one peek may show
 QUEUE_TYPES = ("classic", "quorum", "stream")
 QUORUM_DELIVERY_LIMIT = 20  # RabbitMQ 4's default for quorum queues
@@ -132,6 +138,22 @@ def queue_settings(name: str, arguments: Mapping[str, object]) -> QueueSettings:
         settings["delivery_limit"] = QUORUM_DELIVERY_LIMIT
     if queue_type == "quorum":
         settings["count_returns"] = True
+    lvq = [a for a in LAST_VALUE_KEY_ARGS if a in args]
+    if lvq:
+        spec = _str_arg(lvq[0], args[lvq[0]], name)
+        try:
+            last_value_key(spec)
+        except ValueError as exc:
+            raise AdminError(400, f"invalid arg '{lvq[0]}' for queue '{name}' in vhost "
+                                  f"'{VHOST}': {exc}") from None
+        settings["last_value_key"] = spec
+    browse = [a for a in BROWSE_ONLY_ARGS if a in args]
+    if browse:
+        value = args[browse[0]]
+        if not isinstance(value, bool):
+            raise AdminError(400, f"invalid arg '{browse[0]}' for queue '{name}' in vhost "
+                                  f"'{VHOST}': expected true or false, got {value!r}")
+        settings["browse_only"] = value
     return QueueSettings(queue_type, settings, expires)
 
 
@@ -217,7 +239,11 @@ class Admin:
                           auto_delete: bool, args: dict[str, object]) -> None:
         def differs(arg: str, received: object, current: object) -> AdminError:
             def show(v: object) -> str:
-                return "none" if v is None else f"'{str(v).lower() if isinstance(v, bool) else v}'"
+                if v is None:
+                    return "none"
+                if isinstance(v, bool):
+                    return f"'{str(v).lower()}'"
+                return f"'{int(v) if isinstance(v, int) else v}'"  # Long(10) as 10
             return AdminError(409, f"inequivalent arg '{arg}' for queue '{name}' in vhost "
                                    f"'{VHOST}': received {show(received)} but current is "
                                    f"{show(current)}")

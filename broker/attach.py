@@ -47,7 +47,7 @@ from broker.errors import AmqpError, Condition, DecodeError
 from broker.nodes.base import ENTRY_OVERHEAD, Entry, expiry_of
 from broker.nodes.deadletter import cc_keys
 from broker.nodes.exchange import Exchange
-from broker.nodes.queue import QueueFull
+from broker.nodes.queue import Queue, QueueFull
 from broker.nodes.registry import (
     REPLY_TO_PREFIX,
     TEMPORARY_PREFIX,
@@ -73,6 +73,7 @@ MAX_PENDING_REPLIES = 64
 OUTCOMES = tuple(Symbol(s) for s in ("amqp:accepted:list", "amqp:rejected:list",
                                       "amqp:released:list", "amqp:modified:list"))
 PAIRED = Symbol("paired")
+COPY, MOVE = Symbol("copy"), Symbol("move")  # distribution modes (§3.5.7)
 VOLATILE_QUEUE = Symbol("rabbitmq:volatile-queue")
 
 
@@ -103,12 +104,17 @@ def check(identity: Identity, operation: str, kind: str, name: str) -> None:
 class Subscription:
     """A consumer: our sending link reading from a queue or stream."""
 
-    def __init__(self, owner: Owner, link: Link, queue: Node, owns_queue: bool = False) -> None:
+    def __init__(self, owner: Owner, link: Link, queue: Node, owns_queue: bool = False,
+                 browsing: bool = False) -> None:
         self.handle = owner
         self.link = link
         self.queue = queue
         self.owns_queue = owns_queue  # a dynamic receiver's temporary queue
-        self.presettled = link.snd_settle_mode == SndSettleMode.SETTLED
+        # a queue browser: copies, sent settled unless the receiver asked for
+        # unsettled ones, whose outcomes change nothing
+        self.browsing = browsing
+        self.presettled = link.snd_settle_mode == SndSettleMode.SETTLED or (
+            browsing and link.snd_settle_mode != SndSettleMode.UNSETTLED)
         # the peer's max-message-size: larger messages go to other consumers
         self.max_message_size = link.remote_max_message_size
 
@@ -121,7 +127,9 @@ class Subscription:
 
     def deliver(self, entry: Entry, message: Message) -> None:
         delivery = self.link.send(message.encode(), settled=self.presettled)
-        if self.presettled:
+        if self.browsing:
+            pass  # the queue keeps the message
+        elif self.presettled:
             self.queue.settle(entry)
         else:
             delivery.context = entry
@@ -368,6 +376,8 @@ class Attacher:
                                 condition=Condition.RESOURCE_LOCKED)
         start: StartAt | None = None
         applied: dict[object, object] = {}
+        browsing = isinstance(node, Queue) and (node.browse_only or
+                                                source.distribution_mode == COPY)
         if isinstance(node, Stream):
             start, applied = select_offset_filter(source.filter, now)
             if start is None:
@@ -382,7 +392,7 @@ class Attacher:
                     expiry_policy=source.expiry_policy,
                     timeout=source.timeout,
                     dynamic=source.dynamic,
-                    distribution_mode=Symbol("copy" if isinstance(node, Stream) else "move"),
+                    distribution_mode=COPY if isinstance(node, Stream) or browsing else MOVE,
                     filter=applied or None,
                     default_outcome=Released(),
                     outcomes=OUTCOMES,
@@ -395,11 +405,13 @@ class Attacher:
             if source.dynamic:
                 registry.delete(node.name)
             raise
-        sub = Subscription(owner, link, node, owns_queue=bool(source.dynamic))
+        sub = Subscription(owner, link, node, owns_queue=bool(source.dynamic), browsing=browsing)
         link.context = sub
         registry.consumer_added(node, now)
         if isinstance(node, Stream):
             node.subscribe(sub, start or StartAt(self.default_offset), now)
+        elif browsing:
+            node.add_browser(sub)
         else:
             node.add_consumer(sub, now)
 

@@ -530,7 +530,13 @@ class Container:
                             settled: bool) -> None:
         sub = link.context
         entry = delivery.context
-        if not isinstance(sub, Subscription) or entry is None:
+        if not isinstance(sub, Subscription):
+            return
+        if entry is None:
+            if sub.browsing and not settled and \
+                    type(state) in (Accepted, Rejected, Released, Modified):
+                link.settle(delivery, state)  # a browsed copy: the outcome changes nothing
+                sub.handle.wake()
             return
         kind = type(state)
         if kind not in (Accepted, Rejected, Released, Modified):

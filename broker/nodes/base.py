@@ -59,6 +59,8 @@ class Entry:
         "delivery_count",
         "excluded",
         "expires_at",
+        "gone",
+        "key",
         "message",
         "offset",
         "priority",
@@ -81,6 +83,10 @@ class Entry:
         self.returns = 0  # times it came back to the queue (quorum's x-delivery-count)
         self.offset = -1  # streams only
         self.timestamp = 0.0  # streams only: arrival time, wall clock seconds
+        # no longer on its queue (accepted, dead-lettered, expired, purged, replaced):
+        # browsers that have not reached it yet skip it
+        self.gone = False
+        self.key: object = None  # last-value queues: the value of its key, if it has one
 
     def __repr__(self) -> str:
         return f"Entry({self.size} bytes, delivery_count={self.delivery_count})"

@@ -19,6 +19,14 @@ dead-letters it, `drop-head` drops (and dead-letters) the oldest.  A per-queue
 message TTL is folded into each entry's expiry time at publish; expired
 messages are dropped at the head by dispatch and anywhere by `expire()`.
 
+Browsers (`distribution-mode: copy`, or every consumer of a queue declared
+browse-only) see messages without taking them; see browse.py.  A last-value
+queue keeps one message per value of its key: a new message with the same
+key goes to the tail and the queued one is dropped (Artemis' order: the
+newest is last), unless the old one is out for delivery, in which case it
+goes on and is dropped if it comes back.  Replacing searches the ready
+messages, which in a last-value queue are about one per key.
+
 The queue knows nothing of exchanges: `dead_letter` is a hook the registry
 installs, called with the entry and RabbitMQ's reason (`rejected`, `expired`,
 `maxlen`, `delivery_limit`) after the entry has left the queue.
@@ -34,6 +42,7 @@ from collections.abc import Callable, Iterable, Iterator
 from broker.codec.messaging import Header, Message
 from broker.codec.types import Long, Symbol
 from broker.nodes.base import ENTRY_OVERHEAD, Consumer, Entry
+from broker.nodes.browse import QueueBrowser, last_value_key
 
 log = logging.getLogger("broker.queue")
 
@@ -108,6 +117,22 @@ class _PriorityReady:
         self.count = 0
         self.top = 0
 
+    def remove(self, entry: Entry) -> bool:
+        """Take `entry` out wherever it is (by identity); whether it was there."""
+        if _remove(self.levels[entry.priority], entry):
+            self.count -= 1
+            return True
+        return False
+
+
+def _remove(ready: deque[Entry], entry: Entry) -> bool:
+    """Take `entry` out of a FIFO by identity (not equality); O(len)."""
+    for i, queued in enumerate(ready):
+        if queued is entry:
+            del ready[i]
+            return True
+    return False
+
 
 class Queue:
     kind = "queue"
@@ -127,6 +152,8 @@ class Queue:
         delivery_limit: int | None = None,
         count_returns: bool = False,
         temporary: bool = False,
+        last_value_key: str | None = None,
+        browse_only: bool = False,
     ) -> None:
         if overflow not in OVERFLOWS:
             raise ValueError(f"unknown overflow {overflow!r}")
@@ -148,6 +175,10 @@ class Queue:
         # quorum queues tell consumers how often a message came back (x-delivery-count)
         self.count_returns = count_returns
         self.temporary = temporary
+        self.browse_only = browse_only  # every consumer browses (Qpid's non-destructive)
+        self.browsers: dict[int, QueueBrowser] = {}  # by id(consumer)
+        self._key_of = _key_function(last_value_key)
+        self._latest: dict[object, Entry] = {}  # last-value queues: key value → newest entry
         self.dead_letter: DeadLetterHook | None = None  # installed by the registry
         self.deleted = False
         self.unacked = 0  # delivered, not yet settled
@@ -183,6 +214,8 @@ class Queue:
         if self.max_priority is not None:
             priority = entry.message.section_field(0x70, 1)
             entry.priority = min(priority, self.max_priority) if isinstance(priority, int) else 0
+        if self._key_of is not None:
+            self._replace(entry)
         if (self.max_length is not None or self.max_length_bytes is not None) and \
                 self._over_limit(entry.size):
             self._overflow(entry, now)
@@ -191,8 +224,32 @@ class Queue:
         self.published += 1
         if entry.expires_at is not None:
             self._expiring += 1
+        if self.browsers:
+            depth = len(self.ready)
+            for browser in list(self.browsers.values()):
+                browser.offer(entry, depth)
         if self.consumers:
             self.dispatch(now)
+
+    def _replace(self, entry: Entry) -> None:
+        """Last-value queues: `entry` supersedes the queued message with its key."""
+        key = self._key_of(entry.message)  # type: ignore[misc]
+        if key is None:
+            return
+        try:
+            hash(key)
+        except TypeError:
+            return  # a list or map as the key's value: never replaced
+        entry.key = key
+        old = self._latest.get(key)
+        self._latest[key] = entry
+        if old is None or old.gone:
+            return
+        ready = self.ready
+        if ready.remove(old) if isinstance(ready, _PriorityReady) else _remove(ready, old):
+            self.ready_bytes -= old.size
+            old.gone = True
+        # else it is out for delivery: dropped if it comes back (see requeue)
 
     def _overflow(self, entry: Entry, now: float) -> None:
         """Make room for `entry` by the overflow rule, or raise QueueFull."""
@@ -215,6 +272,8 @@ class Queue:
         return self.max_length_bytes is not None and self.ready_bytes + extra > self.max_length_bytes
 
     def _to_dead_letter(self, entry: Entry, reason: str, now: float) -> None:
+        """`entry` has left the queue for good (rejected, expired, dropped)."""
+        self._forget(entry)
         hook = self.dead_letter
         if hook is not None and self.dead_letter_exchange is not None:
             self.dead_lettered += 1
@@ -226,14 +285,28 @@ class Queue:
         self.consumers.append(consumer)
         self.dispatch(now)
 
+    def add_browser(self, consumer: Consumer) -> None:
+        """A consumer that sees every message queued now and later, taking none."""
+        browser = self.browsers[id(consumer)] = QueueBrowser(consumer, self.ready)
+        browser.feed()
+
+    def browser_caught_up(self, consumer: Consumer) -> bool:
+        browser = self.browsers.get(id(consumer))
+        return browser is None or browser.caught_up
+
     def consumer_ready(self, consumer: Consumer, now: float) -> None:
         """A consumer gained credit."""
-        if self.ready:
+        browser = self.browsers.get(id(consumer))
+        if browser is not None:
+            browser.feed()
+        elif self.ready:
             self.dispatch(now)
 
     def remove_consumer(self, consumer: Consumer, now: float | None = None) -> None:
         """Forget a consumer.  With single-active-consumer, the next one takes
         over at once (given `now`): it may have credit and nothing to wake it."""
+        if self.browsers.pop(id(consumer), None) is not None:
+            return
         consumers = self.consumers
         if consumer in consumers:
             was_active = consumers[0] is consumer
@@ -331,6 +404,12 @@ class Queue:
         self.unacked -= 1
         self.unacked_bytes -= entry.size
         self.acked += 1
+        self._forget(entry)
+
+    def _forget(self, entry: Entry) -> None:
+        entry.gone = True
+        if entry.key is not None and self._latest.get(entry.key) is entry:
+            del self._latest[entry.key]
 
     def reject(self, entry: Entry, now: float) -> None:
         """The consumer rejected the message: gone, or to the dead-letter exchange."""
@@ -352,6 +431,9 @@ class Queue:
         for entry in entries:
             self.unacked -= 1
             self.unacked_bytes -= entry.size
+            if entry.key is not None and self._latest.get(entry.key) is not entry:
+                entry.gone = True  # a newer value arrived while it was out: it is stale
+                continue
             entry.returns += 1
             if delivery_failed:
                 entry.delivery_count += 1
@@ -398,9 +480,15 @@ class Queue:
 
     def purge(self) -> int:
         n = len(self.ready)
+        for entry in self.ready:
+            self._forget(entry)
         self.ready.clear()
         self.ready_bytes = 0
         return n
+
+
+def _key_function(spec: str | None) -> Callable[[Message], object] | None:
+    return last_value_key(spec) if spec is not None else None
 
 
 def _may_take(consumer: Consumer, entry: Entry) -> bool:
