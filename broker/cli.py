@@ -19,6 +19,7 @@ import click
 from broker import __version__
 from broker.access import hash_password, load_access
 from broker.admin import AdminError, check_config
+from broker.cli_admin import register
 from broker.config import (
     DEFAULT_OFFSETS,
     LOG_LEVELS,
@@ -304,3 +305,6 @@ def _announce(info: ServerInfo, ready_file: str | None) -> None:
     for url in info.urls:
         click.echo(url)
     sys.stdout.flush()
+
+
+register(main)  # the client-side commands: list, purge, delete, declare, peek, publish, consume

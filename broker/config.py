@@ -244,11 +244,12 @@ def parse_queue_spec(spec: str) -> tuple[str, dict[str, object]]:
             arg, eq, text = item.partition("=")
             if not eq or not arg:
                 raise ConfigError(f"queue {spec!r}: {item!r} is not ARG=VALUE")
-            arguments[arg.strip()] = _scalar(text.strip())
+            arguments[arg.strip()] = parse_scalar(text.strip())
     return name, arguments
 
 
-def _scalar(text: str) -> object:
+def parse_scalar(text: str) -> object:
+    """`--queue`/`--arg` values: integers and true/false become those, the rest stay text."""
     if text in ("true", "false"):
         return text == "true"
     if re.fullmatch(r"-?\d+", text):

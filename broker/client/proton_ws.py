@@ -853,8 +853,14 @@ class AsyncSender(_Link):
         return self.link.remote_target.address
 
     async def send(self, message: Message, timeout: float | None = 10.0) -> Outcome:
-        """Send one message and return the broker's outcome (settling our end)."""
+        """Send one message and return the broker's outcome (settling our end).
+        On a pre-settled link (snd-settle-mode settled) there is no outcome to
+        wait for: the delivery is settled as it goes, and the outcome is "settled"."""
         delivery = await self.send_nowait(message, timeout)
+        if self.link.snd_settle_mode == Link.SND_SETTLED:
+            delivery.settle()
+            self.conn.kick()
+            return Outcome("settled")
         return await self.settled(delivery, timeout)
 
     async def send_nowait(self, message: Message, timeout: float | None = 10.0) -> Delivery:
