@@ -264,6 +264,7 @@ class Container:
         self.publishers: dict[Link, ConnectionHandle] = {}
         self.peer_log = PeerLog(clock, log)
         self.stopping = False
+        self.listener_urls: list[str] = []  # set by the server once bound
         self.stats = Observer(self)
         self.http_api = self.stats.http_api()
         self._identity = self.identity()  # the same open.properties for every connection

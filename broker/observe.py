@@ -77,6 +77,8 @@ class Observer:
         return {
             "product": "amqpws-broker", "version": __version__, "node": c.config.container_id,
             "uptime_s": round(c.wall_clock() - self.started_at, 1),
+            "now": c.wall_clock(),  # the broker's clock, for "… ago" without skew
+            "listeners": list(c.listener_urls),
             "connections": len(c.connections), "connections_by_transport": dict(by_transport),
             "queues": len(queues), "exchanges": len(c.registry.exchanges),
             "messages_ready": sum(int(q["message_count"]) for q in queues),  # type: ignore[call-overload]

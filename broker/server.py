@@ -122,6 +122,8 @@ async def serve(
         http_port=_port(plain_http),
         http_url=_url("http", config.host, _port(plain_http), "/"),
     )
+    if hasattr(container, "listener_urls"):
+        container.listener_urls = info.urls  # the console's overview shows them
     async with trio.open_nursery() as outer:
         outer.start_soon(_stop_when_cancelled, info)
         outer.start_soon(_housekeeping, container)

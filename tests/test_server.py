@@ -332,4 +332,13 @@ async def test_plain_http_on_the_websocket_port() -> None:
                     answer += chunk
                 assert answer.split(b" ", 2)[1] == status, (target, answer[:200])
                 await stream.aclose()
+            stream = await trio.open_tcp_stream("127.0.0.1", info.ws_port)  # type: ignore[arg-type]
+            await stream.send_all(b"HEAD /api/overview HTTP/1.1\r\nHost: x\r\n\r\n")
+            answer = b""
+            while chunk := await stream.receive_some():
+                answer += chunk
+            head, _, body = answer.partition(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 200 OK") and body == b"", "HEAD: headers only"
+            await stream.aclose()
+            assert info.container.listener_urls == info.urls  # type: ignore[attr-defined]
             info.shutdown()

@@ -114,7 +114,7 @@ class HttpApi:
 
     def _api(self, request: HttpRequest, path: str, query: str) -> HttpResponse:
         identity = self._identity(request)
-        method = request.method
+        method = "GET" if request.method == "HEAD" else request.method
         if method not in ("GET", "HEAD") and request.headers.get(MUTATION_HEADER) != "1":
             raise _HttpError(403, f"changes need the header {MUTATION_HEADER}: 1")
         segments = [unquote(p) for p in path.split("/")[2:]]

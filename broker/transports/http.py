@@ -33,6 +33,11 @@ class HeadTooLarge(Exception):
     """The request line and headers are larger than MAX_HEAD."""
 
 
+_REASONS = {200: b"OK", 201: b"Created", 204: b"No Content", 400: b"Bad Request",
+            401: b"Unauthorized", 403: b"Forbidden", 404: b"Not Found",
+            405: b"Method Not Allowed", 409: b"Conflict", 413: b"Content Too Large",
+            503: b"Service Unavailable"}
+
 TOO_LARGE = (b"HTTP/1.1 431 Request Header Fields Too Large\r\nconnection: close\r\n"
              b"content-length: 0\r\n\r\n")
 
@@ -72,7 +77,7 @@ async def serve_request(stream: trio.abc.Stream, head: bytes, container: Contain
             if request is None:
                 return
             response = container.http(request)
-            await _send(stream, conn, response)
+            await _send(stream, conn, response, head_only=request.method == "HEAD")
     except h11.RemoteProtocolError as exc:
         log.info("http %s: bad request: %s", peer, exc)
         await _send_plain(stream, conn, exc.error_status_hint, f"bad request: {exc}")
@@ -106,14 +111,20 @@ async def _read_request(stream: trio.abc.Stream, conn: h11.Connection) -> HttpRe
             return None
 
 
-async def _send(stream: trio.abc.Stream, conn: h11.Connection, response: HttpResponse) -> None:
+async def _send(stream: trio.abc.Stream, conn: h11.Connection, response: HttpResponse,
+                *, head_only: bool = False) -> None:
+    """The response; for a HEAD request its headers only (the length is the
+    GET's, as HTTP says)."""
     headers = [("content-type", response.content_type),
                ("content-length", str(len(response.body))),
                ("connection", "close"),
                ("x-content-type-options", "nosniff"),
                *response.headers]
-    out = conn.send(h11.Response(status_code=response.status, headers=headers))
-    out = (out or b"") + (conn.send(h11.Data(data=response.body)) or b"")
+    out = conn.send(h11.Response(status_code=response.status, headers=headers,
+                                 reason=_REASONS.get(response.status, b"")))
+    out = out or b""
+    if not head_only:
+        out += conn.send(h11.Data(data=response.body)) or b""
     out += conn.send(h11.EndOfMessage()) or b""
     await stream.send_all(out)
 
