@@ -47,6 +47,7 @@ bench: $(STAMP) $(BENCH_STAMP)
 	$(PY) tests/bench/bench_broker.py $(ARGS)
 	$(PY) tests/bench/bench_tls.py
 	$(PY) tests/bench/bench_routing.py
+	$(PY) tests/bench/bench_filters.py
 	$(PY) tests/bench/bench_engine.py
 	$(PY) tests/bench/bench_startup.py
 

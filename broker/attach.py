@@ -44,6 +44,8 @@ from broker.codec.performatives import RcvSettleMode, SndSettleMode, amqp_error,
 from broker.codec.types import Array, Symbol
 from broker.engine.link import Link
 from broker.errors import AmqpError, Condition, DecodeError
+from broker.filtering import select
+from broker.filters.fields import Filter
 from broker.nodes.base import ENTRY_OVERHEAD, Entry, expiry_of
 from broker.nodes.deadletter import cc_keys
 from broker.nodes.exchange import Exchange
@@ -60,7 +62,7 @@ from broker.nodes.registry import (
     parse_target,
     queue_address,
 )
-from broker.nodes.stream import StartAt, Stream, select_offset_filter
+from broker.nodes.stream import StartAt, Stream
 from broker.services import management
 from broker.services.management import Management
 
@@ -117,6 +119,7 @@ class Subscription:
             browsing and link.snd_settle_mode != SndSettleMode.UNSETTLED)
         # the peer's max-message-size: larger messages go to other consumers
         self.max_message_size = link.remote_max_message_size
+        self.filter: Filter | None = None  # its source's filters (filtering.select)
 
     @property
     def credit(self) -> int:
@@ -374,16 +377,18 @@ class Attacher:
             if owner_of is not None and owner_of is not owner:
                 raise AmqpError(f"queue {node.name!r} is exclusive to another connection",
                                 condition=Condition.RESOURCE_LOCKED)
-        start: StartAt | None = None
-        applied: dict[object, object] = {}
         browsing = isinstance(node, Queue) and (node.browse_only or
                                                 source.distribution_mode == COPY)
-        if isinstance(node, Stream):
-            start, applied = select_offset_filter(source.filter, now)
-            if start is None:
-                start = StartAt(self.default_offset)
-        elif source.filter:
-            log.info("filters on queue %r not applied: %r", node.name, source.filter)
+        try:
+            selection = select(source.filter, stream=isinstance(node, Stream), now=now)
+        except AmqpError:
+            if source.dynamic:
+                registry.delete(node.name)
+            raise
+        applied = selection.applied
+        start = selection.start
+        if isinstance(node, Stream) and start is None:
+            start = StartAt(self.default_offset)
         try:
             link.accept(
                 source=Source(
@@ -406,6 +411,7 @@ class Attacher:
                 registry.delete(node.name)
             raise
         sub = Subscription(owner, link, node, owns_queue=bool(source.dynamic), browsing=browsing)
+        sub.filter = selection.filter
         link.context = sub
         registry.consumer_added(node, now)
         if isinstance(node, Stream):

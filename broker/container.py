@@ -59,7 +59,9 @@ log = logging.getLogger("broker.container")
 
 ANONYMOUS_RELAY = "ANONYMOUS-RELAY"
 LINK_PAIR = "LINK_PAIR_V1_0"  # RabbitMQ's /management link pairs
-RABBITMQ_VERSION = "4.0.5"  # the RabbitMQ whose client-gated features we serve (stream offsets)
+# the RabbitMQ whose client-gated features we serve: stream filters (4.1), the SQL
+# filter and Direct Reply-To (4.2); not 4.3's single-active-consumer link state
+RABBITMQ_VERSION = "4.2.0"
 class ConnectionHandle:
     """One connection as the transport driver sees it (see transports/driver.py)."""
 

@@ -57,10 +57,12 @@ from rabbitmq_amqp_python_client import (
     ExchangeType,
     InvalidOperationException,
     Message,
+    MessageProperties,
     OffsetSpecification,
     QuorumQueueSpecification,
     RecoveryConfiguration,
     StreamConsumerOptions,
+    StreamFilterOptions,
     StreamSpecification,
     ValidationCodeException,
     symbol,
@@ -964,6 +966,37 @@ def case_stream_consume(target: Target, tag: str, count: int = 5) -> dict[str, A
         p.close()
         s.publishers.remove(p)
         r["delete"] = s.raw(None, address, "DELETE")
+    return r
+
+
+def case_stream_filters(target: Target, tag: str) -> dict[str, Any]:
+    """RabbitMQ 4.1/4.2's stream filters, as the client builds them: values with
+    and without match-unfiltered, message properties, application properties,
+    and SQL; each consumer reads the stream from first."""
+    r: dict[str, Any] = {}
+    rows = [("red", "apple", 1), ("blue", "sky", 2), (None, "plain", 3), ("red", "cherry", 4)]
+    with Scope(target) as s:
+        stream = s.queue(StreamSpecification(name=f"rmq-{tag}-filtered"))
+        address = AddressHelper.queue_address(stream)
+        p = s.publisher(address)
+        for value, subject, n in rows:
+            annotations = {"x-stream-filter-value": value} if value else None
+            p.publish(Message(body=body(subject), subject=subject, annotations=annotations,
+                              application_properties={"n": n}))
+
+        def read(want: int, **options: Any) -> list[str]:
+            got = consume(target, address, want, options=StreamConsumerOptions(
+                offset_specification=OffsetSpecification.first,
+                filter_options=StreamFilterOptions(**options)), limit=3.0)
+            return [m["body"] for m in got["messages"]]
+
+        r["values"] = read(2, values=["red"])
+        r["match_unfiltered"] = read(3, values=["red"], match_unfiltered=True)
+        r["message_properties"] = read(1, message_properties=MessageProperties(subject="sky"))
+        r["application_properties"] = read(1, application_properties={"n": 3})
+        r["sql"] = read(2, sql="a.n > 1 AND p.subject <> 'plain'")
+        p.close()
+        s.publishers.remove(p)
     return r
 
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from broker.codec.messaging import Message
+from broker.filters.fields import Filter, MessageFields
 
 
 class Consumer(Protocol):
@@ -19,6 +20,9 @@ class Consumer(Protocol):
 
     # The largest message the consumer takes (its link's max-message-size); 0: any.
     max_message_size: int
+    # What a message must match to go to this consumer (its source's filters);
+    # None: everything.
+    filter: Filter | None
 
     def deliver(self, entry: Entry, message: Message) -> None:
         """Send `message` (already rewritten for this delivery) to the peer."""
@@ -59,6 +63,7 @@ class Entry:
         "delivery_count",
         "excluded",
         "expires_at",
+        "fields",
         "gone",
         "key",
         "message",
@@ -87,6 +92,7 @@ class Entry:
         # browsers that have not reached it yet skip it
         self.gone = False
         self.key: object = None  # last-value queues: the value of its key, if it has one
+        self.fields: MessageFields | None = None  # decoded for consumers' selectors
 
     def __repr__(self) -> str:
         return f"Entry({self.size} bytes, delivery_count={self.delivery_count})"

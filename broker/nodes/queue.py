@@ -41,6 +41,7 @@ from collections.abc import Callable, Iterable, Iterator
 
 from broker.codec.messaging import Header, Message
 from broker.codec.types import Long, Symbol
+from broker.filters.fields import MessageFields
 from broker.nodes.base import ENTRY_OVERHEAD, Consumer, Entry
 from broker.nodes.browse import QueueBrowser, last_value_key
 
@@ -329,7 +330,7 @@ class Queue:
                 self.expired += 1
                 self._to_dead_letter(entry, "expired", now)
                 continue
-            consumer = self._next_consumer(entry)
+            consumer = self._next_consumer(entry, now)
             if consumer is None:
                 serving = consumers[:1] if self.single_active_consumer else consumers
                 if not any(c.credit > 0 for c in serving):
@@ -347,15 +348,15 @@ class Queue:
         if skipped:  # never left ready_bytes: put back in place, not counted again
             ready.extendleft(reversed(skipped))
 
-    def _next_consumer(self, entry: Entry) -> Consumer | None:
+    def _next_consumer(self, entry: Entry, now: float) -> Consumer | None:
         consumers = self.consumers
         if self.single_active_consumer:
             active = consumers[0]
-            return active if active.credit > 0 and _may_take(active, entry) else None
+            return active if active.credit > 0 and _may_take(active, entry, now) else None
         n = len(consumers)
         for i in range(n):
             c = consumers[(self._rr + i) % n]
-            if c.credit > 0 and _may_take(c, entry):
+            if c.credit > 0 and _may_take(c, entry, now):
                 self._rr = (self._rr + i + 1) % n
                 return c
         return None
@@ -491,9 +492,19 @@ def _key_function(spec: str | None) -> Callable[[Message], object] | None:
     return last_value_key(spec) if spec is not None else None
 
 
-def _may_take(consumer: Consumer, entry: Entry) -> bool:
-    """Not excluded (undeliverable-here), and within the consumer's max-message-size."""
+def _may_take(consumer: Consumer, entry: Entry, now: float) -> bool:
+    """Not excluded (undeliverable-here), within the consumer's max-message-size,
+    and matching its selector, if it has one (the message's sections decoded
+    once, on its entry, for every selector that looks at it)."""
     if entry.excluded is not None and consumer in entry.excluded:
         return False
     limit = consumer.max_message_size
-    return not limit or entry.size <= limit
+    if limit and entry.size > limit:
+        return False
+    match = consumer.filter
+    if match is None:
+        return True
+    fields = entry.fields
+    if fields is None:
+        fields = entry.fields = MessageFields(entry.message)
+    return match.matches(fields, now)

@@ -30,7 +30,6 @@ from sortedcontainers import SortedKeyList  # type: ignore[import-untyped]
 from broker.codec.messaging import Message
 from broker.codec.types import (
     Byte,
-    Described,
     Int,
     Long,
     Short,
@@ -41,6 +40,7 @@ from broker.codec.types import (
     ULong,
     UShort,
 )
+from broker.filters.fields import FieldsCache
 from broker.nodes.base import ENTRY_OVERHEAD, Consumer, Entry
 
 log = logging.getLogger("broker.stream")
@@ -86,25 +86,6 @@ def parse_offset_spec(value: object, now: float) -> StartAt | None:
     return None
 
 
-def select_offset_filter(
-    filters: dict[object, object] | None, now: float
-) -> tuple[StartAt | None, dict[object, object]]:
-    """Pick the stream offset filter from a source filter map.
-
-    Returns the start position (None: use the default) and the filters to echo
-    in the attach reply: only those actually applied (§3.5.1)."""
-    applied: dict[object, object] = {}
-    start: StartAt | None = None
-    for key, value in (filters or {}).items():
-        if isinstance(value, Described) and value.descriptor == OFFSET_SPEC and start is None:
-            start = parse_offset_spec(value.value, now)
-            if start is not None:
-                applied[key] = value
-                continue
-        log.info("stream filter %r = %r not applied", key, value)
-    return start, applied
-
-
 class StreamCursor:
     __slots__ = ("consumer", "position")
 
@@ -142,6 +123,7 @@ class Stream:
         self.time_index: SortedKeyList = SortedKeyList(key=lambda item: item[0])
         self._index_time = float("-inf")
         self.cursors: dict[int, StreamCursor] = {}  # by id(consumer)
+        self._fields = FieldsCache()  # decoded sections, shared by filtering readers
         self._annotation_values: dict[object, object] = {
             Symbol("x-exchange"): "",
             Symbol("x-routing-key"): name,
@@ -246,20 +228,27 @@ class Stream:
 
     def dispatch(self, now: float) -> None:
         for cursor in list(self.cursors.values()):
-            self._feed(cursor)
+            self._feed(cursor, now)
 
     def consumer_ready(self, consumer: Consumer, now: float) -> None:
         cursor = self.cursors.get(id(consumer))
         if cursor is not None:
-            self._feed(cursor)
+            self._feed(cursor, now)
 
-    def _feed(self, cursor: StreamCursor) -> None:
+    def _feed(self, cursor: StreamCursor, now: float) -> None:
+        """Deliver from the cursor while the consumer has credit; a filtering
+        consumer skips what does not match, each message decoded once for all
+        the filtering readers near it (`FieldsCache`)."""
         consumer = cursor.consumer
         cursor.position = max(cursor.position, self.first_offset)
         log_, base = self._log, self._log_base
+        match = consumer.filter
         while cursor.position < self.next_offset and consumer.credit > 0:
             entry: Entry = log_[cursor.position - base]  # type: ignore[assignment]
             cursor.position += 1
+            if match is not None and not match.matches(
+                    self._fields.fields(entry.offset, entry.message), now):
+                continue
             self.delivered += 1
             consumer.deliver(entry, entry.message)
 

@@ -12,6 +12,7 @@ from broker.nodes.queue import Queue, QueueFull
 
 class FakeConsumer:
     max_message_size = 0  # takes any size
+    filter = None  # takes every message
 
     def __init__(self, credit: int = 0) -> None:
         self.credit = credit

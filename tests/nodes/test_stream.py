@@ -26,13 +26,15 @@ from broker.nodes.stream import (
     Stream,
     parse_interval,
     parse_offset_spec,
-    select_offset_filter,
 )
 
 X_OFFSET = Symbol("x-stream-offset")
 
 
 class FakeConsumer:
+    max_message_size = 0
+    filter = None  # takes every message
+
     def __init__(self, credit: int = 0) -> None:
         self.credit = credit
         self.got: list[tuple[Entry, Message]] = []
@@ -332,6 +334,15 @@ def test_first_valid_offset_spec_wins() -> None:
     start, applied = select_offset_filter(filters, 0.0)
     assert start == StartAt("offset", 5)
     assert applied == {Symbol("b"): spec(5)}
+
+
+def select_offset_filter(filters: dict[object, object] | None,
+                         now: float) -> tuple[StartAt | None, dict[object, object]]:
+    """The offset part of filtering.select, as these cases check it."""
+    from broker.filtering import select
+
+    selection = select(filters, stream=True, now=now)
+    return selection.start, selection.applied
 
 
 # -- what is stored ------------------------------------------------------------------------
