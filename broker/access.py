@@ -456,3 +456,37 @@ def _read(path: str, setting: str) -> str:
             return f.read()
     except (OSError, UnicodeDecodeError) as exc:
         raise ValueError(f"{setting}: cannot read {path}: {exc}") from None
+
+
+# -- Azure's shared access signatures -------------------------------------------------
+
+
+def verify_sas(token: str, keys: Mapping[str, str], now: float) -> tuple[str, float]:
+    """An Azure SAS token (`SharedAccessSignature sr=…&sig=…&se=…&skn=…`): the
+    signature must be HMAC-SHA256, under the named key, of the URL-encoded
+    resource, a newline and the expiry; the expiry must be ahead.  Returns
+    (resource, expiry); raises CredentialsRefused with the reason."""
+    from urllib.parse import parse_qs, quote_plus, unquote
+
+    scheme, _, rest = token.strip().partition(" ")
+    if scheme != "SharedAccessSignature" or not rest:
+        raise CredentialsRefused("not a SharedAccessSignature token")
+    fields = {k: v[0] for k, v in parse_qs(rest, keep_blank_values=True).items()}
+    missing = {"sr", "sig", "se", "skn"} - set(fields)
+    if missing:
+        raise CredentialsRefused(f"SAS token without {', '.join(sorted(missing))}")
+    key = keys.get(fields["skn"])
+    if key is None:
+        raise CredentialsRefused(f"no key named {fields['skn']!r}")
+    try:
+        expiry = float(fields["se"])
+    except ValueError:
+        raise CredentialsRefused("SAS expiry is not a number") from None
+    resource = unquote(fields["sr"])
+    signed = f"{quote_plus(resource)}\n{fields['se']}".encode()
+    expected = base64.b64encode(hmac.new(key.encode("utf-8"), signed, hashlib.sha256).digest())
+    if not hmac.compare_digest(expected, fields["sig"].encode("ascii", "replace")):
+        raise CredentialsRefused(f"SAS signature does not match key {fields['skn']!r}")
+    if expiry < now:
+        raise CredentialsRefused("SAS token expired")
+    return resource, expiry

@@ -63,7 +63,8 @@ from broker.nodes.registry import (
     queue_address,
 )
 from broker.nodes.stream import StartAt, Stream
-from broker.services import management
+from broker.services import cbs, management
+from broker.services.cbs import Cbs
 from broker.services.management import Management
 
 log = logging.getLogger("broker.attach")
@@ -84,6 +85,7 @@ class Owner(Protocol):
 
     container_id: str | None
     identity: Identity | None  # None: not authenticated, so nothing is allowed
+    cbs_grants: dict[str, float | None]  # entity → token expiry, from Azure's $cbs
 
     def wake(self) -> None: ...
 
@@ -261,11 +263,19 @@ def _exchange(registry: Registry, name: str) -> Exchange:
     return exchange
 
 
-class ManagementPair:
-    """The two links of a `/management` pair (same name): requests arrive on our
-    receiver, answers leave on our sender, waiting here for its credit."""
+class Service(Protocol):
+    """A request/response node (`/management`, `$cbs`)."""
 
-    def __init__(self, owner: Owner, service: Management) -> None:
+    def handle(self, payload: bytes, *, owner: object, now: float,
+               identity: Identity | None = None) -> tuple[object, bytes]: ...
+
+
+class ServicePair:
+    """The two links of a service: `/management`'s pair (same name) or `$cbs`'s
+    (same address).  Requests arrive on our receiver, answers leave on our
+    sender, waiting here for its credit."""
+
+    def __init__(self, owner: Owner, service: Service) -> None:
         self.owner = owner
         self.service = service
         self.requests: Link | None = None
@@ -303,47 +313,80 @@ class Attacher:
     """Turns attaches into subscriptions, publishers and management pairs."""
 
     def __init__(self, registry: Registry, service: Management, *, default_offset: str,
-                 max_message_size: int, wall_clock: Callable[[], float]) -> None:
+                 max_message_size: int, wall_clock: Callable[[], float],
+                 cbs_service: Cbs | None = None, entity_tokens: bool = False) -> None:
         self.registry = registry
         self.service = service
+        self.cbs = cbs_service  # Azure's $cbs node
+        # with Azure keys configured, an entity needs a token put on $cbs first
+        self.entity_tokens = entity_tokens
         self.default_offset = default_offset
         self.max_message_size = max_message_size
         self.wall_clock = wall_clock
         self.publisher_credit = PUBLISHER_CREDIT  # 0 while the memory alarm is on
 
-    def attach(self, owner: Owner, link: Link, pairs: dict[str, ManagementPair]) -> None:
+    def attach(self, owner: Owner, link: Link, pairs: dict[str, ServicePair]) -> None:
         remote = link.remote_attach
         terminus = remote.source if link.is_sender else remote.target
-        if isinstance(terminus, (Source, Target)) and terminus.address == management.ADDRESS:
+        address = terminus.address if isinstance(terminus, (Source, Target)) else None
+        if address == management.ADDRESS:
             self._management(owner, link, pairs)
+        elif address == cbs.ADDRESS and self.cbs is not None:
+            self._cbs(owner, link, pairs)
         elif link.is_sender:
             self._subscription(owner, link)
         else:
-            self._publisher(link, identity_of(owner))
+            self._publisher(owner, link)
+
+    def _check_entity_token(self, owner: Owner, name: str, now: float) -> None:
+        """With Azure keys configured, an entity needs a valid token put on $cbs."""
+        if not self.entity_tokens:
+            return
+        grants = owner.cbs_grants
+        for entity in (name, name.split("/", 1)[0]):  # TOPIC/Subscriptions/SUB: the topic
+            if entity in grants or "" in grants:
+                expiry = grants.get(entity, grants.get(""))
+                if expiry is None or expiry > now:
+                    return
+        raise AmqpError(f"no valid token for entity {name!r}: put one on $cbs first",
+                        condition=Condition.UNAUTHORIZED_ACCESS)
+
+    def _cbs(self, owner: Owner, link: Link, pairs: dict[str, ServicePair]) -> None:
+        """Azure's `$cbs` pair: both halves on that address, with random names,
+        so paired by the address; a second pair on the connection replaces it."""
+        assert self.cbs is not None
+        pair = pairs.get(cbs.ADDRESS)
+        if pair is None or (pair.replies if link.is_sender else pair.requests) is not None:
+            pair = pairs[cbs.ADDRESS] = ServicePair(owner, self.cbs)
+        self._accept_half(pair, link, {})
 
     # -- management -------------------------------------------------------------------
 
-    def _management(self, owner: Owner, link: Link, pairs: dict[str, ManagementPair]) -> None:
+    def _management(self, owner: Owner, link: Link, pairs: dict[str, ServicePair]) -> None:
         remote = link.remote_attach
         if not (remote.properties or {}).get(PAIRED):
             raise AmqpError("a /management link needs the link property 'paired: true'",
                             condition=Condition.INVALID_FIELD)
         pair = pairs.get(link.name)
         if pair is None:
-            pair = pairs[link.name] = ManagementPair(owner, self.service)
+            pair = pairs[link.name] = ServicePair(owner, self.service)
         if (pair.replies if link.is_sender else pair.requests) is not None:
             raise AmqpError(f"link pair {link.name!r} already has that half",
                             condition=Condition.NOT_ALLOWED)
-        properties: dict[object, object] = {PAIRED: True}
+        self._accept_half(pair, link, {PAIRED: True})
+
+    def _accept_half(self, pair: ServicePair, link: Link,
+                     properties: dict[object, object]) -> None:
+        remote = link.remote_attach
         if link.is_sender:
             link.accept(source=_as(Source, remote.source), target=_as(Target, remote.target),
-                        snd_settle_mode=SndSettleMode.SETTLED, properties=properties)
+                        snd_settle_mode=SndSettleMode.SETTLED, properties=properties or None)
             pair.replies = link
         else:
             link.accept(source=_as(Source, remote.source), target=_as(Target, remote.target),
                         rcv_settle_mode=RcvSettleMode.FIRST,
                         max_message_size=self.max_message_size,
-                        credit_window=MANAGEMENT_CREDIT, properties=properties)
+                        credit_window=MANAGEMENT_CREDIT, properties=properties or None)
             pair.requests = link
         link.context = pair
 
@@ -370,7 +413,9 @@ class Attacher:
                 registry.delete(node.name)
                 raise
         else:
-            _check_queue_access(registry, identity, READ, parse_address(source.address))
+            name = parse_address(source.address)
+            self._check_entity_token(owner, name, now)
+            _check_queue_access(registry, identity, READ, name)
             node = registry.resolve(source.address)
             address = source.address
             owner_of = registry.info[node.name].exclusive_owner
@@ -423,7 +468,8 @@ class Attacher:
 
     # -- producers --------------------------------------------------------------------
 
-    def _publisher(self, link: Link, identity: Identity) -> None:
+    def _publisher(self, owner: Owner, link: Link) -> None:
+        identity = identity_of(owner)
         target = link.remote_attach.target
         registry = self.registry
         node: Node | None = None
@@ -448,6 +494,7 @@ class Attacher:
                 check(identity, WRITE, "exchange", resolved.exchange)
                 exchange, key = _exchange(registry, resolved.exchange), resolved.key
             else:
+                self._check_entity_token(owner, resolved, self.wall_clock())
                 _check_queue_access(registry, identity, WRITE, resolved)
                 node = registry.queue_for(resolved)
             reply = Target(address=target.address, durable=0, expiry_policy=target.expiry_policy,

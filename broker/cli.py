@@ -171,6 +171,9 @@ _D = Config()
                                          "permissions.  [default: the audience]")
 @click.option("--jwt-user-claim", help=f"The claim naming the user.  [default: "
                                        f"{_D.jwt_user_claim}]")
+@click.option("--azure-key", "azure_keys", multiple=True, metavar="NAME=KEY",
+              help="A SAS key Azure clients' $cbs tokens must be signed with (repeatable).  "
+                   "[default: any token is accepted]")
 @click.option("--allowed-origin", "allowed_origins", multiple=True, metavar="ORIGIN",
               help="A web page origin that may open WebSockets (repeatable; '*': any).  "
                    "[default: pages from localhost, while listening on loopback only]")
@@ -253,7 +256,7 @@ def _build(
         layer["auto_create"] = False
     if isinstance(layer.get("log_level"), str):
         layer["log_level"] = str(layer["log_level"]).lower()
-    for key in ("queues", "streams", "allowed_origins"):
+    for key in ("queues", "streams", "allowed_origins", "azure_keys"):
         if key in layer:
             layer[key] = list(layer[key])  # type: ignore[call-overload]
     try:

@@ -112,6 +112,8 @@ class Config:
     # WebSocket upgrades from browsers: pages allowed by their Origin header; empty:
     # loopback pages only, and only while the broker listens on loopback
     allowed_origins: tuple[str, ...] = ()
+    # Azure's $cbs: SAS key name → key; empty: every token is accepted (development)
+    azure_keys: dict[str, str] = field(default_factory=dict)
 
 
 class ConfigError(ValueError):
@@ -178,8 +180,15 @@ def normalize(raw: Mapping[str, object], *, source: str = "config") -> dict[str,
     out: dict[str, object] = {}
     for key, value in raw.items():
         name = key.replace("-", "_")
-        if name not in _FIELDS:
+        if name not in _FIELDS and name != "azure":
             raise ConfigError(f"{source}: unknown setting {key!r}")
+        if name == "azure" and isinstance(value, Mapping):
+            # [azure] keys = { NAME = "KEY" }
+            unknown = set(value) - {"keys"}
+            if unknown:
+                raise ConfigError(f"{source}: unknown setting(s) azure.{', azure.'.join(unknown)}")
+            out["azure_keys"] = _azure_keys(value.get("keys", {}), f"{source}: azure.keys")
+            continue
         if name == "queues":
             names, arguments = _queues(value, f"{source}: {key}")
             out["queues"] = names
@@ -219,6 +228,8 @@ def _convert(name: str, value: object, where: str) -> object:
         return _permissions(value, where)
     if name == "allowed_origins":
         return tuple(_names(value, where))
+    if name == "azure_keys":
+        return _azure_keys(value, where)
     raise ConfigError(f"{where} cannot be set")
 
 
@@ -354,6 +365,21 @@ def _users(value: object, where: str) -> dict[str, str]:
             raise ConfigError(f"{where}: passwords must be strings")
         return {str(k): str(v) for k, v in value.items()}
     return dict(parse_user(spec) for spec in _names(value, where))
+
+
+def _azure_keys(value: object, where: str) -> dict[str, str]:
+    """A table `NAME = "KEY"`, or a list of `NAME=KEY` (the --azure-key flag)."""
+    if isinstance(value, Mapping):
+        if not all(isinstance(v, str) for v in value.values()):
+            raise ConfigError(f"{where}: keys must be strings")
+        return {str(k): str(v) for k, v in value.items()}
+    out = {}
+    for spec in _names(value, where):
+        name, sep, key = spec.partition("=")
+        if not sep or not name or not key:
+            raise ConfigError(f"{where}: {spec!r} is not NAME=KEY")
+        out[name] = key
+    return out
 
 
 def _permissions(value: object, where: str) -> dict[str, tuple[str, str, str]]:

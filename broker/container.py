@@ -30,7 +30,7 @@ from collections.abc import Callable
 from broker import __version__
 from broker.access import Access, CredentialsRefused, Identity, load_access
 from broker.admin import Admin, AdminError, apply_config
-from broker.attach import PUBLISHER_CREDIT, Attacher, ManagementPair, Publisher, Subscription
+from broker.attach import PUBLISHER_CREDIT, Attacher, Publisher, ServicePair, Subscription
 from broker.codec.messaging import Accepted, Modified, Rejected, Released
 from broker.codec.performatives import Error, amqp_error, error_from
 from broker.codec.types import Symbol
@@ -52,6 +52,7 @@ from broker.memory_alarm import AlarmChange, MemoryAlarm
 from broker.nodes.registry import Node, Registry
 from broker.observe import Observer
 from broker.peerlog import PeerLog
+from broker.services.cbs import Cbs
 from broker.services.http_api import HttpRequest, HttpResponse
 from broker.services.management import Management
 
@@ -76,7 +77,8 @@ class ConnectionHandle:
         self.user: str | None = None
         self.opened = False
         self.vhost: str | None = None
-        self.management_pairs: dict[str, ManagementPair] = {}
+        self.management_pairs: dict[str, ServicePair] = {}  # and $cbs's, under "$cbs"
+        self.cbs_grants: dict[str, float | None] = {}  # entity → expiry (Azure's $cbs)
         self.identity: Identity | None = None  # set by SASL (see Credentials)
         self.bytes_in = 0  # for the console and /metrics
         self.bytes_out = 0
@@ -253,12 +255,16 @@ class Container:
         self.admin = Admin(self.registry, node_name=config.container_id,
                            connections=self.list_connections)
         self.management = Management(self.admin, on_token=self._on_token)
+        self.cbs = Cbs(keys=config.azure_keys, tokens=self.access.tokens,
+                       on_grant=self._on_cbs_grant)
         self.attacher = Attacher(self.registry, self.management,
                                  default_offset=config.default_offset,
                                  max_message_size=config.max_message_size,
-                                 wall_clock=wall_clock)
+                                 wall_clock=wall_clock, cbs_service=self.cbs,
+                                 entity_tokens=bool(config.azure_keys))
         self.connections: set[ConnectionHandle] = set()
         self._token_warned = False
+        self._cbs_warned = False
         # the memory alarm: publishers get no new credit while queued messages
         # (or, as a backstop, the process) hold more than the high watermark
         high = memory_limit(config, physical_memory())
@@ -366,6 +372,17 @@ class Container:
     def http(self, request: HttpRequest) -> HttpResponse:
         """A plain HTTP request to the WebSocket or --http-port listener."""
         return self.http_api.handle(request)
+
+    def _on_cbs_grant(self, owner: object, entity: str, expiry: float | None) -> None:
+        """A token put on $cbs: the connection may use that entity (a namespace
+        token, entity "", covers all)."""
+        if not isinstance(owner, ConnectionHandle):
+            return
+        owner.cbs_grants[entity] = expiry
+        if not self.config.azure_keys and not self._cbs_warned:
+            self._cbs_warned = True
+            log.warning("$cbs: token accepted WITHOUT verification (no Azure keys are "
+                        "configured: --azure-key NAME=KEY)")
 
     def _on_token(self, owner: object, token: bytes) -> None:
         """`PUT /auth/tokens`: the connection's new token.  Verified when token
@@ -485,7 +502,7 @@ class Container:
                 self.registry.consumer_removed(queue, now)
         elif isinstance(ctx, Publisher) and ctx.owns_queue and ctx.node is not None:
             self._delete_temporary(ctx.node)
-        elif isinstance(ctx, ManagementPair):
+        elif isinstance(ctx, ServicePair):
             if ctx.requests is link:
                 ctx.requests = None
             if ctx.replies is link:
@@ -509,7 +526,7 @@ class Container:
                 ctx.queue.consumer_ready(ctx, self.wall_clock())
             if link.drain:
                 link.drained()
-        elif isinstance(ctx, ManagementPair):
+        elif isinstance(ctx, ServicePair):
             ctx.flush()
             if link.drain:
                 link.drained()
@@ -522,7 +539,7 @@ class Container:
             outcome = ctx.store(delivery.payload, self.wall_clock())
             if self.memory is not None and not self.memory.on:
                 self._memory_changed(self.memory.held(self.registry.held_bytes))
-        elif isinstance(ctx, ManagementPair):
+        elif isinstance(ctx, ServicePair):
             outcome = ctx.on_request(delivery.payload, self.wall_clock())
         else:
             return

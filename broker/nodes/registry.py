@@ -20,7 +20,7 @@ import itertools
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from urllib.parse import quote, unquote
+from urllib.parse import quote, unquote, urlsplit
 
 from broker.codec.messaging import Message, encode_annotations, rewrite_header
 from broker.errors import AmqpError, Condition
@@ -97,9 +97,16 @@ def parse_target(address: object) -> str | ExchangeAddress:
 
 
 def parse_address(address: object) -> str:
-    """The queue name an address refers to; AddressError if it is not one we serve."""
+    """The queue name an address refers to; AddressError if it is not one we serve.
+    Azure's SDKs name entities by URL (`amqps://host[:port]/ENTITY`,
+    `sb://host/ENTITY`): the entity is the path."""
     if not isinstance(address, str) or not address:
         raise AddressError(f"invalid address {address!r}", condition=Condition.INVALID_FIELD)
+    if address.startswith(_ENTITY_URL_SCHEMES):
+        entity = urlsplit(address).path.lstrip("/")
+        if not entity:
+            raise AddressError(f"no entity in {address!r}", condition=Condition.INVALID_FIELD)
+        return unquote(entity)
     if not address.startswith("/"):
         return address
     if address.startswith("/queues/"):
@@ -113,6 +120,9 @@ def parse_address(address: object) -> str:
         raise AddressError(f"an exchange is not a source: {address!r}",
                            condition=Condition.INVALID_FIELD)
     raise AddressError(f"unsupported address {address!r}", condition=Condition.INVALID_FIELD)
+
+
+_ENTITY_URL_SCHEMES = ("amqps://", "amqp://", "sb://")
 
 
 def check_routing_key(key: str) -> None:

@@ -1,0 +1,109 @@
+"""Azure's claims-based security node, `$cbs`: `put-token` requests.
+
+The Azure SDKs open a link pair on address `$cbs` (pair by address: their
+link names are random), send each entity's token as the body of a request
+with application-properties `operation: put-token`, `type` (a SAS token or a
+JWT), `name` (the audience, `sb://host/ENTITY`) and `expiration`, and wait
+for an answer whose `correlation-id` is the request's `message-id` in its own
+AMQP type (a uuid stays a uuid, or the SDK waits forever), with
+application-properties `status-code` (an int; 200-299 is success) and
+`status-description`.
+
+Verification: SAS tokens against the configured keys (`access.verify_sas`),
+JWTs through the token verifier when one is configured.  Without keys every
+token is accepted (the container says so once at start).  A granted token
+names an entity the connection may then attach to, until it expires.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from urllib.parse import urlsplit
+
+from broker.access import CredentialsRefused, TokenVerifier, verify_sas
+from broker.codec.decode import decode
+from broker.codec.messaging import AmqpValue, ApplicationProperties, Message, Properties
+from broker.codec.types import Int
+from broker.errors import DecodeError
+
+log = logging.getLogger("broker.cbs")
+
+ADDRESS = "$cbs"
+SAS_TYPE = "servicebus.windows.net:sastoken"
+JWT_TYPE = "jwt"
+
+Grant = Callable[[object, str, float | None], None]  # (owner, entity, expiry)
+
+
+def entity_of(audience: str) -> str:
+    """`sb://host/ENTITY` or `amqps://host:port/ENTITY` → `ENTITY` (the path
+    without its leading slash); anything else unchanged."""
+    parts = urlsplit(audience)
+    if parts.scheme in ("sb", "amqp", "amqps") and parts.netloc:
+        return parts.path.lstrip("/")
+    return audience
+
+
+class Cbs:
+    def __init__(self, *, keys: Mapping[str, str], tokens: TokenVerifier | None,
+                 on_grant: Grant | None = None) -> None:
+        self.keys = dict(keys)
+        self.tokens = tokens
+        self.on_grant = on_grant
+
+    def handle(self, payload: bytes, *, owner: object, now: float,
+               identity: object = None) -> tuple[object, bytes]:
+        """(request id, encoded response) for one put-token request."""
+        properties: Properties | None = None
+        application: Mapping[object, object] = {}
+        body: object = None
+        pos, end = 0, len(payload)
+        while pos < end:
+            section, pos = decode(payload, pos, end)
+            if isinstance(section, Properties):
+                properties = section
+            elif isinstance(section, ApplicationProperties):
+                application = section.value or {}
+            elif isinstance(section, AmqpValue):
+                body = section.value
+        if properties is None:
+            raise DecodeError("a $cbs request needs properties with a message-id", 0)
+        status, description = self._put_token(application, body, owner, now)
+        if status >= 300:
+            log.info("$cbs put-token refused: %s", description)
+        response = Message.create(None, properties=Properties(
+            correlation_id=properties.message_id, to=properties.reply_to),
+            application_properties={"status-code": Int(status),
+                                    "status-description": description})
+        return properties.message_id, response.payload
+
+    def _put_token(self, application: Mapping[object, object], body: object, owner: object,
+                   now: float) -> tuple[int, str]:
+        if application.get("operation") != "put-token":
+            return 400, f"unsupported operation {application.get('operation')!r}"
+        kind, audience = application.get("type"), application.get("name")
+        if not isinstance(body, str) or not isinstance(audience, str):
+            return 400, "put-token needs a string token and a 'name' (the audience)"
+        expiry: float | None = None
+        try:
+            if kind == JWT_TYPE and self.tokens is not None:
+                expiry = self.tokens.verify(body, now).expires_at
+            elif self.keys:
+                if kind != SAS_TYPE:
+                    return 401, f"token type {kind!r} cannot be verified here"
+                resource, expiry = verify_sas(body, self.keys, now)
+                if not _covers(resource, audience):
+                    return 401, f"the token is for {resource!r}, not {audience!r}"
+        except CredentialsRefused as exc:
+            return 401, str(exc)
+        if self.on_grant is not None:
+            self.on_grant(owner, entity_of(audience), expiry)
+        return 200, "OK"
+
+
+def _covers(resource: str, audience: str) -> bool:
+    """A SAS token's resource grants its own entity and everything below it
+    (a namespace token covers every entity)."""
+    r, a = resource.rstrip("/").lower(), audience.rstrip("/").lower()
+    return a == r or a.startswith(r + "/")
