@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: serve test conformance bench bench-tls bench-codec bunny pubsub-rpc lint clean
+.PHONY: serve test conformance bench bench-tls bench-codec bunny pubsub-rpc ticker lint clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -64,6 +64,11 @@ bunny: $(STAMP)
 # serves the page on http://127.0.0.1:8001/.
 pubsub-rpc: $(STAMP)
 	$(PY) examples/pubsub-rpc/serve.py $(ARGS)
+
+# The ticker demo: builds rhea's browser bundle, starts the broker with the last-value
+# queue `ticker` and serves the price board on http://127.0.0.1:8002/.
+ticker: $(STAMP)
+	$(PY) examples/ticker/serve.py $(ARGS)
 
 lint: $(STAMP)
 	$(PY) -m pip install --quiet ruff mypy

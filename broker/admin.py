@@ -50,7 +50,7 @@ QUORUM_DELIVERY_LIMIT = 20  # RabbitMQ 4's default for quorum queues
 _EQUIVALENCE = ("x-queue-type", "x-max-length", "x-max-length-bytes", "x-overflow",
                 "x-message-ttl", "x-expires", "x-dead-letter-exchange",
                 "x-dead-letter-routing-key", "x-single-active-consumer", "x-max-priority",
-                "x-delivery-limit", "x-max-age")
+                "x-delivery-limit", "x-max-age", *LAST_VALUE_KEY_ARGS, *BROWSE_ONLY_ARGS)
 
 
 class AdminError(Exception):
@@ -267,7 +267,8 @@ class Admin:
         if node is None:
             raise AdminError(404, f"queue '{name}' in vhost '{VHOST}' not found")
         info = self.registry.info[name]
-        consumers = len(node.consumers) if isinstance(node, Queue) else len(node.cursors)
+        consumers = len(node.consumers) + len(node.browsers) if isinstance(node, Queue) \
+            else len(node.cursors)
         arguments = dict(info.arguments)
         arguments.setdefault("x-queue-type", info.queue_type)
         return {

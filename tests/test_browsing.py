@@ -7,7 +7,7 @@ from engine.peer import Peer, bodies, deliveries, of, one
 from test_container import NOW, Broker, consumer, msg, publish, publisher
 
 from broker.codec.messaging import Accepted, Properties, Released, Source, Target
-from broker.codec.performatives import Attach, Disposition, Flow
+from broker.codec.performatives import Attach, Detach, Disposition, Flow
 from broker.codec.types import Symbol
 
 COPY = Symbol("copy")
@@ -197,3 +197,38 @@ def test_a_bad_key_is_a_400() -> None:
                                                               "properties.nope"}})
     assert reply.properties.subject == "400"
     assert "not a message property" in reply.body[0].value
+
+
+def test_deleting_a_queue_detaches_its_browsers_too() -> None:
+    broker = Broker(queues=("d",))
+    peer = broker.client()
+    browser(peer, 1, "/queues/d")
+    broker.container.admin.delete_queue("d")
+    out = peer.read()
+    detach = one(out, Detach)
+    assert detach.error.condition == Symbol("amqp:resource-deleted")
+
+
+def test_a_queue_read_by_browsers_is_in_use() -> None:
+    broker = Broker()
+    broker.container.admin.declare_queue("e", arguments={"x-expires": 1000}, now=NOW)
+    peer = broker.client()
+    browser(peer, 1, "/queues/e")
+    broker.wall.t = NOW + 5
+    broker.container.housekeeping()
+    assert broker.container.registry.get("e") is not None, "a browser is a reader"
+    assert broker.container.admin.queue_info("e")["consumer_count"] == 1
+
+
+def test_redeclaring_with_another_last_value_key_is_refused() -> None:
+    from broker.admin import AdminError
+
+    broker = Broker()
+    lvq(broker)
+    try:
+        broker.container.admin.declare_queue("prices", arguments={"x-last-value-key": "other"},
+                                             now=NOW)
+    except AdminError as exc:
+        assert exc.status == 409 and "x-last-value-key" in exc.message
+    else:
+        raise AssertionError("an inequivalent declare must be refused")

@@ -263,8 +263,9 @@ class Registry:
         node.deleted = True
         if isinstance(node, Queue):
             node.purge()
-            consumers = list(node.consumers)
+            consumers = list(node.consumers) + [b.consumer for b in node.browsers.values()]
             node.consumers.clear()
+            node.browsers.clear()
         else:
             consumers = [c.consumer for c in node.cursors.values()]
             node.cursors.clear()
@@ -476,4 +477,8 @@ class Registry:
 
 
 def _has_consumers(node: Node) -> bool:
-    return bool(node.consumers) if isinstance(node, Queue) else bool(node.cursors)
+    """Anyone reading: consumers, browsers, or stream readers (x-expires and
+    auto-delete wait for all of them)."""
+    if isinstance(node, Queue):
+        return bool(node.consumers or node.browsers)
+    return bool(node.cursors)

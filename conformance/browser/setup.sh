@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Install what the browser conformance cases and the bunny and pubsub-rpc examples need:
+# Install what the browser conformance cases and the bunny, pubsub-rpc and ticker examples need:
 # Debian's chromium (apt, only if /usr/bin/chromium is missing), the npm
 # packages pinned by the package-lock.json files, and rhea's browser bundles.
 # Never downloads a browser of its own (playwright-core uses Debian's).
@@ -31,3 +31,6 @@ npm_install "$root/examples/bunny"
 
 npm_install "$root/examples/pubsub-rpc"
 (cd "$root/examples/pubsub-rpc" && node build.mjs)
+
+npm_install "$root/examples/ticker"
+(cd "$root/examples/ticker" && node build.mjs)
