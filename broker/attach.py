@@ -34,6 +34,7 @@ from typing import Protocol, TypeVar
 from broker.access import CONFIGURE, NOTHING, READ, WRITE, AccessRefused, Identity
 from broker.codec.messaging import (
     Accepted,
+    Data,
     Message,
     Rejected,
     Released,
@@ -77,6 +78,7 @@ OUTCOMES = tuple(Symbol(s) for s in ("amqp:accepted:list", "amqp:rejected:list",
                                       "amqp:released:list", "amqp:modified:list"))
 PAIRED = Symbol("paired")
 COPY, MOVE = Symbol("copy"), Symbol("move")  # distribution modes (§3.5.7)
+BATCH_FORMAT = 0x80013700  # Azure's message-format for a batch envelope
 VOLATILE_QUEUE = Symbol("rabbitmq:volatile-queue")
 
 
@@ -170,60 +172,108 @@ class Publisher:
         self.annotations = (registry.routing_annotations(exchange.name, key) if exchange
                             else registry.routing_annotations("", node.name) if node else None)
 
-    def store(self, payload: bytes, now: float) -> object:
-        """Route one message; returns the outcome for the publisher."""
-        registry = self.registry
+    def store(self, payload: bytes, now: float, message_format: int = 0) -> object:
+        """Route one message (or an Azure batch: each of its messages, all or
+        none); returns the outcome for the publisher."""
         try:
-            message = Message.parse(payload)
-            user_id = message.section_field(0x73, 1)
-            if user_id is not None and user_id != self.user_id:
-                return Rejected(error=amqp_error(
-                    Condition.UNAUTHORIZED_ACCESS,
-                    f"user_id property set to {_shown(user_id)} but authenticated user was "
-                    f"'{self.identity.user}'"))
-            node, exchange, key = self.node, self.exchange, self.key
-            annotations = self.annotations
-            if node is None and exchange is None:
-                node, exchange, key = self._relay_target(message)
-                annotations = None
-            elif node is not None and node.deleted:
-                node = registry.nodes.get(node.name)
-                if node is None:
-                    return Released()
-            if exchange is not None and registry.exchanges.get(exchange.name) is not exchange:
-                # deleted, perhaps declared again: publishers go by name, as to queues
-                exchange = _exchange(registry, exchange.name)
-            keys = [key]
-            for cc in cc_keys(message):
-                check_routing_key(cc)
-                keys.append(cc)
-            if node is not None and len(keys) == 1:
-                nodes: list[Node] = [node]
-            else:
-                nodes = registry.route(exchange or registry.exchanges[""], keys, message)
-            if not nodes:
-                return Released()
-            expires_at = expiry_of(message, now)
-            if expires_at is not None and expires_at < now:
-                return Accepted()  # already expired: accepted and dropped, never delivered
-            values, encoded = annotations or registry.routing_annotations(
-                exchange.name if exchange is not None else "", key)
-            message = message.annotate(values, encoded, registry.first_delivery_header(message))
-            refused: QueueFull | None = None
-            for target in nodes:
-                try:
-                    target.publish(Entry(message, expires_at), now)
-                except QueueFull as exc:
-                    refused = exc
-                else:  # the memory alarm's running count; housekeeping makes it exact
-                    registry.held_bytes += len(message.payload) + ENTRY_OVERHEAD
-            if refused is not None:
-                return Rejected(error=amqp_error(
-                    Condition.RESOURCE_LIMIT_EXCEEDED, str(refused),
-                    info={Symbol("queue"): refused.queue, Symbol("reason"): "maxlen"}))
-            return Accepted()
+            if message_format == BATCH_FORMAT:
+                return self._store_batch(payload, now)
+            routed = self._route(Message.parse(payload), now)
+            if not isinstance(routed, tuple):
+                return routed
+            nodes, message, expires_at = routed
+            return self._commit(nodes, message, expires_at, now)
         except AmqpError as exc:  # malformed message (decode-error), bad `to`, …
             return Rejected(error=error_from(exc))
+
+    def _route(self, message: Message, now: float) -> tuple[list[Node], Message,
+                                                            float | None] | object:
+        """Where a message goes, and the message as stored; or the outcome now
+        (released: nowhere; accepted: already expired; rejected: user-id)."""
+        registry = self.registry
+        user_id = message.section_field(0x73, 1)
+        if user_id is not None and user_id != self.user_id:
+            return Rejected(error=amqp_error(
+                Condition.UNAUTHORIZED_ACCESS,
+                f"user_id property set to {_shown(user_id)} but authenticated user was "
+                f"'{self.identity.user}'"))
+        node, exchange, key = self.node, self.exchange, self.key
+        annotations = self.annotations
+        if node is None and exchange is None:
+            node, exchange, key = self._relay_target(message)
+            annotations = None
+        elif node is not None and node.deleted:
+            node = registry.nodes.get(node.name)
+            if node is None:
+                return Released()
+        if exchange is not None and registry.exchanges.get(exchange.name) is not exchange:
+            # deleted, perhaps declared again: publishers go by name, as to queues
+            exchange = _exchange(registry, exchange.name)
+        keys = [key]
+        for cc in cc_keys(message):
+            check_routing_key(cc)
+            keys.append(cc)
+        if node is not None and len(keys) == 1:
+            nodes: list[Node] = [node]
+        else:
+            nodes = registry.route(exchange or registry.exchanges[""], keys, message)
+        if not nodes:
+            return Released()
+        expires_at = expiry_of(message, now)
+        if expires_at is not None and expires_at < now:
+            return Accepted()  # already expired: accepted and dropped, never delivered
+        values, encoded = annotations or registry.routing_annotations(
+            exchange.name if exchange is not None else "", key)
+        message = message.annotate(values, encoded, registry.first_delivery_header(message))
+        return nodes, message, expires_at
+
+    def _commit(self, nodes: list[Node], message: Message, expires_at: float | None,
+                now: float) -> object:
+        registry = self.registry
+        refused: QueueFull | None = None
+        for target in nodes:
+            try:
+                target.publish(Entry(message, expires_at), now)
+            except QueueFull as exc:
+                refused = exc
+            else:  # the memory alarm's running count; housekeeping makes it exact
+                registry.held_bytes += len(message.payload) + ENTRY_OVERHEAD
+        if refused is not None:
+            return Rejected(error=amqp_error(
+                Condition.RESOURCE_LIMIT_EXCEEDED, str(refused),
+                info={Symbol("queue"): refused.queue, Symbol("reason"): "maxlen"}))
+        return Accepted()
+
+    def _store_batch(self, payload: bytes, now: float) -> object:
+        """Azure's batch (message-format 0x80013700): an envelope whose data
+        sections each hold one encoded message.  Every message is routed first;
+        if a queue could not take its share, none is stored."""
+        envelope = Message.parse(payload)
+        inner = [Message.parse(bytes(s.value)) for s in envelope.body if isinstance(s, Data)]
+        if not inner:
+            return Rejected(error=amqp_error(Condition.DECODE_ERROR,
+                                             "a batch envelope without messages"))
+        routed = []
+        share: dict[int, tuple[Node, int, int]] = {}  # id(queue) → (queue, count, bytes)
+        for message in inner:
+            result = self._route(message, now)
+            if not isinstance(result, tuple):
+                if isinstance(result, Rejected):
+                    return result  # one bad message refuses the batch
+                continue  # released (nowhere) or expired: as each alone would be
+            routed.append(result)
+            for node in result[0]:
+                _, count, size = share.get(id(node), (node, 0, 0))
+                share[id(node)] = (node, count + 1, size + len(result[1].payload))
+        for node, count, size in share.values():
+            if isinstance(node, Queue) and not node.has_room(count, size):
+                return Rejected(error=amqp_error(
+                    Condition.RESOURCE_LIMIT_EXCEEDED,
+                    f"queue {node.name!r} cannot take a batch of {count}",
+                    info={Symbol("queue"): node.name, Symbol("reason"): "maxlen"}))
+        for nodes, message, expires_at in routed:
+            self._commit(nodes, message, expires_at, now)
+        return Accepted()
 
     def _relay_target(self, message: Message) -> tuple[Node | None, Exchange | None, str]:
         to = message.section_field(0x73, 2)

@@ -31,7 +31,7 @@ from broker import __version__
 from broker.access import Access, CredentialsRefused, Identity, load_access
 from broker.admin import Admin, AdminError, apply_config
 from broker.attach import PUBLISHER_CREDIT, Attacher, Publisher, ServicePair, Subscription
-from broker.codec.messaging import Accepted, Modified, Rejected, Released
+from broker.codec.messaging import Accepted, Message, Modified, Rejected, Released
 from broker.codec.performatives import Error, amqp_error, error_from
 from broker.codec.types import Symbol
 from broker.config import Config, ConfigError, memory_limit, physical_memory
@@ -49,7 +49,9 @@ from broker.engine.link import Delivery, Link
 from broker.engine.sasl import ANONYMOUS, EXTERNAL, PLAIN, Refused, printable
 from broker.errors import AmqpError, Condition
 from broker.memory_alarm import AlarmChange, MemoryAlarm
-from broker.nodes.registry import Node, Registry
+from broker.nodes.base import Entry
+from broker.nodes.queue import QueueFull
+from broker.nodes.registry import DEAD_LETTER_SEGMENT, Node, Registry
 from broker.observe import Observer
 from broker.peerlog import PeerLog
 from broker.services.cbs import Cbs
@@ -57,6 +59,14 @@ from broker.services.http_api import HttpRequest, HttpResponse
 from broker.services.management import Management
 
 log = logging.getLogger("broker.container")
+
+AZURE_DEAD_LETTER = "com.microsoft:dead-letter"
+
+
+def _condition(state: object) -> str | None:
+    error = getattr(state, "error", None)
+    condition = getattr(error, "condition", None)
+    return None if condition is None else str(condition)
 
 ANONYMOUS_RELAY = "ANONYMOUS-RELAY"
 LINK_PAIR = "LINK_PAIR_V1_0"  # RabbitMQ's /management link pairs
@@ -516,6 +526,30 @@ class Container:
         if self.registry.get(queue.name) is queue:
             self.registry.delete(queue.name)
 
+    def _azure_dead_letter(self, queue: Node, entry: Entry, state: Rejected,
+                           now: float) -> None:
+        """Azure's dead-letter (rejected with `com.microsoft:dead-letter`): the
+        message moves to the entity's `$DeadLetterQueue` sub-queue, with the
+        reason and description the SDK reads from application properties."""
+        queue.settle(entry)
+        info = state.error.info if state.error is not None and state.error.info else {}
+        extra = {str(k): v for k, v in info.items()
+                 if str(k) in ("DeadLetterReason", "DeadLetterErrorDescription")}
+        message = entry.message
+        if extra:  # the bare message changes, as Azure's own does: encoded again
+            merged = dict(message.application_properties or {})
+            merged.update(extra)
+            message = Message.create(
+                message.body, header=message.header,
+                message_annotations=message.message_annotations,
+                properties=message.properties, application_properties=merged,
+                footer=message.footer)
+        target = self.registry.declare_queue(f"{queue.name}/{DEAD_LETTER_SEGMENT}")
+        try:
+            target.publish(Entry(message), now)
+        except QueueFull as exc:
+            log.warning("dead-lettered message dropped: %s", exc)
+
     def on_credit(self, link: Link) -> None:
         if log.isEnabledFor(logging.DEBUG):
             log.debug("link %s: credit %d%s", printable(link.name), link.link_credit,
@@ -536,7 +570,7 @@ class Container:
     def on_message(self, handle: ConnectionHandle, link: Link, delivery: Delivery) -> None:
         ctx = link.context
         if isinstance(ctx, Publisher):
-            outcome = ctx.store(delivery.payload, self.wall_clock())
+            outcome = ctx.store(delivery.payload, self.wall_clock(), delivery.message_format)
             if self.memory is not None and not self.memory.on:
                 self._memory_changed(self.memory.held(self.registry.held_bytes))
         elif isinstance(ctx, ServicePair):
@@ -566,12 +600,17 @@ class Container:
             state, kind = Released(), Released
         delivery.context = None
         now = self.wall_clock()
+        azure_dead_letter = kind is Rejected and _condition(state) == AZURE_DEAD_LETTER
         if not settled:
-            link.settle(delivery, state)
+            # our settlement says the outcome, not the peer's error again (the
+            # Azure SDKs take a rejected echo with an error as a failed settle)
+            link.settle(delivery, Rejected() if azure_dead_letter else state)
             sub.handle.wake()
         queue = sub.queue
         if kind is Accepted:
             queue.settle(entry)
+        elif azure_dead_letter:
+            self._azure_dead_letter(queue, entry, state, now)  # type: ignore[arg-type]
         elif kind is Rejected:
             queue.reject(entry, now)
         elif kind is Released:

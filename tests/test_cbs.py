@@ -85,3 +85,82 @@ def test_a_namespace_token_covers_every_entity() -> None:
     assert reply.application_properties["status-code"] == 200
     out = peer.attach_receiver(2, "sb://127.0.0.1/orders")
     assert not of(out, Detach)
+
+
+def test_sas_tokens_sent_with_type_jwt_are_still_sas() -> None:
+    """azure-servicebus 7.15 puts its SAS tokens with type 'jwt'."""
+    broker = Broker(azure_keys={"root": "s3cret"})
+    peer = broker.client()
+    cbs_pair(peer)
+    request = Message.create(AmqpValue(sas("sb://127.0.0.1/q1", "s3cret")),
+                             properties=Properties(message_id=uuid.uuid4(), reply_to="cbs"),
+                             application_properties={"operation": "put-token", "type": "jwt",
+                                                     "name": "sb://127.0.0.1/q1"})
+    (reply,) = messages(peer.send(0, request))
+    assert reply.application_properties["status-code"] == 200
+
+
+def batch(*bodies: bytes) -> bytes:
+    from broker.codec.messaging import Data
+
+    return Message.create([Data(msg(b).payload) for b in bodies]).payload
+
+
+def test_a_batch_envelope_is_unpacked_all_or_nothing() -> None:
+    from broker.codec.messaging import Rejected
+
+    broker = Broker(queues=("q1",))
+    broker.container.admin.declare_queue("small", arguments={"x-max-length": 2,
+                                                             "x-overflow": "reject-publish"},
+                                         now=NOW)
+    peer = broker.client()
+    peer.attach_sender(0, "q1")
+    assert publish_format(peer, 0, batch(b"a", b"b", b"c")) == Accepted()
+    assert broker.queue("q1").depth == 3, "three messages, not one envelope"
+    peer.attach_sender(1, "small")
+    state = publish_format(peer, 1, batch(b"x", b"y", b"z"))
+    assert isinstance(state, Rejected) and broker.queue("small").depth == 0, "none stored"
+
+
+def publish_format(peer: Peer, handle: int, payload: bytes) -> object:
+    from broker.codec.performatives import Disposition
+
+    out = peer.send(handle, payload, message_format=0x80013700)
+    (d,) = of(out, Disposition)
+    return d.state
+
+
+def test_azure_dead_letter_moves_to_the_dead_letter_queue() -> None:
+    from broker.codec.messaging import Rejected
+    from broker.codec.performatives import Error
+    from broker.codec.types import Symbol
+
+    broker = Broker(queues=("q1",))
+    peer = broker.client()
+    peer.attach_sender(0, "q1")
+    publish(peer, 0, msg(b"bad"))
+    out = peer.attach_receiver(1, "q1") + peer.flow(1, link_credit=1)
+    (transfer,) = of(out, Transfer)
+    error = Error(condition=Symbol("com.microsoft:dead-letter"), description="desc",
+                  info={Symbol("DeadLetterReason"): "why",
+                        Symbol("DeadLetterErrorDescription"): "desc"})
+    out = peer.disposition(transfer.delivery_id, state=Rejected(error=error), settled=False)
+    from broker.codec.performatives import Disposition
+
+    (settle,) = of(out, Disposition)
+    assert settle.state == Rejected(), "the echo carries no error (the SDK reads one as failure)"
+    dlq = broker.queue("q1/$DeadLetterQueue")
+    assert dlq.depth == 1
+    moved = dlq.ready[0].message
+    assert moved.application_properties == {"DeadLetterReason": "why",
+                                            "DeadLetterErrorDescription": "desc"}
+
+
+def test_entity_service_nodes_are_refused_not_created() -> None:
+    broker = Broker()
+    peer = broker.client()
+    out = peer.attach_sender(0, "q1/$management")
+    assert condition(one(out, Detach)) == "amqp:not-found"
+    assert broker.container.registry.get("q1/$management") is None
+    out = peer.attach_receiver(1, "q1/$DeadLetterQueue")
+    assert not of(out, Detach), "the dead-letter sub-queue is a queue"

@@ -250,7 +250,9 @@ class Link:
         if self.link_credit <= 0 or not self.usable:
             raise LocalProtocolError("no credit to send")
         if tag is None:
-            tag = self._next_tag.to_bytes(4, "big")
+            # 16 bytes: the Azure SDKs read a delivery's lock token from its tag
+            # as a UUID (uuid.UUID(bytes_le=tag)); a counter is unique per link
+            tag = self._next_tag.to_bytes(16, "big")
             self._next_tag = (self._next_tag + 1) & 0xFFFFFFFF
         session = self.session
         delivery = Delivery(self, session.allocate_delivery_id(), tag, settled, payload,

@@ -267,6 +267,15 @@ class Queue:
                 self._to_dead_letter(entry, "maxlen", now)
             raise QueueFull(self.name, f"queue {self.name!r} is full")
 
+    def has_room(self, count: int, size: int) -> bool:
+        """Whether `count` more messages of `size` bytes in all would be stored
+        (a drop-head queue always makes room)."""
+        if self.overflow == "drop-head":
+            return True
+        if self.max_length is not None and len(self.ready) + count > self.max_length:
+            return False
+        return self.max_length_bytes is None or self.ready_bytes + size <= self.max_length_bytes
+
     def _over_limit(self, extra: int) -> bool:
         if self.max_length is not None and len(self.ready) + 1 > self.max_length:
             return True

@@ -123,6 +123,7 @@ def parse_address(address: object) -> str:
 
 
 _ENTITY_URL_SCHEMES = ("amqps://", "amqp://", "sb://")
+DEAD_LETTER_SEGMENT = "$DeadLetterQueue"  # Azure: ENTITY/$DeadLetterQueue
 
 
 def check_routing_key(key: str) -> None:
@@ -235,10 +236,13 @@ class Registry:
             raise AddressError(f"no queue named {name!r}")
         if name.startswith((TEMPORARY_PREFIX, REPLY_TO_PREFIX)):
             raise AddressError(f"temporary queue {name!r} does not exist (any more)")
-        if name.startswith("$"):
-            # `$cbs`, `$management`…: service nodes other brokers answer.  An
-            # ordinary queue in their place would echo a client's requests back
-            # to it (azure-servicebus then waits forever), so refuse instead.
+        reserved = [p for p in name.split("/") if p.startswith("$")]
+        if reserved and reserved != [DEAD_LETTER_SEGMENT] or name.startswith("$"):
+            # `$cbs`, `$management`, `ENTITY/$management`…: service nodes other
+            # brokers answer.  An ordinary queue in their place would echo a
+            # client's requests back to it (azure-servicebus then waits out its
+            # timeout), so refuse instead.  Azure's `ENTITY/$DeadLetterQueue` is
+            # a queue.
             raise AddressError(f"{name!r} is a reserved service node this broker does not offer")
         return self.declare_queue(name)
 

@@ -430,14 +430,16 @@ class Peer:
         return self.feed(self.transfer_frame(handle, payload, **kwargs))
 
     def send(self, handle: int, message: Message | bytes, *, chunk: int | None = None,
-             channel: int = 0, settled: bool = False) -> list[Out]:
+             channel: int = 0, settled: bool = False, message_format: int = 0) -> list[Out]:
         """Send one message (a Message or bytes body), split into frames of
-        `chunk` payload bytes when given; all frames are fed in one piece."""
+        `chunk` payload bytes when given; all frames are fed in one piece.
+        With a `message_format`, bytes are sent as they are (an Azure batch)."""
         payload = message.payload if isinstance(message, Message) else \
-            Message.create(message).payload
+            message if message_format else Message.create(message).payload
         if chunk is None or len(payload) <= chunk:
             return self.feed(self.transfer_frame(handle, payload, channel=channel,
-                                                 settled=settled))
+                                                 settled=settled,
+                                                 message_format=message_format))
         pieces = [payload[i : i + chunk] for i in range(0, len(payload), chunk)]
         data = b"".join(
             self.transfer_frame(handle, piece, channel=channel, settled=settled,
