@@ -42,7 +42,7 @@ from broker.codec.messaging import (
     Target,
 )
 from broker.codec.performatives import RcvSettleMode, SndSettleMode, amqp_error, error_from
-from broker.codec.types import Array, Symbol
+from broker.codec.types import Array, Long, Symbol, Timestamp
 from broker.engine.link import Link
 from broker.errors import AmqpError, Condition, DecodeError
 from broker.filtering import select
@@ -124,6 +124,9 @@ class Subscription:
         # the peer's max-message-size: larger messages go to other consumers
         self.max_message_size = link.remote_max_message_size
         self.filter: Filter | None = None  # its source's filters (filtering.select)
+        # a link of a connection that spoke Azure's $cbs: deliveries carry the
+        # x-opt-* annotations the Azure SDKs read
+        self.azure = False
 
     @property
     def credit(self) -> int:
@@ -133,6 +136,8 @@ class Subscription:
         return link.link_credit if link.can_send else 0
 
     def deliver(self, entry: Entry, message: Message) -> None:
+        if self.azure:
+            message = _azure_annotated(message, entry)
         delivery = self.link.send(message.encode(), settled=self.presettled)
         if self.browsing:
             pass  # the queue keeps the message
@@ -286,6 +291,20 @@ class Publisher:
             return None, _exchange(self.registry, target.exchange), target.key
         _check_queue_access(self.registry, self.identity, WRITE, target)
         return self.registry.queue_for(target), None, target
+
+
+X_SEQUENCE = Symbol("x-opt-sequence-number")
+X_ENQUEUED = Symbol("x-opt-enqueued-time")
+
+
+def _azure_annotated(message: Message, entry: Entry) -> Message:
+    """What the Azure SDKs read from a delivery: the entity's sequence number
+    and the enqueue time (a stream's offset is its sequence number)."""
+    annotations = dict(message.message_annotations or {})
+    sequence = entry.offset if entry.offset >= 0 else entry.sequence
+    annotations[X_SEQUENCE] = Long(sequence)
+    annotations[X_ENQUEUED] = Timestamp(int(entry.timestamp * 1000))
+    return message.with_changes(message_annotations=annotations)
 
 
 def _check_queue_access(registry: Registry, identity: Identity, operation: str,
@@ -507,6 +526,7 @@ class Attacher:
             raise
         sub = Subscription(owner, link, node, owns_queue=bool(source.dynamic), browsing=browsing)
         sub.filter = selection.filter
+        sub.azure = bool(owner.cbs_grants)  # it put a token on $cbs: an Azure client
         link.context = sub
         registry.consumer_added(node, now)
         if isinstance(node, Stream):

@@ -269,9 +269,6 @@ def test_azure_lock_token(client: str, azure_broker: Any, entity: str) -> None:
     _bounded(case)
 
 
-@_xfail("no x-opt-sequence-number or x-opt-enqueued-time message annotations on delivered "
-        "messages: sequence_number and enqueued_time_utc are None (peek and schedule rely on "
-        "sequence numbers)")
 @pytest.mark.parametrize("client", CLIENTS)
 def test_azure_message_annotations(client: str, azure_broker: Any, entity: str) -> None:
     """Delivered messages carry a sequence number (increasing) and their enqueued time."""

@@ -164,3 +164,26 @@ def test_entity_service_nodes_are_refused_not_created() -> None:
     assert broker.container.registry.get("q1/$management") is None
     out = peer.attach_receiver(1, "q1/$DeadLetterQueue")
     assert not of(out, Detach), "the dead-letter sub-queue is a queue"
+
+
+def test_azure_clients_get_sequence_numbers_and_enqueue_times() -> None:
+    from broker.codec.types import Long, Symbol, Timestamp
+
+    broker = Broker(queues=("q1",))
+    peer = broker.client()
+    cbs_pair(peer)
+    put_token(peer, "anything", "sb://127.0.0.1/q1")
+    peer.attach_sender(2, "q1")
+    publish(peer, 2, msg(b"a"), msg(b"b"))
+    out = peer.attach_receiver(3, "q1") + peer.flow(3, link_credit=5)
+    got = messages(out)
+    annotations = [m.message_annotations for m in got]
+    assert [a[Symbol("x-opt-sequence-number")] for a in annotations] == [1, 2]
+    assert all(type(a[Symbol("x-opt-sequence-number")]) is Long for a in annotations)
+    assert annotations[0][Symbol("x-opt-enqueued-time")] == Timestamp(int(NOW * 1000))
+    # a client that never spoke $cbs gets none of that
+    other = broker.client("other")
+    other.attach_sender(0, "q2")
+    publish(other, 0, msg(b"c"))
+    (plain,) = messages(other.attach_receiver(1, "q2") + other.flow(1, link_credit=5))
+    assert Symbol("x-opt-sequence-number") not in (plain.message_annotations or {})

@@ -70,6 +70,7 @@ class Entry:
         "offset",
         "priority",
         "returns",
+        "sequence",
         "size",
         "timestamp",
     )
@@ -87,7 +88,8 @@ class Entry:
         self.priority = 0  # priority queues only: the header's priority, capped
         self.returns = 0  # times it came back to the queue (quorum's x-delivery-count)
         self.offset = -1  # streams only
-        self.timestamp = 0.0  # streams only: arrival time, wall clock seconds
+        self.timestamp = 0.0  # arrival time, wall clock seconds (streams; queues too)
+        self.sequence = 0  # queues: its number in the queue's order of arrival, from 1
         # no longer on its queue (accepted, dead-lettered, expired, purged, replaced):
         # browsers that have not reached it yet skip it
         self.gone = False

@@ -223,6 +223,8 @@ class Queue:
         self.ready.append(entry)
         self.ready_bytes += entry.size
         self.published += 1
+        entry.sequence = self.published  # Azure's sequence number, per entity
+        entry.timestamp = now
         if entry.expires_at is not None:
             self._expiring += 1
         if self.browsers:
