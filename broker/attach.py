@@ -64,8 +64,9 @@ from broker.nodes.registry import (
     queue_address,
 )
 from broker.nodes.stream import StartAt, Stream
-from broker.services import cbs, management
+from broker.services import cbs, entity_management, management
 from broker.services.cbs import Cbs
+from broker.services.entity_management import LOCK_DURATION
 from broker.services.management import Management
 
 log = logging.getLogger("broker.attach")
@@ -127,6 +128,7 @@ class Subscription:
         # a link of a connection that spoke Azure's $cbs: deliveries carry the
         # x-opt-* annotations the Azure SDKs read
         self.azure = False
+        self.clock: Callable[[], float] = lambda: 0.0  # wall clock, for x-opt-locked-until
 
     @property
     def credit(self) -> int:
@@ -137,7 +139,8 @@ class Subscription:
 
     def deliver(self, entry: Entry, message: Message) -> None:
         if self.azure:
-            message = _azure_annotated(message, entry)
+            locked_until = None if self.presettled else self.clock() + LOCK_DURATION
+            message = _azure_annotated(message, entry, locked_until)
         delivery = self.link.send(message.encode(), settled=self.presettled)
         if self.browsing:
             pass  # the queue keeps the message
@@ -295,15 +298,20 @@ class Publisher:
 
 X_SEQUENCE = Symbol("x-opt-sequence-number")
 X_ENQUEUED = Symbol("x-opt-enqueued-time")
+X_LOCKED_UNTIL = Symbol("x-opt-locked-until")
 
 
-def _azure_annotated(message: Message, entry: Entry) -> Message:
-    """What the Azure SDKs read from a delivery: the entity's sequence number
-    and the enqueue time (a stream's offset is its sequence number)."""
+def _azure_annotated(message: Message, entry: Entry, locked_until: float | None) -> Message:
+    """What the Azure SDKs read from a delivery: the entity's sequence number,
+    the enqueue time (a stream's offset is its sequence number), and for a
+    peek-lock delivery when its lock would end (locks here last until settled;
+    renew-lock moves that time on)."""
     annotations = dict(message.message_annotations or {})
     sequence = entry.offset if entry.offset >= 0 else entry.sequence
     annotations[X_SEQUENCE] = Long(sequence)
     annotations[X_ENQUEUED] = Timestamp(int(entry.timestamp * 1000))
+    if locked_until is not None:
+        annotations[X_LOCKED_UNTIL] = Timestamp(int(locked_until * 1000))
     return message.with_changes(message_annotations=annotations)
 
 
@@ -402,6 +410,9 @@ class Attacher:
             self._management(owner, link, pairs)
         elif address == cbs.ADDRESS and self.cbs is not None:
             self._cbs(owner, link, pairs)
+        elif isinstance(address, str) and self.cbs is not None and \
+                address.endswith(entity_management.SUFFIX):
+            self._entity_management(owner, link, pairs, address)
         elif link.is_sender:
             self._subscription(owner, link)
         else:
@@ -419,6 +430,17 @@ class Attacher:
                     return
         raise AmqpError(f"no valid token for entity {name!r}: put one on $cbs first",
                         condition=Condition.UNAUTHORIZED_ACCESS)
+
+    def _entity_management(self, owner: Owner, link: Link, pairs: dict[str, ServicePair],
+                           address: str) -> None:
+        """Azure's `ENTITY/$management` pair, paired by address as `$cbs` is."""
+        entity = parse_address(address)[: -len(entity_management.SUFFIX)]
+        self._check_entity_token(owner, entity, self.wall_clock())
+        pair = pairs.get(address)
+        if pair is None or (pair.replies if link.is_sender else pair.requests) is not None:
+            pair = pairs[address] = ServicePair(
+                owner, entity_management.EntityManagement(self.registry, entity))
+        self._accept_half(pair, link, {})
 
     def _cbs(self, owner: Owner, link: Link, pairs: dict[str, ServicePair]) -> None:
         """Azure's `$cbs` pair: both halves on that address, with random names,
@@ -527,6 +549,7 @@ class Attacher:
         sub = Subscription(owner, link, node, owns_queue=bool(source.dynamic), browsing=browsing)
         sub.filter = selection.filter
         sub.azure = bool(owner.cbs_grants)  # it put a token on $cbs: an Azure client
+        sub.clock = self.wall_clock
         link.context = sub
         registry.consumer_added(node, now)
         if isinstance(node, Stream):
@@ -563,6 +586,10 @@ class Attacher:
             if isinstance(resolved, ExchangeAddress):
                 check(identity, WRITE, "exchange", resolved.exchange)
                 exchange, key = _exchange(registry, resolved.exchange), resolved.key
+            elif (topic := registry.topic(resolved)) is not None:
+                self._check_entity_token(owner, resolved, self.wall_clock())
+                check(identity, WRITE, "exchange", resolved)
+                exchange = topic  # an Azure topic: every subscription gets a copy
             else:
                 self._check_entity_token(owner, resolved, self.wall_clock())
                 _check_queue_access(registry, identity, WRITE, resolved)

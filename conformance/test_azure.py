@@ -6,9 +6,10 @@ emulator flag make it dial `ws://127.0.0.1:WS_PORT/$servicebus/websocket`
 with subprotocol `AMQPWSB10`; without `custom_endpoint_address` it drops the
 port and dials port 80).
 
-Every connection puts a SAS token on `$cbs` first.  The cases this broker
-cannot do yet are strict xfails naming what is missing, so each one turns
-into an XPASS failure when its feature lands.
+Every connection puts a SAS token on `$cbs` first.  The cases: send one and a
+batch, receive-and-delete, peek-lock complete and abandon, dead-letter, the
+lock token, sequence numbers and enqueue times, peek, renew-lock, scheduling,
+a topic with two subscriptions, and SAS keys right and wrong.
 
 The module starts its own brokers: one without Azure keys (every token is
 accepted) and one with `--azure-key` for the SAS key checks.  Every SDK call
@@ -38,10 +39,6 @@ CASE_DEADLINE = 45.0  # seconds: a whole case, should the SDK block somewhere un
 
 CLIENTS = [pytest.param("azure-py-tcp", id="azure-py-tcp"),
            pytest.param("azure-py-ws", id="azure-py-ws")]
-
-
-def _xfail(reason: str) -> pytest.MarkDecorator:
-    return pytest.mark.xfail(strict=True, reason=reason)
 
 
 # -- brokers and clients ----------------------------------------------------------------
@@ -313,8 +310,6 @@ def test_azure_dead_letter(client: str, azure_broker: Any, entity: str) -> None:
     _bounded(case)
 
 
-@_xfail("no ENTITY/$management node (com.microsoft:peek-message): the broker refuses "
-        "the attach to 'ENTITY/$management' with amqp:not-found")
 @pytest.mark.parametrize("client", CLIENTS)
 def test_azure_peek(client: str, azure_broker: Any, entity: str) -> None:
     """peek_messages shows the queued messages in order without taking them."""
@@ -331,9 +326,6 @@ def test_azure_peek(client: str, azure_broker: Any, entity: str) -> None:
     _bounded(case)
 
 
-@_xfail("renew-lock needs com.microsoft:renew-lock "
-        "on ENTITY/$management (not implemented; answers with 'expirations'), and "
-        "x-opt-locked-until on deliveries")
 @pytest.mark.parametrize("client", CLIENTS)
 def test_azure_renew_lock(client: str, azure_broker: Any, entity: str) -> None:
     """renew_message_lock returns a later lock expiry; the message can then be completed."""
@@ -356,9 +348,6 @@ def test_azure_renew_lock(client: str, azure_broker: Any, entity: str) -> None:
     _bounded(case)
 
 
-@_xfail("no com.microsoft:schedule-message on ENTITY/$management (the broker refuses "
-        "that attach with amqp:not-found), and no scheduled enqueue "
-        "(x-opt-scheduled-enqueue-time)")
 @pytest.mark.parametrize("client", CLIENTS)
 def test_azure_schedule(client: str, azure_broker: Any, entity: str) -> None:
     """A message scheduled 2 s ahead is not there before, and is after."""
@@ -383,8 +372,6 @@ def test_azure_schedule(client: str, azure_broker: Any, entity: str) -> None:
     _bounded(case)
 
 
-@_xfail("no topics with subscriptions: a send to TOPIC lands in an ordinary queue named "
-        "TOPIC, and each TOPIC/Subscriptions/SUB is another, empty queue")
 @pytest.mark.parametrize("client", CLIENTS)
 def test_azure_topic_subscriptions(client: str, azure_broker: Any, entity: str) -> None:
     """Each of a topic's two subscriptions gets its own copy of a message."""

@@ -159,9 +159,9 @@ def test_azure_dead_letter_moves_to_the_dead_letter_queue() -> None:
 def test_entity_service_nodes_are_refused_not_created() -> None:
     broker = Broker()
     peer = broker.client()
-    out = peer.attach_sender(0, "q1/$management")
+    out = peer.attach_sender(0, "q1/$rules")
     assert condition(one(out, Detach)) == "amqp:not-found"
-    assert broker.container.registry.get("q1/$management") is None
+    assert broker.container.registry.get("q1/$rules") is None
     out = peer.attach_receiver(1, "q1/$DeadLetterQueue")
     assert not of(out, Detach), "the dead-letter sub-queue is a queue"
 
@@ -187,3 +187,66 @@ def test_azure_clients_get_sequence_numbers_and_enqueue_times() -> None:
     publish(other, 0, msg(b"c"))
     (plain,) = messages(other.attach_receiver(1, "q2") + other.flow(1, link_credit=5))
     assert Symbol("x-opt-sequence-number") not in (plain.message_annotations or {})
+
+
+def entity_pair(peer: Peer, entity: str, first_handle: int = 4) -> None:
+    mgmt = f"{entity}/$management"
+    assert not of(peer.attach_sender(first_handle, mgmt, name=f"m-{uuid.uuid4()}"), Detach)
+    out = peer.attach_receiver(first_handle + 1, mgmt, name=f"r-{uuid.uuid4()}",
+                               source=Source(address=mgmt), target=Target(address="r"))
+    assert not of(out, Detach)
+    peer.flow(first_handle + 1, link_credit=10)
+
+
+def operate(peer: Peer, handle: int, operation: str, body: object) -> Message:
+    request = Message.create(AmqpValue(body), properties=Properties(
+        message_id=uuid.uuid4(), reply_to="r"),
+        application_properties={"operation": operation})
+    (reply,) = messages(peer.send(handle, request))
+    return reply
+
+
+def test_entity_management_peeks_schedules_and_renews() -> None:
+    from broker.codec.types import Long, Symbol, Timestamp
+
+    broker = Broker(queues=("q1",))
+    peer = broker.client()
+    cbs_pair(peer)
+    put_token(peer, "anything", "sb://127.0.0.1/q1")
+    peer.attach_sender(2, "q1")
+    publish(peer, 2, msg(b"a"), msg(b"b"), msg(b"c"))
+    entity_pair(peer, "q1")
+    reply = operate(peer, 4, "com.microsoft:peek-message",
+                    {"from-sequence-number": Long(2), "message-count": 5})
+    assert reply.application_properties["statusCode"] == 200
+    peeked = [Message.parse(m[Symbol("message")]) for m in reply.body[0].value[Symbol("messages")]]
+    assert [m.message_annotations[Symbol("x-opt-sequence-number")] for m in peeked] == [2, 3]
+    assert broker.queue("q1").depth == 3, "peeking takes nothing"
+    later = msg(b"later", message_annotations={
+        Symbol("x-opt-scheduled-enqueue-time"): Timestamp(int((NOW + 2) * 1000))})
+    reply = operate(peer, 4, "com.microsoft:schedule-message",
+                    {"messages": [{"message-id": "s1", "message": later.payload}]})
+    (number,) = reply.body[0].value[Symbol("sequence-numbers")].items
+    assert number == 4
+    broker.container.housekeeping()
+    assert broker.queue("q1").depth == 3, "not yet"
+    broker.wall.t = NOW + 3
+    broker.container.housekeeping()
+    assert broker.queue("q1").depth == 4, "enqueued at its time"
+    reply = operate(peer, 4, "com.microsoft:renew-lock", {"lock-tokens": [uuid.uuid4()]})
+    assert reply.application_properties["statusCode"] == 200
+    reply = operate(peer, 4, "com.microsoft:get-rules", {})
+    assert reply.application_properties["statusCode"] == 501, "never silence"
+
+
+def test_a_topic_fans_out_to_its_subscriptions() -> None:
+    """Azure's TOPIC/Subscriptions/SUB: a queue bound to the topic, made on first use."""
+    broker = Broker()
+    peer = broker.client()
+    for handle, sub in ((1, "s1"), (2, "s2")):
+        assert not of(peer.attach_receiver(handle, f"orders/Subscriptions/{sub}"), Detach)
+        peer.flow(handle, link_credit=5)
+    peer.attach_sender(3, "sb://127.0.0.1/orders")
+    out = peer.send(3, msg(b"fan-out"))
+    assert sorted(m.body[0].value for m in messages(out)) == [b"fan-out", b"fan-out"]
+    assert broker.container.registry.get("orders") is None, "a topic is no queue"

@@ -186,6 +186,7 @@ class Queue:
         self.unacked_bytes = 0
         # totals since declaration, for metrics and the console (plain ints: cheap)
         self.published = 0
+        self._sequence = 0  # the last sequence number given (Azure's, per entity)
         self.delivered = 0
         self.acked = 0
         self.redelivered = 0  # returned to the queue for another delivery
@@ -223,7 +224,8 @@ class Queue:
         self.ready.append(entry)
         self.ready_bytes += entry.size
         self.published += 1
-        entry.sequence = self.published  # Azure's sequence number, per entity
+        if not entry.sequence:  # a scheduled message has had its number since scheduling
+            entry.sequence = self.next_sequence()  # Azure's sequence number, per entity
         entry.timestamp = now
         if entry.expires_at is not None:
             self._expiring += 1
@@ -268,6 +270,10 @@ class Queue:
             if self.overflow == "reject-publish-dlx":
                 self._to_dead_letter(entry, "maxlen", now)
             raise QueueFull(self.name, f"queue {self.name!r} is full")
+
+    def next_sequence(self) -> int:
+        self._sequence += 1
+        return self._sequence
 
     def has_room(self, count: int, size: int) -> bool:
         """Whether `count` more messages of `size` bytes in all would be stored

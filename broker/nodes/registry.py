@@ -16,6 +16,7 @@ routes them through the queue's dead-letter exchange.
 
 from __future__ import annotations
 
+import heapq
 import itertools
 import logging
 from collections.abc import Callable, Sequence
@@ -124,6 +125,7 @@ def parse_address(address: object) -> str:
 
 _ENTITY_URL_SCHEMES = ("amqps://", "amqp://", "sb://")
 DEAD_LETTER_SEGMENT = "$DeadLetterQueue"  # Azure: ENTITY/$DeadLetterQueue
+SUBSCRIPTIONS = "/Subscriptions/"  # Azure: TOPIC/Subscriptions/SUB
 
 
 def check_routing_key(key: str) -> None:
@@ -168,6 +170,8 @@ class Registry:
         self._routes: dict[tuple[str, str], tuple[Exchange, list[Node]]] = {}
         self._exclusive: dict[int, set[str]] = {}  # id(owning connection) → queue names
         self.held_bytes = 0  # what the nodes hold, for the memory alarm
+        # (when, sequence, queue, entry): Azure's scheduled messages, soonest first
+        self._scheduled: list[tuple[float, int, str, Entry]] = []
         self._ms = wall_clock_ms
 
     # -- queues and streams ---------------------------------------------------------
@@ -236,6 +240,9 @@ class Registry:
             raise AddressError(f"no queue named {name!r}")
         if name.startswith((TEMPORARY_PREFIX, REPLY_TO_PREFIX)):
             raise AddressError(f"temporary queue {name!r} does not exist (any more)")
+        topic, marker, subscription = name.partition(SUBSCRIPTIONS)
+        if marker and topic and subscription and "/" not in subscription:
+            return self._subscription(topic, name)
         reserved = [p for p in name.split("/") if p.startswith("$")]
         if reserved and reserved != [DEAD_LETTER_SEGMENT] or name.startswith("$"):
             # `$cbs`, `$management`, `ENTITY/$management`…: service nodes other
@@ -245,6 +252,24 @@ class Registry:
             # a queue.
             raise AddressError(f"{name!r} is a reserved service node this broker does not offer")
         return self.declare_queue(name)
+
+    def _subscription(self, topic: str, name: str) -> Queue:
+        """Azure's `TOPIC/Subscriptions/SUB`: a queue bound to the topic, a fanout
+        exchange; both made on first use."""
+        exchange = self.exchanges.get(topic)
+        if exchange is None:
+            exchange, _ = self.declare_exchange(topic, "fanout")
+        queue = self.declare_queue(name)
+        self.bind(Binding(topic, name, QUEUE))
+        return queue
+
+    def topic(self, name: str) -> Exchange | None:
+        """The Azure topic `name` (a fanout exchange with no queue of that name),
+        which an entity address may name for publishing."""
+        exchange = self.exchanges.get(name)
+        if exchange is None or name in self.nodes or exchange.type != "fanout":
+            return None
+        return exchange
 
     def create_temporary(self, container_id: str, prefix: str = TEMPORARY_PREFIX) -> Queue:
         """A queue for a dynamic link; deleted when its link closes."""
@@ -453,6 +478,30 @@ class Registry:
             held += node.held_bytes
         self.held_bytes = held
         self.expire_unused(now)
+        self._enqueue_scheduled(now)
+
+    # -- scheduled messages (Azure's schedule-message) -----------------------------------
+
+    def schedule(self, queue: str, entry: Entry, when: float) -> None:
+        """Enqueue `entry` on `queue` at `when` (wall clock, to the tick)."""
+        heapq.heappush(self._scheduled, (when, entry.sequence, queue, entry))
+
+    def cancel_scheduled(self, queue: str, sequences: set[int]) -> None:
+        self._scheduled = [s for s in self._scheduled
+                           if not (s[2] == queue and s[1] in sequences)]
+        heapq.heapify(self._scheduled)
+
+    def _enqueue_scheduled(self, now: float) -> None:
+        due = self._scheduled
+        while due and due[0][0] <= now:
+            _, _, name, entry = heapq.heappop(due)
+            node = self.nodes.get(name)
+            if node is None:
+                continue  # the queue went away meanwhile: so does the message
+            try:
+                node.publish(entry, now)
+            except QueueFull as exc:
+                log.warning("scheduled message dropped: %s", exc)
 
     def expire_unused(self, now: float) -> list[str]:
         """Delete queues whose `x-expires` ran out without a consumer or a declare."""

@@ -1,0 +1,141 @@
+"""Azure's per-entity management node, `ENTITY/$management`: the operations the
+Azure Service Bus SDKs call beyond send and receive.
+
+A request carries application-property `operation` and an amqp-value map; the
+answer carries `statusCode` (an int) and `statusDescription`, its
+correlation-id the request's message-id, and a map with symbol keys.
+
+- `com.microsoft:peek-message` {from-sequence-number, message-count}: ready
+  messages from that sequence number on, each as its encoded bytes; 204 when
+  there are none.
+- `com.microsoft:renew-lock` {lock-tokens}: an expiration per token.  Locks
+  here do not expire (a peek-locked message is held until settled), so a
+  renewal always succeeds; the expiration says when a lock of the configured
+  duration would end.
+- `com.microsoft:schedule-message` {messages: [{message-id, message}]}: each
+  message enqueued at its `x-opt-scheduled-enqueue-time` (the registry's
+  housekeeping, to the second); answers their sequence numbers.
+- `com.microsoft:cancel-scheduled-message` {sequence-numbers}.
+- Anything else: 501 with the operation named, never silence.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+
+from broker.codec.decode import decode
+from broker.codec.messaging import AmqpValue, ApplicationProperties, Message, Properties
+from broker.codec.types import AmqpType, Array, Int, Long, Symbol, Timestamp
+from broker.errors import DecodeError
+from broker.nodes.base import Entry
+from broker.nodes.queue import Queue
+from broker.nodes.registry import Registry
+
+log = logging.getLogger("broker.entity_management")
+
+SUFFIX = "/$management"
+LOCK_DURATION = 60.0  # seconds: what renew-lock reports
+SCHEDULED_AT = Symbol("x-opt-scheduled-enqueue-time")
+X_SEQUENCE = Symbol("x-opt-sequence-number")
+X_ENQUEUED = Symbol("x-opt-enqueued-time")
+
+
+class EntityManagement:
+    """The `$management` node of one entity (a queue)."""
+
+    def __init__(self, registry: Registry, entity: str) -> None:
+        self.registry = registry
+        self.entity = entity
+
+    def handle(self, payload: bytes, *, owner: object, now: float,
+               identity: object = None) -> tuple[object, bytes]:
+        properties: Properties | None = None
+        application: Mapping[object, object] = {}
+        body: object = None
+        pos, end = 0, len(payload)
+        while pos < end:
+            section, pos = decode(payload, pos, end)
+            if isinstance(section, Properties):
+                properties = section
+            elif isinstance(section, ApplicationProperties):
+                application = section.value or {}
+            elif isinstance(section, AmqpValue):
+                body = section.value
+        if properties is None:
+            raise DecodeError("a $management request needs properties with a message-id", 0)
+        operation = str(application.get("operation", ""))
+        fields = body if isinstance(body, Mapping) else {}
+        status, description, value = self._dispatch(operation, fields, now)
+        if status >= 300:
+            log.info("%s%s %s: %d %s", self.entity, SUFFIX, operation, status, description)
+        response = Message.create(
+            AmqpValue(value), properties=Properties(correlation_id=properties.message_id,
+                                                    to=properties.reply_to),
+            application_properties={"statusCode": Int(status),
+                                    "statusDescription": description})
+        return properties.message_id, response.payload
+
+    def _dispatch(self, operation: str, fields: Mapping[object, object],
+                  now: float) -> tuple[int, str, object]:
+        queue = self.registry.get(self.entity)
+        if operation == "com.microsoft:renew-lock":
+            tokens = _items(fields.get("lock-tokens"))
+            expiry = Timestamp(int((now + LOCK_DURATION) * 1000))
+            return 200, "OK", {Symbol("expirations"): Array(AmqpType.TIMESTAMP,
+                                                            [expiry] * len(tokens))}
+        if not isinstance(queue, Queue):
+            return 404, f"no queue {self.entity!r}", None
+        if operation == "com.microsoft:peek-message":
+            return self._peek(queue, fields)
+        if operation == "com.microsoft:schedule-message":
+            return self._schedule(queue, fields, now)
+        if operation == "com.microsoft:cancel-scheduled-message":
+            numbers = {int(n) for n in _items(fields.get("sequence-numbers")) if isinstance(n, int)}
+            self.registry.cancel_scheduled(queue.name, numbers)
+            return 200, "OK", None
+        return 501, f"operation {operation!r} is not implemented by this broker", None
+
+    def _peek(self, queue: Queue, fields: Mapping[object, object]) -> tuple[int, str, object]:
+        start = int(fields.get("from-sequence-number") or 0)  # type: ignore[call-overload]
+        count = max(1, int(fields.get("message-count") or 1))  # type: ignore[call-overload]
+        found = []
+        for entry in queue.ready:
+            if entry.sequence >= start:
+                found.append({Symbol("message"): _annotated(entry).encode()})
+                if len(found) == count:
+                    break
+        if not found:
+            return 204, "No messages", None
+        return 200, "OK", {Symbol("messages"): found}
+
+    def _schedule(self, queue: Queue, fields: Mapping[object, object],
+                  now: float) -> tuple[int, str, object]:
+        numbers = []
+        for item in _items(fields.get("messages")):
+            raw = item.get("message") if isinstance(item, Mapping) else None
+            if not isinstance(raw, (bytes, bytearray)):
+                return 400, "each scheduled message needs its encoded 'message'", None
+            message = Message.parse(bytes(raw))
+            at = (message.message_annotations or {}).get(SCHEDULED_AT)
+            when = int(at) / 1000 if isinstance(at, int) else now
+            entry = Entry(message)
+            entry.sequence = queue.next_sequence()
+            self.registry.schedule(queue.name, entry, when)
+            numbers.append(Long(entry.sequence))
+        return 200, "OK", {Symbol("sequence-numbers"): Array(AmqpType.LONG, numbers)}
+
+
+def _items(value: object) -> Sequence[object]:
+    if isinstance(value, Array):
+        return value.items
+    if isinstance(value, (list, tuple)):
+        return value
+    return ()
+
+
+def _annotated(entry: Entry) -> Message:
+    annotations = dict(entry.message.message_annotations or {})
+    annotations[X_SEQUENCE] = Long(entry.sequence)
+    annotations[X_ENQUEUED] = Timestamp(int(entry.timestamp * 1000))
+    return entry.message.with_changes(message_annotations=annotations)
