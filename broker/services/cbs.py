@@ -55,20 +55,7 @@ class Cbs:
     def handle(self, payload: bytes, *, owner: object, now: float,
                identity: object = None) -> tuple[object, bytes]:
         """(request id, encoded response) for one put-token request."""
-        properties: Properties | None = None
-        application: Mapping[object, object] = {}
-        body: object = None
-        pos, end = 0, len(payload)
-        while pos < end:
-            section, pos = decode(payload, pos, end)
-            if isinstance(section, Properties):
-                properties = section
-            elif isinstance(section, ApplicationProperties):
-                application = section.value or {}
-            elif isinstance(section, AmqpValue):
-                body = section.value
-        if properties is None:
-            raise DecodeError("a $cbs request needs properties with a message-id", 0)
+        properties, application, body = read_request(payload, "$cbs")
         status, description = self._put_token(application, body, owner, now)
         if status >= 300:
             log.info("$cbs put-token refused: %s", description)
@@ -103,6 +90,28 @@ class Cbs:
         if self.on_grant is not None:
             self.on_grant(owner, entity_of(audience), expiry)
         return 200, "OK"
+
+
+def read_request(payload: bytes, node: str) -> tuple[Properties, Mapping[object, object], object]:
+    """An Azure-style request's properties, application-properties and
+    amqp-value body, its sections in any order; DecodeError without properties
+    (the answer needs the message-id)."""
+    properties: Properties | None = None
+    application: Mapping[object, object] = {}
+    body: object = None
+    pos, end = 0, len(payload)
+    while pos < end:
+        section, pos = decode(payload, pos, end)
+        if isinstance(section, Properties):
+            properties = section
+        elif isinstance(section, ApplicationProperties):
+            value = section.value
+            application = value if isinstance(value, Mapping) else {}
+        elif isinstance(section, AmqpValue):
+            body = section.value
+    if properties is None:
+        raise DecodeError(f"a {node} request needs properties with a message-id", 0)
+    return properties, application, body
 
 
 def _covers(resource: str, audience: str) -> bool:

@@ -24,13 +24,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 
-from broker.codec.decode import decode
-from broker.codec.messaging import AmqpValue, ApplicationProperties, Message, Properties
+from broker.codec.messaging import AmqpValue, Message, Properties
 from broker.codec.types import AmqpType, Array, Int, Long, Symbol, Timestamp
-from broker.errors import DecodeError
 from broker.nodes.base import Entry
 from broker.nodes.queue import Queue
 from broker.nodes.registry import Registry
+from broker.services.cbs import read_request
 
 log = logging.getLogger("broker.entity_management")
 
@@ -50,20 +49,7 @@ class EntityManagement:
 
     def handle(self, payload: bytes, *, owner: object, now: float,
                identity: object = None) -> tuple[object, bytes]:
-        properties: Properties | None = None
-        application: Mapping[object, object] = {}
-        body: object = None
-        pos, end = 0, len(payload)
-        while pos < end:
-            section, pos = decode(payload, pos, end)
-            if isinstance(section, Properties):
-                properties = section
-            elif isinstance(section, ApplicationProperties):
-                application = section.value or {}
-            elif isinstance(section, AmqpValue):
-                body = section.value
-        if properties is None:
-            raise DecodeError("a $management request needs properties with a message-id", 0)
+        properties, application, body = read_request(payload, f"{self.entity}{SUFFIX}")
         operation = str(application.get("operation", ""))
         fields = body if isinstance(body, Mapping) else {}
         status, description, value = self._dispatch(operation, fields, now)
