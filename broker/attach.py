@@ -129,6 +129,9 @@ class Subscription:
         # x-opt-* annotations the Azure SDKs read
         self.azure = False
         self.clock: Callable[[], float] = lambda: 0.0  # wall clock, for x-opt-locked-until
+        self.lock_duration = LOCK_DURATION
+        # Azure peek-lock: delivery tag → when its lock ends (container.expire_locks)
+        self.locks: dict[bytes, float] = {}
 
     @property
     def credit(self) -> int:
@@ -138,10 +141,13 @@ class Subscription:
         return link.link_credit if link.can_send else 0
 
     def deliver(self, entry: Entry, message: Message) -> None:
+        locked_until = None
         if self.azure:
-            locked_until = None if self.presettled else self.clock() + LOCK_DURATION
+            locked_until = None if self.presettled else self.clock() + self.lock_duration
             message = _azure_annotated(message, entry, locked_until)
         delivery = self.link.send(message.encode(), settled=self.presettled)
+        if locked_until is not None:
+            self.locks[delivery.tag] = locked_until
         if self.browsing:
             pass  # the queue keeps the message
         elif self.presettled:
@@ -395,6 +401,10 @@ class Attacher:
         self.registry = registry
         self.service = service
         self.cbs = cbs_service  # Azure's $cbs node
+        self.lock_duration = LOCK_DURATION  # Azure's peek-lock
+        # renew Azure locks of a connection by their tags: expiry or None (lost)
+        self.renew_locks: Callable[[object, list[bytes], float], list[float | None]] | None = \
+            None
         # with Azure keys configured, an entity needs a token put on $cbs first
         self.entity_tokens = entity_tokens
         self.default_offset = default_offset
@@ -439,7 +449,8 @@ class Attacher:
         pair = pairs.get(address)
         if pair is None or (pair.replies if link.is_sender else pair.requests) is not None:
             pair = pairs[address] = ServicePair(
-                owner, entity_management.EntityManagement(self.registry, entity))
+                owner, entity_management.EntityManagement(self.registry, entity,
+                                                          renew=self.renew_locks))
         self._accept_half(pair, link, {})
 
     def _cbs(self, owner: Owner, link: Link, pairs: dict[str, ServicePair]) -> None:
@@ -550,6 +561,7 @@ class Attacher:
         sub.filter = selection.filter
         sub.azure = bool(owner.cbs_grants)  # it put a token on $cbs: an Azure client
         sub.clock = self.wall_clock
+        sub.lock_duration = self.lock_duration
         link.context = sub
         registry.consumer_added(node, now)
         if isinstance(node, Stream):

@@ -114,6 +114,8 @@ class Config:
     allowed_origins: tuple[str, ...] = ()
     # Azure's $cbs: SAS key name → key; empty: every token is accepted (development)
     azure_keys: dict[str, str] = field(default_factory=dict)
+    azure_lock_duration: float = 60.0  # seconds a peek-locked delivery stays locked
+    azure_max_delivery_count: int = 10  # lapsed locks and abandons before dead-lettering
 
 
 class ConfigError(ValueError):
@@ -133,11 +135,13 @@ _STR = {"host", "ws_path", "container_id", "default_offset", "queue_overflow", "
         "jwt_user_claim"}
 _OPTIONAL_STR = {"tls_cert", "tls_key", "tls_ca", "jwt_secret", "jwt_public_key", "jwks_file",
                  "jwt_audience", "jwt_issuer", "jwt_scope_prefix"}
-_INT = {"max_frame_size", "max_message_size", "channel_max", "handle_max"}
+_INT = {"max_frame_size", "max_message_size", "channel_max", "handle_max",
+        "azure_max_delivery_count"}
 _OPTIONAL_INT = {"port", "ws_port", "queue_max_length", "queue_max_length_bytes",
                  "max_connections", "max_connections_per_user", "tls_port", "wss_port",
                  "http_port"}
-_SECONDS = {"idle_time_out", "handshake_timeout", "memory_high_watermark"}
+_SECONDS = {"idle_time_out", "handshake_timeout", "memory_high_watermark",
+            "azure_lock_duration"}
 _BOOL = {"allow_anonymous", "auto_create", "rabbitmq_compat", "trace_frames"}
 _STREAM_KEYS = {"max_age", "max_length_bytes", "max_length_messages"}
 _DURATION = re.compile(r"\d+[YMDhms]")  # NOTES.md: units Y M D h m s
@@ -184,10 +188,16 @@ def normalize(raw: Mapping[str, object], *, source: str = "config") -> dict[str,
             raise ConfigError(f"{source}: unknown setting {key!r}")
         if name == "azure" and isinstance(value, Mapping):
             # [azure] keys = { NAME = "KEY" }
-            unknown = set(value) - {"keys"}
+            unknown = set(value) - {"keys", "lock_duration", "lock-duration",
+                                    "max_delivery_count", "max-delivery-count"}
             if unknown:
                 raise ConfigError(f"{source}: unknown setting(s) azure.{', azure.'.join(unknown)}")
             out["azure_keys"] = _azure_keys(value.get("keys", {}), f"{source}: azure.keys")
+            for option in ("lock_duration", "max_delivery_count"):
+                for spelling in (option, option.replace("_", "-")):
+                    if spelling in value:
+                        out[f"azure_{option}"] = _convert(f"azure_{option}", value[spelling],
+                                                          f"{source}: azure.{spelling}")
             continue
         if name == "queues":
             names, arguments = _queues(value, f"{source}: {key}")

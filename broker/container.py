@@ -61,6 +61,9 @@ from broker.services.management import Management
 log = logging.getLogger("broker.container")
 
 AZURE_DEAD_LETTER = "com.microsoft:dead-letter"
+# how Azure says a message went to the dead-letter queue for failing too often
+MAX_DELIVERIES = Rejected(error=Error(condition=Symbol(AZURE_DEAD_LETTER),
+                                      info={"DeadLetterReason": "MaxDeliveryCountExceeded"}))
 
 
 def _condition(state: object) -> str | None:
@@ -272,6 +275,9 @@ class Container:
                                  max_message_size=config.max_message_size,
                                  wall_clock=wall_clock, cbs_service=self.cbs,
                                  entity_tokens=bool(config.azure_keys))
+        self.attacher.lock_duration = config.azure_lock_duration
+        self.attacher.renew_locks = self.renew_locks
+        self.locking: set[Subscription] = set()  # Azure peek-lock subscriptions
         self.connections: set[ConnectionHandle] = set()
         self._token_warned = False
         self._cbs_warned = False
@@ -433,6 +439,7 @@ class Container:
         dropping expired messages from queues nobody is reading, deleting queues
         unused for their `x-expires`, and the memory alarm's backstop."""
         self.registry.housekeeping(self.wall_clock())
+        self.expire_locks(self.wall_clock())
         self.stats.rss = rss
         if self.memory is not None:
             self._memory_changed(self.memory.sample(self.registry.held_bytes, rss))
@@ -490,6 +497,9 @@ class Container:
         if isinstance(link.context, Publisher):
             link.credit_window = self.attacher.publisher_credit
             self.publishers[link] = handle
+        elif isinstance(link.context, Subscription) and link.context.azure and \
+                not link.context.presettled:
+            self.locking.add(link.context)
 
     def on_detach(self, link: Link, closed: bool) -> None:
         log.debug("link %s detached%s", printable(link.name), " (closed)" if closed else "")
@@ -497,6 +507,7 @@ class Container:
         link.context = None
         self.publishers.pop(link, None)
         if isinstance(ctx, Subscription):
+            self.locking.discard(ctx)
             queue = ctx.queue
             entries = ctx.unsettled_entries()
             now = self.wall_clock()
@@ -525,6 +536,44 @@ class Container:
         consumer attached to it by address is detached with amqp:resource-deleted."""
         if self.registry.get(queue.name) is queue:
             self.registry.delete(queue.name)
+
+    def renew_locks(self, owner: object, tags: list[bytes],
+                    now: float) -> list[float | None]:
+        """Azure's renew-lock: each tag's lock (on `owner`'s peek-lock links)
+        moves on by the lock duration; None for a lock unknown or lapsed."""
+        found: list[float | None] = []
+        for tag in tags:
+            expiry = None
+            for sub in self.locking:
+                if sub.handle is owner and tag in sub.locks:
+                    expiry = sub.locks[tag] = now + sub.lock_duration
+                    break
+            found.append(expiry)
+        return found
+
+    def expire_locks(self, now: float) -> None:
+        """Azure's peek-lock: a delivery whose lock lapsed goes back to its
+        queue with delivery-count +1 (dead-lettered past the max delivery
+        count), and our end of it is settled as modified(delivery-failed)."""
+        for sub in list(self.locking):
+            lapsed = [tag for tag, until in sub.locks.items() if until <= now]
+            if not lapsed:
+                continue
+            link = sub.link
+            by_tag = {d.tag: d for d in link.unsettled.values()}
+            for tag in lapsed:
+                del sub.locks[tag]
+                delivery = by_tag.get(tag)
+                if delivery is None or delivery.context is None:
+                    continue
+                entry = delivery.context
+                delivery.context = None
+                link.settle(delivery, Modified(delivery_failed=True))
+                if entry.delivery_count + 1 >= self.config.azure_max_delivery_count:
+                    self._azure_dead_letter(sub.queue, entry, MAX_DELIVERIES, now)
+                else:
+                    sub.queue.requeue([entry], now, delivery_failed=True)
+            sub.handle.wake()
 
     def _azure_dead_letter(self, queue: Node, entry: Entry, state: Rejected,
                            now: float) -> None:
@@ -600,7 +649,16 @@ class Container:
             state, kind = Released(), Released
         delivery.context = None
         now = self.wall_clock()
+        sub.locks.pop(delivery.tag, None)
         azure_dead_letter = kind is Rejected and _condition(state) == AZURE_DEAD_LETTER
+        if sub.azure and kind is Modified and getattr(state, "delivery_failed", False) and \
+                entry.delivery_count + 1 >= self.config.azure_max_delivery_count:
+            # Azure's max delivery count: this abandon dead-letters the message
+            if not settled:
+                link.settle(delivery, state)
+                sub.handle.wake()
+            self._azure_dead_letter(sub.queue, entry, MAX_DELIVERIES, now)
+            return
         if not settled:
             # our settlement says the outcome, not the peer's error again (the
             # Azure SDKs take a rejected echo with an error as a failed settle)

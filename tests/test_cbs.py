@@ -234,7 +234,7 @@ def test_entity_management_peeks_schedules_and_renews() -> None:
     broker.container.housekeeping()
     assert broker.queue("q1").depth == 4, "enqueued at its time"
     reply = operate(peer, 4, "com.microsoft:renew-lock", {"lock-tokens": [uuid.uuid4()]})
-    assert reply.application_properties["statusCode"] == 200
+    assert reply.application_properties["statusCode"] == 410, "no such lock"
     reply = operate(peer, 4, "com.microsoft:get-rules", {})
     assert reply.application_properties["statusCode"] == 501, "never silence"
 
@@ -250,3 +250,51 @@ def test_a_topic_fans_out_to_its_subscriptions() -> None:
     out = peer.send(3, msg(b"fan-out"))
     assert sorted(m.body[0].value for m in messages(out)) == [b"fan-out", b"fan-out"]
     assert broker.container.registry.get("orders") is None, "a topic is no queue"
+
+
+def azure_consumer(broker: Broker, **config: object) -> tuple[Peer, list[Transfer]]:
+    """An Azure client's peek-lock receiver holding the one message of q1."""
+    peer = broker.client()
+    cbs_pair(peer)
+    put_token(peer, "anything", "sb://127.0.0.1/q1")
+    peer.attach_sender(2, "q1")
+    publish(peer, 2, msg(b"locked"))
+    out = peer.attach_receiver(3, "q1") + peer.flow(3, link_credit=1)
+    return peer, of(out, Transfer)
+
+
+def test_a_lapsed_lock_returns_the_message_and_renewal_keeps_it() -> None:
+    from broker.codec.types import Symbol
+
+    broker = Broker(queues=("q1",), azure_lock_duration=5.0)
+    peer, (transfer,) = azure_consumer(broker)
+    assert len(transfer.delivery_tag) == 16
+    entity_pair(peer, "q1")
+    token = uuid.UUID(bytes_le=transfer.delivery_tag)
+    broker.wall.t = NOW + 4
+    reply = operate(peer, 4, "com.microsoft:renew-lock", {"lock-tokens": [token]})
+    assert reply.application_properties["statusCode"] == 200
+    (expiry,) = reply.body[0].value[Symbol("expirations")].items
+    assert expiry == int((NOW + 9) * 1000)
+    broker.wall.t = NOW + 8
+    broker.container.housekeeping()
+    assert broker.queue("q1").unacked == 1, "renewed: still locked"
+    broker.wall.t = NOW + 10
+    broker.container.housekeeping()
+    assert broker.queue("q1").unacked == 0 and broker.queue("q1").depth == 1, "lapsed: back"
+    assert broker.queue("q1").ready[0].delivery_count == 1
+
+
+def test_the_max_delivery_count_dead_letters() -> None:
+    from broker.codec.messaging import Modified
+
+    broker = Broker(queues=("q1",), azure_max_delivery_count=2)
+    peer, (transfer,) = azure_consumer(broker)
+    peer.disposition(transfer.delivery_id, state=Modified(delivery_failed=True), settled=False)
+    (again,) = of(peer.flow(3, link_credit=1), Transfer)
+    peer.disposition(again.delivery_id, state=Modified(delivery_failed=True), settled=False)
+    assert broker.queue("q1").depth == 0
+    dlq = broker.queue("q1/$DeadLetterQueue")
+    assert dlq.depth == 1
+    assert dlq.ready[0].message.application_properties == {
+        "DeadLetterReason": "MaxDeliveryCountExceeded"}

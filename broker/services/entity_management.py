@@ -8,10 +8,9 @@ correlation-id the request's message-id, and a map with symbol keys.
 - `com.microsoft:peek-message` {from-sequence-number, message-count}: ready
   messages from that sequence number on, each as its encoded bytes; 204 when
   there are none.
-- `com.microsoft:renew-lock` {lock-tokens}: an expiration per token.  Locks
-  here do not expire (a peek-locked message is held until settled), so a
-  renewal always succeeds; the expiration says when a lock of the configured
-  duration would end.
+- `com.microsoft:renew-lock` {lock-tokens}: the lock of each delivery (its
+  tag, read as a UUID) moves on by the lock duration; an unknown or lapsed
+  lock is 410, MessageLockLost.
 - `com.microsoft:schedule-message` {messages: [{message-id, message}]}: each
   message enqueued at its `x-opt-scheduled-enqueue-time` (the registry's
   housekeeping, to the second); answers their sequence numbers.
@@ -22,7 +21,8 @@ correlation-id the request's message-id, and a map with symbol keys.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+import uuid
+from collections.abc import Callable, Mapping, Sequence
 
 from broker.codec.messaging import AmqpValue, Message, Properties
 from broker.codec.types import AmqpType, Array, Int, Long, Symbol, Timestamp
@@ -43,16 +43,19 @@ X_ENQUEUED = Symbol("x-opt-enqueued-time")
 class EntityManagement:
     """The `$management` node of one entity (a queue)."""
 
-    def __init__(self, registry: Registry, entity: str) -> None:
+    def __init__(self, registry: Registry, entity: str,
+                 renew: Callable[[object, list[bytes], float], list[float | None]] | None = None
+                 ) -> None:
         self.registry = registry
         self.entity = entity
+        self.renew = renew  # the container's: locks by delivery tag, per connection
 
     def handle(self, payload: bytes, *, owner: object, now: float,
                identity: object = None) -> tuple[object, bytes]:
         properties, application, body = read_request(payload, f"{self.entity}{SUFFIX}")
         operation = str(application.get("operation", ""))
         fields = body if isinstance(body, Mapping) else {}
-        status, description, value = self._dispatch(operation, fields, now)
+        status, description, value = self._dispatch(operation, fields, now, owner)
         if status >= 300:
             log.info("%s%s %s: %d %s", self.entity, SUFFIX, operation, status, description)
         response = Message.create(
@@ -63,13 +66,17 @@ class EntityManagement:
         return properties.message_id, response.payload
 
     def _dispatch(self, operation: str, fields: Mapping[object, object],
-                  now: float) -> tuple[int, str, object]:
+                  now: float, owner: object) -> tuple[int, str, object]:
         queue = self.registry.get(self.entity)
         if operation == "com.microsoft:renew-lock":
-            tokens = _items(fields.get("lock-tokens"))
-            expiry = Timestamp(int((now + LOCK_DURATION) * 1000))
-            return 200, "OK", {Symbol("expirations"): Array(AmqpType.TIMESTAMP,
-                                                            [expiry] * len(tokens))}
+            tags = [t.bytes_le for t in _items(fields.get("lock-tokens"))
+                    if isinstance(t, uuid.UUID)]
+            expiries = self.renew(owner, tags, now) if self.renew is not None else []
+            if not tags or len(expiries) != len(tags) or None in expiries:
+                return 410, "MessageLockLost: the lock is unknown or has expired", None
+            return 200, "OK", {Symbol("expirations"): Array(
+                AmqpType.TIMESTAMP, [Timestamp(int(e * 1000)) for e in expiries  # type: ignore[operator]
+                                     ])}
         if not isinstance(queue, Queue):
             return 404, f"no queue {self.entity!r}", None
         if operation == "com.microsoft:peek-message":
