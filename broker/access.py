@@ -27,6 +27,7 @@ import binascii
 import hashlib
 import hmac
 import json
+import math
 import re
 import secrets
 from collections.abc import Iterable, Mapping
@@ -466,7 +467,7 @@ def verify_sas(token: str, keys: Mapping[str, str], now: float) -> tuple[str, fl
     signature must be HMAC-SHA256, under the named key, of the URL-encoded
     resource, a newline and the expiry; the expiry must be ahead.  Returns
     (resource, expiry); raises CredentialsRefused with the reason."""
-    from urllib.parse import parse_qs, quote_plus, unquote
+    from urllib.parse import parse_qs, quote_plus
 
     scheme, _, rest = token.strip().partition(" ")
     if scheme != "SharedAccessSignature" or not rest:
@@ -482,7 +483,9 @@ def verify_sas(token: str, keys: Mapping[str, str], now: float) -> tuple[str, fl
         expiry = float(fields["se"])
     except ValueError:
         raise CredentialsRefused("SAS expiry is not a number") from None
-    resource = unquote(fields["sr"])
+    if not math.isfinite(expiry):
+        raise CredentialsRefused("SAS expiry is not a time")
+    resource = fields["sr"]  # parse_qs has decoded it once, as the signer encoded it
     signed = f"{quote_plus(resource)}\n{fields['se']}".encode()
     expected = base64.b64encode(hmac.new(key.encode("utf-8"), signed, hashlib.sha256).digest())
     if not hmac.compare_digest(expected, fields["sig"].encode("ascii", "replace")):

@@ -72,7 +72,8 @@ class QueueSettings:
 
 
 def _int_arg(name: str, value: object, queue: str, *, minimum: int = 0,
-             maximum: int | None = None) -> int:
+             maximum: int | None = 0x7FFFFFFFFFFFFFFF) -> int:
+    """An integer argument in range (a long at most: it must encode again)."""
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum or \
             (maximum is not None and value > maximum):
         bound = f"{minimum}..{maximum}" if maximum is not None else f">= {minimum}"

@@ -178,6 +178,8 @@ class Publisher:
         self.registry = registry
         self.identity = identity
         self.user_id = identity.user.encode("utf-8")
+        # Azure keys: each relayed message's entity needs a $cbs token too
+        self.entity_check: Callable[[str], None] | None = None
         self.link = link
         self.node = node  # a queue target: no routing needed
         self.exchange = exchange  # an exchange target; neither: anonymous relay
@@ -298,6 +300,8 @@ class Publisher:
         if isinstance(target, ExchangeAddress):
             check(self.identity, WRITE, "exchange", target.exchange)
             return None, _exchange(self.registry, target.exchange), target.key
+        if self.entity_check is not None:
+            self.entity_check(target)
         _check_queue_access(self.registry, self.identity, WRITE, target)
         return self.registry.queue_for(target), None, target
 
@@ -358,7 +362,8 @@ class ServicePair:
     (same address).  Requests arrive on our receiver, answers leave on our
     sender, waiting here for its credit."""
 
-    def __init__(self, owner: Owner, service: Service) -> None:
+    def __init__(self, owner: Owner, service: Service, key: str = "") -> None:
+        self.key = key  # under which the connection keeps it (a name or an address)
         self.owner = owner
         self.service = service
         self.requests: Link | None = None
@@ -446,11 +451,12 @@ class Attacher:
         """Azure's `ENTITY/$management` pair, paired by address as `$cbs` is."""
         entity = parse_address(address)[: -len(entity_management.SUFFIX)]
         self._check_entity_token(owner, entity, self.wall_clock())
+        check(identity_of(owner), READ, "queue", entity)  # each operation checks more
         pair = pairs.get(address)
         if pair is None or (pair.replies if link.is_sender else pair.requests) is not None:
             pair = pairs[address] = ServicePair(
                 owner, entity_management.EntityManagement(self.registry, entity,
-                                                          renew=self.renew_locks))
+                                                          renew=self.renew_locks), key=address)
         self._accept_half(pair, link, {})
 
     def _cbs(self, owner: Owner, link: Link, pairs: dict[str, ServicePair]) -> None:
@@ -459,7 +465,7 @@ class Attacher:
         assert self.cbs is not None
         pair = pairs.get(cbs.ADDRESS)
         if pair is None or (pair.replies if link.is_sender else pair.requests) is not None:
-            pair = pairs[cbs.ADDRESS] = ServicePair(owner, self.cbs)
+            pair = pairs[cbs.ADDRESS] = ServicePair(owner, self.cbs, key=cbs.ADDRESS)
         self._accept_half(pair, link, {})
 
     # -- management -------------------------------------------------------------------
@@ -471,7 +477,7 @@ class Attacher:
                             condition=Condition.INVALID_FIELD)
         pair = pairs.get(link.name)
         if pair is None:
-            pair = pairs[link.name] = ServicePair(owner, self.service)
+            pair = pairs[link.name] = ServicePair(owner, self.service, key=link.name)
         if (pair.replies if link.is_sender else pair.requests) is not None:
             raise AmqpError(f"link pair {link.name!r} already has that half",
                             condition=Condition.NOT_ALLOWED)
@@ -567,7 +573,7 @@ class Attacher:
         if isinstance(node, Stream):
             node.subscribe(sub, start or StartAt(self.default_offset), now)
         elif browsing:
-            node.add_browser(sub)
+            node.add_browser(sub, now)
         else:
             node.add_consumer(sub, now)
 
@@ -622,8 +628,12 @@ class Attacher:
             if dynamic and node is not None:
                 registry.delete(node.name)
             raise
-        link.context = Publisher(registry, link, node=node, exchange=exchange, key=key,
-                                 owns_queue=dynamic, identity=identity)
+        publisher = Publisher(registry, link, node=node, exchange=exchange, key=key,
+                              owns_queue=dynamic, identity=identity)
+        if self.entity_tokens and node is None and exchange is None:
+            publisher.entity_check = lambda name: self._check_entity_token(
+                owner, name, self.wall_clock())
+        link.context = publisher
 
 
 def _as(kind: type[T], terminus: object) -> T | None:

@@ -147,6 +147,14 @@ _STREAM_KEYS = {"max_age", "max_length_bytes", "max_length_messages"}
 _DURATION = re.compile(r"\d+[YMDhms]")  # NOTES.md: units Y M D h m s
 
 
+LOOPBACK_BINDS = ("127.0.0.1", "localhost", "::1")
+
+
+def listens_on_loopback(config: Config) -> bool:
+    """Whether only this machine can reach the listeners (the Origin default)."""
+    return config.host in LOOPBACK_BINDS or config.host.startswith("127.")
+
+
 def physical_memory() -> int:
     """Bytes of RAM, for a watermark given as a fraction (0 if unknown)."""
     try:

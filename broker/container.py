@@ -528,8 +528,9 @@ class Container:
                 ctx.requests = None
             if ctx.replies is link:
                 ctx.replies = None
-            if ctx.requests is None and ctx.replies is None:
-                ctx.owner.management_pairs.pop(link.name, None)  # type: ignore[attr-defined]
+            pairs = ctx.owner.management_pairs  # type: ignore[attr-defined]
+            if ctx.requests is None and ctx.replies is None and pairs.get(ctx.key) is ctx:
+                del pairs[ctx.key]
 
     def _delete_temporary(self, queue: Node) -> None:
         """A dynamic node lives as long as the link that created it (§3.5.4); any other

@@ -56,7 +56,7 @@ class StreamValueFilter:
         value = fields.message_annotations.get(FILTER_VALUE)
         if value is None:
             return self.match_unfiltered
-        return value in self.values
+        return isinstance(value, str) and value in self.values
 
 
 def select(filters: Mapping[object, object] | None, *, stream: bool, now: float) -> Selection:

@@ -79,10 +79,12 @@ class MemoryAlarm:
         the platform cannot tell)."""
         self.rss = rss
         if rss is not None:
-            peak = self._rss_peak
-            grew = peak is not None and rss > peak + int(self.high * RSS_STEP_FRACTION)
-            if peak is None or rss > peak:
-                self._rss_peak = rss
+            # growth is measured from a reference that moves only when a cap is
+            # set (or falls with RSS), so slow creep adds up instead of hiding
+            reference = self._rss_peak
+            if reference is None or rss < reference:
+                reference = self._rss_peak = rss
+            grew = rss > reference + int(self.high * RSS_STEP_FRACTION)
             if grew and rss > self.high and not self.on:
                 change = self._cap(held, rss)
                 if change is not None:
@@ -100,6 +102,7 @@ class MemoryAlarm:
                                changed=False)
         self.limit = held
         self.on = True
+        self._rss_peak = rss  # the next cap needs growth past this
         return AlarmChange(True, f"process RSS {_mib(rss)} is above the high watermark of "
                                  f"{_mib(self.high)} and growing; queued messages hold "
                                  f"{_mib(held)}, which is now the cap")

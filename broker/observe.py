@@ -15,10 +15,11 @@ from collections import Counter
 from typing import TYPE_CHECKING
 
 from broker import __version__
-from broker.access import Identity
+from broker.access import Identity, origin_allowed
 from broker.attach import Publisher
 from broker.codec.messaging import Message, Rejected
 from broker.codec.performatives import amqp_error
+from broker.config import listens_on_loopback
 from broker.errors import Condition
 from broker.services import metrics
 from broker.services.http_api import HttpApi
@@ -134,7 +135,10 @@ class Observer:
         return HttpApi(c.admin, c.access, overview=self.overview,
                        connections=c.list_connections, publish=self.publish,
                        metrics=lambda: metrics.render(self.snapshot()), health=self.health,
-                       wall_clock=c.wall_clock, files=console_files())
+                       wall_clock=c.wall_clock, files=console_files(),
+                       origin_allowed=lambda origin: origin_allowed(
+                           origin, c.config.allowed_origins,
+                           loopback_listener=listens_on_loopback(c.config)))
 
 
 def console_files() -> dict[str, tuple[bytes, str]]:

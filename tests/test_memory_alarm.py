@@ -79,3 +79,13 @@ def test_no_rss_means_the_count_alone() -> None:
     assert alarm.sample(held=HIGH // 2, rss=None) is None
     change = alarm.sample(held=HIGH + 1, rss=None)
     assert change is not None and change.on
+
+
+def test_slow_rss_creep_adds_up() -> None:
+    """A few MiB a tick, each below the step, still crosses the watermark as growth."""
+    alarm = MemoryAlarm(HIGH)
+    rss, changes = 80 * MIB, []
+    while rss < 2 * HIGH and not alarm.on:
+        changes.append(alarm.sample(held=30 * MIB, rss=rss))
+        rss += MIB // 2
+    assert alarm.on and alarm.limit == 30 * MIB

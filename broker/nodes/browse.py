@@ -21,6 +21,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 
 from broker.codec.messaging import Message
+from broker.filters.fields import MessageFields
 from broker.nodes.base import Consumer, Entry
 
 COMPACT_SLACK = 1024  # pending entries beyond twice the depth before gone ones are dropped
@@ -37,19 +38,29 @@ class QueueBrowser:
         self.consumer = consumer
         self.pending: deque[Entry] = deque(entries)
 
-    def offer(self, entry: Entry, depth: int) -> None:
+    def offer(self, entry: Entry, depth: int, now: float) -> None:
         pending = self.pending
         pending.append(entry)
         if len(pending) > 2 * depth + COMPACT_SLACK:
             self.pending = deque(e for e in pending if not e.gone)
-        self.feed()
+        self.feed(now)
 
-    def feed(self) -> None:
+    def feed(self, now: float) -> None:
+        """Show what the browser may see: not gone, within its max-message-size,
+        matching its selector (the same rules as for acquiring consumers)."""
         consumer, pending = self.consumer, self.pending
+        limit, match = consumer.max_message_size, consumer.filter
         while pending and consumer.credit > 0:
             entry = pending.popleft()
-            if not entry.gone:
-                consumer.deliver(entry, entry.message)
+            if entry.gone or (limit and entry.size > limit):
+                continue
+            if match is not None:
+                fields = entry.fields
+                if fields is None:
+                    fields = entry.fields = MessageFields(entry.message)
+                if not match.matches(fields, now):
+                    continue
+            consumer.deliver(entry, entry.message)
 
     @property
     def caught_up(self) -> bool:

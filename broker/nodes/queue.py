@@ -216,11 +216,11 @@ class Queue:
         if self.max_priority is not None:
             priority = entry.message.section_field(0x70, 1)
             entry.priority = min(priority, self.max_priority) if isinstance(priority, int) else 0
-        if self._key_of is not None:
-            self._replace(entry)
         if (self.max_length is not None or self.max_length_bytes is not None) and \
                 self._over_limit(entry.size):
-            self._overflow(entry, now)
+            self._overflow(entry, now)  # QueueFull before a last value is replaced
+        if self._key_of is not None:
+            self._replace(entry)
         self.ready.append(entry)
         self.ready_bytes += entry.size
         self.published += 1
@@ -232,7 +232,7 @@ class Queue:
         if self.browsers:
             depth = len(self.ready)
             for browser in list(self.browsers.values()):
-                browser.offer(entry, depth)
+                browser.offer(entry, depth, now)
         if self.consumers:
             self.dispatch(now)
 
@@ -303,10 +303,10 @@ class Queue:
         self.consumers.append(consumer)
         self.dispatch(now)
 
-    def add_browser(self, consumer: Consumer) -> None:
+    def add_browser(self, consumer: Consumer, now: float) -> None:
         """A consumer that sees every message queued now and later, taking none."""
         browser = self.browsers[id(consumer)] = QueueBrowser(consumer, self.ready)
-        browser.feed()
+        browser.feed(now)
 
     def browser_caught_up(self, consumer: Consumer) -> bool:
         browser = self.browsers.get(id(consumer))
@@ -316,7 +316,7 @@ class Queue:
         """A consumer gained credit."""
         browser = self.browsers.get(id(consumer))
         if browser is not None:
-            browser.feed()
+            browser.feed(now)
         elif self.ready:
             self.dispatch(now)
 

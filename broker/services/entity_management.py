@@ -24,6 +24,7 @@ import logging
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 
+from broker.access import READ, WRITE, AccessRefused, Identity
 from broker.codec.messaging import AmqpValue, Message, Properties
 from broker.codec.types import AmqpType, Array, Int, Long, Symbol, Timestamp
 from broker.nodes.base import Entry
@@ -55,7 +56,13 @@ class EntityManagement:
         properties, application, body = read_request(payload, f"{self.entity}{SUFFIX}")
         operation = str(application.get("operation", ""))
         fields = body if isinstance(body, Mapping) else {}
-        status, description, value = self._dispatch(operation, fields, now, owner)
+        try:
+            self._check(operation, identity)
+            status, description, value = self._dispatch(operation, fields, now, owner)
+        except AccessRefused as exc:
+            status, description, value = 403, str(exc), None
+        except _BadRequest as exc:
+            status, description, value = 400, str(exc), None
         if status >= 300:
             log.info("%s%s %s: %d %s", self.entity, SUFFIX, operation, status, description)
         response = Message.create(
@@ -64,6 +71,16 @@ class EntityManagement:
             application_properties={"statusCode": Int(status),
                                     "statusDescription": description})
         return properties.message_id, response.payload
+
+    def _check(self, operation: str, identity: object) -> None:
+        """Peeking reads the queue; scheduling and cancelling write it."""
+        if not isinstance(identity, Identity):
+            return  # a trusted caller
+        if operation == "com.microsoft:peek-message":
+            identity.check(READ, "queue", self.entity)
+        elif operation in ("com.microsoft:schedule-message",
+                           "com.microsoft:cancel-scheduled-message"):
+            identity.check(WRITE, "queue", self.entity)
 
     def _dispatch(self, operation: str, fields: Mapping[object, object],
                   now: float, owner: object) -> tuple[int, str, object]:
@@ -90,8 +107,8 @@ class EntityManagement:
         return 501, f"operation {operation!r} is not implemented by this broker", None
 
     def _peek(self, queue: Queue, fields: Mapping[object, object]) -> tuple[int, str, object]:
-        start = int(fields.get("from-sequence-number") or 0)  # type: ignore[call-overload]
-        count = max(1, int(fields.get("message-count") or 1))  # type: ignore[call-overload]
+        start = _integer(fields, "from-sequence-number", 0)
+        count = max(1, min(_integer(fields, "message-count", 1), 100))
         found = []
         for entry in queue.ready:
             if entry.sequence >= start:
@@ -117,6 +134,19 @@ class EntityManagement:
             self.registry.schedule(queue.name, entry, when)
             numbers.append(Long(entry.sequence))
         return 200, "OK", {Symbol("sequence-numbers"): Array(AmqpType.LONG, numbers)}
+
+
+class _BadRequest(Exception):
+    """A request field of the wrong type (answered 400)."""
+
+
+def _integer(fields: Mapping[object, object], name: str, default: int) -> int:
+    value = fields.get(name, default)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _BadRequest(f"{name!r} must be an integer, got {type(value).__name__}")
+    return int(value)
 
 
 def _items(value: object) -> Sequence[object]:

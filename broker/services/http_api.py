@@ -44,6 +44,7 @@ from broker.access import READ, Access, AccessRefused, CredentialsRefused, Ident
 from broker.admin import Admin, AdminError
 from broker.codec.messaging import Accepted, Message, Properties, Rejected, Released
 from broker.codec.types import Symbol
+from broker.errors import EncodeError
 from broker.services.describe import describe_message, jsonable
 
 log = logging.getLogger("broker.http")
@@ -89,6 +90,9 @@ class HttpApi:
     health: Callable[[], tuple[bool, bool]]  # (alive, ready)
     wall_clock: Callable[[], float]
     files: Mapping[str, tuple[bytes, str]] = field(default_factory=dict)  # path → (body, type)
+    # may a page from this Origin use the API (the WebSocket listener's rule:
+    # DNS rebinding gives a foreign page our address, not its Origin)
+    origin_allowed: Callable[[str | None], bool] = lambda origin: True
 
     def handle(self, request: HttpRequest) -> HttpResponse:
         path, _, query = request.target.partition("?")
@@ -113,6 +117,10 @@ class HttpApi:
     # -- the JSON API -------------------------------------------------------------
 
     def _api(self, request: HttpRequest, path: str, query: str) -> HttpResponse:
+        origin = request.headers.get("origin")
+        if not self.origin_allowed(origin):
+            raise _HttpError(403, f"origin {origin[:200] if origin else origin} may not use "
+                                  "this broker's API (--allowed-origin)")
         identity = self._identity(request)
         method = "GET" if request.method == "HEAD" else request.method
         if method not in ("GET", "HEAD") and request.headers.get(MUTATION_HEADER) != "1":
@@ -195,12 +203,11 @@ class HttpApi:
             raise _HttpError(400, "'application_properties' must be an object")
         content_type = body.get("content_type", "text/plain")
         subject = body.get("subject")
-        message = Message.create(
-            text.encode("utf-8"),
-            properties=Properties(message_id=str(uuid.uuid4()), to=address,
-                                  subject=subject if isinstance(subject, str) else None,
-                                  content_type=Symbol(str(content_type))),
-            application_properties=application_properties)
+        try:
+            message = self._message(text, address, subject, content_type,
+                                    application_properties)
+        except (EncodeError, ValueError, TypeError) as exc:
+            raise _HttpError(400, f"cannot encode that message: {exc}") from None
         outcome = self.publish(identity, message)
         if isinstance(outcome, Accepted):
             return _json(200, {"outcome": "accepted"})
@@ -209,6 +216,16 @@ class HttpApi:
         error = outcome.error if isinstance(outcome, Rejected) else None
         return _json(200, {"outcome": "rejected",
                            "error": getattr(error, "description", None) or str(outcome)})
+
+    @staticmethod
+    def _message(text: str, address: str, subject: object, content_type: object,
+                 application_properties: dict[object, object] | None) -> Message:
+        return Message.create(
+            text.encode("utf-8"),
+            properties=Properties(message_id=str(uuid.uuid4()), to=address,
+                                  subject=subject if isinstance(subject, str) else None,
+                                  content_type=Symbol(str(content_type))),
+            application_properties=application_properties)
 
     # -- who is asking -------------------------------------------------------------
 

@@ -44,7 +44,7 @@ from wsproto.events import (
 from wsproto.utilities import RemoteProtocolError
 
 from broker.access import origin_allowed
-from broker.config import Config
+from broker.config import Config, listens_on_loopback
 from broker.peerlog import PeerLog
 from broker.transports import http, tls
 from broker.transports.accept import AcceptGuard, serve_listeners
@@ -80,14 +80,6 @@ refusals = PeerLog(time.monotonic, log)
 # what rhea in the browser and websockify-style tools also offer.
 SUBPROTOCOLS = ("amqp", "AMQPWSB10", "binary")
 HANDSHAKE_TIMEOUT = 10.0
-LOOPBACK_BINDS = ("127.0.0.1", "localhost", "::1")
-
-
-def listens_on_loopback(config: Config) -> bool:
-    """Whether only this machine can reach the listeners (the Origin default)."""
-    return config.host in LOOPBACK_BINDS or config.host.startswith("127.")
-
-
 class Upgrade:
     """What the upgrade request established about the peer, for the container."""
 
