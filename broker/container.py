@@ -652,8 +652,8 @@ class Container:
         now = self.wall_clock()
         sub.locks.pop(delivery.tag, None)
         azure_dead_letter = kind is Rejected and _condition(state) == AZURE_DEAD_LETTER
-        if sub.azure and kind is Modified and getattr(state, "delivery_failed", False) and \
-                entry.delivery_count + 1 >= self.config.azure_max_delivery_count:
+        if sub.azure and kind is Modified and not getattr(state, "undeliverable_here", False) \
+                and entry.delivery_count + 1 >= self.config.azure_max_delivery_count:
             # Azure's max delivery count: this abandon dead-letters the message
             if not settled:
                 link.settle(delivery, state)
@@ -676,6 +676,9 @@ class Container:
             queue.requeue([entry], now)
         else:
             mod: Modified = state  # type: ignore[assignment]
-            queue.modify(entry, now, sub, delivery_failed=bool(mod.delivery_failed),
+            # Service Bus counts an abandon as a delivery, whatever delivery-failed
+            # says (the Node SDK leaves it unset)
+            failed = bool(mod.delivery_failed) or (sub.azure and not mod.undeliverable_here)
+            queue.modify(entry, now, sub, delivery_failed=failed,
                          undeliverable_here=bool(mod.undeliverable_here),
                          annotations=mod.message_annotations)
