@@ -26,7 +26,9 @@ A message's `user-id` must be the connection's user, as RabbitMQ requires.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import uuid
 from collections import deque
 from collections.abc import Callable
 from typing import Protocol, TypeVar
@@ -36,6 +38,7 @@ from broker.codec.messaging import (
     Accepted,
     Data,
     Message,
+    Properties,
     Rejected,
     Released,
     Source,
@@ -180,6 +183,9 @@ class Publisher:
         self.user_id = identity.user.encode("utf-8")
         # Azure keys: each relayed message's entity needs a $cbs token too
         self.entity_check: Callable[[str], None] | None = None
+        # an Azure client's: a message sent without a message-id gets one, as Service
+        # Bus gives every message (the Node SDK's lock renewer is keyed by it)
+        self.assign_ids = False
         self.link = link
         self.node = node  # a queue target: no routing needed
         self.exchange = exchange  # an exchange target; neither: anonymous relay
@@ -207,6 +213,8 @@ class Publisher:
         """Where a message goes, and the message as stored; or the outcome now
         (released: nowhere; accepted: already expired; rejected: user-id)."""
         registry = self.registry
+        if self.assign_ids and message.section_field(0x73, 0) is None:
+            message = _with_message_id(message)
         user_id = message.section_field(0x73, 1)
         if user_id is not None and user_id != self.user_id:
             return Rejected(error=amqp_error(
@@ -309,6 +317,19 @@ class Publisher:
 X_SEQUENCE = Symbol("x-opt-sequence-number")
 X_ENQUEUED = Symbol("x-opt-enqueued-time")
 X_LOCKED_UNTIL = Symbol("x-opt-locked-until")
+
+
+def _with_message_id(message: Message) -> Message:
+    """The message with a fresh message-id (its bare part encoded again)."""
+    properties = message.properties
+    properties = Properties(message_id=str(uuid.uuid4())) if properties is None else \
+        dataclasses.replace(properties, message_id=str(uuid.uuid4()))
+    return Message.create(message.body, header=message.header,
+                          delivery_annotations=message.delivery_annotations,
+                          message_annotations=message.message_annotations,
+                          properties=properties,
+                          application_properties=message.application_properties,
+                          footer=message.footer)
 
 
 def _azure_annotated(message: Message, entry: Entry, locked_until: float | None) -> Message:
@@ -630,6 +651,7 @@ class Attacher:
             raise
         publisher = Publisher(registry, link, node=node, exchange=exchange, key=key,
                               owns_queue=dynamic, identity=identity)
+        publisher.assign_ids = bool(owner.cbs_grants)
         if self.entity_tokens and node is None and exchange is None:
             publisher.entity_check = lambda name: self._check_entity_token(
                 owner, name, self.wall_clock())

@@ -236,10 +236,6 @@ def test_azure_topic_subscriptions(client: str, run: Any) -> None:
 
 
 @pytest.mark.parametrize("client", [AZURE_NODE])
-@pytest.mark.xfail(strict=True, reason=(
-    "the broker leaves message-id empty when the sender set none; the SDK's LockRenewer keys "
-    "its timers by messageId and receiver.close() (stopAll) throws 'Failed to stop auto lock "
-    "renewal - no message ID'; Service Bus assigns an id to every message sent without one"))
 def test_azure_peek_lock_no_message_id(client: str, run: Any) -> None:
     """A message sent without a message-id, received in peekLock, completed,
     and the receiver closed."""

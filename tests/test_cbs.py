@@ -298,3 +298,15 @@ def test_the_max_delivery_count_dead_letters() -> None:
     assert dlq.depth == 1
     assert dlq.ready[0].message.application_properties == {
         "DeadLetterReason": "MaxDeliveryCountExceeded"}
+
+
+def test_azure_clients_messages_get_a_message_id() -> None:
+    broker = Broker(queues=("q1",))
+    peer = broker.client()
+    cbs_pair(peer)
+    put_token(peer, "anything", "sb://127.0.0.1/q1")
+    peer.attach_sender(2, "q1")
+    publish(peer, 2, msg(b"no id"), msg(b"mine", properties=Properties(message_id="m-1")))
+    first, second = (e.message for e in broker.queue("q1").ready)
+    assert isinstance(first.properties.message_id, str) and first.properties.message_id
+    assert second.properties.message_id == "m-1", "an id the sender chose is kept"
