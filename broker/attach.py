@@ -45,7 +45,7 @@ from broker.codec.messaging import (
     Target,
 )
 from broker.codec.performatives import RcvSettleMode, SndSettleMode, amqp_error, error_from
-from broker.codec.types import Array, Long, Symbol, Timestamp
+from broker.codec.types import Array, Symbol
 from broker.engine.link import Link
 from broker.errors import AmqpError, Condition, DecodeError
 from broker.filtering import select
@@ -69,7 +69,7 @@ from broker.nodes.registry import (
 from broker.nodes.stream import StartAt, Stream
 from broker.services import cbs, entity_management, management
 from broker.services.cbs import Cbs
-from broker.services.entity_management import LOCK_DURATION
+from broker.services.entity_management import LOCK_DURATION, azure_annotated
 from broker.services.management import Management
 
 log = logging.getLogger("broker.attach")
@@ -147,7 +147,7 @@ class Subscription:
         locked_until = None
         if self.azure:
             locked_until = None if self.presettled else self.clock() + self.lock_duration
-            message = _azure_annotated(message, entry, locked_until)
+            message = azure_annotated(message, entry, locked_until)
         delivery = self.link.send(message.encode(), settled=self.presettled)
         if locked_until is not None:
             self.locks[delivery.tag] = locked_until
@@ -314,11 +314,6 @@ class Publisher:
         return self.registry.queue_for(target), None, target
 
 
-X_SEQUENCE = Symbol("x-opt-sequence-number")
-X_ENQUEUED = Symbol("x-opt-enqueued-time")
-X_LOCKED_UNTIL = Symbol("x-opt-locked-until")
-
-
 def _with_message_id(message: Message) -> Message:
     """The message with a fresh message-id (its bare part encoded again)."""
     properties = message.properties
@@ -332,18 +327,16 @@ def _with_message_id(message: Message) -> Message:
                           footer=message.footer)
 
 
-def _azure_annotated(message: Message, entry: Entry, locked_until: float | None) -> Message:
-    """What the Azure SDKs read from a delivery: the entity's sequence number,
-    the enqueue time (a stream's offset is its sequence number), and for a
-    peek-lock delivery when its lock would end (locks here last until settled;
-    renew-lock moves that time on)."""
-    annotations = dict(message.message_annotations or {})
-    sequence = entry.offset if entry.offset >= 0 else entry.sequence
-    annotations[X_SEQUENCE] = Long(sequence)
-    annotations[X_ENQUEUED] = Timestamp(int(entry.timestamp * 1000))
-    if locked_until is not None:
-        annotations[X_LOCKED_UNTIL] = Timestamp(int(locked_until * 1000))
-    return message.with_changes(message_annotations=annotations)
+def _check_new_node(registry: Registry, identity: Identity, operation: str,
+                    node: Node) -> None:
+    """A dynamic node just made for a link: configure and `operation` on it, or
+    it goes again before the refusal."""
+    try:
+        check(identity, CONFIGURE, "queue", node.name)
+        check(identity, operation, "queue", node.name)
+    except AmqpError:
+        registry.delete(node.name)
+        raise
 
 
 def _check_queue_access(registry: Registry, identity: Identity, operation: str,
@@ -535,12 +528,7 @@ class Attacher:
                 owner.container_id or "anonymous",
                 prefix=REPLY_TO_PREFIX if volatile else TEMPORARY_PREFIX)
             address: object = queue_address(node.name)
-            try:
-                check(identity, CONFIGURE, "queue", node.name)
-                check(identity, READ, "queue", node.name)
-            except AmqpError:
-                registry.delete(node.name)
-                raise
+            _check_new_node(registry, identity, READ, node)
         else:
             name = parse_address(source.address)
             self._check_entity_token(owner, name, now)
@@ -613,12 +601,7 @@ class Attacher:
             reply = Target(address=None)
         elif isinstance(target, Target) and target.dynamic:
             node = registry.create_temporary("dynamic-target")
-            try:
-                check(identity, CONFIGURE, "queue", node.name)
-                check(identity, WRITE, "queue", node.name)
-            except AmqpError:
-                registry.delete(node.name)
-                raise
+            _check_new_node(registry, identity, WRITE, node)
             reply = Target(address=queue_address(node.name), dynamic=True)
         elif isinstance(target, Target):
             resolved = parse_target(target.address)

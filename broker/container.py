@@ -650,7 +650,8 @@ class Container:
             state, kind = Released(), Released
         delivery.context = None
         now = self.wall_clock()
-        sub.locks.pop(delivery.tag, None)
+        if sub.locks:  # Azure peek-lock only: the lock ends with the settlement
+            sub.locks.pop(delivery.tag, None)
         azure_dead_letter = kind is Rejected and _condition(state) == AZURE_DEAD_LETTER
         if sub.azure and kind is Modified and not getattr(state, "undeliverable_here", False) \
                 and entry.delivery_count + 1 >= self.config.azure_max_delivery_count:

@@ -130,62 +130,20 @@ async def serve(
         with trio.CancelScope(shield=True):
             async with trio.open_nursery() as connections:
                 async with trio.open_nursery() as listening:
-                    if tcp:
-                        await listening.start(
-                            functools.partial(
-                                serve_tcp,
-                                tcp,
-                                container,
-                                handler_nursery=connections,
-                                guard=info.accept,
-                            )
-                        )
-                    if ws:
-                        await listening.start(
-                            functools.partial(
-                                serve_websocket,
-                                ws,
-                                container,
-                                config,
-                                handler_nursery=connections,
-                                guard=info.accept,
-                            )
-                        )
-                    if amqps:
-                        await listening.start(
-                            functools.partial(
-                                serve_tcp,
-                                amqps,
-                                container,
-                                handler_nursery=connections,
-                                guard=info.accept,
-                                tls_context=tls_context,
-                                tls_handshake_timeout=config.handshake_timeout,
-                                tls_identity=config.tls_identity,
-                            )
-                        )
-                    if wss:
-                        await listening.start(
-                            functools.partial(
-                                serve_websocket,
-                                wss,
-                                container,
-                                config,
-                                handler_nursery=connections,
-                                guard=info.accept,
-                                tls_context=wss_context,
-                            )
-                        )
-                    if plain_http:
-                        await listening.start(
-                            functools.partial(
-                                serve_http,
-                                plain_http,
-                                container,
-                                handler_nursery=connections,
-                                guard=info.accept,
-                            )
-                        )
+                    for listeners, serve_fn in (
+                        (tcp, functools.partial(serve_tcp, tcp, container)),
+                        (ws, functools.partial(serve_websocket, ws, container, config)),
+                        (amqps, functools.partial(
+                            serve_tcp, amqps, container, tls_context=tls_context,
+                            tls_handshake_timeout=config.handshake_timeout,
+                            tls_identity=config.tls_identity)),
+                        (wss, functools.partial(serve_websocket, wss, container, config,
+                                                tls_context=wss_context)),
+                        (plain_http, functools.partial(serve_http, plain_http, container)),
+                    ):
+                        if listeners:
+                            await listening.start(functools.partial(
+                                serve_fn, handler_nursery=connections, guard=info.accept))
                     log.info("listening: %s", ", ".join(info.urls))
                     task_status.started(info)
                     await info._stop.wait()

@@ -467,56 +467,39 @@ def _not(e: _Expr, position: int) -> _Expr:
 
 
 def _and(parts: list[_Expr], position: int) -> _Expr:
-    fn: Eval
-    if len(parts) == 2:
-        x, y = parts[0].fn, parts[1].fn
-
-        def fn(f: MessageFields, now: float) -> object:
-            a = x(f, now)
-            if a is False:
-                return False
-            b = y(f, now)
-            if b is False:
-                return False
-            return True if a is True and b is True else None
-    else:
-        fns = tuple(p.fn for p in parts)
-
-        def fn(f: MessageFields, now: float) -> object:
-            result: object = True
-            for g in fns:
-                v = g(f, now)
-                if v is False:
-                    return False
-                if v is not True:
-                    result = None
-            return result
-    return _node(fn, parts, position)
+    return _connective(parts, position, decisive=False)
 
 
 def _or(parts: list[_Expr], position: int) -> _Expr:
+    return _connective(parts, position, decisive=True)
+
+
+def _connective(parts: list[_Expr], position: int, *, decisive: bool) -> _Expr:
+    """AND (one FALSE decides) or OR (one TRUE decides), SQL's three-valued way:
+    the other truth value only when every operand has it, else UNKNOWN."""
+    neutral = not decisive
     fn: Eval
     if len(parts) == 2:
         x, y = parts[0].fn, parts[1].fn
 
         def fn(f: MessageFields, now: float) -> object:
             a = x(f, now)
-            if a is True:
-                return True
+            if a is decisive:
+                return decisive
             b = y(f, now)
-            if b is True:
-                return True
-            return False if a is False and b is False else None
+            if b is decisive:
+                return decisive
+            return neutral if a is neutral and b is neutral else None
     else:
         fns = tuple(p.fn for p in parts)
 
         def fn(f: MessageFields, now: float) -> object:
-            result: object = False
+            result: object = neutral
             for g in fns:
                 v = g(f, now)
-                if v is True:
-                    return True
-                if v is not False:
+                if v is decisive:
+                    return decisive
+                if v is not neutral:
                     result = None
             return result
     return _node(fn, parts, position)

@@ -103,11 +103,11 @@ def parse_address(address: object) -> str:
     `sb://host/ENTITY`): the entity is the path."""
     if not isinstance(address, str) or not address:
         raise AddressError(f"invalid address {address!r}", condition=Condition.INVALID_FIELD)
-    if address.startswith(_ENTITY_URL_SCHEMES):
-        entity = urlsplit(address).path.lstrip("/")
+    entity = entity_of_url(address)
+    if entity is not None:
         if not entity:
             raise AddressError(f"no entity in {address!r}", condition=Condition.INVALID_FIELD)
-        return unquote(entity)
+        return entity
     if not address.startswith("/"):
         return address
     if address.startswith("/queues/"):
@@ -124,6 +124,14 @@ def parse_address(address: object) -> str:
 
 
 _ENTITY_URL_SCHEMES = ("amqps://", "amqp://", "sb://")
+
+
+def entity_of_url(address: str) -> str | None:
+    """Azure's entity URLs (`amqps://host[:port]/ENTITY`, `sb://host/ENTITY`):
+    the entity (the path); None for an address that is no such URL."""
+    if not address.startswith(_ENTITY_URL_SCHEMES):
+        return None
+    return unquote(urlsplit(address).path.lstrip("/"))
 DEAD_LETTER_SEGMENT = "$DeadLetterQueue"  # Azure: ENTITY/$DeadLetterQueue
 SUBSCRIPTIONS = "/Subscriptions/"  # Azure: TOPIC/Subscriptions/SUB
 

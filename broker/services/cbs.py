@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
-from urllib.parse import urlsplit
 
 from broker.access import CredentialsRefused, TokenVerifier, verify_sas
-from broker.codec.decode import decode
-from broker.codec.messaging import AmqpValue, ApplicationProperties, Message, Properties
+from broker.codec.messaging import Message, Properties
 from broker.codec.types import Int
 from broker.errors import DecodeError
+from broker.nodes.registry import entity_of_url
+from broker.services.management import read_sections
 
 log = logging.getLogger("broker.cbs")
 
@@ -37,12 +37,9 @@ Grant = Callable[[object, str, float | None], None]  # (owner, entity, expiry)
 
 
 def entity_of(audience: str) -> str:
-    """`sb://host/ENTITY` or `amqps://host:port/ENTITY` → `ENTITY` (the path
-    without its leading slash); anything else unchanged."""
-    parts = urlsplit(audience)
-    if parts.scheme in ("sb", "amqp", "amqps") and parts.netloc:
-        return parts.path.lstrip("/")
-    return audience
+    """The entity an audience names (`sb://host/ENTITY`…); anything else as is."""
+    entity = entity_of_url(audience)
+    return audience if entity is None else entity
 
 
 class Cbs:
@@ -93,22 +90,9 @@ class Cbs:
 
 
 def read_request(payload: bytes, node: str) -> tuple[Properties, Mapping[object, object], object]:
-    """An Azure-style request's properties, application-properties and
-    amqp-value body, its sections in any order; DecodeError without properties
-    (the answer needs the message-id)."""
-    properties: Properties | None = None
-    application: Mapping[object, object] = {}
-    body: object = None
-    pos, end = 0, len(payload)
-    while pos < end:
-        section, pos = decode(payload, pos, end)
-        if isinstance(section, Properties):
-            properties = section
-        elif isinstance(section, ApplicationProperties):
-            value = section.value
-            application = value if isinstance(value, Mapping) else {}
-        elif isinstance(section, AmqpValue):
-            body = section.value
+    """An Azure-style request (`management.read_sections`); DecodeError without
+    properties, since the answer needs the message-id."""
+    properties, application, body = read_sections(payload)
     if properties is None:
         raise DecodeError(f"a {node} request needs properties with a message-id", 0)
     return properties, application, body

@@ -39,6 +39,7 @@ LOCK_DURATION = 60.0  # seconds: what renew-lock reports
 SCHEDULED_AT = Symbol("x-opt-scheduled-enqueue-time")
 X_SEQUENCE = Symbol("x-opt-sequence-number")
 X_ENQUEUED = Symbol("x-opt-enqueued-time")
+X_LOCKED_UNTIL = Symbol("x-opt-locked-until")
 
 
 class EntityManagement:
@@ -112,7 +113,8 @@ class EntityManagement:
         found = []
         for entry in queue.ready:
             if entry.sequence >= start:
-                found.append({Symbol("message"): _annotated(entry).encode()})
+                found.append({Symbol("message"): azure_annotated(entry.message,
+                                                                 entry).encode()})
                 if len(found) == count:
                     break
         if not found:
@@ -157,8 +159,15 @@ def _items(value: object) -> Sequence[object]:
     return ()
 
 
-def _annotated(entry: Entry) -> Message:
-    annotations = dict(entry.message.message_annotations or {})
-    annotations[X_SEQUENCE] = Long(entry.sequence)
+def azure_annotated(message: Message, entry: Entry,
+                    locked_until: float | None = None) -> Message:
+    """What the Azure SDKs read from a delivery or a peeked message: the
+    entity's sequence number (a stream's offset), the enqueue time, and for a
+    peek-lock delivery when its lock ends."""
+    annotations = dict(message.message_annotations or {})
+    sequence = entry.offset if entry.offset >= 0 else entry.sequence
+    annotations[X_SEQUENCE] = Long(sequence)
     annotations[X_ENQUEUED] = Timestamp(int(entry.timestamp * 1000))
-    return entry.message.with_changes(message_annotations=annotations)
+    if locked_until is not None:
+        annotations[X_LOCKED_UNTIL] = Timestamp(int(locked_until * 1000))
+    return message.with_changes(message_annotations=annotations)

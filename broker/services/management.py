@@ -26,7 +26,7 @@ from broker.access import CONFIGURE, READ, WRITE, AccessRefused, Identity
 from broker.admin import EXCHANGE, QUEUE, Admin, AdminError
 from broker.codec.decode import decode
 from broker.codec.encode import encode, encode_into
-from broker.codec.messaging import AmqpValue, Properties
+from broker.codec.messaging import AmqpValue, ApplicationProperties, Properties
 from broker.codec.types import AmqpType, Array, UInt, ULong
 from broker.errors import DecodeError
 from broker.services.describe import describe_message
@@ -54,18 +54,31 @@ class Response:
     body: object = None
 
 
-def parse_request(payload: bytes) -> Request:
-    """The request in a message, its sections in any order; DecodeError if it is
-    not a message or lacks `to`/`subject`."""
+def read_sections(payload: bytes) -> tuple[Properties | None, Mapping[object, object], object]:
+    """A request message's properties, application-properties (a map, else
+    empty) and amqp-value body, its sections in any order: what every
+    request/response service here reads (`/management`, `$cbs`,
+    `ENTITY/$management`)."""
     properties: Properties | None = None
+    application: Mapping[object, object] = {}
     body: object = None
     pos, end = 0, len(payload)
     while pos < end:
         section, pos = decode(payload, pos, end)
         if isinstance(section, Properties):
             properties = section
+        elif isinstance(section, ApplicationProperties):
+            value = section.value
+            application = value if isinstance(value, Mapping) else {}
         elif isinstance(section, AmqpValue):
             body = section.value
+    return properties, application, body
+
+
+def parse_request(payload: bytes) -> Request:
+    """The request in a message, its sections in any order; DecodeError if it is
+    not a message or lacks `to`/`subject`."""
+    properties, _, body = read_sections(payload)
     if properties is None or not isinstance(properties.to, str) or not properties.subject:
         raise DecodeError("a management request needs properties with 'to' and 'subject'", 0)
     return Request(properties.message_id, properties.to, properties.subject.upper(), body)
