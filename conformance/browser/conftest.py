@@ -11,6 +11,7 @@ setup command to run, except in CI (`CI=true`), where they fail.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import http.server
 import itertools
@@ -281,42 +282,29 @@ def harness(open_page: Any, page_server: str) -> Any:
     return page
 
 
-@pytest.fixture(scope="module")
-def bunny_server(node: str) -> Iterator[dict[str, Any]]:
-    """`examples/bunny/serve.py` on free ports, as a user would run it (its
-    broker included); yields the URLs it writes to its ready file."""
-    if not (BUNNY / "node_modules" / "browserify" / "package.json").exists():
-        missing("npm packages of examples/bunny are not installed")
-    workdir = Path(tempfile.mkdtemp(prefix="amqpws-bunny-test-"))
-    ready = workdir / "bunny.json"
-    log_path = workdir / "serve.log"
+@contextlib.contextmanager
+def run_example(name: str, *args: str, log_level: str = "warning") -> Iterator[dict[str, Any]]:
+    """`examples/NAME/serve.py` on free ports, as a user would run it (its broker
+    included), with `args` besides; yields the URLs of its ready file, with
+    `log_path` (its output) added.  Its npm packages must be installed
+    (setup.sh): otherwise `missing`."""
+    example = ROOT / "examples" / name
+    if not (example / "node_modules" / "browserify" / "package.json").exists():
+        missing(f"npm packages of examples/{name} are not installed")
+    workdir = Path(tempfile.mkdtemp(prefix=f"amqpws-{name}-test-"))
+    ready, log_path = workdir / "ready.json", workdir / "serve.log"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
-            [
-                sys.executable,
-                str(BUNNY / "serve.py"),
-                "--http-port",
-                "0",
-                "--amqp-port",
-                "0",
-                "--ws-port",
-                "0",
-                "--ready-file",
-                str(ready),
-                "--log-level",
-                "warning",
-            ],
-            cwd=ROOT,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+            [sys.executable, str(example / "serve.py"), "--http-port", "0", "--amqp-port", "0",
+             "--ws-port", "0", *args, "--ready-file", str(ready), "--log-level", log_level],
+            cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 120  # may build the bundle first
     while not ready.exists():
         if proc.poll() is not None or time.monotonic() > deadline:
             proc.kill()
             raise RuntimeError(f"serve.py did not start:\n{log_path.read_text()[-3000:]}")
         time.sleep(0.05)
-    yield json.loads(ready.read_text())
+    yield {**json.loads(ready.read_text()), "log_path": log_path}
     proc.send_signal(signal.SIGTERM)
     try:
         code = proc.wait(timeout=20)
@@ -324,3 +312,10 @@ def bunny_server(node: str) -> Iterator[dict[str, Any]]:
         proc.kill()
         code = proc.wait()
     assert code == 0, f"serve.py exited with {code}:\n{log_path.read_text()[-3000:]}"
+
+
+@pytest.fixture(scope="module")
+def bunny_server(node: str) -> Iterator[dict[str, Any]]:
+    """The bunny example (`run_example`), for the module's tests."""
+    with run_example("bunny") as urls:
+        yield urls

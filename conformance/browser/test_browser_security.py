@@ -34,9 +34,6 @@ import base64
 import hashlib
 import json
 import os
-import signal
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -246,31 +243,10 @@ def bunny_wss_server(request: pytest.FixtureRequest, node: str, pki: Any) -> Ite
     free ports, as a user would run it; yields its ready file's URLs and the
     path of its output (the broker's log, at info)."""
     browser = _conftest(request.config, HERE)
-    if not (browser.BUNNY / "node_modules" / "browserify" / "package.json").exists():
-        browser.missing("npm packages of examples/bunny are not installed")
-    workdir = Path(tempfile.mkdtemp(prefix="amqpws-bunny-wss-"))
-    ready, log_path = workdir / "bunny.json", workdir / "serve.log"
-    ports = [f"--{name}-port=0" for name in ("http", "amqp", "ws", "tls", "wss")]
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, str(browser.BUNNY / "serve.py"), *ports,
-             "--tls-cert", str(pki.cert_file), "--tls-key", str(pki.key_file),
-             "--ready-file", str(ready), "--log-level", "info"],
-            cwd=browser.ROOT, stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 120  # may build the bundle first
-    while not ready.exists():
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            raise RuntimeError(f"serve.py did not start:\n{log_path.read_text()[-3000:]}")
-        time.sleep(0.05)
-    yield {**json.loads(ready.read_text()), "log_path": log_path}
-    proc.send_signal(signal.SIGTERM)
-    try:
-        code = proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        code = proc.wait()
-    assert code == 0, f"serve.py exited with {code}:\n{log_path.read_text()[-3000:]}"
+    with browser.run_example("bunny", "--tls-port=0", "--wss-port=0",
+                             "--tls-cert", str(pki.cert_file), "--tls-key",
+                             str(pki.key_file), log_level="info") as urls:
+        yield urls
 
 
 @pytest.fixture

@@ -11,78 +11,26 @@ that routes nowhere).
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import pytest
 from proton import Message
 from proton.utils import BlockingConnection
 
-ROOT = Path(__file__).resolve().parent.parent.parent
-EXAMPLE = ROOT / "examples" / "pubsub-rpc"
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+HERE = Path(__file__).resolve().parent
 
 pytestmark = pytest.mark.parametrize("client", ["rhea-browser"])
 
 
-def missing(what: str) -> NoReturn:
-    """As conftest.missing: fail in CI, skip (loudly) elsewhere."""
-    message = f"rhea-browser: {what}; run `bash conformance/browser/setup.sh`"
-    if IN_CI:
-        pytest.fail(message, pytrace=False)
-    pytest.skip(message)
-
-
 @pytest.fixture(scope="module")
-def pubsub_server(node: str) -> Iterator[dict[str, Any]]:
-    """`examples/pubsub-rpc/serve.py` on free ports, as a user would run it (its
-    broker included); yields the URLs it writes to its ready file."""
-    if not (EXAMPLE / "node_modules" / "browserify" / "package.json").exists():
-        missing("npm packages of examples/pubsub-rpc are not installed")
-    workdir = Path(tempfile.mkdtemp(prefix="amqpws-pubsub-rpc-test-"))
-    ready = workdir / "pubsub.json"
-    log_path = workdir / "serve.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                str(EXAMPLE / "serve.py"),
-                "--http-port",
-                "0",
-                "--amqp-port",
-                "0",
-                "--ws-port",
-                "0",
-                "--ready-file",
-                str(ready),
-                "--log-level",
-                "warning",
-            ],
-            cwd=ROOT,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    deadline = time.monotonic() + 120  # may build the bundle first
-    while not ready.exists():
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            raise RuntimeError(f"serve.py did not start:\n{log_path.read_text()[-3000:]}")
-        time.sleep(0.05)
-    yield json.loads(ready.read_text())
-    proc.send_signal(signal.SIGTERM)
-    try:
-        code = proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        code = proc.wait()
-    assert code == 0, f"serve.py exited with {code}:\n{log_path.read_text()[-3000:]}"
+def pubsub_server(request: pytest.FixtureRequest, node: str) -> Iterator[dict[str, Any]]:
+    """`examples/pubsub-rpc/serve.py` on free ports (conftest's `run_example`)."""
+    browser = request.config.pluginmanager.get_plugin(str(HERE / "conftest.py"))
+    with browser.run_example("pubsub-rpc") as urls:
+        yield urls
 
 
 def open_tab(open_page: Any, url: str) -> Any:
