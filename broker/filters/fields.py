@@ -24,7 +24,7 @@ them does not match.
 from __future__ import annotations
 
 from collections.abc import Hashable, Mapping, Sequence
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from broker.codec.decode import decode
 from broker.codec.messaging import (
@@ -38,6 +38,7 @@ from broker.errors import DecodeError
 
 _HEADER, _MESSAGE_ANNOTATIONS, _PROPERTIES, _APPLICATION_PROPERTIES = 0x70, 0x72, 0x73, 0x74
 _EMPTY: Mapping[object, object] = {}
+_S = TypeVar("_S")  # a section's class
 
 
 class FilterError(ValueError):
@@ -87,20 +88,23 @@ class MessageFields:
         except DecodeError:
             return None
 
+    def _section_of(self, code: int, kind: type[_S]) -> _S | None:
+        """Section `code` when it decodes as a `kind`, else None."""
+        value = self._section(code)
+        return value if isinstance(value, kind) else None
+
     @property
     def header(self) -> Header | None:
         header = self._header
         if header is False:
-            value = self._section(_HEADER)
-            header = self._header = value if isinstance(value, Header) else None
+            header = self._header = self._section_of(_HEADER, Header)
         return header  # type: ignore[return-value]
 
     @property
     def properties(self) -> Properties | None:
         properties = self._properties
         if properties is False:
-            value = self._section(_PROPERTIES)
-            properties = self._properties = value if isinstance(value, Properties) else None
+            properties = self._properties = self._section_of(_PROPERTIES, Properties)
         return properties  # type: ignore[return-value]
 
     @property

@@ -5,12 +5,28 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
+from broker.admin import AdminError
 from broker.codec.messaging import AmqpSequence, AmqpValue, Data, Message
 from broker.codec.types import Described
 from broker.errors import DecodeError
 
+if TYPE_CHECKING:
+    from broker.admin import Admin
+
 MAX_BODY_SHOWN = 64 * 1024  # bytes of a peeked body shown as text or hex
+
+
+def peek_described(admin: Admin, name: str, query: Mapping[str, str]) -> list[dict[str, object]]:
+    """The peek both `/management` and the JSON API offer: `count` (10) messages
+    of queue `name` from `offset` (a stream's), described; bad numbers are a 400."""
+    try:
+        count = int(query.get("count", "10"))
+        offset = int(query["offset"]) if "offset" in query else None
+    except ValueError:
+        raise AdminError(400, "count and offset must be integers") from None
+    return [describe_message(m, offset=o) for o, m in admin.peek(name, count, offset=offset)]
 
 
 def describe_message(message: Message, *, offset: int | None = None) -> dict[str, object]:

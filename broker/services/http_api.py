@@ -45,7 +45,7 @@ from broker.admin import Admin, AdminError
 from broker.codec.messaging import Accepted, Message, Properties, Rejected, Released
 from broker.codec.types import Symbol
 from broker.errors import EncodeError
-from broker.services.describe import describe_message, jsonable
+from broker.services.describe import jsonable, peek_described
 
 log = logging.getLogger("broker.http")
 
@@ -185,13 +185,7 @@ class HttpApi:
             return _json(200, {"message_count": self.admin.purge_queue(name)})
         if method != "GET":
             raise _HttpError(405, f"method {method} not allowed on a queue's messages")
-        try:
-            count = int(query.get("count", "10"))
-            offset = int(query["offset"]) if "offset" in query else None
-        except ValueError:
-            raise _HttpError(400, "count and offset must be integers") from None
-        return _json(200, [describe_message(m, offset=o)
-                           for o, m in self.admin.peek(name, count, offset=offset)])
+        return _json(200, peek_described(self.admin, name, query))
 
     def _publish(self, request: HttpRequest, identity: Identity) -> HttpResponse:
         body = _json_body(request)

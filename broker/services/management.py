@@ -29,7 +29,7 @@ from broker.codec.encode import encode, encode_into
 from broker.codec.messaging import AmqpValue, ApplicationProperties, Properties
 from broker.codec.types import AmqpType, Array, UInt, ULong
 from broker.errors import DecodeError
-from broker.services.describe import describe_message
+from broker.services.describe import peek_described
 
 log = logging.getLogger("broker.management")
 
@@ -287,14 +287,7 @@ class Management:
     def _peek(self, name: str, query: str) -> Response:
         """Our extension (RabbitMQ has no peek): `GET /queues/Q/messages?count=N
         [&offset=K]`, messages described as maps without taking them."""
-        q = dict(parse_qsl(query))
-        try:
-            count = int(q.get("count", "10"))
-            offset = int(q["offset"]) if "offset" in q else None
-        except ValueError:
-            raise AdminError(400, "count and offset must be integers") from None
-        return Response(200, [describe_message(m, offset=o)
-                              for o, m in self.admin.peek(name, count, offset=offset)])
+        return Response(200, peek_described(self.admin, name, dict(parse_qsl(query))))
 
     def _exchange(self, method: str, name: str, body: object) -> Response:
         if method == "DELETE":
