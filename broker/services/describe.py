@@ -5,15 +5,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
 
-from broker.admin import AdminError
+from broker.admin import Admin, AdminError
 from broker.codec.messaging import AmqpSequence, AmqpValue, Data, Message
 from broker.codec.types import Described
 from broker.errors import DecodeError
-
-if TYPE_CHECKING:
-    from broker.admin import Admin
 
 MAX_BODY_SHOWN = 64 * 1024  # bytes of a peeked body shown as text or hex
 
