@@ -26,6 +26,8 @@ from urllib.parse import quote
 
 from broker.codec.messaging import Message
 from broker.config import Config
+from broker.filters.fields import FilterError
+from broker.nodes.azure import DEFAULT_RULE, sql_rule
 from broker.nodes.base import NodeInfo
 from broker.nodes.exchange import EXCHANGE, EXCHANGE_TYPES, QUEUE, Binding
 
@@ -486,6 +488,16 @@ def apply_config(admin: Admin, config: Config, *, now: float) -> None:
         for b in exchange.bindings:
             admin.bind(exchange.name, b.destination, destination_kind=b.destination_kind,
                        key=b.key, arguments=b.arguments)
+    for topic in config.azure_topics:  # Azure topics: a fanout exchange, a queue per subscription
+        for subscription in topic.subscriptions:
+            queue = admin.registry.declare_subscription(topic.name, subscription)
+            if subscription in topic.rules:
+                try:
+                    rule = sql_rule(DEFAULT_RULE, topic.rules[subscription])
+                except FilterError as exc:
+                    raise AdminError(400, f"azure.topics.{topic.name}.rules.{subscription}: "
+                                          f"{exc}") from None
+                admin.registry.azure.set_rules(queue.name, [rule])
 
 
 def check_config(config: Config) -> None:

@@ -241,6 +241,10 @@ class Publisher:
             nodes: list[Node] = [node]
         else:
             nodes = registry.route(exchange or registry.exchanges[""], keys, message)
+            if nodes and registry.azure.has_rules:
+                nodes = registry.azure.admitted(nodes, message, now)
+                if not nodes:
+                    return Accepted()  # as Service Bus: no subscription's rule took it
         if not nodes:
             return Released()
         expires_at = expiry_of(message, now)

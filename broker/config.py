@@ -51,6 +51,16 @@ class ExchangeConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class AzureTopicConfig:
+    """An Azure topic declared at start: its subscriptions, and for some of them
+    the SQL filter of their `$Default` rule (the others take every message)."""
+
+    name: str
+    subscriptions: tuple[str, ...] = ()
+    rules: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     host: str = "127.0.0.1"
     port: int | None = 5672  # 0 picks a free port; None disables the TCP listener
@@ -116,6 +126,7 @@ class Config:
     azure_keys: dict[str, str] = field(default_factory=dict)
     azure_lock_duration: float = 60.0  # seconds a peek-locked delivery stays locked
     azure_max_delivery_count: int = 10  # lapsed locks and abandons before dead-lettering
+    azure_topics: tuple[AzureTopicConfig, ...] = ()  # [azure.topics.NAME]
 
 
 class ConfigError(ValueError):
@@ -197,10 +208,12 @@ def normalize(raw: Mapping[str, object], *, source: str = "config") -> dict[str,
         if name == "azure" and isinstance(value, Mapping):
             # [azure] keys = { NAME = "KEY" }
             unknown = set(value) - {"keys", "lock_duration", "lock-duration",
-                                    "max_delivery_count", "max-delivery-count"}
+                                    "max_delivery_count", "max-delivery-count", "topics"}
             if unknown:
                 raise ConfigError(f"{source}: unknown setting(s) azure.{', azure.'.join(unknown)}")
             out["azure_keys"] = _azure_keys(value.get("keys", {}), f"{source}: azure.keys")
+            if "topics" in value:
+                out["azure_topics"] = _azure_topics(value["topics"], f"{source}: azure.topics")
             for option in ("lock_duration", "max_delivery_count"):
                 for spelling in (option, option.replace("_", "-")):
                     if spelling in value:
@@ -383,6 +396,28 @@ def _users(value: object, where: str) -> dict[str, str]:
             raise ConfigError(f"{where}: passwords must be strings")
         return {str(k): str(v) for k, v in value.items()}
     return dict(parse_user(spec) for spec in _names(value, where))
+
+
+def _azure_topics(value: object, where: str) -> tuple[AzureTopicConfig, ...]:
+    """`[azure.topics.NAME]` tables: `subscriptions = [...]`, `rules = { SUB = "SQL" }`."""
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{where} must be a table of topics")
+    topics = []
+    for name, table in value.items():
+        if not isinstance(table, Mapping):
+            raise ConfigError(f"{where}.{name} must be a table")
+        if unknown := set(table) - {"subscriptions", "rules"}:
+            raise ConfigError(f"{where}.{name}: unknown setting(s) {', '.join(sorted(unknown))}")
+        subscriptions = _names(table.get("subscriptions", []), f"{where}.{name}.subscriptions")
+        rules = table.get("rules", {})
+        if not isinstance(rules, Mapping) or not all(isinstance(v, str) for v in rules.values()):
+            raise ConfigError(f"{where}.{name}.rules must be a table SUBSCRIPTION = \"SQL\"")
+        if stray := set(rules) - set(subscriptions):
+            raise ConfigError(f"{where}.{name}.rules: no subscription named "
+                              f"{', '.join(sorted(map(str, stray)))}")
+        topics.append(AzureTopicConfig(str(name), tuple(subscriptions),
+                                       {str(k): str(v) for k, v in rules.items()}))
+    return tuple(topics)
 
 
 def _azure_keys(value: object, where: str) -> dict[str, str]:

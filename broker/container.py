@@ -18,7 +18,8 @@ goes away returns it to the head of its queue (delivery-count +1 where the
 attempt may have been seen: modified with delivery-failed, and lost links).
 `modified` with undeliverable-here dead-letters the message on a queue that
 has a dead-letter exchange (RabbitMQ's rule); elsewhere it only keeps the
-message from that consumer (Qpid's and Artemis's).
+message from that consumer (Qpid's and Artemis's); on an Azure peek-lock
+link it defers the message (`nodes/azure.py` keeps it by sequence number).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from broker import __version__
 from broker.access import Access, CredentialsRefused, Identity, load_access
 from broker.admin import Admin, AdminError, apply_config
 from broker.attach import PUBLISHER_CREDIT, Attacher, Publisher, ServicePair, Subscription
-from broker.codec.messaging import Accepted, Message, Modified, Rejected, Released
+from broker.codec.messaging import Accepted, Modified, Rejected, Released
 from broker.codec.performatives import Error, amqp_error, error_from
 from broker.codec.types import Symbol
 from broker.config import Config, ConfigError, memory_limit, physical_memory
@@ -50,8 +51,8 @@ from broker.engine.sasl import ANONYMOUS, EXTERNAL, PLAIN, Refused, printable
 from broker.errors import AmqpError, Condition
 from broker.memory_alarm import AlarmChange, MemoryAlarm
 from broker.nodes.base import Entry
-from broker.nodes.queue import QueueFull
-from broker.nodes.registry import DEAD_LETTER_SEGMENT, Node, Registry
+from broker.nodes.queue import Queue
+from broker.nodes.registry import Node, Registry
 from broker.observe import Observer
 from broker.peerlog import PeerLog
 from broker.services.cbs import Cbs
@@ -277,6 +278,8 @@ class Container:
                                  entity_tokens=bool(config.azure_keys))
         self.attacher.lock_duration = config.azure_lock_duration
         self.attacher.renew_locks = self.renew_locks
+        self.registry.azure.lock_duration = config.azure_lock_duration
+        self.registry.azure.max_delivery_count = config.azure_max_delivery_count
         self.locking: set[Subscription] = set()  # Azure peek-lock subscriptions
         self.connections: set[ConnectionHandle] = set()
         self._token_warned = False
@@ -579,26 +582,15 @@ class Container:
     def _azure_dead_letter(self, queue: Node, entry: Entry, state: Rejected,
                            now: float) -> None:
         """Azure's dead-letter (rejected with `com.microsoft:dead-letter`): the
-        message moves to the entity's `$DeadLetterQueue` sub-queue, with the
-        reason and description the SDK reads from application properties."""
+        message leaves its queue for the `$DeadLetterQueue` sub-queue, with the
+        reason and description the rejection's error info gives."""
         queue.settle(entry)
         info = state.error.info if state.error is not None and state.error.info else {}
-        extra = {str(k): v for k, v in info.items()
-                 if str(k) in ("DeadLetterReason", "DeadLetterErrorDescription")}
-        message = entry.message
-        if extra:  # the bare message changes, as Azure's own does: encoded again
-            merged = dict(message.application_properties or {})
-            merged.update(extra)
-            message = Message.create(
-                message.body, header=message.header,
-                message_annotations=message.message_annotations,
-                properties=message.properties, application_properties=merged,
-                footer=message.footer)
-        target = self.registry.declare_queue(f"{queue.name}/{DEAD_LETTER_SEGMENT}")
-        try:
-            target.publish(Entry(message), now)
-        except QueueFull as exc:
-            log.warning("dead-lettered message dropped: %s", exc)
+        reason, description = (info.get(k) for k in ("DeadLetterReason",
+                                                      "DeadLetterErrorDescription"))
+        self.registry.azure.dead_letter(
+            queue.name, entry.message, None if reason is None else str(reason),
+            None if description is None else str(description), now)
 
     def on_credit(self, link: Link) -> None:
         if log.isEnabledFor(logging.DEBUG):
@@ -667,7 +659,10 @@ class Container:
             link.settle(delivery, Rejected() if azure_dead_letter else state)
             sub.handle.wake()
         queue = sub.queue
-        if kind is Accepted:
+        if sub.azure and kind is Modified and getattr(state, "undeliverable_here", False) \
+                and isinstance(queue, Queue):
+            self.registry.azure.defer(queue, entry)  # Azure's defer
+        elif kind is Accepted:
             queue.settle(entry)
         elif azure_dead_letter:
             self._azure_dead_letter(queue, entry, state, now)  # type: ignore[arg-type]

@@ -1,5 +1,5 @@
-"""Message filters: JMS selectors and AMQP SQL filter expressions (one
-language, two dialects), property filters, and the `MessageFields` view they
+"""Message filters: JMS selectors, AMQP SQL filter expressions and Azure's
+subscription rules (one language, three dialects), property filters, and the `MessageFields` view they
 read: pure functions over a message, compiled once per consumer."""
 
 from __future__ import annotations

@@ -20,6 +20,9 @@ Keys of `amqp:properties-filter` are the §3.2.4 field names as symbols
 (`message-id`, `subject`, `reply-to-group-id`…); keys of the
 application-properties filter are strings.  A filter has 1 to
 `MAX_ENTRIES` entries.  Each entry is compiled once into a test of one value.
+
+`CorrelationFilter` is Azure Service Bus's subscription-rule cousin: the same
+idea with Service Bus's field names, exact equality only, null fields ignored.
 """
 
 from __future__ import annotations
@@ -137,3 +140,71 @@ def compile_application_properties_filter(
     mapping: Mapping[object, object],
 ) -> ApplicationPropertiesFilter:
     return ApplicationPropertiesFilter(mapping)
+
+
+class CorrelationFilter:
+    """Azure Service Bus's correlation filter (a subscription rule): every field
+    it names must equal the message's, exactly (no `&p:` modifiers); user
+    `properties` are application properties.  Fields given as null are left
+    out; at least one must remain."""
+
+    __slots__ = ("_application", "_tests", "mapping")
+    KIND: Final = "com.microsoft:correlation-filter"
+    # the filter's keys → §3.2.4 properties attributes
+    FIELDS: Final = {
+        "correlation-id": "correlation_id", "message-id": "message_id", "to": "to",
+        "reply-to": "reply_to", "label": "subject", "session-id": "group_id",
+        "reply-to-session-id": "reply_to_group_id", "content-type": "content_type",
+    }
+
+    def __init__(self, mapping: Mapping[object, object]) -> None:
+        if not isinstance(mapping, Mapping):
+            raise FilterError(f"{self.KIND} needs a map, not {type(mapping).__name__}")
+        tests: list[tuple[str, Test]] = []
+        application: list[tuple[str, Test]] = []
+        for key, value in mapping.items():
+            if value is None:
+                continue
+            if key == "properties":
+                if not isinstance(value, Mapping):
+                    raise FilterError(f"{self.KIND} properties must be a map")
+                for name, reference in value.items():
+                    if reference is not None:
+                        application.append((str(name), _equal_test(reference, str(name))))
+                continue
+            attribute = self.FIELDS.get(str(key))
+            if attribute is None:
+                raise FilterError(f"{self.KIND}: unknown field {key!r} "
+                                  f"({', '.join(self.FIELDS)}, properties)")
+            tests.append((attribute, _equal_test(value, str(key))))
+        if not tests and not application:
+            raise FilterError(f"{self.KIND} names no field to match")
+        if len(tests) + len(application) > MAX_ENTRIES:
+            raise FilterError(f"{self.KIND} has more than {MAX_ENTRIES} conditions")
+        self.mapping = dict(mapping)
+        self._tests = tuple(tests)
+        self._application = tuple(application)
+
+    def matches(self, fields: MessageFields, now: float) -> bool:
+        if self._tests:
+            properties = fields.properties
+            if properties is None:
+                return False
+            for attribute, test in self._tests:
+                if not test(getattr(properties, attribute)):
+                    return False
+        values = fields.application_properties
+        for key, test in self._application:
+            if key not in values or not test(values[key]):
+                return False
+        return True
+
+    def __repr__(self) -> str:
+        return f"CorrelationFilter({self.mapping!r})"
+
+
+def _equal_test(reference: object, what: str) -> Test:
+    if isinstance(reference, (dict, list, tuple, Array, Described)):
+        raise FilterError(f"{CorrelationFilter.KIND} {what}: a value must be of a simple "
+                          f"type, not {type(reference).__name__}")
+    return lambda v: compare("=", v, reference) is True

@@ -45,6 +45,11 @@ identifiers `[any name]` (`]]` and `[[` for brackets) name application
 properties; strings in single or double quotes (a doubled quote escapes
 itself); integers, decimals and exponents (`1.5`, `5.`, `.5`, `1E3` are
 floats); `<>` and `!=`; `%`; IN lists of expressions; UTC().
+`AZURE_RULE` (Service Bus subscription rules) is the selector dialect with
+plain decimal integers, where an empty rule is an error, and two more
+qualifiers: `sys.NAME` for the system properties Service Bus names
+(`sys.Label`, `sys.MessageId`, `sys.SessionId`…, in any case: the §3.2.4
+fields they stand for) and `user.NAME` for application properties.
 """
 
 from __future__ import annotations
@@ -93,6 +98,9 @@ class Dialect:
     java_integers: bool  # 0x… is a hex integer (else a binary constant), 017 octal, 5L
     between: bool
     empty_matches_all: bool
+    # Azure Service Bus rules: `sys.NAME` (system properties, names in any case)
+    # and `user.NAME` (application properties) qualify names too
+    azure_sections: bool = False
 
 
 SQL: Final = Dialect("amqp:sql-filter", keywords_any_case=False, identifier_start="",
@@ -101,6 +109,9 @@ SQL: Final = Dialect("amqp:sql-filter", keywords_any_case=False, identifier_star
 SELECTOR: Final = Dialect("apache.org:selector-filter:string", keywords_any_case=True,
                           identifier_start="_$", identifier_part="_$", java_integers=True,
                           between=True, empty_matches_all=True)
+AZURE_RULE: Final = Dialect("com.microsoft:sql-filter", keywords_any_case=True,
+                            identifier_start="_$", identifier_part="_$", java_integers=False,
+                            between=True, empty_matches_all=False, azure_sections=True)
 
 # --- value kinds -----------------------------------------------------------------
 
@@ -195,6 +206,14 @@ _UNSUPPORTED_SECTIONS: Final = frozenset((
 _HEADER_DEFAULTS: Final[dict[str, object]] = {
     name: field.default for name, field in Header.__dataclass_fields__.items()}
 _PROPERTY_NAMES: Final = frozenset(Properties.__dataclass_fields__)
+# Azure's `sys.` names (lower-cased) → the §3.2.4 properties field
+_AZURE_SYSTEM: Final = {
+    "messageid": "message_id", "userid": "user_id", "to": "to", "label": "subject",
+    "subject": "subject", "replyto": "reply_to", "correlationid": "correlation_id",
+    "contenttype": "content_type", "contentencoding": "content_encoding",
+    "expiresatutc": "absolute_expiry_time", "sessionid": "group_id",
+    "replytosessionid": "reply_to_group_id",
+}
 
 _KEYWORDS: Final = frozenset((
     "AND", "OR", "NOT", "LIKE", "ESCAPE", "IN", "IS", "NULL", "TRUE", "FALSE", "UTC"))
@@ -236,7 +255,7 @@ def _tokenize(text: str, dialect: Dialect) -> list[Token]:
                 k = j + 2
                 while k < n and (text[k].isalnum() or text[k] in part):
                     k += 1
-                append(("id", _qualified(word, text[j + 1:k], i, j + 1), i))
+                append(("id", _qualified(word, text[j + 1:k], i, j + 1, dialect), i))
                 i = k
                 continue
             upper = word.upper()
@@ -281,7 +300,16 @@ def _tokenize(text: str, dialect: Dialect) -> list[Token]:
     return tokens
 
 
-def _qualified(section: str, name: str, position: int, name_position: int) -> tuple[str, str]:
+def _qualified(section: str, name: str, position: int, name_position: int,
+               dialect: Dialect) -> tuple[str, str]:
+    if dialect.azure_sections and section.lower() in ("sys", "user"):
+        if section.lower() == "user":
+            return "a", name
+        field = _AZURE_SYSTEM.get(name.lower())
+        if field is None:
+            raise FilterError(f"unknown system property sys.{name} "
+                              f"({', '.join(sorted(set(_AZURE_SYSTEM)))})", name_position)
+        return "p", field
     code = _SECTIONS.get(section)
     if code is None:
         if section in _UNSUPPORTED_SECTIONS:
@@ -1053,3 +1081,9 @@ def compile_sql(text: str, *, max_length: int = MAX_EXPRESSION_LENGTH) -> SqlFil
 def compile_selector(text: str, *, max_length: int = MAX_EXPRESSION_LENGTH) -> SqlFilter:
     """A JMS message selector (`apache.org:selector-filter:string`)."""
     return SqlFilter(text, SELECTOR, max_length=max_length)
+
+
+def compile_azure_rule(text: str, *, max_length: int = MAX_EXPRESSION_LENGTH) -> SqlFilter:
+    """An Azure Service Bus subscription rule's SQL filter: the selector
+    language, with `sys.Label`-style system properties and `user.` names."""
+    return SqlFilter(text, AZURE_RULE, max_length=max_length)

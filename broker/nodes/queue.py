@@ -401,19 +401,12 @@ class Queue:
         """A redelivery's message (§3.2.1): the header says it is not the first
         acquirer and counts the failed attempts; a quorum queue also annotates how
         often it came back (`x-delivery-count`, released included, as RabbitMQ's)."""
-        old = entry.message.header or Header()
-        header = Header(
-            durable=old.durable,
-            priority=old.priority,
-            ttl=old.ttl,
-            first_acquirer=False,
-            delivery_count=old.delivery_count + entry.delivery_count,
-        )
         if self.count_returns and entry.returns:
             annotations = dict(entry.message.message_annotations or {})
             annotations[X_DELIVERY_COUNT] = Long(entry.returns)
-            return entry.message.with_changes(header=header, message_annotations=annotations)
-        return entry.message.with_changes(header=header)
+            return entry.message.with_changes(header=_redelivery_header(entry),
+                                              message_annotations=annotations)
+        return redelivered(entry)
 
     # -- settlement -----------------------------------------------------------------
 
@@ -525,3 +518,16 @@ def _may_take(consumer: Consumer, entry: Entry, now: float) -> bool:
     if fields is None:
         fields = entry.fields = MessageFields(entry.message)
     return match.matches(fields, now)
+
+
+def _redelivery_header(entry: Entry) -> Header:
+    old = entry.message.header or Header()
+    return Header(durable=old.durable, priority=old.priority, ttl=old.ttl,
+                  first_acquirer=False,
+                  delivery_count=old.delivery_count + entry.delivery_count)
+
+
+def redelivered(entry: Entry) -> Message:
+    """The message as a redelivery shows it (§3.2.1): not the first acquirer,
+    its failed attempts counted in the header."""
+    return entry.message.with_changes(header=_redelivery_header(entry))

@@ -16,7 +16,6 @@ routes them through the queue's dead-letter exchange.
 
 from __future__ import annotations
 
-import heapq
 import itertools
 import logging
 from collections.abc import Callable, Sequence
@@ -25,6 +24,7 @@ from urllib.parse import quote, unquote, urlsplit
 
 from broker.codec.messaging import Message, encode_annotations, rewrite_header
 from broker.errors import AmqpError, Condition
+from broker.nodes.azure import DEAD_LETTER_SEGMENT, SUBSCRIPTIONS, AzureEntities
 from broker.nodes.base import Entry, NodeInfo, expiry_of
 from broker.nodes.deadletter import (
     X_EXCHANGE,
@@ -132,8 +132,6 @@ def entity_of_url(address: str) -> str | None:
     if not address.startswith(_ENTITY_URL_SCHEMES):
         return None
     return unquote(urlsplit(address).path.lstrip("/"))
-DEAD_LETTER_SEGMENT = "$DeadLetterQueue"  # Azure: ENTITY/$DeadLetterQueue
-SUBSCRIPTIONS = "/Subscriptions/"  # Azure: TOPIC/Subscriptions/SUB
 
 
 def check_routing_key(key: str) -> None:
@@ -178,8 +176,8 @@ class Registry:
         self._routes: dict[tuple[str, str], tuple[Exchange, list[Node]]] = {}
         self._exclusive: dict[int, set[str]] = {}  # id(owning connection) → queue names
         self.held_bytes = 0  # what the nodes hold, for the memory alarm
-        # (when, sequence, queue, entry): Azure's scheduled messages, soonest first
-        self._scheduled: list[tuple[float, int, str, Entry]] = []
+        # Azure Service Bus: scheduled and deferred messages, subscription rules
+        self.azure = AzureEntities(self)
         self._ms = wall_clock_ms
 
     # -- queues and streams ---------------------------------------------------------
@@ -250,7 +248,7 @@ class Registry:
             raise AddressError(f"temporary queue {name!r} does not exist (any more)")
         topic, marker, subscription = name.partition(SUBSCRIPTIONS)
         if marker and topic and subscription and "/" not in subscription:
-            return self._subscription(topic, name)
+            return self.declare_subscription(topic, subscription)
         reserved = [p for p in name.split("/") if p.startswith("$")]
         if reserved and reserved != [DEAD_LETTER_SEGMENT] or name.startswith("$"):
             # `$cbs`, `$management`, `ENTITY/$management`…: service nodes other
@@ -261,9 +259,10 @@ class Registry:
             raise AddressError(f"{name!r} is a reserved service node this broker does not offer")
         return self.declare_queue(name)
 
-    def _subscription(self, topic: str, name: str) -> Queue:
+    def declare_subscription(self, topic: str, subscription: str) -> Queue:
         """Azure's `TOPIC/Subscriptions/SUB`: a queue bound to the topic, a fanout
-        exchange; both made on first use."""
+        exchange; both made on first use (or declared by the config)."""
+        name = f"{topic}{SUBSCRIPTIONS}{subscription}"
         exchange = self.exchanges.get(topic)
         if exchange is None:
             exchange, _ = self.declare_exchange(topic, "fanout")
@@ -296,6 +295,7 @@ class Registry:
         log.debug("%s %r deleted, holding %d messages", node.kind, name, node.depth)
         self._routes.clear()
         self._unbind_destination(QUEUE, name)
+        self.azure.queue_deleted(name)
         count = node.depth
         node.deleted = True
         if isinstance(node, Queue):
@@ -484,32 +484,9 @@ class Registry:
         for node in list(self.nodes.values()):
             node.housekeeping(now)
             held += node.held_bytes
-        self.held_bytes = held
+        self.held_bytes = held + self.azure.held_bytes
         self.expire_unused(now)
-        self._enqueue_scheduled(now)
-
-    # -- scheduled messages (Azure's schedule-message) -----------------------------------
-
-    def schedule(self, queue: str, entry: Entry, when: float) -> None:
-        """Enqueue `entry` on `queue` at `when` (wall clock, to the tick)."""
-        heapq.heappush(self._scheduled, (when, entry.sequence, queue, entry))
-
-    def cancel_scheduled(self, queue: str, sequences: set[int]) -> None:
-        self._scheduled = [s for s in self._scheduled
-                           if not (s[2] == queue and s[1] in sequences)]
-        heapq.heapify(self._scheduled)
-
-    def _enqueue_scheduled(self, now: float) -> None:
-        due = self._scheduled
-        while due and due[0][0] <= now:
-            _, _, name, entry = heapq.heappop(due)
-            node = self.nodes.get(name)
-            if node is None:
-                continue  # the queue went away meanwhile: so does the message
-            try:
-                node.publish(entry, now)
-            except QueueFull as exc:
-                log.warning("scheduled message dropped: %s", exc)
+        self.azure.enqueue_scheduled(now)
 
     def expire_unused(self, now: float) -> list[str]:
         """Delete queues whose `x-expires` ran out without a consumer or a declare."""

@@ -173,3 +173,33 @@ def test_invalid_application_properties_filters(mapping: dict[object, object],
                                                 words: str) -> None:
     with pytest.raises(FilterError, match=words):
         compile_application_properties_filter(mapping)
+
+
+# -- Azure Service Bus correlation filters (subscription rules) ---------------------------
+
+
+def correlation(mapping: dict[object, object], f: MessageFields | None = None) -> bool:
+    from broker.filters.properties import CorrelationFilter
+
+    return CorrelationFilter(mapping).matches(f or fields(), NOW)
+
+
+def test_correlation_filter_matches_named_fields_exactly() -> None:
+    assert correlation({"correlation-id": ID, "label": "Order.created"})
+    assert correlation({"session-id": "&group"}), "no &-modifiers: literal equality"
+    assert not correlation({"label": "Order."}), "exact, never a prefix"
+    assert correlation({"to": None, "message-id": "order-17"}), "null fields are left out"
+    assert not correlation({"message-id": "order-17"}, fields(None))
+
+
+def test_correlation_filter_properties_are_application_properties() -> None:
+    assert correlation({"properties": {"region": "eu"}}, fields(None, {"region": "eu"}))
+    assert not correlation({"properties": {"region": "eu"}}, fields(None, {"region": "us"}))
+    assert not correlation({"properties": {"region": "eu"}}, fields(None, {}))
+
+
+@pytest.mark.parametrize("mapping", [{}, {"to": None}, {"sender": "x"},
+                                     {"properties": [1]}, {"label": ["a"]}])
+def test_correlation_filter_refuses_what_it_cannot_match(mapping: dict[object, object]) -> None:
+    with pytest.raises(FilterError):
+        correlation(mapping)

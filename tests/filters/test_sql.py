@@ -677,3 +677,21 @@ def test_values_of_every_amqp_number_type() -> None:
     f = fields({"b": Byte(-3), "l": Long(-3), "ub": UByte(3), "ul": ULong(3), "fl": Float(3.0),
                 "ts": Timestamp(3)})
     assert sql("b = l AND -b = ub AND ub = ul AND ul = fl AND fl = ts AND ts = 3", f) is True
+
+
+# --- Azure Service Bus rules --------------------------------------------------------
+
+
+def test_azure_rules_name_system_and_user_properties() -> None:
+    from broker.filters.sql import compile_azure_rule
+
+    f = fields({"size": 12, "color": "red"},
+               properties=Properties(subject="eu", message_id="m-1", group_id="s1"))
+    for text in ("sys.Label = 'eu'", "SYS.LABEL = 'eu' and user.size > 10",
+                 "sys.SessionId = 's1' AND color IN ('red')", "sys.MessageId LIKE 'm-%'",
+                 "size BETWEEN 10 AND 20", "1=1"):
+        assert compile_azure_rule(text).matches(f, NOW), text
+    assert not compile_azure_rule("sys.To = 'x'").matches(f, NOW), "a missing field is NULL"
+    assert "unknown system property" in error("sys.Nope = 1", compile_azure_rule).message
+    assert error("", compile_azure_rule), "an empty rule is no rule"
+    assert error("sys.Label = 'a'"), "only the Azure dialect knows sys."
