@@ -156,7 +156,7 @@ class Link:
             source=source,
             target=target,
             initial_delivery_count=self.delivery_count if self.is_sender else None,
-            max_message_size=max_message_size or None,
+            max_message_size=max_message_size,  # 0 (no limit) is sent too, as RabbitMQ does
             offered_capabilities=offered_capabilities,
             properties=properties,
         )

@@ -91,7 +91,7 @@ def test_attach_as_receiver_makes_us_the_sender() -> None:
     assert attach.source == Source(address="q")
     assert attach.target == Target(address="me")
     assert attach.initial_delivery_count == 0
-    assert attach.max_message_size is None
+    assert attach.max_message_size == 0, "no limit, said explicitly (as RabbitMQ says it)"
     assert kinds(out) == [Attach], "a sender grants no credit"
 
 
