@@ -9,10 +9,15 @@ port and dials port 80).
 Every connection puts a SAS token on `$cbs` first.  The cases: send one and a
 batch, receive-and-delete, peek-lock complete and abandon, dead-letter, the
 lock token, sequence numbers and enqueue times, peek, renew-lock, scheduling,
-a topic with two subscriptions, and SAS keys right and wrong.
+a topic with two subscriptions, SAS keys right and wrong, deferral
+(`defer_message`, `receive_deferred_messages` by sequence number in both
+receive modes, settling a deferred message through `ENTITY/$management`'s
+update-disposition) and a subscription's SQL rule.
 
 The module starts its own brokers: one without Azure keys (every token is
-accepted) and one with `--azure-key` for the SAS key checks.  Every SDK call
+accepted), one with `--azure-key` for the SAS key checks, and one with
+`--config` declaring a topic, its subscriptions and a rule (the Python SDK
+manages rules only through ServiceBusAdministrationClient, which is HTTP).  Every SDK call
 has a short timeout (`try_timeout`, `max_wait_time`, `timeout=`), no retries,
 and each case runs under a hard deadline as well.
 """
@@ -20,6 +25,7 @@ and each case runs under a hard deadline as well.
 from __future__ import annotations
 
 import datetime
+import json
 import threading
 import time
 import uuid
@@ -85,6 +91,36 @@ def azure_broker(pytestconfig: pytest.Config) -> Iterator[Any]:
 def keyed_broker(pytestconfig: pytest.Config) -> Iterator[Any]:
     """Verifies SAS tokens against KEY_NAME=KEY."""
     yield from _broker(pytestconfig, "--azure-key", f"{KEY_NAME}={KEY}")
+
+
+# topic_broker's config declares one topic per client, so that the two
+# transports' cases do not share subscriptions: `billing` keeps the `$Default`
+# rule (everything), `audit`'s `$Default` becomes AUDIT_RULE.
+AUDIT_RULE = "user.priority > 3 OR sys.Label = 'audit'"
+
+
+def _declared_topic(client: str) -> str:
+    return f"conf-orders-{client}"
+
+
+def _topics_toml() -> str:
+    tables = []
+    for param in CLIENTS:
+        topic = json.dumps(_declared_topic(param.values[0]))  # a TOML basic string
+        tables.append(f'[azure.topics.{topic}]\n'
+                      f'subscriptions = ["billing", "audit"]\n'
+                      f'[azure.topics.{topic}.rules]\n'
+                      f'audit = {json.dumps(AUDIT_RULE)}\n')
+    return "\n".join(tables)
+
+
+@pytest.fixture(scope="module")
+def topic_broker(pytestconfig: pytest.Config, tmp_path_factory: pytest.TempPathFactory
+                 ) -> Iterator[Any]:
+    """Started with `--config` declaring the topics of _topics_toml()."""
+    config = tmp_path_factory.mktemp("azure-topics") / "topics.toml"
+    config.write_text(_topics_toml())
+    yield from _broker(pytestconfig, "--config", str(config))
 
 
 @pytest.fixture
@@ -226,7 +262,7 @@ def test_azure_abandon(client: str, azure_broker: Any, entity: str) -> None:
     _bounded(case)
 
 
-# -- what does not work yet ------------------------------------------------------------
+# -- sequence numbers, management operations, topics and deferral ---------------------
 
 
 @pytest.mark.parametrize("client", CLIENTS)
@@ -419,5 +455,149 @@ def test_azure_wrong_sas_key(client: str, keyed_broker: Any, entity: str) -> Non
             _send(sb, entity, ServiceBusMessage("forged"))
         with _client(keyed_broker, client) as sb:
             assert _rad(sb, entity, 1, wait=1.0) == []  # the forged one never got in
+
+    _bounded(case)
+
+
+# -- deferral and subscription rules -----------------------------------------------------
+
+
+def _defer_one(sb: Any, entity: str, body: str, message_id: str) -> tuple[int, int]:
+    """Send one message, receive it in peek-lock and defer it: its sequence
+    number and the delivery count it arrived with."""
+    from azure.servicebus import ServiceBusMessage
+
+    _send(sb, entity, ServiceBusMessage(body, message_id=message_id))
+    with sb.get_queue_receiver(entity, max_wait_time=STEP) as receiver:
+        got = _receive(receiver, 1)
+        assert [m.message_id for m in got] == [message_id]
+        receiver.defer_message(got[0])
+        # deferred: out of the queue, a plain receive no longer finds it
+        assert _receive(receiver, 1, wait=1.0) == []
+    return got[0].sequence_number, got[0].delivery_count or 0
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+def test_azure_defer(client: str, azure_broker: Any, entity: str) -> None:
+    """defer_message (modified, delivery-failed + undeliverable-here) sets the
+    message aside; peek shows it DEFERRED; receive_deferred_messages by its
+    sequence number (receive-by-sequence-number, peek-lock) gives it back with
+    a lock token and a higher delivery count; its lock renews; completed (via
+    update-disposition), a second receive_deferred_messages for that number is
+    MessageNotFoundError (404, com.microsoft:message-not-found)."""
+    from azure.servicebus import ServiceBusMessageState
+    from azure.servicebus.exceptions import MessageNotFoundError
+
+    def case() -> None:
+        with _client(azure_broker, client) as sb:
+            seq, first_count = _defer_one(sb, entity, "set aside", "df-1")
+            # a fresh receiver, so peek starts at sequence number 1 (the SDK
+            # peeks from the last sequence number a receiver has seen)
+            with sb.get_queue_receiver(entity, max_wait_time=STEP) as browser:
+                peeked = browser.peek_messages(max_message_count=5, timeout=STEP)
+            assert [(_body(m), m.sequence_number) for m in peeked] == [(b"set aside", seq)]
+            assert peeked[0].state == ServiceBusMessageState.DEFERRED
+            with sb.get_queue_receiver(entity, max_wait_time=STEP) as receiver:
+                deferred = receiver.receive_deferred_messages([seq], timeout=STEP)
+                assert [(_body(m), m.message_id) for m in deferred] == [(b"set aside", "df-1")]
+                m = deferred[0]
+                assert m.sequence_number == seq
+                assert (m.delivery_count or 0) > first_count
+                assert isinstance(m.lock_token, uuid.UUID)
+                assert m.locked_until_utc is not None
+                before = m.locked_until_utc
+                time.sleep(0.5)
+                assert receiver.renew_message_lock(m, timeout=STEP) > before
+                receiver.complete_message(m)
+                with pytest.raises(MessageNotFoundError):
+                    receiver.receive_deferred_messages([seq], timeout=STEP)
+            assert _rad(sb, entity, 1, wait=1.0) == []
+
+    _bounded(case)
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+def test_azure_defer_receive_and_delete(client: str, azure_broker: Any, entity: str) -> None:
+    """receive_deferred_messages from a RECEIVE_AND_DELETE receiver takes the
+    deferred message away (settle mode 0): no lock token, not there to peek,
+    and asking again is MessageNotFoundError."""
+    from azure.servicebus import ServiceBusReceiveMode
+    from azure.servicebus.exceptions import MessageNotFoundError
+
+    def case() -> None:
+        with _client(azure_broker, client) as sb:
+            seq, _ = _defer_one(sb, entity, "take away", "dr-1")
+            with sb.get_queue_receiver(entity, max_wait_time=STEP,
+                                       receive_mode=ServiceBusReceiveMode.RECEIVE_AND_DELETE
+                                       ) as receiver:
+                deferred = receiver.receive_deferred_messages(seq, timeout=STEP)
+                assert [(_body(m), m.message_id, m.sequence_number) for m in deferred] == [
+                    (b"take away", "dr-1", seq)]
+                assert deferred[0].lock_token is None
+                with pytest.raises(MessageNotFoundError):
+                    receiver.receive_deferred_messages([seq], timeout=STEP)
+            with sb.get_queue_receiver(entity, max_wait_time=STEP) as browser:
+                assert browser.peek_messages(max_message_count=5, timeout=STEP) == []
+
+    _bounded(case)
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+def test_azure_defer_dead_letter(client: str, azure_broker: Any, entity: str) -> None:
+    """A deferred message dead-lettered (update-disposition `suspended` with
+    deadletter-reason and deadletter-description) lands in
+    ENTITY/$DeadLetterQueue with its reason; the deferred store no longer has it."""
+    from azure.servicebus import ServiceBusSubQueue
+    from azure.servicebus.exceptions import MessageNotFoundError
+
+    def case() -> None:
+        with _client(azure_broker, client) as sb:
+            seq, _ = _defer_one(sb, entity, "too late", "dd-1")
+            with sb.get_queue_receiver(entity, max_wait_time=STEP) as receiver:
+                deferred = receiver.receive_deferred_messages([seq], timeout=STEP)
+                assert [m.message_id for m in deferred] == ["dd-1"]
+                receiver.dead_letter_message(deferred[0], reason="expired-order",
+                                             error_description="deferred, then given up")
+                with pytest.raises(MessageNotFoundError):
+                    receiver.receive_deferred_messages([seq], timeout=STEP)
+            dead = _rad(sb, entity, 2, wait=2.0, sub_queue=ServiceBusSubQueue.DEAD_LETTER)
+            assert _rad(sb, entity, 1, wait=1.0) == []
+        assert [m.message_id for m in dead] == ["dd-1"]
+        assert _body(dead[0]) == b"too late"
+        assert dead[0].dead_letter_reason == "expired-order"
+        assert dead[0].dead_letter_error_description == "deferred, then given up"
+
+    _bounded(case)
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+def test_azure_topic_rules_config(client: str, topic_broker: Any) -> None:
+    """A topic declared in the config file exists before anyone attaches: sent
+    to first, its subscriptions then hold what their rules let in.  `billing`
+    ($Default true filter) gets all four; `audit` (AUDIT_RULE) gets the one
+    with priority 5 and the one labelled `audit` that has no priority at all
+    (unknown OR true is true), not priority 1 nor the one with neither."""
+    from azure.servicebus import ServiceBusMessage, ServiceBusReceiveMode
+
+    topic = _declared_topic(client)
+    messages = [
+        ServiceBusMessage("urgent", application_properties={"priority": 5}),
+        ServiceBusMessage("routine", application_properties={"priority": 1}),
+        ServiceBusMessage("flagged", subject="audit"),
+        ServiceBusMessage("plain", subject="other"),
+    ]
+
+    def case() -> None:
+        rad = ServiceBusReceiveMode.RECEIVE_AND_DELETE
+        with _client(topic_broker, client) as sb:
+            with sb.get_topic_sender(topic) as sender:
+                sender.send_messages(messages, timeout=STEP)
+            got: dict[str, list[bytes]] = {}
+            for sub in ("billing", "audit"):
+                with sb.get_subscription_receiver(topic, sub, receive_mode=rad,
+                                                  max_wait_time=STEP) as receiver:
+                    got[sub] = [_body(m) for m in _receive(receiver, 5, wait=2.0)]
+        assert got["billing"] == [b"urgent", b"routine", b"flagged", b"plain"]
+        assert got["audit"] == [b"urgent", b"flagged"]
 
     _bounded(case)

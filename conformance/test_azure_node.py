@@ -243,3 +243,67 @@ def test_azure_peek_lock_no_message_id(client: str, run: Any) -> None:
     assert _bodies(result["messages"]) == ["anonymous"]
     assert result["messages"][0]["message_id"] is not None
     assert result["left"] == []
+
+
+@pytest.mark.parametrize("client", [AZURE_NODE])
+def test_azure_defer(client: str, run: Any) -> None:
+    """deferMessage, peekMessages shows it deferred, receiveDeferredMessages
+    (receive-by-sequence-number) gives it back locked with a higher
+    deliveryCount; renewMessageLock and completeMessage on it go through
+    ENTITY/$management; asked for again it is MessageNotFound."""
+    result = run("defer")
+    first = result["first"]
+    assert [m["message_id"] for m in first] == ["df-1"]
+    assert result["after"] == [], "deferred: out of the queue"
+    assert [(m["body"], m["state"]) for m in result["peeked"]] == [("set aside", "deferred")]
+    assert result["peeked"][0]["sequence_number"] == first[0]["sequence_number"]
+    deferred = result["deferred"]
+    assert [(m["body"], m["message_id"]) for m in deferred] == [("set aside", "df-1")]
+    assert deferred[0]["sequence_number"] == first[0]["sequence_number"]
+    assert deferred[0]["lock_token"] is not None
+    assert (deferred[0]["delivery_count"] or 0) > (first[0]["delivery_count"] or 0)
+    assert result["locked"] is not None and result["renewed"] > result["locked"]
+    assert result["again"]["rejected"], "completed: no longer deferred"
+    assert result["again"]["code"] == "MessageNotFound", result["again"]
+    assert result["left"] == []
+
+
+@pytest.mark.parametrize("client", [AZURE_NODE])
+def test_azure_rules(client: str, run: Any) -> None:
+    """createRuleManager (TOPIC/Subscriptions/SUB/$management): listRules shows
+    $Default (true filter, 1=1); createRule with SQL filters (sys.label, an
+    application property) and a correlation filter; a duplicate name is
+    MessagingEntityAlreadyExists (409), a rule with an action is refused (400)
+    and leaves nothing behind; after deleteRule $Default the
+    subscription gets only matching messages, once each, while another
+    subscription of the topic still gets everything."""
+    result = run("rules")
+    assert result["before"] == 0
+    assert result["initial"] == [{"name": "$Default", "filter": {"sqlExpression": "1=1"},
+                                  "action": None}]
+    dup = result["duplicate"]
+    assert dup["rejected"], "a second rule named 'red' was accepted"
+    assert dup["code"] == "MessagingEntityAlreadyExists", dup
+    assert result["withAction"]["rejected"], "a rule with a SqlRuleAction was accepted"
+    rules = {r["name"]: r for r in result["rules"]}
+    assert sorted(rules) == ["bulk", "gold", "red"]
+    assert rules["red"]["filter"] == {"sqlExpression": "sys.label = 'red'"}
+    assert rules["bulk"]["filter"] == {"sqlExpression": "quantity > 10"}
+    assert rules["gold"]["filter"] == {"correlationId": "order-7",
+                                       "applicationProperties": {"tier": "gold"}}
+    assert _bodies(result["filtered"]) == ["red", "bulk", "gold", "red-gold"]
+    assert _bodies(result["all"]) == ["red", "blue", "bulk", "few", "gold", "silver",
+                                      "other-order", "red-gold"]
+
+
+@pytest.mark.parametrize("client", [AZURE_NODE])
+def test_azure_delete_unknown_rule(client: str, run: Any) -> None:
+    """deleteRule of a rule that is not there is MessagingEntityNotFound (the
+    404 remove-rule answer, recognised by core-amqp from amqp:not-found and a
+    description "The messaging entity '...' could not be found", as Service
+    Bus words it); the subscription keeps its $Default."""
+    result = run("delete_unknown_rule")
+    unknown = result["unknown"]
+    assert unknown["rejected"], "deleting an unknown rule succeeded"
+    assert unknown["code"] == "MessagingEntityNotFound", unknown
+    assert [r["name"] for r in result["rules"]] == ["$Default"]

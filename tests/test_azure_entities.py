@@ -245,7 +245,7 @@ def test_enumerate_rules_answers_service_bus_described_lists() -> None:
 
 
 @pytest.mark.parametrize(("request_body", "expected"), [
-    (rule_request("$Default", **{"sql-filter": {"expression": "a = 1"}}), 409),
+    (rule_request("$Default", **{"sql-filter": {"expression": "a = 1"}}), 409),  # exists
     (rule_request("bad", **{"sql-filter": {"expression": "a = = 1"}}), 400),
     (rule_request("act", **{"sql-filter": {"expression": "a = 1"},
                             "sql-rule-action": {"expression": "SET a = 2"}}), 400),
@@ -257,7 +257,11 @@ def test_bad_rules_are_refused(request_body: dict[str, object], expected: int) -
     peer = topic_client(broker, "s")
     entity_pair(peer, "orders/Subscriptions/s", first_handle=10)
     assert status(operate(peer, 10, "com.microsoft:add-rule", request_body)) == expected
-    assert status(operate(peer, 10, "com.microsoft:remove-rule", {"rule-name": "nope"})) == 404
+    reply = operate(peer, 10, "com.microsoft:remove-rule", {"rule-name": "nope"})
+    assert status(reply) == 404
+    assert reply.application_properties["errorCondition"] == "amqp:not-found"
+    assert "could not be found" in reply.application_properties["statusDescription"], \
+        "the words the Node SDK reads as MessagingEntityNotFound"
 
 
 def test_rules_belong_to_subscriptions() -> None:

@@ -94,11 +94,16 @@ def correlation_rule(name: str, fields: Mapping[object, object]) -> Rule:
 
 class RuleError(ValueError):
     """A rule operation that cannot be done: `status` is the HTTP-style code
-    the management node answers with (404 unknown, 409 exists, 400 bad)."""
+    the management node answers with (404 unknown, 409 exists, 400 bad), and
+    `condition` the error condition Service Bus would name."""
 
-    def __init__(self, status: int, message: str) -> None:
+    CONDITIONS = {404: "amqp:not-found", 409: "com.microsoft:entity-already-exists",
+                  400: "com.microsoft:argument-error"}
+
+    def __init__(self, status: int, message: str, condition: str | None = None) -> None:
         super().__init__(message)
         self.status = status
+        self.condition = condition or self.CONDITIONS.get(status, "amqp:internal-error")
 
 
 class MessagesNotFound(LookupError):
@@ -301,8 +306,9 @@ class AzureEntities:
 
     def remove_rule(self, subscription: str, name: str) -> None:
         rules = {r.name: r for r in self.rules(subscription)}
-        if rules.pop(name, None) is None:
-            raise RuleError(404, f"subscription {subscription!r} has no rule named {name!r}")
+        if rules.pop(name, None) is None:  # Service Bus's words, which the SDKs recognise
+            raise RuleError(404, f"The messaging entity '{subscription}/Rules/{name}' could "
+                                 "not be found: the subscription has no rule of that name")
         self._set_rules(subscription, rules)
 
     def set_rules(self, subscription: str, rules: Iterable[Rule]) -> None:

@@ -108,6 +108,7 @@ class EntityManagement:
             status, description, value = 400, str(exc), None
         except RuleError as exc:
             status, description, value = exc.status, str(exc), None
+            error_condition = exc.condition
         except _Failed as exc:
             status, description, value = exc.status, exc.description, None
             error_condition = exc.condition

@@ -43,7 +43,8 @@ def rule_from_request(fields: Mapping[object, object]) -> Rule:
         raise RuleError(400, "add-rule needs a 'rule-description' map")
     action = description.get("sql-rule-action")
     if action is not None:
-        raise RuleError(400, "rule actions (sql-rule-action) are not supported by this broker")
+        raise RuleError(400, "rule actions (sql-rule-action) are not supported by this broker",
+                        "amqp:not-implemented")
     sql = description.get("sql-filter")
     correlation = description.get("correlation-filter")
     try:

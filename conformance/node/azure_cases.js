@@ -66,7 +66,43 @@ function describe(m) {
         dead_letter_reason: m.deadLetterReason === undefined ? null : m.deadLetterReason,
         dead_letter_error_description:
             m.deadLetterErrorDescription === undefined ? null : m.deadLetterErrorDescription,
+        state: m.state === undefined ? null : m.state,
     };
+}
+
+// A call that should fail: what it failed with (ServiceBusError's code and
+// name), or {rejected: false}.  Our own step timeout has no code.
+async function rejection(promise, what) {
+    try {
+        await step(promise, what);
+        return {rejected: false};
+    } catch (err) {
+        return {rejected: true, code: err.code === undefined ? null : err.code,
+            name: err.name || null, message: String(err.message || err)};
+    }
+}
+
+// A rule as listRules gives it, JSON-shaped (undefined correlation fields dropped).
+function describeRule(rule) {
+    const filter = {};
+    for (const [k, v] of Object.entries(rule.filter || {})) {
+        if (v !== undefined && v !== null) filter[k] = v;
+    }
+    const action = rule.action && rule.action.sqlExpression !== undefined
+        ? rule.action.sqlExpression : null;
+    return {name: rule.name, filter, action};
+}
+
+// Every rule of a subscription, through listRules' pages (enumerate-rules with top and skip).
+async function listRules(ruleManager) {
+    const rules = [];
+    const pages = ruleManager.listRules().byPage({maxPageSize: 100});
+    for (;;) {
+        const page = await step(pages.next(), 'listRules');
+        if (page.done) break;
+        rules.push(...page.value.map(describeRule));
+    }
+    return rules;
 }
 
 // Up to `count` messages, waiting at most `waitMs` in all.
@@ -289,6 +325,103 @@ cases.topic_subscriptions = () => withClient(async (sb) => {
     } finally {
         await step(r1.close(), 'r1.close');
         await step(r2.close(), 'r2.close');
+    }
+});
+
+// deferMessage sets the message aside (out of the queue, peek shows it
+// "deferred"); receiveDeferredMessages by its sequence number gives it back
+// locked, with a higher deliveryCount; renewMessageLock and completeMessage go
+// through ENTITY/$management (renew-lock, update-disposition); asked for again,
+// it is not found.
+cases.defer = () => withClient(async (sb) => {
+    await send(sb, P.entity, {body: 'set aside', messageId: 'df-1'});
+    const receiver = sb.createReceiver(P.entity);
+    let first, after, peeked, deferred = [], locked = null, renewed = null, again;
+    try {
+        first = await receive(receiver, 1);
+        if (!first.length) throw new Error('nothing received to defer');
+        const seq = first[0].sequenceNumber;
+        await step(receiver.deferMessage(first[0]), 'deferMessage');
+        after = await receive(receiver, 1, 1000);
+        peeked = await step(receiver.peekMessages(5), 'peekMessages');
+        deferred = await step(receiver.receiveDeferredMessages([seq]), 'receiveDeferredMessages');
+        if (deferred.length) {
+            // read now: renewMessageLock updates lockedUntilUtc in place
+            locked = deferred[0].lockedUntilUtc ? deferred[0].lockedUntilUtc.getTime() : null;
+            await sleep(500);
+            renewed = (await step(receiver.renewMessageLock(deferred[0]),
+                'renewMessageLock(deferred)')).getTime();
+            await step(receiver.completeMessage(deferred[0]), 'completeMessage(deferred)');
+        }
+        again = await rejection(receiver.receiveDeferredMessages([seq]),
+            'receiveDeferredMessages again');
+    } finally {
+        await step(receiver.close(), 'receiver.close');
+    }
+    return {first: first.map(describe), after: after.map(describe), peeked: peeked.map(describe),
+        deferred: deferred.map(describe), locked, renewed, again,
+        left: await drain(sb, P.entity, 1, 1000)};
+});
+
+// createRuleManager on TOPIC/Subscriptions/filtered: $Default first; SQL
+// rules on sys.label and on an application property, a correlation rule; a
+// duplicate name and a rule with an action refused; $Default deleted.  Then
+// eight messages: `filtered` gets those some rule matches (once each, even
+// when two match: rules without actions make one copy), `all` (its $Default
+// untouched) gets every one.
+cases.rules = () => withClient(async (sb) => {
+    // receivers first: attaching creates the topic and its subscriptions
+    const filtered = sb.createReceiver(P.entity, 'filtered', {receiveMode: 'receiveAndDelete'});
+    const all = sb.createReceiver(P.entity, 'all', {receiveMode: 'receiveAndDelete'});
+    try {
+        const before = (await receive(filtered, 1, 300)).length
+            + (await receive(all, 1, 300)).length;
+        const rm = sb.createRuleManager(P.entity, 'filtered');
+        const initial = await listRules(rm);
+        await step(rm.createRule('red', {sqlExpression: "sys.label = 'red'"}), 'createRule red');
+        await step(rm.createRule('bulk', {sqlExpression: 'quantity > 10'}), 'createRule bulk');
+        await step(rm.createRule('gold', {correlationId: 'order-7',
+            applicationProperties: {tier: 'gold'}}), 'createRule gold');
+        const duplicate = await rejection(rm.createRule('red', {sqlExpression: '1=1'}),
+            'createRule red again');
+        // rule actions rewrite messages: the broker refuses them (400), keeping nothing
+        const withAction = await rejection(rm.createRule('stamped', {sqlExpression: '1=1'},
+            {sqlExpression: "SET sys.label = 'stamped'"}), 'createRule with an action');
+        await step(rm.deleteRule('$Default'), 'deleteRule $Default');
+        const rules = await listRules(rm);
+        await send(sb, P.entity,
+            {body: 'red', subject: 'red'},
+            {body: 'blue', subject: 'blue'},
+            {body: 'bulk', applicationProperties: {quantity: 20}},
+            {body: 'few', applicationProperties: {quantity: 2}},
+            {body: 'gold', correlationId: 'order-7', applicationProperties: {tier: 'gold'}},
+            {body: 'silver', correlationId: 'order-7', applicationProperties: {tier: 'silver'}},
+            {body: 'other-order', correlationId: 'order-8', applicationProperties: {tier: 'gold'}},
+            {body: 'red-gold', subject: 'red', correlationId: 'order-7',
+                applicationProperties: {tier: 'gold'}});
+        const gotFiltered = await receive(filtered, 9, 2000);
+        const gotAll = await receive(all, 9, 2000);
+        return {before, initial, duplicate, withAction, rules,
+            filtered: gotFiltered.map(describe), all: gotAll.map(describe)};
+    } finally {
+        await step(filtered.close(), 'filtered.close');
+        await step(all.close(), 'all.close');
+    }
+});
+
+// deleteRule of a rule the subscription does not have.  core-amqp tells an
+// entity that is not there (MessagingEntityNotFound) from a service that is
+// not (ServiceCommunicationProblem) by the 404's description: Service Bus says
+// "The messaging entity '...' could not be found."
+cases.delete_unknown_rule = () => withClient(async (sb) => {
+    const receiver = sb.createReceiver(P.entity, 'sub', {receiveMode: 'receiveAndDelete'});
+    try {
+        await receive(receiver, 1, 300); // attaching creates the topic and subscription
+        const rm = sb.createRuleManager(P.entity, 'sub');
+        const unknown = await rejection(rm.deleteRule('no-such-rule'), 'deleteRule no-such-rule');
+        return {unknown, rules: await listRules(rm)};
+    } finally {
+        await step(receiver.close(), 'receiver.close');
     }
 });
 
