@@ -171,6 +171,13 @@ _D = Config()
                                          "permissions.  [default: the audience]")
 @click.option("--jwt-user-claim", help=f"The claim naming the user.  [default: "
                                        f"{_D.jwt_user_claim}]")
+@click.option("--data-dir", type=click.Path(file_okay=False),
+              help="Keep durable queues, streams, exchanges and bindings here, across "
+                   "restarts.  [default: everything in memory]")
+@click.option("--fsync", type=click.Choice(["always", "batch", "never"]),
+              help="When a message is synced to disk before 'accepted': every batch at "
+                   "once, batches gathered for 2 ms, or never (written, not synced).  "
+                   f"[default: {_D.fsync}]")
 @click.option("--azure-key", "azure_keys", multiple=True, metavar="NAME=KEY",
               help="A SAS key Azure clients' $cbs tokens must be signed with (repeatable).  "
                    "[default: any token is accepted]")

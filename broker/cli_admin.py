@@ -933,11 +933,14 @@ def peek(queue: str, count: int, offset: int | None, as_json: bool, target: Targ
 @click.option("--subject", help="The message's subject.")
 @click.option("--content-type", help="Its content-type (e.g. text/plain, application/json).")
 @click.option("--message-id", help="Its message-id.")
+@click.option("--transient", is_flag=True,
+              help="Send it with header durable: false (a broker with a data directory "
+                   "then keeps it in memory only).  [default: durable]")
 @json_option
 @connection_options
 def publish(address: str, body: str, properties: dict[str, object], subject: str | None,
-            content_type: str | None, message_id: str | None, as_json: bool,
-            target: Target) -> None:
+            content_type: str | None, message_id: str | None, transient: bool,
+            as_json: bool, target: Target) -> None:
     """Send a message; print the broker's outcome.
 
     BODY goes in a data section ('-': read it from standard input); ADDRESS is
@@ -949,7 +952,7 @@ def publish(address: str, body: str, properties: dict[str, object], subject: str
 
         message = ProtonMessage(body=payload, inferred=True, subject=subject,
                                 content_type=content_type, id=message_id,
-                                properties=properties or None)
+                                properties=properties or None, durable=not transient)
         outcome = admin.conn.sender(address).send(message)
     if as_json:
         _echo_json({"outcome": outcome.state, "condition": outcome.condition})

@@ -88,6 +88,10 @@ class Config:
     # what queued messages may hold before publishers get no more credit: a fraction
     # of physical memory (<= 1) or bytes (> 1); publishers resume below 0.8 of it
     memory_high_watermark: float = 0.4
+    # durability: None keeps everything in memory; a directory keeps durable queues,
+    # streams, exchanges and bindings across restarts (docs/storage.md)
+    data_dir: str | None = None
+    fsync: str = "batch"  # always | batch | never
     container_id: str = "amqpws-broker"
     default_offset: str = "next"  # stream consumers that send no offset filter
     queue_max_length: int | None = None
@@ -136,15 +140,16 @@ class ConfigError(ValueError):
 MIN_MAX_FRAME_SIZE = 512  # §2.7.1 open: a peer may not ask for less
 DEFAULT_OFFSETS = ("first", "next", "last")
 QUEUE_OVERFLOWS = ("reject-publish", "drop-head")
+FSYNC_POLICIES = ("always", "batch", "never")  # store/durable.py's
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 SASL_AUTHZID = ("refuse", "ignore")
 TLS_VERIFY_CLIENT = ("none", "optional", "required")
 TLS_IDENTITIES = ("cn", "dns", "email", "uri")  # subject CN, or the first SAN of that type
 _FIELDS = {f.name for f in dataclasses.fields(Config)}
-_STR = {"host", "ws_path", "container_id", "default_offset", "queue_overflow", "log_level",
+_STR = {"fsync", "host", "ws_path", "container_id", "default_offset", "queue_overflow", "log_level",
         "sasl_authzid", "tls_verify_client", "wss_verify_client", "tls_identity",
         "jwt_user_claim"}
-_OPTIONAL_STR = {"tls_cert", "tls_key", "tls_ca", "jwt_secret", "jwt_public_key", "jwks_file",
+_OPTIONAL_STR = {"data_dir", "tls_cert", "tls_key", "tls_ca", "jwt_secret", "jwt_public_key", "jwks_file",
                  "jwt_audience", "jwt_issuer", "jwt_scope_prefix"}
 _INT = {"max_frame_size", "max_message_size", "channel_max", "handle_max",
         "azure_max_delivery_count"}
@@ -534,6 +539,7 @@ def validate(config: Config) -> Config:
         raise ConfigError(f"memory_high_watermark must be positive (a fraction of memory "
                           f"or bytes), got {c.memory_high_watermark:g}")
     _choice("default_offset", c.default_offset, DEFAULT_OFFSETS)
+    _choice("fsync", c.fsync, FSYNC_POLICIES)
     _choice("queue_overflow", c.queue_overflow, QUEUE_OVERFLOWS)
     _choice("log_level", c.log_level, LOG_LEVELS)
     _choice("sasl_authzid", c.sasl_authzid, SASL_AUTHZID)

@@ -58,6 +58,8 @@ from broker.peerlog import PeerLog
 from broker.services.cbs import Cbs
 from broker.services.http_api import HttpRequest, HttpResponse
 from broker.services.management import Management
+from broker.store.durable import Batch, Store
+from broker.store.recovery import recover
 
 log = logging.getLogger("broker.container")
 
@@ -138,6 +140,7 @@ class ConnectionHandle:
         except Exception:
             self.conn.close(amqp_error(Condition.INTERNAL_ERROR, "internal error"))
             raise
+        self.container._signal_store()
 
     @property
     def done(self) -> bool:
@@ -252,6 +255,7 @@ class Container:
         *,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
+        store: Store | None = None,
     ) -> None:
         self.config = config
         self.clock = clock
@@ -295,6 +299,10 @@ class Container:
         self.stats = Observer(self)
         self.http_api = self.stats.http_api()
         self._identity = self.identity()  # the same open.properties for every connection
+        # --data-dir: what the store holds comes back first, then the config's
+        # declarations (idempotent for what came back)
+        self.store = store
+        self.recovered = recover(store, self.admin, wall_clock()) if store is not None else None
         self._declare_from_config()
 
     def _declare_from_config(self) -> None:
@@ -443,6 +451,7 @@ class Container:
         unused for their `x-expires`, and the memory alarm's backstop."""
         self.registry.housekeeping(self.wall_clock())
         self.expire_locks(self.wall_clock())
+        self._signal_store()
         self.stats.rss = rss
         if self.memory is not None:
             self._memory_changed(self.memory.sample(self.registry.held_bytes, rss))
@@ -612,7 +621,19 @@ class Container:
     def on_message(self, handle: ConnectionHandle, link: Link, delivery: Delivery) -> None:
         ctx = link.context
         if isinstance(ctx, Publisher):
-            outcome = ctx.store(delivery.payload, self.wall_clock(), delivery.message_format)
+            store = self.store
+            if store is not None and store.failed is not None:
+                outcome: object = Rejected(error=amqp_error(
+                    Condition.RESOURCE_LIMIT_EXCEEDED,
+                    f"the broker cannot write to its data directory: {store.failed}"))
+            else:
+                recorded = store.recorded if store is not None else 0
+                outcome = ctx.store(delivery.payload, self.wall_clock(), delivery.message_format)
+                if store is not None and store.recorded != recorded and \
+                        not delivery.remote_settled:
+                    # accepted promises the message is kept: once it is on disk
+                    store.hold(_settle_later(handle.wake, link, delivery, outcome))
+                    return
             if self.memory is not None and not self.memory.on:
                 self._memory_changed(self.memory.held(self.registry.held_bytes))
         elif isinstance(ctx, ServicePair):
@@ -621,6 +642,30 @@ class Container:
             return
         if not delivery.remote_settled:
             link.settle(delivery, outcome)
+
+    # -- durability (--data-dir) ------------------------------------------------
+
+    def take_durable_batch(self) -> Batch | None:
+        """The server's commit loop: what to write now (store/durable.py)."""
+        return self.store.take_batch() if self.store is not None else None
+
+    def durable_committed(self, batch: Batch) -> None:
+        """The batch is on disk: the outcomes it held go out."""
+        assert self.store is not None
+        for held in self.store.committed(batch):
+            held.send(True)
+
+    def durable_failed(self, batch: Batch, error: OSError) -> None:
+        """The batch could not be written: the publishes it held are refused."""
+        assert self.store is not None
+        for held in self.store.commit_failed(batch, error):
+            held.send(False)
+
+    def _signal_store(self) -> None:
+        store = self.store
+        if store is not None and store.needs_commit():
+            store.signalled = store.recorded
+            store.on_pending()
 
     def on_delivery_updated(self, link: Link, delivery: Delivery, state: object,
                             settled: bool) -> None:
@@ -653,12 +698,9 @@ class Container:
                 sub.handle.wake()
             self._azure_dead_letter(sub.queue, entry, MAX_DELIVERIES, now)
             return
-        if not settled:
-            # our settlement says the outcome, not the peer's error again (the
-            # Azure SDKs take a rejected echo with an error as a failed settle)
-            link.settle(delivery, Rejected() if azure_dead_letter else state)
-            sub.handle.wake()
         queue = sub.queue
+        store = self.store
+        recorded = store.recorded if store is not None else 0
         if sub.azure and kind is Modified and getattr(state, "undeliverable_here", False) \
                 and isinstance(queue, Queue):
             self.registry.azure.defer(queue, entry)  # Azure's defer
@@ -678,3 +720,29 @@ class Container:
             queue.modify(entry, now, sub, delivery_failed=failed,
                          undeliverable_here=bool(mod.undeliverable_here),
                          annotations=mod.message_annotations)
+        if not settled:
+            # our settlement says the outcome, not the peer's error again (the
+            # Azure SDKs take a rejected echo with an error as a failed settle)
+            outcome = Rejected() if azure_dead_letter else state
+            if store is not None and store.recorded != recorded:
+                # a second-mode consumer: its settlement is final once the ack is on disk
+                store.hold(_settle_later(sub.handle.wake, link, delivery, outcome))
+            else:
+                link.settle(delivery, outcome)
+                sub.handle.wake()
+
+
+def _settle_later(wake: Callable[[], None], link: Link, delivery: Delivery,
+                  outcome: object) -> Callable[[bool], None]:
+    """What a held settlement does once its batch is written (True) or failed
+    (False: a publish is refused; a consumer's settlement goes out anyway,
+    its ack to be written when the disk allows)."""
+    def send(ok: bool) -> None:
+        if not ok and not link.is_sender:
+            link.settle(delivery, Rejected(error=amqp_error(
+                Condition.RESOURCE_LIMIT_EXCEEDED, "the broker could not write the message "
+                "to its data directory")))
+        else:
+            link.settle(delivery, outcome)
+        wake()
+    return send

@@ -22,8 +22,10 @@ import os
 import signal
 import ssl
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import trio
 
@@ -42,11 +44,27 @@ ContainerFactory = Callable[[Config], ContainerLike]
 
 
 def default_container(config: Config) -> ContainerLike:
-    """The real engine container, on trio's clock (the driver's deadlines)."""
+    """The real engine container, on trio's clock (the driver's deadlines), with
+    the store of `--data-dir` (its recovery timed and logged)."""
     from broker.container import Container  # imported late: transports run without an engine
 
-    container: ContainerLike = Container(config, clock=trio.current_time)
-    return container
+    if not config.data_dir:
+        log.info("no --data-dir: everything is kept in memory, and durable queues lose "
+                 "their messages when the broker stops")
+        container: ContainerLike = Container(config, clock=trio.current_time)
+        return container
+    from broker.store.durable import Store
+
+    store = Store(config.data_dir, fsync=config.fsync)
+    started = time.perf_counter()
+    built = Container(config, clock=trio.current_time, store=store)
+    report = built.recovered
+    assert report is not None
+    log.info("store %s (fsync %s): recovered %d queue(s) with %s messages and %d stream(s) "
+             "with %s messages in %.2f s", config.data_dir, config.fsync, report.queues,
+             f"{report.messages:,}", report.streams, f"{report.stream_messages:,}",
+             time.perf_counter() - started)
+    return built
 
 
 @dataclass
@@ -124,9 +142,12 @@ async def serve(
     )
     if hasattr(container, "listener_urls"):
         container.listener_urls = info.urls  # the console's overview shows them
+    store = getattr(container, "store", None)
     async with trio.open_nursery() as outer:
         outer.start_soon(_stop_when_cancelled, info)
         outer.start_soon(_housekeeping, container)
+        if store is not None:
+            outer.start_soon(_commit_loop, container, store)
         with trio.CancelScope(shield=True):
             async with trio.open_nursery() as connections:
                 async with trio.open_nursery() as listening:
@@ -152,6 +173,48 @@ async def serve(
                 container.shutdown()
                 connections.cancel_scope.deadline = trio.current_time() + shutdown_grace
         outer.cancel_scope.cancel()
+    if store is not None:
+        _final_commit(container, store)
+
+
+async def _commit_loop(container: Any, store: Any) -> None:
+    """Group commit (store/durable.py): woken when the container recorded
+    something, it writes everything pending on a worker thread, so records
+    made meanwhile form the next batch, and then lets the held outcomes go.
+    A failed write (a full disk) is tried again every second."""
+    from broker.store.durable import BATCH_WINDOW
+
+    pending = trio.Event()
+
+    def wake() -> None:
+        pending.set()
+
+    store.on_pending = wake
+    while True:
+        await pending.wait()
+        pending = trio.Event()
+        if store.fsync == "batch":
+            await trio.sleep(BATCH_WINDOW)
+        while (batch := container.take_durable_batch()) is not None:
+            try:
+                await trio.to_thread.run_sync(store.commit, batch)
+            except OSError as exc:
+                container.durable_failed(batch, exc)
+                await trio.sleep(1.0)
+                pending.set()
+                break
+            container.durable_committed(batch)
+
+
+def _final_commit(container: Any, store: Any) -> None:
+    """At shutdown: what is still pending goes to disk before the files close."""
+    try:
+        while (batch := container.take_durable_batch()) is not None:
+            store.commit(batch)
+            container.durable_committed(batch)
+    except OSError as exc:
+        log.error("store: the last batch could not be written: %s", exc)
+    store.close()
 
 
 async def _housekeeping(container: ContainerLike) -> None:

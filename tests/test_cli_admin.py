@@ -216,10 +216,11 @@ def test_publish_and_peek(broker: EmbeddedBroker, url: str) -> None:
              "region=eu", "--property", "vip=true", "--subject", "greeting", "--content-type",
              "text/plain", "--message-id", "m-1", "--url", url)
     assert out.stdout == "accepted\n"
-    ok("publish", f"/queues/{name}", "-", "--url", url, input=b"\x00\xff\x10")
+    ok("publish", f"/queues/{name}", "-", "--transient", "--url", url, input=b"\x00\xff\x10")
     text = ok("peek", name, "--url", url).stdout
     assert text == (
         "message 1\n"
+        "  header: durable=true\n"  # the default: a broker with --data-dir keeps it
         f"  annotations: x-exchange=\"\" x-routing-key={name}\n"
         "  properties: message_id=m-1 subject=greeting content_type=text/plain\n"
         "  application properties: n=5 region=eu vip=true\n"

@@ -35,7 +35,7 @@ import logging
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 from broker.codec.messaging import Message
 from broker.filters.fields import Filter, FilterError, MessageFields
@@ -97,8 +97,9 @@ class RuleError(ValueError):
     the management node answers with (404 unknown, 409 exists, 400 bad), and
     `condition` the error condition Service Bus would name."""
 
-    CONDITIONS = {404: "amqp:not-found", 409: "com.microsoft:entity-already-exists",
-                  400: "com.microsoft:argument-error"}
+    CONDITIONS: ClassVar[dict[int, str]] = {
+        404: "amqp:not-found", 409: "com.microsoft:entity-already-exists",
+        400: "com.microsoft:argument-error"}
 
     def __init__(self, status: int, message: str, condition: str | None = None) -> None:
         super().__init__(message)

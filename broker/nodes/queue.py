@@ -38,6 +38,7 @@ import logging
 import weakref
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
+from typing import Protocol
 
 from broker.codec.messaging import Header, Message
 from broker.codec.types import Long, Symbol
@@ -52,6 +53,12 @@ OVERFLOWS = ("drop-head", "reject-publish", "reject-publish-dlx")
 X_DELIVERY_COUNT = Symbol("x-delivery-count")
 
 DeadLetterHook = Callable[["Queue", Entry, str, float], None]
+
+
+class QueueJournalHook(Protocol):
+    def published(self, entry: Entry) -> None: ...
+    def delivered(self, entry: Entry) -> None: ...
+    def removed(self, entry: Entry) -> None: ...
 
 
 class QueueFull(Exception):
@@ -181,6 +188,9 @@ class Queue:
         self._key_of = _key_function(last_value_key)
         self._latest: dict[object, Entry] = {}  # last-value queues: key value → newest entry
         self.dead_letter: DeadLetterHook | None = None  # installed by the registry
+        # a durable queue's (--data-dir): told of each message arriving, going
+        # out the first time and leaving (store/durable.py's QueueJournal)
+        self.journal: QueueJournalHook | None = None
         self.deleted = False
         self.unacked = 0  # delivered, not yet settled
         self.unacked_bytes = 0
@@ -227,6 +237,8 @@ class Queue:
         if not entry.sequence:  # a scheduled message has had its number since scheduling
             entry.sequence = self.next_sequence()  # Azure's sequence number, per entity
         entry.timestamp = now
+        if self.journal is not None:
+            self.journal.published(entry)
         if entry.expires_at is not None:
             self._expiring += 1
         if self.browsers:
@@ -253,7 +265,7 @@ class Queue:
         ready = self.ready
         if ready.remove(old) if isinstance(ready, _PriorityReady) else _remove(ready, old):
             self.ready_bytes -= old.size
-            old.gone = True
+            self._forget(old)
         # else it is out for delivery: dropped if it comes back (see requeue)
 
     def _overflow(self, entry: Entry, now: float) -> None:
@@ -274,6 +286,10 @@ class Queue:
     def next_sequence(self) -> int:
         self._sequence += 1
         return self._sequence
+
+    def resume_sequence(self, last: int) -> None:
+        """Recovery: numbering goes on after the recovered messages' `last`."""
+        self._sequence = max(self._sequence, last)
 
     def has_room(self, count: int, size: int) -> bool:
         """Whether `count` more messages of `size` bytes in all would be stored
@@ -359,6 +375,8 @@ class Queue:
             self.unacked += 1
             self.unacked_bytes += entry.size
             self.delivered += 1
+            if not entry.acquired_before and self.journal is not None:
+                self.journal.delivered(entry)
             consumer.deliver(entry, self._message_for_delivery(entry)
                              if entry.acquired_before or entry.delivery_count else entry.message)
             entry.acquired_before = True
@@ -419,6 +437,8 @@ class Queue:
 
     def _forget(self, entry: Entry) -> None:
         entry.gone = True
+        if self.journal is not None:
+            self.journal.removed(entry)
         if entry.key is not None and self._latest.get(entry.key) is entry:
             del self._latest[entry.key]
 
@@ -443,7 +463,7 @@ class Queue:
             self.unacked -= 1
             self.unacked_bytes -= entry.size
             if entry.key is not None and self._latest.get(entry.key) is not entry:
-                entry.gone = True  # a newer value arrived while it was out: it is stale
+                self._forget(entry)  # a newer value arrived while it was out: it is stale
                 continue
             entry.returns += 1
             if delivery_failed:

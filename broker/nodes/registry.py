@@ -175,6 +175,11 @@ class Registry:
         # on each message, and is never kept.
         self._routes: dict[tuple[str, str], tuple[Exchange, list[Node]]] = {}
         self._exclusive: dict[int, set[str]] = {}  # id(owning connection) → queue names
+        # the store's (--data-dir): told of each node made and deleted, and the
+        # count of topology changes, so it knows when to write the topology again
+        self.on_node_added: Callable[[Node], None] | None = None
+        self.on_node_removed: Callable[[Node], None] | None = None
+        self.topology_version = 0
         self.held_bytes = 0  # what the nodes hold, for the memory alarm
         # Azure Service Bus: scheduled and deferred messages, subscription rules
         self.azure = AzureEntities(self)
@@ -232,6 +237,13 @@ class Registry:
         self.nodes[node.name] = node
         self.info[node.name] = NodeInfo(queue_type="stream" if isinstance(node, Stream)
                                         else "classic")
+        self.topology_version += 1
+        if self.on_node_added is not None:
+            self.on_node_added(node)
+
+    def _topology_changed(self) -> None:
+        self._routes.clear()
+        self.topology_version += 1
 
     def resolve(self, address: object) -> Node:
         """The queue or stream for a source address, created on first use when
@@ -293,9 +305,11 @@ class Registry:
         if node is None:
             return 0
         log.debug("%s %r deleted, holding %d messages", node.kind, name, node.depth)
-        self._routes.clear()
+        self._topology_changed()
         self._unbind_destination(QUEUE, name)
         self.azure.queue_deleted(name)
+        if self.on_node_removed is not None:
+            self.on_node_removed(node)
         count = node.depth
         node.deleted = True
         if isinstance(node, Queue):
@@ -325,13 +339,14 @@ class Registry:
         exchange = make_exchange(name, type, durable=durable, auto_delete=auto_delete,
                                  internal=internal, arguments=arguments)
         self.exchanges[name] = exchange
+        self.topology_version += 1
         return exchange, True
 
     def delete_exchange(self, name: str) -> bool:
         exchange = self.exchanges.pop(name, None)
         if exchange is None:
             return False
-        self._routes.clear()
+        self._topology_changed()
         for binding in exchange.bindings:
             exchange.unbind(binding)
             self._forget(binding)
@@ -342,7 +357,7 @@ class Registry:
         source = self.exchanges[binding.source]
         if not source.bind(binding):
             return False
-        self._routes.clear()
+        self._topology_changed()
         self._inbound.setdefault((binding.destination_kind, binding.destination),
                                  {})[binding] = None
         return True
@@ -361,7 +376,7 @@ class Registry:
         return [b for x in self.exchanges.values() if x.name for b in x.bindings]
 
     def _forget(self, binding: Binding) -> None:
-        self._routes.clear()
+        self._topology_changed()
         inbound = self._inbound.get((binding.destination_kind, binding.destination))
         if inbound is not None:
             inbound.pop(binding, None)
@@ -369,7 +384,7 @@ class Registry:
                 del self._inbound[(binding.destination_kind, binding.destination)]
 
     def _unbind_destination(self, kind: str, name: str) -> None:
-        self._routes.clear()
+        self._topology_changed()
         for binding in list(self._inbound.pop((kind, name), {})):
             source = self.exchanges.get(binding.source)
             if source is not None:

@@ -16,6 +16,14 @@ wall clock, which can step backwards, so the index is keyed by the latest
 arrival time so far rather than each message's own: the keys then never
 decrease, the index stays in offset order (trimming pops its front), and the
 first key at or after T belongs to the first offset that arrived at or after T.
+
+Durable streams (`--data-dir`) have a `backing` (store/durable.py's
+StreamBacking): every appended message is also written to disk, the time
+index is the backing's (kept on disk, not in memory), and once more than
+`resident_limit` bytes of messages are in memory the oldest ones already on
+disk leave it; reading them again loads them from the backing.  `_log` then
+starts at `_log_base`, which may be above `first_offset`: the offsets between
+are retained, on disk only.
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ import logging
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Protocol
 
 from sortedcontainers import SortedKeyList  # type: ignore[import-untyped]
 
@@ -86,6 +95,25 @@ def parse_offset_spec(value: object, now: float) -> StartAt | None:
     return None
 
 
+RESIDENT_LIMIT = 16 * 1024 * 1024  # bytes of a durable stream's messages kept in memory
+
+
+class StreamStore(Protocol):
+    """What a durable stream's messages are written to and read back from."""
+
+    @property
+    def durable_end(self) -> int:
+        """Offsets below this are on disk."""
+        ...
+
+    def append(self, entry: Entry, index_time: float) -> None: ...
+    def trimmed(self) -> None: ...
+    def load(self, offset: int) -> Entry | None: ...
+    def index_time(self, offset: int) -> float | None: ...
+    def size(self, offset: int) -> int: ...
+    def find_time(self, when: float) -> int: ...
+
+
 class StreamCursor:
     __slots__ = ("consumer", "position")
 
@@ -128,6 +156,9 @@ class Stream:
             Symbol("x-exchange"): "",
             Symbol("x-routing-key"): name,
         }
+        self.backing: StreamStore | None = None  # durable streams: see the top
+        self.resident_limit = RESIDENT_LIMIT
+        self._resident_bytes = 0  # bytes of the messages in `_log`
 
     def __repr__(self) -> str:
         return f"Stream({self.name!r}, offsets {self.first_offset}..{self.next_offset - 1})"
@@ -142,7 +173,39 @@ class Stream:
         return self.next_offset > self.first_offset
 
     def entry(self, offset: int) -> Entry:
-        return self._log[offset - self._log_base]  # type: ignore[return-value]
+        if offset >= self._log_base:
+            return self._log[offset - self._log_base]  # type: ignore[return-value]
+        loaded = self.backing.load(offset) if self.backing is not None else None
+        if loaded is None:
+            raise KeyError(f"stream {self.name!r} has no offset {offset} in memory or on disk")
+        return loaded
+
+    def restore(self, first: int, end: int, stored_bytes: int, index_time: float) -> None:
+        """Recovery: the backing holds offsets first..end-1, none in memory."""
+        self.first_offset = first
+        self.next_offset = self._log_base = end
+        self._log = []
+        self.bytes = stored_bytes
+        self._index_time = index_time
+
+    def evict(self) -> None:
+        """Durable streams: past `resident_limit`, the oldest messages already
+        on disk leave memory (down to half the limit, so this runs seldom)."""
+        backing = self.backing
+        if backing is None or self._resident_bytes <= self.resident_limit:
+            return
+        log_, limit, target = self._log, backing.durable_end, self.resident_limit // 2
+        k = freed = 0
+        while k < len(log_) and self._log_base + k < limit and \
+                self._resident_bytes - freed > target:
+            e = log_[k]
+            if e is not None:
+                freed += e.size
+            k += 1
+        if k:
+            del log_[:k]
+            self._log_base += k
+            self._resident_bytes -= freed
 
     # -- publishing -------------------------------------------------------------
 
@@ -160,7 +223,11 @@ class Stream:
         entry.timestamp = now
         self._log.append(entry)
         self._index_time = max(self._index_time, now)
-        self.time_index.add((self._index_time, offset))
+        self._resident_bytes += entry.size
+        if self.backing is not None:
+            self.backing.append(entry, self._index_time)  # its index is on disk
+        else:
+            self.time_index.add((self._index_time, offset))
         self.bytes += entry.size
         self.next_offset = offset + 1
         self.trim(now)
@@ -171,16 +238,18 @@ class Stream:
         """Drop the oldest messages beyond the retention limits; return how many."""
         removed = 0
         while self.first_offset < self.next_offset:
-            head = self.entry(self.first_offset)
+            timestamp, size = self._head()
             if not (
-                (self.max_age is not None and head.timestamp < now - self.max_age)
+                (self.max_age is not None and timestamp < now - self.max_age)
                 or (self.max_length_bytes is not None and self.bytes > self.max_length_bytes)
                 or (self.max_length_messages is not None
                     and self.depth > self.max_length_messages)
             ):
                 break
-            self._log[self.first_offset - self._log_base] = None
-            self.bytes -= head.size
+            if self.first_offset >= self._log_base:
+                self._log[self.first_offset - self._log_base] = None
+                self._resident_bytes -= size
+            self.bytes -= size
             self.first_offset += 1
             removed += 1
         dead = self.first_offset - self._log_base
@@ -188,12 +257,23 @@ class Stream:
             del self._log[:dead]
             self._log_base = self.first_offset
         if removed:
+            if self.backing is not None:
+                self.backing.trimmed()  # whole segments below the head may go
             # The index is in offset order (its keys never decrease), so the
             # trimmed offsets are at its front.
             index = self.time_index
             while index and index[0][1] < self.first_offset:
                 index.pop(0)
         return removed
+
+    def _head(self) -> tuple[float, int]:
+        """The oldest retained message's arrival time and size."""
+        offset = self.first_offset
+        if offset >= self._log_base:
+            head: Entry = self._log[offset - self._log_base]  # type: ignore[assignment]
+            return head.timestamp, head.size
+        assert self.backing is not None
+        return self.backing.index_time(offset) or 0.0, self.backing.size(offset)
 
     # -- consuming ----------------------------------------------------------------
 
@@ -207,6 +287,8 @@ class Stream:
             return self.next_offset
         if start.kind == "offset":
             return max(int(start.value), self.first_offset)  # a future offset is waited for
+        if self.backing is not None:
+            return max(self.backing.find_time(start.value), self.first_offset)
         i: int = self.time_index.bisect_key_left(start.value)
         if i >= len(self.time_index):
             return self.next_offset
@@ -244,7 +326,9 @@ class Stream:
         log_, base = self._log, self._log_base
         match = consumer.filter
         while cursor.position < self.next_offset and consumer.credit > 0:
-            entry: Entry = log_[cursor.position - base]  # type: ignore[assignment]
+            position = cursor.position
+            entry: Entry = log_[position - base] if position >= base \
+                else self.entry(position)  # type: ignore[assignment]
             cursor.position += 1
             if match is not None and not match.matches(
                     self._fields.fields(entry.offset, entry.message), now):
@@ -271,6 +355,10 @@ class Stream:
 
     @property
     def held_bytes(self) -> int:
+        """What the stream holds in memory (a durable stream's older messages
+        are on disk only)."""
+        if self.backing is not None:
+            return self._resident_bytes + ENTRY_OVERHEAD * len(self._log)
         return self.bytes + ENTRY_OVERHEAD * self.depth
 
     @property

@@ -1,0 +1,87 @@
+"""The record framing every store file uses: a file header (magic), then
+records, each
+
+    u32 length   bytes of type + body (big-endian, as AMQP's own framing)
+    u32 crc32    zlib.crc32 of type + body
+    u8  type
+    body
+
+so that a reader can tell a whole record from a torn one.  A crash while
+appending leaves at most one partial or garbled record at the end of the
+last file: `scan` stops there and says where the good bytes end, and the
+caller truncates the file to that length.  Pure: bytes in, records out.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Final
+
+HEADER: Final = struct.Struct(">IIB")  # length, crc, type
+MAX_RECORD: Final = 1 << 30  # a length beyond this is garbage, not a record
+MAGIC_SIZE: Final = 8
+
+
+def encode_record(kind: int, body: bytes | bytearray | memoryview) -> bytes:
+    typed = bytes((kind,)) + bytes(body)
+    return struct.pack(">II", len(typed), zlib.crc32(typed)) + typed
+
+
+def append_record(out: bytearray, kind: int, *parts: bytes | bytearray | memoryview) -> None:
+    """Append one record made of `parts` (the body in pieces) to `out`,
+    without joining the pieces first."""
+    length = 1 + sum(len(p) for p in parts)
+    crc = zlib.crc32(bytes((kind,)))
+    for part in parts:
+        crc = zlib.crc32(part, crc)
+    out += HEADER.pack(length, crc, kind)
+    for part in parts:
+        out += part
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    kind: int
+    body: memoryview
+    position: int  # where the record starts in the scanned buffer
+    end: int  # where the next one starts
+
+
+@dataclass(slots=True)
+class ScanResult:
+    """How far the good records reach, and why the scan stopped short if it did."""
+
+    good_end: int
+    problem: str | None = None  # None: the buffer ended on a record boundary
+
+
+def scan(data: bytes | memoryview, start: int, result: ScanResult) -> Iterator[Record]:
+    """The whole, intact records of `data` from `start`; `result` then says
+    where the last good one ended and what stopped the scan."""
+    view = memoryview(data)
+    n = len(view)
+    i = start
+    result.good_end = start
+    result.problem = None
+    while i < n:
+        if n - i < HEADER.size:
+            result.problem = f"a torn record header at byte {i}"
+            return
+        length, crc, _ = HEADER.unpack_from(view, i)
+        if length < 1 or length > MAX_RECORD:
+            result.problem = f"a record of impossible length {length} at byte {i}"
+            return
+        end = i + 8 + length
+        if end > n:
+            result.problem = f"a torn record at byte {i} ({length} bytes, {n - i - 8} there)"
+            return
+        typed = view[i + 8:end]
+        if zlib.crc32(typed) != crc:
+            result.problem = f"a record failing its checksum at byte {i}"
+            return
+        yield Record(typed[0], typed[1:], i, end)
+        i = end
+        result.good_end = i

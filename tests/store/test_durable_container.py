@@ -1,0 +1,191 @@
+"""The store through the container: what `accepted` waits for, what a
+restart brings back, and what a failed write does.  Commits are driven by
+hand (`commit`), as the server's commit loop would."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from engine.peer import of
+from test_container import NOW, Broker, Clock, msg
+
+from broker.codec.messaging import Accepted, Header, Rejected
+from broker.codec.performatives import Disposition, Transfer
+from broker.config import Config, normalize
+from broker.container import Container
+from broker.store.durable import Store
+
+DURABLE = Header(durable=True)
+
+
+class DurableBroker(Broker):
+    """A Broker whose container keeps its data in `directory`."""
+
+    def __init__(self, directory: Path, **config: Any) -> None:
+        self.clock = Clock(0.0)
+        self.wall = Clock(NOW)
+        self.wakes = {}
+        self.store = Store(directory, fsync=config.pop("fsync", "never"))
+        self.container = Container(Config(**normalize(config)), clock=self.clock,
+                                   wall_clock=self.wall, store=self.store)
+
+    def commit(self) -> None:
+        while (batch := self.container.take_durable_batch()) is not None:
+            self.store.commit(batch)
+            self.container.durable_committed(batch)
+
+    def restart(self, directory: Path, **config: Any) -> DurableBroker:
+        self.commit()
+        self.store.close()
+        return DurableBroker(directory, **config)
+
+
+def states(out: list[Any]) -> list[object]:
+    return [o.performative.state for o in out if isinstance(o.performative, Disposition)]
+
+
+def test_accepted_waits_for_the_message_to_be_written(tmp_path: Path) -> None:
+    broker = DurableBroker(tmp_path, queues=["q1"])
+    peer = broker.client()
+    peer.attach_sender(0, "q1")
+    out = peer.send(0, msg(b"kept", header=DURABLE))
+    assert not states(out), "no outcome before the write"
+    broker.commit()
+    assert states(peer.read()) == [Accepted()]
+
+
+def test_a_transient_message_is_accepted_at_once_and_not_kept(tmp_path: Path) -> None:
+    broker = DurableBroker(tmp_path, queues=["q1"])
+    peer = broker.client()
+    peer.attach_sender(0, "q1")
+    assert states(peer.send(0, msg(b"transient"))) == [Accepted()]
+    broker = broker.restart(tmp_path, queues=["q1"])
+    assert broker.queue("q1").depth == 0
+
+
+def test_a_restart_brings_back_what_was_not_settled(tmp_path: Path) -> None:
+    broker = DurableBroker(tmp_path, queues=["q1"])
+    peer = broker.client()
+    peer.attach_sender(0, "q1")
+    for body in (b"a", b"b", b"c"):
+        peer.send(0, msg(body, header=DURABLE))
+    broker.commit()
+    out = peer.attach_receiver(1, "q1") + peer.flow(1, link_credit=2)
+    first, _ = of(out, Transfer)
+    peer.disposition(first.delivery_id, state=Accepted())  # a settled; b out, unsettled
+    broker = broker.restart(tmp_path, queues=["q1"])
+    assert broker.container.recovered.messages == 2
+    b, c = broker.queue("q1").ready
+    assert (b.message.body[0].value, b.delivery_count) == (b"b", 1), "out at the crash: +1"
+    assert (c.message.body[0].value, c.delivery_count) == (b"c", 0)
+    peer = broker.client()
+    peer.attach_sender(0, "q1")
+    peer.send(0, msg(b"d", header=DURABLE))
+    assert broker.queue("q1").ready[-1].sequence == 4, "numbering goes on"
+
+
+def test_declared_topology_comes_back(tmp_path: Path) -> None:
+    broker = DurableBroker(tmp_path)
+    admin = broker.container.admin
+    admin.declare_queue("orders", arguments={"x-max-length": 5}, now=NOW)
+    admin.declare_queue("scratch", durable=False, now=NOW)
+    admin.declare_exchange("events", type="topic")
+    admin.bind("events", "orders", key="order.*")
+    admin.declare_queue("log", arguments={"x-queue-type": "stream"}, now=NOW)
+    broker = broker.restart(tmp_path)
+    registry = broker.container.registry
+    assert broker.queue("orders").max_length == 5
+    assert registry.get("scratch") is None, "durable: false is not kept"
+    assert [(b.source, b.destination, b.key) for b in registry.bindings()
+            if b.source == "events"] == [("events", "orders", "order.*")]
+    assert registry.get("log").kind == "stream"
+
+
+def test_a_deleted_queue_stays_deleted(tmp_path: Path) -> None:
+    broker = DurableBroker(tmp_path, queues=["q1"])
+    peer = broker.client()
+    peer.attach_sender(0, "q2")
+    peer.send(0, msg(b"x", header=DURABLE))
+    broker.commit()
+    broker.container.admin.delete_queue("q2")
+    broker = broker.restart(tmp_path, queues=["q1"])
+    assert broker.container.registry.get("q2") is None
+
+
+def test_streams_keep_offsets_and_times_across_a_restart(tmp_path: Path) -> None:
+    broker = DurableBroker(tmp_path, streams=["s"])
+    peer = broker.client()
+    peer.attach_sender(0, "s")
+    for i in range(10):
+        broker.wall.t = NOW + i
+        peer.send(0, msg(b"m%d" % i))
+    broker = broker.restart(tmp_path, streams=["s"])
+    stream = broker.container.registry.get("s")
+    assert (stream.first_offset, stream.next_offset) == (0, 10)
+    assert stream.entry(7).message.body[0].value == b"m7", "read back from disk"
+    from broker.nodes.stream import StartAt
+    assert stream.resolve(StartAt("timestamp", NOW + 4)) == 4
+    assert stream.resolve(StartAt("last")) == 9
+
+
+def test_a_stream_keeps_only_recent_messages_in_memory(tmp_path: Path) -> None:
+    broker = DurableBroker(tmp_path, streams=["s"])
+    stream = broker.container.registry.get("s")
+    stream.resident_limit = 10_000
+    peer = broker.client()
+    peer.attach_sender(0, "s")
+    for i in range(100):
+        peer.send(0, msg(b"%03d" % i + bytes(500)))
+        broker.commit()
+    assert stream.held_bytes < 10_000 + 200 * 600
+    assert stream.entry(3).message.body[0].value.startswith(b"003"), "from disk"
+    peer.attach_receiver(1, "s", source=_offset_source("s", "first"))
+    out = peer.flow(1, link_credit=100)
+    assert len(of(out, Transfer)) == 100, "a reader from the start gets everything"
+
+
+def _offset_source(address: str, spec: str) -> Any:
+    from broker.codec.messaging import Source
+    from broker.codec.types import Described, Symbol
+
+    return Source(address=address, filter={Symbol("rabbitmq:stream-offset-spec"): Described(
+        Symbol("rabbitmq:stream-offset-spec"), spec)})
+
+
+class FullDisk(Exception):
+    pass
+
+
+def test_a_failed_write_refuses_publishers_and_loses_nothing_accepted(tmp_path: Path,
+                                                                      monkeypatch: Any) -> None:
+    broker = DurableBroker(tmp_path, queues=["q1"])
+    peer = broker.client()
+    peer.attach_sender(0, "q1")
+    peer.send(0, msg(b"safe", header=DURABLE))
+    broker.commit()
+    assert states(peer.read()) == [Accepted()]
+    journal_write = broker.store.journal.write
+
+    def no_space(batch: Any) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(broker.store.journal, "write", no_space)
+    peer.send(0, msg(b"unlucky", header=DURABLE))
+    batch = broker.container.take_durable_batch()
+    with pytest.raises(OSError):
+        broker.store.commit(batch)
+    broker.container.durable_failed(batch, OSError(28, "No space left on device"))
+    (refused,) = states(peer.read())
+    assert isinstance(refused, Rejected)
+    assert refused.error.condition == "amqp:resource-limit-exceeded"
+    (later,) = states(peer.send(0, msg(b"later", header=DURABLE)))
+    assert isinstance(later, Rejected), "refused at once while the disk is full"
+    monkeypatch.setattr(broker.store.journal, "write", journal_write)
+    broker.commit()  # the failed batch is written now
+    assert broker.store.failed is None
+    assert states(peer.send(0, msg(b"again", header=DURABLE))) == []
+    broker = broker.restart(tmp_path, queues=["q1"])
+    bodies = [e.message.body[0].value for e in broker.queue("q1").ready]
+    assert bodies[0] == b"safe" and b"again" in bodies
