@@ -107,7 +107,6 @@ class StreamLog:
 
         def flush() -> None:
             if current is not None and (current[1] or current[3]):
-                current[0].size += len(current[1])
                 batch.writes.append((current[0].first, bytes(current[1]), bytes(current[2]),
                                      current[3]))
 
@@ -122,13 +121,14 @@ class StreamLog:
             elif current is None:
                 current = (segment, bytearray(), bytearray(), False)
             data, index = current[1], current[2]
-            position = segment.size + len(data)
+            before = len(data)
             append_record(data, MESSAGE, _MESSAGE.pack(entry.offset, entry.timestamp),
                           entry.message.payload)
-            index += _INDEX.pack(position, index_time)
-            segment.positions.append(position)
+            index += _INDEX.pack(segment.size, index_time)
+            segment.positions.append(segment.size)
             segment.times.append(index_time)
-            if len(data) >= (1 << 20):  # one write per MiB: the roll check sees the size
+            segment.size += len(data) - before
+            if len(data) >= (1 << 20):  # one write per MiB
                 flush()
                 current = (segment, bytearray(), bytearray(), False)
         flush()
