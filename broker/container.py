@@ -629,13 +629,13 @@ class Container:
             else:
                 recorded = store.recorded if store is not None else 0
                 outcome = ctx.store(delivery.payload, self.wall_clock(), delivery.message_format)
+                if self.memory is not None and not self.memory.on:
+                    self._memory_changed(self.memory.held(self.registry.held_bytes))
                 if store is not None and store.recorded != recorded and \
                         not delivery.remote_settled:
                     # accepted promises the message is kept: once it is on disk
                     store.hold(_settle_later(handle.wake, link, delivery, outcome))
                     return
-            if self.memory is not None and not self.memory.on:
-                self._memory_changed(self.memory.held(self.registry.held_bytes))
         elif isinstance(ctx, ServicePair):
             outcome = ctx.on_request(delivery.payload, self.wall_clock())
         else:

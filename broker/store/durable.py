@@ -113,7 +113,7 @@ class Batch:
     topology: bytes | None = None
     journal: JournalBatch | None = None
     streams: list[tuple[StreamBacking, StreamBatch]] = field(default_factory=list)
-    remove: list[Path] = field(default_factory=list)  # deleted streams' directories
+    remove: list[StreamLog] = field(default_factory=list)  # deleted streams' logs
     held: list[Held] = field(default_factory=list)
     done: set[str] = field(default_factory=set)  # parts written (a retry skips them)
 
@@ -139,7 +139,7 @@ class Store:
         self._queue_ids: dict[str, int] = {}
         self._stream_ids: dict[str, int] = {}
         self._streams: dict[str, StreamBacking] = {}
-        self._removed_dirs: list[Path] = []
+        self._removed_logs: list[StreamLog] = []  # deleted streams, for the next commit
         self._snapshot: Callable[[], dict[str, Any]] | None = None
         self._version: Callable[[], int] = lambda: 0
         self._written_version = -1
@@ -202,8 +202,8 @@ class Store:
         backing = self._streams.pop(name, None)
         if backing is not None:
             self.dirty_streams.discard(backing)
-            backing.log.close()
-            self._removed_dirs.append(backing.log.directory)
+            backing.log.close_readers()  # its writers are the commit thread's to close
+            self._removed_logs.append(backing.log)
         self._stream_ids.pop(name, None)
 
     def hold(self, send: Callable[[bool], None]) -> None:
@@ -214,7 +214,7 @@ class Store:
     def needs_commit(self) -> bool:
         """Whether anything was recorded or changed since the commit loop was
         last woken (the container asks after each input)."""
-        return self.recorded != self.signalled or bool(self._removed_dirs) or \
+        return self.recorded != self.signalled or bool(self._removed_logs) or \
             self._version() != self._written_version
 
     def take_batch(self) -> Batch | None:
@@ -242,7 +242,7 @@ class Store:
             if taken is not None:
                 batch.streams.append((backing, taken))
         self.dirty_streams = set()
-        batch.remove, self._removed_dirs = self._removed_dirs, []
+        batch.remove, self._removed_logs = self._removed_logs, []
         batch.held, self.held = self.held, []
         if batch.topology is None and batch.journal is None and not batch.streams \
                 and not batch.remove and not batch.held:
@@ -272,8 +272,9 @@ class Store:
             self.journal.delete(batch.journal)
         for backing, taken in batch.streams:
             backing.log.delete(taken)
-        for directory in batch.remove:
-            shutil.rmtree(directory, ignore_errors=True)
+        for removed in batch.remove:
+            removed.close_writers()
+            shutil.rmtree(removed.directory, ignore_errors=True)
 
     def committed(self, batch: Batch) -> Iterable[Held]:
         """Container thread: the batch is safe; the outcomes it held may go."""

@@ -262,15 +262,23 @@ class StreamLog:
                 except FileNotFoundError:
                     pass
 
-    def close(self) -> None:
+    def close_writers(self) -> None:
+        """The committing side's files (on its thread, or when no commit runs)."""
         for files in self._files.values():
             for f in files:
                 f.close()
         self._files.clear()
+
+    def close_readers(self) -> None:
+        """The container side's read descriptors."""
         for segment in self._segments:
             if segment.fd is not None:
                 os.close(segment.fd)
                 segment.fd = None
+
+    def close(self) -> None:
+        self.close_writers()
+        self.close_readers()
 
     # -- recovery -----------------------------------------------------------------------
 

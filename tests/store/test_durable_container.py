@@ -189,3 +189,22 @@ def test_a_failed_write_refuses_publishers_and_loses_nothing_accepted(tmp_path: 
     broker = broker.restart(tmp_path, queues=["q1"])
     bodies = [e.message.body[0].value for e in broker.queue("q1").ready]
     assert bodies[0] == b"safe" and b"again" in bodies
+
+
+def test_a_deleted_stream_leaves_no_files_and_its_name_starts_afresh(tmp_path: Path) -> None:
+    broker = DurableBroker(tmp_path, streams=["s"])
+    peer = broker.client()
+    peer.attach_sender(0, "s")
+    peer.send(0, msg(b"old"))
+    broker.commit()
+    (directory,) = (tmp_path / "streams").iterdir()
+    broker.container.admin.delete_queue("s")
+    broker.commit()
+    assert not directory.exists()
+    broker.container.admin.declare_queue("s", arguments={"x-queue-type": "stream"}, now=NOW)
+    peer.attach_sender(2, "s")
+    peer.send(2, msg(b"new"))
+    broker = broker.restart(tmp_path)
+    stream = broker.container.registry.get("s")
+    assert (stream.first_offset, stream.next_offset) == (0, 1)
+    assert stream.entry(0).message.body[0].value == b"new"
