@@ -18,6 +18,14 @@ serve: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
+# The crash test (tests/store/test_crash.py) with 50 random kill points instead of
+# `make test`'s 5; CRASH_SEED=N replays from seed N.
+CRASH_ITERATIONS ?= 50
+.PHONY: test-slow
+
+test-slow: $(STAMP)
+	CRASH_ITERATIONS=$(CRASH_ITERATIONS) $(PY) -m pytest -q tests/store/test_crash.py $(PYTEST_ARGS)
+
 # Third-party clients against a broker on free ports (conformance/): rhea and
 # rhea-promise from npm (pinned by conformance/package-lock.json),
 # python-qpid-proton from the test extra, and the browser case's own setup
@@ -50,6 +58,7 @@ bench: $(STAMP) $(BENCH_STAMP)
 	$(PY) tests/bench/bench_filters.py
 	$(PY) tests/bench/bench_engine.py
 	$(PY) tests/bench/bench_startup.py
+	$(PY) tests/bench/bench_durable.py
 
 # TLS next to the plain listeners: throughput and CPU, and opening 1,000 connections
 bench-tls: $(STAMP) $(BENCH_STAMP)

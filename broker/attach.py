@@ -570,7 +570,11 @@ class Attacher:
                     capabilities=source.capabilities,
                 ),
                 target=_as(Target, link.remote_attach.target),
-                rcv_settle_mode=RcvSettleMode.FIRST,
+                # second is served as asked: our settlement answers the consumer's
+                # outcome (with a data directory, once its ack is written)
+                rcv_settle_mode=RcvSettleMode.SECOND
+                if link.remote_attach.rcv_settle_mode == RcvSettleMode.SECOND
+                else RcvSettleMode.FIRST,
             )
         except BaseException:
             if source.dynamic:

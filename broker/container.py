@@ -628,14 +628,18 @@ class Container:
                     f"the broker cannot write to its data directory: {store.failed}"))
             else:
                 recorded = store.recorded if store is not None else 0
+                if store is not None:
+                    store.scope = []
                 outcome = ctx.store(delivery.payload, self.wall_clock(), delivery.message_format)
                 if self.memory is not None and not self.memory.on:
                     self._memory_changed(self.memory.held(self.registry.held_bytes))
-                if store is not None and store.recorded != recorded and \
-                        not delivery.remote_settled:
-                    # accepted promises the message is kept: once it is on disk
-                    store.hold(_settle_later(handle.wake, link, delivery, outcome))
-                    return
+                if store is not None:
+                    entries, store.scope = store.scope, None
+                    if store.recorded != recorded and not delivery.remote_settled:
+                        # accepted promises the message is kept: once it is on disk
+                        store.hold(_settle_later(handle.wake, link, delivery, outcome),
+                                   refusable=True, entries=entries)
+                        return
         elif isinstance(ctx, ServicePair):
             outcome = ctx.on_request(delivery.payload, self.wall_clock())
         else:
@@ -734,15 +738,14 @@ class Container:
 
 def _settle_later(wake: Callable[[], None], link: Link, delivery: Delivery,
                   outcome: object) -> Callable[[bool], None]:
-    """What a held settlement does once its batch is written (True) or failed
-    (False: a publish is refused; a consumer's settlement goes out anyway,
-    its ack to be written when the disk allows)."""
+    """What a held settlement does once its batch is written (True), or, for
+    a publish, could not be (False: refused)."""
     def send(ok: bool) -> None:
-        if not ok and not link.is_sender:
+        if ok:
+            link.settle(delivery, outcome)
+        else:
             link.settle(delivery, Rejected(error=amqp_error(
                 Condition.RESOURCE_LIMIT_EXCEEDED, "the broker could not write the message "
                 "to its data directory")))
-        else:
-            link.settle(delivery, outcome)
         wake()
     return send

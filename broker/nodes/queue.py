@@ -287,6 +287,16 @@ class Queue:
         self._sequence += 1
         return self._sequence
 
+    def withdraw(self, entry: Entry) -> bool:
+        """Take back a message not yet delivered (a publish the store could not
+        keep, so refused); False if it is no longer waiting here."""
+        ready = self.ready
+        if not (ready.remove(entry) if isinstance(ready, _PriorityReady) else _remove(ready, entry)):
+            return False
+        self.ready_bytes -= entry.size
+        self._forget(entry)
+        return True
+
     def resume_sequence(self, last: int) -> None:
         """Recovery: numbering goes on after the recovered messages' `last`."""
         self._sequence = max(self._sequence, last)

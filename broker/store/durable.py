@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from broker.nodes.base import Entry
+from broker.nodes.queue import Queue
 from broker.nodes.stream import Stream
 from broker.store.journal import Journal, JournalBatch
 from broker.store.metadata import empty, encode_topology, read_topology, write_topology
@@ -44,17 +45,20 @@ class QueueJournal:
     """Installed on a durable queue as `queue.journal`: records its durable
     messages (header durable: true) as they arrive, go out and leave."""
 
-    __slots__ = ("id", "journal", "store")
+    __slots__ = ("id", "journal", "queue", "store")
 
-    def __init__(self, store: Store, queue_id: int) -> None:
+    def __init__(self, store: Store, queue_id: int, queue: Queue) -> None:
         self.store = store
         self.journal = store.journal
         self.id = queue_id
+        self.queue = queue
 
     def published(self, entry: Entry) -> None:
         if entry.message.section_field(0x70, 0) is True:
             self.journal.publish(self.id, entry)
             self.store.recorded += 1
+            if self.store.scope is not None:
+                self.store.scope.append((self.queue, entry))
 
     def delivered(self, entry: Entry) -> None:
         self.journal.delivered(self.id, entry.sequence)
@@ -103,9 +107,14 @@ class StreamBacking:
 
 @dataclass(slots=True)
 class Held:
-    """An outcome that may be sent once its batch is safe: `send(ok)`."""
+    """An outcome that may be sent once its batch is safe: `send(ok)`.  A
+    publish's (`refusable`) is refused if its batch cannot be written, and its
+    `entries` are then taken back from their queues if still there; a
+    consumer's settlement waits for its ack to be written, however long."""
 
     send: Callable[[bool], None]
+    refusable: bool = False
+    entries: list[tuple[Queue, Entry]] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -132,6 +141,8 @@ class Store:
         self.signalled = 0  # `recorded` when the commit loop was last woken
         self.on_pending: Callable[[], None] = _nothing  # the server's: wake the commit loop
         self.held: list[Held] = []
+        # while set, the durable queue entries a publish makes (what a refusal takes back)
+        self.scope: list[tuple[Queue, Entry]] | None = None
         self.dirty_streams: set[StreamBacking] = set()
         self.failed: str | None = None  # why the last write failed, until one succeeds
         self._retry: Batch | None = None
@@ -181,8 +192,8 @@ class Store:
         self._snapshot = snapshot
         self._version = version
 
-    def queue_journal(self, name: str) -> QueueJournal:
-        return QueueJournal(self, self._id_for(name, self._queue_ids))
+    def queue_journal(self, queue: Queue) -> QueueJournal:
+        return QueueJournal(self, self._id_for(queue.name, self._queue_ids), queue)
 
     def queue_id(self, name: str) -> int | None:
         return self._queue_ids.get(name)
@@ -206,8 +217,9 @@ class Store:
             self._removed_logs.append(backing.log)
         self._stream_ids.pop(name, None)
 
-    def hold(self, send: Callable[[bool], None]) -> None:
-        self.held.append(Held(send))
+    def hold(self, send: Callable[[bool], None], *, refusable: bool = False,
+             entries: list[tuple[Queue, Entry]] | None = None) -> None:
+        self.held.append(Held(send, refusable, entries or []))
 
     # -- batches ----------------------------------------------------------------------
 
@@ -221,8 +233,8 @@ class Store:
         """Container thread: everything pending as one batch (None: nothing).
         After a failure the failed batch comes back, alone, until it is written."""
         if self._retry is not None:
+            # alone: what was held since belongs to records not in it
             batch, self._retry = self._retry, None
-            batch.held, self.held = self.held, []
             return batch
         batch = Batch()
         version = self._version()
@@ -287,15 +299,21 @@ class Store:
         return batch.held
 
     def commit_failed(self, batch: Batch, error: OSError) -> Iterable[Held]:
-        """Container thread: the write failed; the batch waits to be written
-        again and its held outcomes are refused."""
+        """Container thread: the write failed.  The batch waits to be written
+        again, with the consumers' settlements it holds; its publishes are
+        refused, and their messages taken back from the queues that have not
+        delivered them yet (one already out stays: at least once)."""
         if self.failed is None:
             log.error("store: cannot write to %s: %s; publishers are refused until it "
                       "can", self.directory, error)
         self.failed = str(error.strerror or error)
-        held, batch.held = batch.held, []
+        refused = [h for h in batch.held if h.refusable]
+        batch.held = [h for h in batch.held if not h.refusable]
+        for held in refused:
+            for queue, entry in held.entries:
+                queue.withdraw(entry)
         self._retry = batch
-        return held
+        return refused
 
     def close(self) -> None:
         self.journal.close()

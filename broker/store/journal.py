@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Final
 
 from broker.nodes.base import Entry
-from broker.store.records import MAGIC_SIZE, ScanResult, append_record, scan
+from broker.store.records import MAGIC_SIZE, ScanResult, append_record, scan, write_all
 
 log = logging.getLogger("broker.store")
 
@@ -218,11 +218,15 @@ class Journal:
             self.close()
             f = self._file = io.FileIO(self.path(batch.segment), "ab")
             if f.tell() == 0:
-                f.write(MAGIC)
+                try:
+                    write_all(f, MAGIC)
+                except OSError:
+                    f.truncate(0)
+                    raise
         f = self._file
         before = f.tell()
         try:
-            f.write(batch.data)
+            write_all(f, batch.data)
         except OSError:
             f.truncate(before)
             raise

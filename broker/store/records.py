@@ -14,11 +14,12 @@ caller truncates the file to that length.  Pure: bytes in, records out.
 
 from __future__ import annotations
 
+import errno
 import struct
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Final
+from typing import BinaryIO, Final
 
 HEADER: Final = struct.Struct(">IIB")  # length, crc, type
 MAX_RECORD: Final = 1 << 30  # a length beyond this is garbage, not a record
@@ -40,6 +41,18 @@ def append_record(out: bytearray, kind: int, *parts: bytes | bytearray | memoryv
     out += HEADER.pack(length, crc, kind)
     for part in parts:
         out += part
+
+
+def write_all(f: BinaryIO, data: bytes | bytearray | memoryview) -> None:
+    """Write every byte: a raw file's `write` may write fewer (a nearly full
+    disk stops at a page boundary) without raising, and a record written in
+    part would be acknowledged as kept."""
+    view = memoryview(data)
+    while view:
+        n = f.write(view)
+        if not n:
+            raise OSError(errno.ENOSPC, "short write: no more space")
+        view = view[n:]
 
 
 @dataclass(frozen=True, slots=True)

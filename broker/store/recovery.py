@@ -48,7 +48,7 @@ def recover(store: Store, admin: Admin, now: float) -> RecoveryReport:
         if isinstance(node, Stream):
             attach_stream(store, node, report)
         elif not node.temporary:
-            node.journal = store.queue_journal(node.name)
+            node.journal = store.queue_journal(node)
             found = waiting.pop(node.name, None)
             if found:
                 _restore(store, node, found, now)

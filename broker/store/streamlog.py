@@ -36,7 +36,7 @@ from typing import Final
 
 from broker.codec.messaging import Message
 from broker.nodes.base import Entry
-from broker.store.records import HEADER, MAGIC_SIZE, ScanResult, append_record, scan
+from broker.store.records import HEADER, MAGIC_SIZE, ScanResult, append_record, scan, write_all
 
 log = logging.getLogger("broker.store")
 
@@ -234,7 +234,11 @@ class StreamLog:
                 seg = io.FileIO(self._path(first, ".seg"), "ab")
                 idx = io.FileIO(self._path(first, ".idx"), "ab")
                 if seg.tell() == 0:
-                    seg.write(MAGIC)
+                    try:
+                        write_all(seg, MAGIC)
+                    except OSError:
+                        seg.truncate(0)
+                        raise
                 files = self._files[first] = (seg, idx)
                 for older in [k for k in self._files if k < first]:
                     for f in self._files.pop(older):
@@ -242,8 +246,8 @@ class StreamLog:
             seg, idx = files
             before = seg.tell(), idx.tell()
             try:
-                seg.write(data)
-                idx.write(index)
+                write_all(seg, data)
+                write_all(idx, index)
             except OSError:
                 seg.truncate(before[0])
                 idx.truncate(before[1])

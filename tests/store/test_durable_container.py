@@ -180,6 +180,8 @@ def test_a_failed_write_refuses_publishers_and_loses_nothing_accepted(tmp_path: 
     (refused,) = states(peer.read())
     assert isinstance(refused, Rejected)
     assert refused.error.condition == "amqp:resource-limit-exceeded"
+    assert [e.message.body[0].value for e in broker.queue("q1").ready] == [b"safe"], \
+        "a refused message not yet delivered is taken back"
     (later,) = states(peer.send(0, msg(b"later", header=DURABLE)))
     assert isinstance(later, Rejected), "refused at once while the disk is full"
     monkeypatch.setattr(broker.store.journal, "write", journal_write)
@@ -188,7 +190,39 @@ def test_a_failed_write_refuses_publishers_and_loses_nothing_accepted(tmp_path: 
     assert states(peer.send(0, msg(b"again", header=DURABLE))) == []
     broker = broker.restart(tmp_path, queues=["q1"])
     bodies = [e.message.body[0].value for e in broker.queue("q1").ready]
-    assert bodies[0] == b"safe" and b"again" in bodies
+    assert bodies == [b"safe", b"again"], "nothing refused came back"
+
+
+def test_a_retried_batch_releases_only_what_it_holds(tmp_path: Path, monkeypatch: Any) -> None:
+    """A second-mode consumer's settlement made while a batch is failing waits
+    for its own ack's batch, not the retry of the failed one."""
+    from broker.codec.performatives import RcvSettleMode
+
+    broker = DurableBroker(tmp_path, queues=["q1"])
+    peer = broker.client()
+    peer.attach_sender(0, "q1")
+    peer.send(0, msg(b"one", header=DURABLE))
+    broker.commit()
+    out = peer.attach_receiver(1, "q1", rcv_settle_mode=RcvSettleMode.SECOND)
+    (transfer,) = of(out + peer.flow(1, link_credit=1), Transfer)
+    journal_write = broker.store.journal.write
+    monkeypatch.setattr(broker.store.journal, "write",
+                        lambda batch: (_ for _ in ()).throw(OSError(28, "full")))
+    peer.send(0, msg(b"two", header=DURABLE))  # pending: will fail
+    failing = broker.container.take_durable_batch()
+    with pytest.raises(OSError):
+        broker.store.commit(failing)
+    broker.container.durable_failed(failing, OSError(28, "full"))
+    peer.read()
+    out = peer.disposition(transfer.delivery_id, state=Accepted(), settled=False)
+    assert not states(out), "the ack is not written yet"
+    monkeypatch.setattr(broker.store.journal, "write", journal_write)
+    retry = broker.container.take_durable_batch()
+    broker.store.commit(retry)
+    broker.container.durable_committed(retry)
+    assert not states(peer.read()), "the retry did not hold this ack"
+    broker.commit()
+    assert states(peer.read()) == [Accepted()], "its own batch did"
 
 
 def test_a_deleted_stream_leaves_no_files_and_its_name_starts_afresh(tmp_path: Path) -> None:
