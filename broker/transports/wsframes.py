@@ -6,6 +6,12 @@ wsproto's general-purpose frame pipeline (a generator chain and an event
 object per frame) cost a third of it on a WebSocket connection.  It streams
 payloads as they arrive: a frame's bytes are unmasked and handed on without
 waiting for the rest of the frame or message, so no size limit is needed.
+
+Unmasking is the one per-byte cost WebSocket adds over TCP (39 % of the
+broker's time at 1 MiB messages in pure Python).  The `websockets` package
+ships it in C (`websockets.speedups.apply_mask`, wheels for every platform
+CPython has): 50x faster at 64 KiB, 6x at 100 bytes.  Where it is missing
+(an interpreter without its wheel), the pure-Python way below does the work.
 """
 
 from __future__ import annotations
@@ -37,9 +43,22 @@ class WsControl:
 
 _XOR_TABLES = [bytes(a ^ b for a in range(256)) for b in range(256)]
 
+try:
+    from websockets.speedups import apply_mask as _apply_mask
+except ImportError:  # pragma: no cover - the wheel is there wherever CPython is
+    _apply_mask = None
 
-def unmask(data: bytes, mask: bytes, offset: int) -> bytes:
-    """XOR `data` with the 4-byte mask, starting `offset` bytes into the frame.
+
+def unmask(data: bytes | memoryview, mask: bytes, offset: int) -> bytes:
+    """XOR `data` with the 4-byte mask, starting `offset` bytes into the frame."""
+    if _apply_mask is None:
+        return unmask_python(bytes(data), mask, offset)
+    r = offset & 3
+    return _apply_mask(data, mask[r:] + mask[:r] if r else mask)
+
+
+def unmask_python(data: bytes, mask: bytes, offset: int) -> bytes:
+    """`unmask` without the C helper.
 
     Two pure-Python ways, each faster in its range (measured here): one
     big-integer XOR for short payloads, one `translate` per mask byte over
@@ -90,12 +109,13 @@ class WsFrameReader:
         """Events in order: `bytes` (binary payload), `OP_TEXT` once per text
         frame, `WsControl` for a whole close/ping/pong frame."""
         buf = self._buf + data if self._buf else data
+        view = memoryview(buf)  # payload slices unmasked from it, not copied first
         pos, end = 0, len(buf)
         events: list[bytes | WsControl | int] = []
         while pos < end:
             if self._remaining:
                 n = min(self._remaining, end - pos)
-                chunk = unmask(buf[pos : pos + n], self._mask, self._offset)
+                chunk = unmask(view[pos : pos + n], self._mask, self._offset)
                 pos += n
                 self._offset += n
                 self._remaining -= n

@@ -18,6 +18,7 @@ from broker.transports.wsframes import (
     close_frame,
     encode_frame,
     unmask,
+    unmask_python,
 )
 
 
@@ -141,3 +142,12 @@ def test_unmask_depends_on_the_offset_into_the_frame(offset: int, size: int) -> 
     assert unmask(data, mask, offset) == whole
     assert unmask(unmask(data, mask, offset), mask, offset) == data
     assert whole == bytes(b ^ mask[(offset + i) % 4] for i, b in enumerate(data))
+    assert unmask_python(data, mask, offset) == whole, "the fallback agrees"
+    assert unmask(memoryview(b"\x00" * offset + data)[offset:], mask, offset) == whole
+
+
+def test_the_c_unmasking_is_the_one_in_use() -> None:
+    """websockets' C helper is a dependency: without it WebSocket costs far more."""
+    from broker.transports import wsframes
+
+    assert wsframes._apply_mask is not None
