@@ -2,7 +2,7 @@
 
 Theory of operation. TCP and WebSocket both hand us a `trio.abc.Stream`; the
 container hands us a `ConnectionHandle` that does all protocol work
-synchronously. Three tasks per connection share them, so a slow peer only
+synchronously. Two tasks per connection share them, so a slow peer only
 ever blocks its own tasks:
 
 - the reader feeds every `receive_some` (64 KiB reads) to `receive_data`
@@ -16,9 +16,11 @@ ever blocks its own tasks:
   handle has output (possibly while processing another connection), then
   sends everything pending in one `send_all`, and loops while more piled up
   during the send: frames are coalesced, never one syscall per frame;
-- the timer sleeps in a cancel scope whose deadline is the handle's next
-  deadline; whoever may have moved that deadline (a receive, a local action)
-  calls `_retick`, which runs `tick()` and moves the scope.
+- the timer is not a task: the handle's next deadline goes into the one heap
+  of every connection's deadlines (timers.py), whose task calls
+  `on_deadline` when it comes; whoever may have moved that deadline (a
+  receive, a local action) calls `_retick`, which runs `tick()` and moves it
+  earlier if need be.
 
 Once the handle is done (or the peer has gone), the remaining output gets
 `close_timeout` seconds to drain; then the stream is closed gracefully
@@ -38,11 +40,14 @@ Dropping the socket first would leave the peer guessing why.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
 import trio
+
+from broker.transports.timers import timers
 
 log = logging.getLogger("broker.transport")
 
@@ -188,24 +193,28 @@ class _Pump:
         self.eof = False
         self.broken = False
         self.bug: Exception | None = None  # raised by the handle; re-raised once flushed
-        self.scope = trio.CancelScope()  # the three tasks; gets a deadline once ending
-        self.timer = trio.CancelScope()
+        self.scope = trio.CancelScope()  # the two tasks; gets a deadline once ending
+        self.deadline = math.inf  # when the timers call on_deadline (trio's clock)
+        self.timers = timers()
 
     async def run(self) -> str:
         clean = False
         try:
+            self.timers.clients += 1
             with self.scope:
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self._read)
-                    nursery.start_soon(self._time)
+                    self.on_deadline()  # the first tick; it may queue a heartbeat or a close
                     clean = await self._write()
                     nursery.cancel_scope.cancel()
             if self.scope.cancelled_caught:
                 self.reason = f"{self.reason or 'closing'}; flush timed out"
                 clean = False
         except BaseException:
+            self._stop_timer()
             await self._abort()
             raise
+        self._stop_timer()
         if clean:
             await self._close_gracefully()
         else:
@@ -246,10 +255,22 @@ class _Pump:
         # Only ever move the timer earlier: a later deadline (the idle limit
         # moves on every receive) just costs one early wake-up and re-tick,
         # which is cheaper than re-registering the deadline on every batch.
-        if deadline is not None and deadline < self.timer.deadline:
+        if deadline is not None and deadline < self.deadline:
             # a deadline already past must not make the timer spin
             deadline = max(deadline, trio.current_time() + MIN_TICK)
-            self.timer.deadline = min(deadline, self.timer.deadline)
+            if deadline < self.deadline:
+                self.deadline = deadline
+                self.timers.schedule(self, deadline)
+
+    def on_deadline(self) -> None:
+        """The timers' call when the deadline came (or the pump's first tick)."""
+        self._retick()
+        self.wakeup.wake()  # tick may have queued a heartbeat or a close
+
+    def _stop_timer(self) -> None:
+        if self.deadline != -math.inf:
+            self.deadline = -math.inf  # never again: its heap entries are stale
+            self.timers.clients -= 1
 
     async def _read(self) -> None:
         while self.bug is None:
@@ -312,14 +333,6 @@ class _Pump:
             self._failed(exc)
             return False
         return True
-
-    async def _time(self) -> None:
-        while True:
-            self.timer = trio.CancelScope()
-            self._retick()
-            self.wakeup.wake()  # tick may have queued a heartbeat or a close
-            with self.timer:
-                await trio.sleep_forever()
 
     async def _write(self) -> bool:
         """Send until done; True when everything went out and the close may be graceful."""

@@ -17,6 +17,7 @@ CPython has): 50x faster at 64 KiB, 6x at 100 bytes.  Where it is missing
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 
 OP_CONTINUATION, OP_TEXT, OP_BINARY = 0x0, 0x1, 0x2
@@ -43,6 +44,7 @@ class WsControl:
 
 _XOR_TABLES = [bytes(a ^ b for a in range(256)) for b in range(256)]
 
+_apply_mask: Callable[[bytes | bytearray | memoryview, bytes], bytes] | None
 try:
     from websockets.speedups import apply_mask as _apply_mask
 except ImportError:  # pragma: no cover - the wheel is there wherever CPython is

@@ -22,7 +22,7 @@ function connect(container) {
     const url = opts.transport === 'wss' ? opts.wss_url : opts.ws_url;
     return container.connect({
       connection_details: ws(url, ['amqp'], ca ? { ca } : {}),
-      reconnect: false, idle_time_out: 0,
+      reconnect: false, idle_time_out: opts.idle_time_out || 0,
     });
   }
   if (opts.transport === 'tls') {
@@ -31,8 +31,8 @@ function connect(container) {
   }
   // rhea turns Nagle off only on connections that open a receiver; a publisher's
   // connection would otherwise hold small writes back (latency runs show it)
-  return container.connect({ host: opts.host, port: opts.port, reconnect: false, idle_time_out: 0,
-                             tcp_no_delay: true });
+  return container.connect({ host: opts.host, port: opts.port, reconnect: false,
+                             idle_time_out: opts.idle_time_out || 0, tcp_no_delay: true });
 }
 
 function done(result) {

@@ -1,0 +1,85 @@
+"""One timer for every connection's deadline (heartbeats, idle limits, the
+handshake deadline, token expiry).
+
+A task per connection sleeping until its next deadline costs a task (its
+stack frame and cancel scope) per connection and a task switch per
+heartbeat; with ten thousand idle connections that was most of what the
+broker did.  Instead every connection's pump puts its deadline in one heap,
+and one task, started on first use in each trio run, sleeps until the
+earliest and calls `on_deadline()` of each that is due.
+
+A pump only ever moves its deadline earlier (see driver.py); a moved
+deadline leaves its old heap entry behind, recognised as stale because it
+no longer equals the pump's `deadline`, and dropped when it comes up.  Stale
+entries of connections that ended are dropped too; if they pile up the heap
+is rebuilt from the live ones.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import math
+from typing import Protocol
+
+import trio
+
+log = logging.getLogger("broker.transport")
+
+
+class Timed(Protocol):
+    deadline: float  # trio's clock; math.inf: none; an entry not equal to it is stale
+
+    def on_deadline(self) -> None: ...
+
+
+class Timers:
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int, Timed]] = []
+        self._order = itertools.count()
+        self._scope: trio.CancelScope | None = None
+        self.clients = 0  # connections using the timers (for when to rebuild)
+
+    def schedule(self, client: Timed, deadline: float) -> None:
+        """Call `client.on_deadline()` at `deadline` (which the caller has set
+        as `client.deadline`)."""
+        heap = self._heap
+        heapq.heappush(heap, (deadline, next(self._order), client))
+        scope = self._scope
+        if scope is not None and deadline < scope.deadline:
+            scope.deadline = deadline
+        if len(heap) > 2 * self.clients + 1024:  # mostly stale: rebuild (amortised)
+            self._heap = [e for e in heap if e[2].deadline == e[0]]
+            heapq.heapify(self._heap)
+
+    async def run(self) -> None:
+        while True:
+            heap = self._heap
+            now = trio.current_time()
+            while heap and heap[0][0] <= now:
+                deadline, _, client = heapq.heappop(heap)
+                if client.deadline == deadline:
+                    client.deadline = math.inf
+                    try:
+                        client.on_deadline()
+                    except Exception:  # a bug in one connection must not stop the timers
+                        log.exception("a connection's timer failed")
+            with trio.CancelScope(deadline=heap[0][0] if heap else math.inf) as scope:
+                self._scope = scope
+                await trio.sleep_forever()
+            self._scope = None
+
+
+_TIMERS: trio.lowlevel.RunVar[Timers] = trio.lowlevel.RunVar("amqpws_timers")
+
+
+def timers() -> Timers:
+    """This trio run's timers, their task started on first use."""
+    try:
+        return _TIMERS.get()
+    except LookupError:
+        found = Timers()
+        _TIMERS.set(found)
+        trio.lowlevel.spawn_system_task(found.run, name="amqpws-broker timers")
+        return found
