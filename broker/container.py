@@ -160,6 +160,7 @@ class ConnectionHandle:
     def _process(self) -> None:
         conn = self.conn
         c = self.container
+        c.input_time = None  # read once per input, not once per message (see on_message)
         while True:
             event = conn.next_event()
             if event is None:
@@ -303,6 +304,7 @@ class Container:
         # declarations (idempotent for what came back)
         self.store = store
         self.recovered = recover(store, self.admin, wall_clock()) if store is not None else None
+        self.input_time: float | None = None  # the wall clock, read once per input
         self._declare_from_config()
 
     def _declare_from_config(self) -> None:
@@ -630,7 +632,12 @@ class Container:
                 recorded = store.recorded if store is not None else 0
                 if store is not None:
                     store.scope = []
-                outcome = ctx.store(delivery.payload, self.wall_clock(), delivery.message_format)
+                # one clock reading (and one float object: every queued message keeps
+                # its arrival time) for all the messages of one input
+                now = self.input_time
+                if now is None:
+                    now = self.input_time = self.wall_clock()
+                outcome = ctx.store(delivery.payload, now, delivery.message_format)
                 if self.memory is not None and not self.memory.on:
                     self._memory_changed(self.memory.held(self.registry.held_bytes))
                 if store is not None:

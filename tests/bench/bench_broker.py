@@ -100,11 +100,11 @@ def main() -> None:
 
     try:
         if want("1to1"):
-            for transport in ("tcp", "ws"):
-                for size in (100, 4096):
-                    for presettled in (False, True):
+            for size in (100, 4096, 65536):
+                for presettled in (False, True):
+                    for transport in ("tcp", "ws"):  # side by side: WebSocket's cost over TCP's
                         mode = "presettled" if presettled else "unsettled"
-                        count = n(30000 if size == 100 else 10000)
+                        count = n({100: 30000, 4096: 10000}.get(size, 2000))
                         r = bench.median(lambda t=transport, c=count, s=size, p=presettled: {
                             "mode": "throughput", **bench.target(t), "pairs": 1,
                             "count": c, "size": s, "presettled": p,
@@ -144,6 +144,12 @@ def main() -> None:
         elif "rss_kib" in r:
             parts.append(f"RSS {r['rss_kib'] / 1024:.1f} MiB")
         print("  ".join(parts))
+    by_name = dict(rows)
+    for name, r in rows:
+        if " ws " in name and name.replace(" ws ", " tcp ") in by_name:
+            tcp = by_name[name.replace(" ws ", " tcp ")]
+            print(f"{name.replace(' ws ', ' ws/tcp '):42s}  {r['msgs_per_s'] / tcp['msgs_per_s']:5.2f}x "
+                  f"msg/s  {r['cpu_us_per_msg'] / tcp['cpu_us_per_msg']:5.2f}x CPU/msg")
 
 
 def idle_connections(bench: Bench, count: int, transport: str = "tcp") -> dict[str, float]:
