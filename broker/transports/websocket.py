@@ -124,7 +124,8 @@ class WebSocketStream(trio.abc.Stream):
         self.peer = peer
         self._close_timeout = close_timeout
         self._reader = WsFrameReader()
-        self._send_lock = trio.StrictFIFOLock()  # the reader sends pongs and closes too
+        self._sending = False  # a send_all in progress (the reader sends pongs and closes too)
+        self._send_free: trio.Event | None = None  # set when it ends, if someone waits
         self._pending = pending
         self._eof = False  # no more input will be used
         self._close_sent = False
@@ -185,8 +186,21 @@ class WebSocketStream(trio.abc.Stream):
         return encode_frame(OP_CLOSE, payload[:2])
 
     async def _send_raw(self, data: bytes) -> None:
-        async with self._send_lock:
+        # One sender at a time: the writer's messages, the reader's pongs and
+        # closes.  Nearly always free, so a flag, not a trio lock (whose
+        # bookkeeping cost as much as the WebSocket framing itself).
+        while self._sending:
+            if self._send_free is None:
+                self._send_free = trio.Event()
+            await self._send_free.wait()
+        self._sending = True
+        try:
             await self.stream.send_all(data)
+        finally:
+            self._sending = False
+            if self._send_free is not None:
+                self._send_free.set()
+                self._send_free = None
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         if self._close_sent:
