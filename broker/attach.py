@@ -183,9 +183,10 @@ class Publisher:
         self.user_id = identity.user.encode("utf-8")
         # Azure keys: each relayed message's entity needs a $cbs token too
         self.entity_check: Callable[[str], None] | None = None
-        # an Azure client's: a message sent without a message-id gets one, as Service
-        # Bus gives every message (the Node SDK's lock renewer is keyed by it)
-        self.assign_ids = False
+        # an Azure client's (it put a $cbs token): a message sent without a message-id
+        # gets one, as Service Bus gives every message (the Node SDK's lock renewer
+        # is keyed by it), and every message is kept as a durable one
+        self.azure = False
         self.link = link
         self.node = node  # a queue target: no routing needed
         self.exchange = exchange  # an exchange target; neither: anonymous relay
@@ -213,7 +214,7 @@ class Publisher:
         """Where a message goes, and the message as stored; or the outcome now
         (released: nowhere; accepted: already expired; rejected: user-id)."""
         registry = self.registry
-        if self.assign_ids and message.section_field(0x73, 0) is None:
+        if self.azure and message.section_field(0x73, 0) is None:
             message = _with_message_id(message)
         user_id = message.section_field(0x73, 1)
         if user_id is not None and user_id != self.user_id:
@@ -252,7 +253,9 @@ class Publisher:
             return Accepted()  # already expired: accepted and dropped, never delivered
         values, encoded = annotations or registry.routing_annotations(
             exchange.name if exchange is not None else "", key)
-        message = message.annotate(values, encoded, registry.first_delivery_header(message))
+        # an Azure client's message is kept like a durable one (Service Bus keeps all)
+        message = message.annotate(values, encoded, registry.first_delivery_header(
+            message, durable=self.azure))
         return nodes, message, expires_at
 
     def _commit(self, nodes: list[Node], message: Message, expires_at: float | None,
@@ -642,7 +645,7 @@ class Attacher:
             raise
         publisher = Publisher(registry, link, node=node, exchange=exchange, key=key,
                               owns_queue=dynamic, identity=identity)
-        publisher.assign_ids = bool(owner.cbs_grants)
+        publisher.azure = bool(owner.cbs_grants)
         if self.entity_tokens and node is None and exchange is None:
             publisher.entity_check = lambda name: self._check_entity_token(
                 owner, name, self.wall_clock())

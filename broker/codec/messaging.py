@@ -314,10 +314,11 @@ def encode_section(section: object) -> bytes:
     return bytes(out)
 
 
-def rewrite_header(raw: bytes, *, first_acquirer: bool, drop_ttl: bool = False) -> bytes:
+def rewrite_header(raw: bytes, *, first_acquirer: bool, drop_ttl: bool = False,
+                   durable: bool = False) -> bytes:
     """An encoded header section with `raw`'s fields copied as they were encoded
     (so an explicit priority 4 stays explicit), `first-acquirer` set, and the
-    `ttl` dropped if asked.  `raw` is a header section as received, or b"" for
+    `ttl` dropped and `durable` set if asked.  `raw` is a header section as received, or b"" for
     none.  Fields past the five of §3.2.1 are dropped."""
     fields: list[bytes] = []
     if raw:
@@ -339,6 +340,8 @@ def rewrite_header(raw: bytes, *, first_acquirer: bool, drop_ttl: bool = False) 
     fields.extend([b"\x40"] * (5 - len(fields)))
     if drop_ttl:
         fields[2] = b"\x40"
+    if durable:
+        fields[0] = b"\x41"
     fields[3] = b"\x41" if first_acquirer else b"\x42"
     while fields and fields[-1] == b"\x40":
         fields.pop()

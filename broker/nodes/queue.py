@@ -297,6 +297,11 @@ class Queue:
         self._forget(entry)
         return True
 
+    @property
+    def last_sequence(self) -> int:
+        """The last sequence number given out (0: none yet)."""
+        return self._sequence
+
     def resume_sequence(self, last: int) -> None:
         """Recovery: numbering goes on after the recovered messages' `last`."""
         self._sequence = max(self._sequence, last)

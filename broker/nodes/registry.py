@@ -428,20 +428,23 @@ class Registry:
                 self._annotations[(exchange, key)] = cached
         return cached
 
-    def first_delivery_header(self, message: Message) -> bytes:
+    def first_delivery_header(self, message: Message, *, durable: bool = False) -> bytes:
         """The encoded header a routed message is stored with: the publisher's
         fields as they were encoded, with `first-acquirer` true, as RabbitMQ
         delivers it (a redelivery rewrites it again).  Cached by the header's
         bytes when they are short: a publisher sends the same few headers over
-        and over, and a long one is no header a client really sends."""
+        and over, and a long one is no header a client really sends.  `durable`
+        sets the header's durable (Azure clients' messages: Service Bus keeps
+        every message)."""
         raw = message.section_bytes(0x70) or b""
-        cached = self._headers.get(raw)
+        key = raw + b"D" if durable else raw
+        cached = self._headers.get(key)
         if cached is None:
-            cached = rewrite_header(raw, first_acquirer=True)
+            cached = rewrite_header(raw, first_acquirer=True, durable=durable)
             if len(raw) <= 32:
                 if len(self._headers) >= 1024:
                     self._headers.clear()
-                self._headers[raw] = cached
+                self._headers[key] = cached
         return cached
 
     def _dead_letter(self, queue: Queue, entry: Entry, reason: str, now: float) -> None:

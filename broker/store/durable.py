@@ -59,9 +59,12 @@ class QueueJournal:
             self.store.recorded += 1
             if self.store.scope is not None:
                 self.store.scope.append((self.queue, entry))
+        else:  # not kept; its number is (no outcome waits for that)
+            self.journal.numbered(self.id, entry.sequence)
 
     def delivered(self, entry: Entry) -> None:
-        self.journal.delivered(self.id, entry.sequence)
+        if self.journal.delivered(self.id, entry.sequence):
+            self.store.recorded += 1
 
     def removed(self, entry: Entry) -> None:
         if self.journal.removed(self.id, entry.sequence):
@@ -137,6 +140,8 @@ class Store:
         self._segment_bytes = segment_bytes
         self.journal = Journal(self.directory / "queues",
                                **({"segment_bytes": segment_bytes} if segment_bytes else {}))
+        self.journal.sequences = self._sequences
+        self._journals: dict[int, QueueJournal] = {}  # by queue id
         self.recorded = 0  # bumped by every record: the container compares it
         self.signalled = 0  # `recorded` when the commit loop was last woken
         self.on_pending: Callable[[], None] = _nothing  # the server's: wake the commit loop
@@ -193,7 +198,18 @@ class Store:
         self._version = version
 
     def queue_journal(self, queue: Queue) -> QueueJournal:
-        return QueueJournal(self, self._id_for(queue.name, self._queue_ids), queue)
+        journal = QueueJournal(self, self._id_for(queue.name, self._queue_ids), queue)
+        self._journals[journal.id] = journal
+        return journal
+
+    def _sequences(self) -> dict[int, int]:
+        return {i: j.queue.last_sequence for i, j in self._journals.items()
+                if j.queue.last_sequence}
+
+    def recovered_sequence(self, name: str) -> int:
+        """The highest sequence number the journal saw for a queue (0: none)."""
+        queue_id = self._queue_ids.get(name)
+        return self.journal.recovered_sequences.get(queue_id, 0) if queue_id else 0
 
     def queue_id(self, name: str) -> int | None:
         return self._queue_ids.get(name)
@@ -208,6 +224,7 @@ class Store:
         queue_id = self._queue_ids.pop(name, None)
         if queue_id is not None:
             self.journal.drop_queue(queue_id)
+            self._journals.pop(queue_id, None)
 
     def stream_deleted(self, name: str) -> None:
         backing = self._streams.pop(name, None)
@@ -227,6 +244,7 @@ class Store:
         """Whether anything was recorded or changed since the commit loop was
         last woken (the container asks after each input)."""
         return self.recorded != self.signalled or bool(self._removed_logs) or \
+            self.journal.numbering_pending or \
             self._version() != self._written_version
 
     def take_batch(self) -> Batch | None:

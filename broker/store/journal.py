@@ -8,7 +8,11 @@ Records (store/records.py framing):
 - DELIVERED queue id, sequence: the message went out to a consumer once (a
            restart then redelivers it with delivery-count +1);
 - ACK      queue id, sequence: the message left its queue (accepted,
-           rejected, expired, dropped, purged, replaced).
+           rejected, expired, dropped, purged, replaced);
+- SEQUENCE queue id, sequence: the highest number the queue gave out, for
+           messages not journaled (transient ones), and for every queue at the
+           start of each segment, so numbering goes on after a restart even
+           once the segments holding the PUBLISH records are gone.
 
 A message is live from its PUBLISH until its ACK.  Replaying the segments
 in order rebuilds every queue's live messages; the queue id names a queue in
@@ -38,6 +42,7 @@ import logging
 import math
 import os
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
@@ -48,7 +53,7 @@ from broker.store.records import MAGIC_SIZE, ScanResult, append_record, scan, wr
 log = logging.getLogger("broker.store")
 
 MAGIC: Final = b"AWSQJRN1"
-PUBLISH, DELIVERED, ACK = 1, 2, 3
+PUBLISH, DELIVERED, ACK, SEQUENCE = 1, 2, 3, 4
 _PUBLISH: Final = struct.Struct(">IQdB")
 _KEY: Final = struct.Struct(">IQ")
 SEGMENT_BYTES: Final = 64 * 1024 * 1024
@@ -99,6 +104,11 @@ class Journal:
         self._pending: list[tuple[int, int, int, Entry | None]] = []  # (kind, queue, seq, entry)
         self._pending_publish: dict[tuple[int, int], int] = {}  # key → index in _pending
         self._file: io.FileIO | None = None  # the open segment, on the committing thread only
+        self._numbered: dict[int, int] = {}  # queue → highest sequence given out since a batch
+        # every queue's highest sequence given out, for the SEQUENCE records each new
+        # segment starts with (the store's: it knows the queues)
+        self.sequences: Callable[[], dict[int, int]] = dict
+        self.recovered_sequences: dict[int, int] = {}  # recovery: queue → highest seen
 
     # -- the container's side: bookkeeping --------------------------------------------
 
@@ -108,10 +118,19 @@ class Journal:
         self._pending.append((PUBLISH, queue, entry.sequence, entry))
         self._live.setdefault(queue, {})[entry.sequence] = _Live(entry, _PENDING)
 
-    def delivered(self, queue: int, sequence: int) -> None:
+    def delivered(self, queue: int, sequence: int) -> bool:
+        """The message went out the first time; True if that is a record to write."""
         live = self._live.get(queue)
         if live is not None and sequence in live:
             self._pending.append((DELIVERED, queue, sequence, None))
+            return True
+        return False
+
+    def numbered(self, queue: int, sequence: int) -> None:
+        """A queue gave out `sequence` to a message not journaled (transient):
+        written as a SEQUENCE record so numbering never goes back after a restart."""
+        if sequence > self._numbered.get(queue, 0):
+            self._numbered[queue] = sequence
 
     def removed(self, queue: int, sequence: int) -> bool:
         """The message left its queue; True if that is a record to write."""
@@ -139,14 +158,20 @@ class Journal:
 
     @property
     def pending(self) -> bool:
-        return bool(self._pending)
+        return bool(self._pending or self._numbered)
+
+    @property
+    def numbering_pending(self) -> bool:
+        return bool(self._numbered)
 
     def take_batch(self) -> JournalBatch | None:
         """The pending records as one write (None when there are none)."""
         pending = self._pending
-        if not pending:
+        numbered = self._numbered
+        if not pending and not numbered:
             return None
         self._pending = []
+        self._numbered = {}
         self._pending_publish = {}
         new_segment = False
         if not self._segment or self._segment_size >= self.segment_bytes:
@@ -158,6 +183,10 @@ class Journal:
         segment = self._segment
         out = bytearray()
         written = 0
+        if new_segment:  # older segments may go: this one carries the numbering on
+            numbered = {**self.sequences(), **numbered}
+        for queue, sequence in numbered.items():
+            append_record(out, SEQUENCE, _KEY.pack(queue, sequence))
         for kind, queue, sequence, entry in pending:
             if kind == PUBLISH:
                 assert entry is not None
@@ -269,6 +298,8 @@ class Journal:
                 if record.kind == PUBLISH:
                     queue, sequence, expires, delivered = _PUBLISH.unpack_from(body)
                     key = (queue, sequence)
+                    seen = self.recovered_sequences
+                    seen[queue] = max(seen.get(queue, 0), sequence)
                     live[key] = Recovered(sequence, None if expires < 0 or math.isnan(expires)
                                           else expires, bool(delivered),
                                           bytes(body[_PUBLISH.size:]))
@@ -281,6 +312,10 @@ class Journal:
                     key = _KEY.unpack_from(body)
                     live.pop(key, None)
                     counts.pop(key, None)
+                elif record.kind == SEQUENCE:
+                    queue, sequence = _KEY.unpack_from(body)
+                    seen = self.recovered_sequences
+                    seen[queue] = max(seen.get(queue, 0), sequence)
             if result.problem is not None:
                 if index == len(segments) - 1:
                     log.warning("journal %s: %s; cut back to %d bytes (a crash mid-write)",

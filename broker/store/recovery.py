@@ -53,6 +53,7 @@ def recover(store: Store, admin: Admin, now: float) -> RecoveryReport:
             if found:
                 _restore(store, node, found, now)
                 report.messages += len(found)
+            node.resume_sequence(store.recovered_sequence(node.name))
 
     def removed(node: Node) -> None:
         if isinstance(node, Stream):
@@ -74,9 +75,14 @@ def recover(store: Store, admin: Admin, now: float) -> RecoveryReport:
                             auto_delete=q.get("auto_delete", False), now=now)
         report.queues += 1
     for s in topology["streams"]:
-        registry.declare_stream(s["name"], max_age=s.get("max_age"),
-                                max_length_bytes=s.get("max_length_bytes"),
-                                max_length_messages=s.get("max_length_messages"))
+        if s.get("arguments"):  # declared with arguments: declared again with them
+            admin.declare_queue(s["name"], arguments=s["arguments"], now=now)
+        else:
+            registry.declare_stream(s["name"], max_age=s.get("max_age"),
+                                    max_length_bytes=s.get("max_length_bytes"))
+        stream = registry.get(s["name"])
+        if isinstance(stream, Stream) and s.get("max_length_messages") is not None:
+            stream.max_length_messages = s["max_length_messages"]
         report.streams += 1
     for b in topology["bindings"]:
         admin.bind(b["source"], b["destination"], destination_kind=b["destination_kind"],
@@ -132,7 +138,8 @@ def durable_topology(registry: Registry, store: Store) -> dict[str, Any]:
         if isinstance(node, Stream):
             streams.append({"name": name, "max_age": node.max_age,
                             "max_length_bytes": node.max_length_bytes,
-                            "max_length_messages": node.max_length_messages})
+                            "max_length_messages": node.max_length_messages,
+                            "arguments": _plain(info.arguments)})
         elif node.temporary or not info.durable or info.exclusive_owner is not None:
             if node.journal is not None:
                 store.queue_deleted(name)

@@ -56,8 +56,8 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 sys.path.insert(0, str(ROOT / "conformance"))
 sys.path.insert(0, str(HERE))
-from bench_broker import _PUBLISH_JS, cpu_seconds, node, rss_kib  # noqa: E402
-from conftest import start_broker, stop_broker  # noqa: E402
+from bench_broker import _PUBLISH_JS, cpu_seconds, node, rss_kib
+from conftest import start_broker, stop_broker
 
 POLICIES = ("always", "batch", "never")
 RECOVERED = re.compile(r"recovered (\d+) queue\(s\) with ([\d,]+) messages and (\d+) "
@@ -195,8 +195,12 @@ class Broker:
                 "stream_messages": int(sm.replace(",", "")), "seconds": float(secs)}
 
 
-def median(results: list[dict[str, float]]) -> dict[str, float]:
-    return {k: statistics.median(r[k] for r in results) for k in results[0]}
+def median(results: list[dict[str, float]]) -> dict[str, Any]:
+    """The median of each figure, with every run's msg/s and CPU (the JSON lines)."""
+    m: dict[str, Any] = {k: statistics.median(r[k] for r in results) for k in results[0]}
+    m["each_msgs_per_s"] = [round(r["msgs_per_s"]) for r in results]
+    m["each_cpu_us_per_msg"] = [round(r["cpu_us_per_msg"], 1) for r in results]
+    return m
 
 
 def du(path: Path) -> int:
@@ -217,9 +221,9 @@ def throughput(runs: int, counts: dict[int, int], rows: list[dict[str, Any]]) ->
         try:
             warm_up(b)
             for size, count in counts.items():
-                results = [b.measured(lambda: run_js({
-                    "mode": "throughput", **b.target(), "queue": b.queue(), "count": count,
-                    "size": size})) for _ in range(runs)]
+                opts = {"mode": "throughput", **b.target(), "count": count, "size": size}
+                results = [b.measured(lambda o=opts, b=b: run_js({**o, "queue": b.queue()}))
+                           for _ in range(runs)]
                 rows.append({"part": "throughput", "store": policy or "memory", "size": size,
                              "count": count, "runs": runs, **median(results)})
                 print_row(rows[-1])
@@ -299,7 +303,7 @@ def restart(messages: int, restart_runs: int, rows: list[dict[str, Any]]) -> Non
             rows.append({"part": "restart", "what": f"{kind} of 100 B messages",
                          "messages": messages, "ready_s": statistics.median(ready),
                          "recovered_s": statistics.median(logged),
-                         "ready_runs": ready, "recovered_runs": logged,
+                         "ready_runs": [round(x, 3) for x in ready], "recovered_runs": logged,
                          "rss_after_restart_kib": statistics.median(rss),
                          "rss_before_stop_kib": rss_before, "data_dir_bytes": size,
                          "publish_s": publish_s, "runs": restart_runs})
@@ -325,9 +329,10 @@ def stream_read(runs: int, mib: int, rows: list[dict[str, Any]], size: int = 409
                     b.stop()
                     b.start()
                 rss0 = rss_kib(b.info.pid)
-                results = [b.measured(lambda: node({
-                    "mode": "stream", **b.target(), "count": count,
-                    "stream": "bench-durable-stream"}, timeout=3600)) for _ in range(runs)]
+                opts = {"mode": "stream", **b.target(), "count": count,
+                        "stream": "bench-durable-stream"}
+                results = [b.measured(lambda o=opts: node(o, timeout=3600))
+                           for _ in range(runs)]
                 m = median(results)
                 rows.append({"part": "stream", "store": phase, "size": size, "count": count,
                              "stream_mib": count * size / MIB, "runs": runs,

@@ -242,3 +242,77 @@ def test_a_deleted_stream_leaves_no_files_and_its_name_starts_afresh(tmp_path: P
     stream = broker.container.registry.get("s")
     assert (stream.first_offset, stream.next_offset) == (0, 1)
     assert stream.entry(0).message.body[0].value == b"new"
+
+
+def test_a_stream_declared_with_arguments_is_declared_the_same_after_a_restart(
+        tmp_path: Path) -> None:
+    broker = DurableBroker(tmp_path)
+    arguments = {"x-queue-type": "stream", "x-max-age": "1h", "x-max-length-bytes": 1_000_000}
+    broker.container.admin.declare_queue("sa", arguments=arguments, now=NOW)
+    broker = broker.restart(tmp_path)
+    broker.container.admin.declare_queue("sa", arguments=arguments, now=NOW)  # no 409
+    assert broker.container.registry.get("sa").max_length_bytes == 1_000_000
+
+
+def test_a_delivery_alone_is_written_and_counted_after_a_crash(tmp_path: Path) -> None:
+    broker = DurableBroker(tmp_path, queues=["q1"])
+    peer = broker.client()
+    peer.attach_sender(0, "q1")
+    peer.send(0, msg(b"held", header=DURABLE))
+    broker.commit()
+    peer.attach_receiver(1, "q1")
+    woken: list[int] = []
+    broker.store.on_pending = lambda: woken.append(1)
+    assert of(peer.flow(1, link_credit=1), Transfer)
+    assert woken, "the delivery alone wakes the commit loop"
+    broker = broker.restart(tmp_path, queues=["q1"])
+    (entry,) = broker.queue("q1").ready
+    assert entry.delivery_count == 1
+
+
+def test_numbering_goes_on_after_a_restart_without_messages_kept(tmp_path: Path) -> None:
+    broker = DurableBroker(tmp_path, queues=["q1"])
+    peer = broker.client()
+    peer.attach_sender(0, "q1")
+    woken: list[int] = []
+    broker.store.on_pending = lambda: woken.append(1)
+    for body in (b"a", b"b", b"c"):
+        peer.send(0, msg(body))  # transient: not kept, but numbered
+    assert woken, "numbering alone wakes the commit loop"
+    broker = broker.restart(tmp_path, queues=["q1"])
+    peer = broker.client()
+    peer.attach_sender(0, "q1")
+    peer.send(0, msg(b"d"))
+    assert broker.queue("q1").ready[-1].sequence == 4
+
+
+def test_numbering_survives_the_segments_that_held_it(tmp_path: Path) -> None:
+    broker = DurableBroker(tmp_path, queues=["q1"])
+    broker.store.journal.segment_bytes = 200
+    peer = broker.client()
+    peer.attach_sender(0, "q1")
+    peer.attach_receiver(1, "q1")
+    for i in range(30):
+        out = peer.send(0, msg(b"%02d" % i + bytes(50), header=DURABLE))
+        broker.commit()
+        out += peer.flow(1, link_credit=1)
+        for t in of(out, Transfer):
+            peer.disposition(t.delivery_id, state=Accepted())
+        broker.commit()
+    assert broker.queue("q1").depth == 0
+    assert not (tmp_path / "queues" / "00000001.log").exists(), "old segments went"
+    broker = broker.restart(tmp_path, queues=["q1"])
+    assert broker.queue("q1").last_sequence == 30
+
+
+def test_an_azure_clients_messages_are_kept(tmp_path: Path) -> None:
+    from test_cbs import cbs_pair, put_token
+
+    broker = DurableBroker(tmp_path, queues=["q1"])
+    peer = broker.client()
+    cbs_pair(peer)
+    put_token(peer, "anything", "sb://127.0.0.1/q1")
+    peer.attach_sender(2, "q1")
+    peer.send(2, msg(b"no header"))  # Service Bus keeps every message
+    broker = broker.restart(tmp_path, queues=["q1"])
+    assert [e.message.body[0].value for e in broker.queue("q1").ready] == [b"no header"]
