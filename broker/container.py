@@ -108,7 +108,7 @@ class ConnectionHandle:
         self.conn.receive_data(data, self.container.clock())
         self._process_guarded()
 
-    def data_to_send(self) -> bytes:
+    def data_to_send(self) -> bytes | bytearray:
         data = self.conn.data_to_send()
         self.bytes_out += len(data)
         return data

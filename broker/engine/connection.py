@@ -173,12 +173,14 @@ class Connection:
     def next_event(self) -> Event | None:
         return self.events.popleft() if self.events else None
 
-    def data_to_send(self) -> bytes:
+    def data_to_send(self) -> bytes | bytearray:
+        """Everything written since the last call.  The buffer itself is handed
+        over (a new one takes its place), so output is never copied here: the
+        caller owns it."""
         self._flush_dispositions()
         if not self.out:
             return b""
-        data = bytes(self.out)
-        self.out.clear()
+        data, self.out = self.out, bytearray()
         self.last_sent = self.now
         if self.tracer is not None:
             self.tracer.outgoing.feed(data)

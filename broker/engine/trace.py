@@ -26,12 +26,12 @@ class _Direction:
         self.label = label
         self.reader: FrameReader | None = FrameReader()
 
-    def feed(self, data: bytes) -> None:
+    def feed(self, data: bytes | bytearray) -> None:
         reader = self.reader
         if reader is None or not data:
             return
         try:
-            reader.feed(data)
+            reader.feed(bytes(data))  # a copy: the caller sends the buffer on
             while (item := reader.next()) is not NEED_DATA:
                 self._show(reader, item)
         except (AmqpError, ValueError) as exc:

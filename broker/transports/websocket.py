@@ -205,7 +205,7 @@ class WebSocketStream(trio.abc.Stream):
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         if self._close_sent:
             raise trio.BrokenResourceError("WebSocket is closing")
-        await self._send_raw(encode_frame(OP_BINARY, bytes(data)))
+        await self._send_raw(encode_frame(OP_BINARY, data))  # the one copy of the data
 
     async def wait_send_all_might_not_block(self) -> None:
         await self.stream.wait_send_all_might_not_block()

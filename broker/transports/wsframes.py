@@ -80,7 +80,7 @@ def unmask_python(data: bytes, mask: bytes, offset: int) -> bytes:
     return bytes(out)
 
 
-def encode_frame(opcode: int, payload: bytes = b"") -> bytes:
+def encode_frame(opcode: int, payload: bytes | bytearray | memoryview = b"") -> bytes:
     """One unmasked, final frame from the server (§5.1: servers never mask)."""
     n = len(payload)
     head = bytes((0x80 | opcode,))
