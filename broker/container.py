@@ -645,7 +645,7 @@ class Container:
                     if store.recorded != recorded and not delivery.remote_settled:
                         # accepted promises the message is kept: once it is on disk
                         store.hold(_settle_later(handle.wake, link, delivery, outcome),
-                                   refusable=True, entries=entries)
+                                   publish=True, entries=entries)
                         return
         elif isinstance(ctx, ServicePair):
             outcome = ctx.on_request(delivery.payload, self.wall_clock())

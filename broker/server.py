@@ -195,15 +195,20 @@ async def _commit_loop(container: Any, store: Any) -> None:
         pending = trio.Event()
         if store.fsync == "batch":
             await trio.sleep(BATCH_WINDOW)
-        while (batch := container.take_durable_batch()) is not None:
-            try:
-                await trio.to_thread.run_sync(store.commit, batch)
-            except OSError as exc:
-                container.durable_failed(batch, exc)
-                await trio.sleep(1.0)
-                pending.set()
-                break
-            container.durable_committed(batch)
+        try:
+            while (batch := container.take_durable_batch()) is not None:
+                try:
+                    await trio.to_thread.run_sync(store.commit, batch)
+                except OSError as exc:
+                    container.durable_failed(batch, exc)
+                    await trio.sleep(1.0)
+                    pending.set()
+                    break
+                container.durable_committed(batch)
+        except Exception:  # a bug in the store: say so, refuse publishes, keep serving
+            log.exception("store: a commit failed; publishers are refused from now on")
+            store.failed = "internal error in the store (see the log)"
+            return
 
 
 def _final_commit(container: Any, store: Any) -> None:

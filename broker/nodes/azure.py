@@ -81,6 +81,15 @@ def false_rule(name: str) -> Rule:
     return Rule(name, "false", None, None)
 
 
+def rule_of(name: str, kind: str, definition: object) -> Rule:
+    """A rule from what `Rule` keeps of it (the topology file's form)."""
+    if kind == "sql":
+        return sql_rule(name, definition)
+    if kind == "correlation" and isinstance(definition, Mapping):
+        return correlation_rule(name, definition)
+    return false_rule(name) if kind == "false" else true_rule(name)
+
+
 def sql_rule(name: str, expression: object) -> Rule:
     """A SQL-filter rule; FilterError if the expression does not compile."""
     if not isinstance(expression, str):
@@ -216,25 +225,25 @@ class AzureEntities:
         token = self._token_of.get(id(entry))
         return token is not None and self._locks[token].until > now
 
-    def renew(self, token: uuid.UUID, now: float) -> float | None:
+    def renew(self, queue: str, token: uuid.UUID, now: float) -> float | None:
         """A deferred message's lock moves on by the lock duration; None when the
-        token is unknown or its lock lapsed."""
+        token is unknown, another entity's, or its lock lapsed."""
         held = self._locks.get(token)
-        if held is None or held.until <= now:
+        if held is None or held.queue != queue or held.until <= now:
             return None
         held.until = now + self.lock_duration
         return held.until
 
-    def settle_deferred(self, token: uuid.UUID, status: str, now: float, *,
+    def settle_deferred(self, queue: str, token: uuid.UUID, status: str, now: float, *,
                         reason: str | None = None, description: str | None = None) -> bool:
         """update-disposition for a deferred message locked under `token`:
         completed (gone), abandoned (deferred again, one more delivery),
         defered (deferred again) or suspended (dead-lettered).  False when
-        the lock is unknown or lapsed."""
+        the lock is unknown, another entity's, or lapsed."""
         held = self._locks.get(token)
-        if held is None or held.until <= now:
+        if held is None or held.queue != queue or held.until <= now:
             return False
-        entry, queue = held.entry, held.queue
+        entry = held.entry
         del self._locks[token]
         self._token_of.pop(id(entry), None)
         if status == COMPLETED:
@@ -321,6 +330,11 @@ class AzureEntities:
             self._rules.pop(subscription, None)  # back to the default: costs nothing
         else:
             self._rules[subscription] = rules
+        self.registry.topology_version += 1  # a data directory keeps them
+
+    def custom_rules(self) -> dict[str, list[Rule]]:
+        """The subscriptions whose rules are not the default's, with their rules."""
+        return {name: list(rules.values()) for name, rules in self._rules.items()}
 
     def admitted(self, nodes: list[Node], message: Message, now: float) -> list[Node]:
         """The nodes a routed message may go to: a subscription with rules only

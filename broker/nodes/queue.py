@@ -56,6 +56,7 @@ DeadLetterHook = Callable[["Queue", Entry, str, float], None]
 
 
 class QueueJournalHook(Protocol):
+    def numbered(self, sequence: int) -> None: ...
     def published(self, entry: Entry) -> None: ...
     def delivered(self, entry: Entry) -> None: ...
     def removed(self, entry: Entry) -> None: ...
@@ -285,7 +286,30 @@ class Queue:
 
     def next_sequence(self) -> int:
         self._sequence += 1
+        if self.journal is not None:  # numbers never go back, even across a restart
+            self.journal.numbered(self._sequence)
         return self._sequence
+
+    def restore(self, entry: Entry, now: float) -> None:
+        """Recovery: a message back from the store, at the tail, in its old
+        order.  No limit applies (everything that was kept comes back, as
+        RabbitMQ brings it back), nothing is recorded again, and nothing is
+        dispatched yet."""
+        if self.max_priority is not None:
+            priority = entry.message.section_field(0x70, 1)
+            entry.priority = min(priority, self.max_priority) if isinstance(priority, int) else 0
+        if self._key_of is not None:
+            journal, self.journal = self.journal, None
+            try:
+                self._replace(entry)  # an older value recovered with it is superseded
+            finally:
+                self.journal = journal
+        self.ready.append(entry)
+        self.ready_bytes += entry.size
+        entry.timestamp = now
+        if entry.expires_at is not None:
+            self._expiring += 1
+        self._sequence = max(self._sequence, entry.sequence)
 
     def withdraw(self, entry: Entry) -> bool:
         """Take back a message not yet delivered (a publish the store could not

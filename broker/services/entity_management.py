@@ -33,12 +33,13 @@ exception types.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 
 from broker.access import CONFIGURE, READ, WRITE, AccessRefused, Identity
-from broker.codec.messaging import AmqpValue, Message, Properties
+from broker.codec.messaging import AmqpValue, Header, Message, Properties
 from broker.codec.types import AmqpType, Array, Int, Long, Symbol, Timestamp
 from broker.nodes.azure import (
     DISPOSITIONS,
@@ -159,7 +160,7 @@ class EntityManagement:
         tokens = [t for t in _items(fields.get("lock-tokens")) if isinstance(t, uuid.UUID)]
         expiries: list[float | None] = (self.renew(owner, [t.bytes_le for t in tokens], now)
                                         if self.renew is not None else [None] * len(tokens))
-        expiries = [e if e is not None else self.azure.renew(t, now)
+        expiries = [e if e is not None else self.azure.renew(self.entity, t, now)
                     for t, e in zip(tokens, expiries, strict=True)]
         if not tokens or None in expiries:
             raise _Failed(410, "MessageLockLost: the lock is unknown or has expired", LOCK_LOST)
@@ -198,7 +199,7 @@ class EntityManagement:
         reason = fields.get("deadletter-reason") if status == SUSPENDED else None
         description = fields.get("deadletter-description") if status == SUSPENDED else None
         lost = [t for t in tokens if not self.azure.settle_deferred(
-            t, str(status), now, reason=None if reason is None else str(reason),
+            self.entity, t, str(status), now, reason=None if reason is None else str(reason),
             description=None if description is None else str(description))]
         if lost:
             raise _Failed(410, f"MessageLockLost: no live lock {', '.join(map(str, lost))}",
@@ -253,7 +254,10 @@ class EntityManagement:
             message = Message.parse(bytes(raw))
             at = (message.message_annotations or {}).get(SCHEDULED_AT)
             when = int(at) / 1000 if isinstance(at, int) else now
-            entry = Entry(message)
+            # kept like any message an Azure client sends (Service Bus keeps all)
+            header = message.header or Header()
+            entry = Entry(Message.parse(message.with_changes(
+                header=dataclasses.replace(header, durable=True)).encode()))
             entry.sequence = queue.next_sequence()
             self.azure.schedule(queue.name, entry, when)
             numbers.append(Long(entry.sequence))

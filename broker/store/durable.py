@@ -59,8 +59,11 @@ class QueueJournal:
             self.store.recorded += 1
             if self.store.scope is not None:
                 self.store.scope.append((self.queue, entry))
-        else:  # not kept; its number is (no outcome waits for that)
-            self.journal.numbered(self.id, entry.sequence)
+
+    def numbered(self, sequence: int) -> None:
+        """The queue gave out a number: the journal keeps the highest (no
+        outcome waits for that)."""
+        self.journal.numbered(self.id, sequence)
 
     def delivered(self, entry: Entry) -> None:
         if self.journal.delivered(self.id, entry.sequence):
@@ -87,6 +90,8 @@ class StreamBacking:
         self.log.append(entry, index_time)
         self.store.recorded += 1
         self.store.dirty_streams.add(self)
+        if self.store.scope is not None:
+            self.store.scope.append((None, entry))  # a stream cannot take it back
 
     def trimmed(self) -> None:
         self.store.dirty_streams.add(self)
@@ -117,7 +122,7 @@ class Held:
 
     send: Callable[[bool], None]
     refusable: bool = False
-    entries: list[tuple[Queue, Entry]] = field(default_factory=list)
+    entries: list[tuple[Queue | None, Entry]] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -146,8 +151,9 @@ class Store:
         self.signalled = 0  # `recorded` when the commit loop was last woken
         self.on_pending: Callable[[], None] = _nothing  # the server's: wake the commit loop
         self.held: list[Held] = []
-        # while set, the durable queue entries a publish makes (what a refusal takes back)
-        self.scope: list[tuple[Queue, Entry]] | None = None
+        # while set, the entries a publish makes in durable queues (what a refusal
+        # takes back) and streams (None: appended for good, so never refused)
+        self.scope: list[tuple[Queue | None, Entry]] | None = None
         self.dirty_streams: set[StreamBacking] = set()
         self.failed: str | None = None  # why the last write failed, until one succeeds
         self._retry: Batch | None = None
@@ -234,9 +240,14 @@ class Store:
             self._removed_logs.append(backing.log)
         self._stream_ids.pop(name, None)
 
-    def hold(self, send: Callable[[bool], None], *, refusable: bool = False,
-             entries: list[tuple[Queue, Entry]] | None = None) -> None:
-        self.held.append(Held(send, refusable, entries or []))
+    def hold(self, send: Callable[[bool], None], *, publish: bool = False,
+             entries: list[tuple[Queue | None, Entry]] | None = None) -> None:
+        """Send an outcome once its batch is written.  A publish is refused if the
+        batch cannot be, unless it reached a stream: an append stays, so its
+        publisher waits for the retry instead."""
+        found = entries or []
+        refusable = publish and all(queue is not None for queue, _ in found)
+        self.held.append(Held(send, refusable, found))
 
     # -- batches ----------------------------------------------------------------------
 
@@ -318,9 +329,10 @@ class Store:
 
     def commit_failed(self, batch: Batch, error: OSError) -> Iterable[Held]:
         """Container thread: the write failed.  The batch waits to be written
-        again, with the consumers' settlements it holds; its publishes are
-        refused, and their messages taken back from the queues that have not
-        delivered them yet (one already out stays: at least once)."""
+        again, with the consumers' settlements and the stream publishes it
+        holds; its queue publishes are refused, and their messages taken back
+        from the queues that have not delivered them yet (one already out
+        stays: at least once)."""
         if self.failed is None:
             log.error("store: cannot write to %s: %s; publishers are refused until it "
                       "can", self.directory, error)
@@ -329,7 +341,8 @@ class Store:
         batch.held = [h for h in batch.held if not h.refusable]
         for held in refused:
             for queue, entry in held.entries:
-                queue.withdraw(entry)
+                if queue is not None:
+                    queue.withdraw(entry)
         self._retry = batch
         return refused
 

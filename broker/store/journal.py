@@ -22,10 +22,11 @@ how deleting a queue drops its messages.
 Segments roll at `segment_bytes`.  A segment is deleted once it and every
 older segment hold no live message (deleting only whole prefixes keeps every
 ACK as long as the PUBLISH it cancels).  One long-lived message would pin
-every segment after it, so when a roll leaves the oldest segment holding
-fewer than a quarter of the messages written to it, its live messages are
-written again into the new segment and the old one goes: RabbitMQ's
-classic store and Artemis's journal compact for the same reason.
+every segment after it, so when a roll finds the oldest segment holding
+fewer live messages than a quarter of what a segment holds (the most
+written to any), its live messages are written again into the new segment
+and the old one goes: RabbitMQ's classic store and Artemis's journal compact
+for the same reason.
 
 The journal is driven from two sides.  The container's thread records
 (`publish`, `delivered`, `removed`): pure bookkeeping, no I/O, and a message
@@ -209,7 +210,9 @@ class Journal:
             return 0
         oldest = older[0]
         live = self._live_in[oldest]
-        if not live or live * 4 >= self._written_in[oldest]:
+        # mostly dead: a quarter of what a segment holds (the fullest one's count,
+        # since the oldest may be a small one, cut short by a restart)
+        if not live or live * 4 >= max(self._written_in[s] for s in older):
             return 0
         moved = 0
         for queue, messages in self._live.items():
@@ -286,6 +289,7 @@ class Journal:
         segments = sorted(int(p.stem) for p in self.directory.glob("*.log") if p.stem.isdigit())
         live: dict[tuple[int, int], Recovered] = {}
         counts: dict[tuple[int, int], int] = {}  # key → segment
+        written: dict[int, int] = {}  # segment → PUBLISH records in it (compaction's measure)
         for index, segment in enumerate(segments):
             path = self.path(segment)
             data = path.read_bytes()
@@ -304,6 +308,7 @@ class Journal:
                                           else expires, bool(delivered),
                                           bytes(body[_PUBLISH.size:]))
                     counts[key] = segment
+                    written[segment] = written.get(segment, 0) + 1
                 elif record.kind == DELIVERED:
                     found = live.get(_KEY.unpack_from(body))
                     if found is not None:
@@ -325,7 +330,7 @@ class Journal:
                 else:
                     log.error("journal %s: %s in the middle of the journal; the records "
                               "after it are not read", path.name, result.problem)
-            self._written_in[segment] = 0
+            self._written_in[segment] = written.get(segment, 0)
             self._live_in[segment] = 0
         by_queue: dict[int, list[Recovered]] = {}
         for key, found in live.items():
@@ -333,14 +338,13 @@ class Journal:
                 by_queue.setdefault(key[0], []).append(found)
                 segment = counts[key]
                 self._live_in[segment] += 1
-                self._written_in[segment] += 1
                 self._live.setdefault(key[0], {})[key[1]] = _Live(None, segment)
         for found_list in by_queue.values():
             found_list.sort(key=lambda r: r.sequence)
-        if segments:
-            self._segment = segments[-1]
-            self._segment_size = self.path(self._segment).stat().st_size \
-                if self.path(self._segment).exists() else 0
+        # the next batch opens a new segment, after every file there was (read or
+        # moved aside): appending to one that was cut or set aside is never needed
+        self._segment = segments[-1] if segments else 0
+        self._segment_size = self.segment_bytes
         return by_queue
 
     def attach(self, queue: int, sequence: int, entry: Entry) -> None:

@@ -18,8 +18,9 @@ from typing import Any
 
 from broker.admin import Admin
 from broker.codec.messaging import Message
+from broker.nodes.azure import rule_of
 from broker.nodes.base import Entry
-from broker.nodes.queue import Queue, QueueFull
+from broker.nodes.queue import Queue
 from broker.nodes.registry import PREDECLARED, Node, Registry
 from broker.nodes.stream import Stream
 from broker.store.durable import Store
@@ -87,6 +88,10 @@ def recover(store: Store, admin: Admin, now: float) -> RecoveryReport:
     for b in topology["bindings"]:
         admin.bind(b["source"], b["destination"], destination_kind=b["destination_kind"],
                    key=b.get("key", ""), arguments=b.get("arguments") or None)
+    for subscription, rules in topology.get("rules", {}).items():  # Azure's, if any
+        if registry.get(subscription) is not None:
+            registry.azure.set_rules(subscription, [
+                rule_of(r["name"], r["kind"], r.get("definition")) for r in rules])
     if waiting:
         log.warning("store: messages of %d queue(s) not in the topology file were dropped: "
                     "%s", len(waiting), ", ".join(sorted(waiting)))
@@ -106,26 +111,18 @@ def attach_stream(store: Store, stream: Stream, report: RecoveryReport | None = 
 
 def _restore(store: Store, queue: Queue, found: list[Recovered], now: float) -> None:
     """Put a queue's recovered messages back, in order, without recording them
-    again; one that had gone out to a consumer counts as a failed delivery."""
-    journal, queue.journal = queue.journal, None
+    again and without its limits; one that had gone out to a consumer counts
+    as a failed delivery."""
     queue_id = store.queue_id(queue.name)
-    try:
-        for r in found:
-            entry = Entry(Message.trusted(r.payload), r.expires_at)
-            entry.sequence = r.sequence
-            if r.delivered:
-                entry.delivery_count = 1
-                entry.acquired_before = True
-            try:
-                queue.publish(entry, now)
-            except QueueFull as exc:
-                log.warning("store: a recovered message of %r dropped: %s", queue.name, exc)
-                continue
-            if queue_id is not None:
-                store.journal.attach(queue_id, r.sequence, entry)
-        queue.resume_sequence(found[-1].sequence)
-    finally:
-        queue.journal = journal
+    for r in found:
+        entry = Entry(Message.trusted(r.payload), r.expires_at)
+        entry.sequence = r.sequence
+        if r.delivered:
+            entry.delivery_count = 1
+            entry.acquired_before = True
+        queue.restore(entry, now)
+        if queue_id is not None:
+            store.journal.attach(queue_id, r.sequence, entry)
 
 
 def durable_topology(registry: Registry, store: Store) -> dict[str, Any]:
@@ -159,8 +156,11 @@ def durable_topology(registry: Registry, store: Store) -> dict[str, Any]:
                 for b in registry.bindings()
                 if b.source in kept_exchanges and
                 (b.destination in (kept if b.destination_kind == "queue" else kept_exchanges))]
+    rules = {name: [{"name": r.name, "kind": r.kind, "definition": r.definition}
+                    for r in found]
+             for name, found in registry.azure.custom_rules().items() if name in kept}
     return {"version": 1, "queues": queues, "streams": streams, "exchanges": exchanges,
-            "bindings": bindings}
+            "bindings": bindings, "rules": rules}
 
 
 def _plain(arguments: Mapping[str, object] | None) -> dict[str, Any]:

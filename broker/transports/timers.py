@@ -55,16 +55,18 @@ class Timers:
 
     async def run(self) -> None:
         while True:
-            heap = self._heap
             now = trio.current_time()
-            while heap and heap[0][0] <= now:
-                deadline, _, client = heapq.heappop(heap)
+            # self._heap each time: on_deadline may schedule, and a schedule may
+            # rebuild the heap as a new list
+            while self._heap and self._heap[0][0] <= now:
+                deadline, _, client = heapq.heappop(self._heap)
                 if client.deadline == deadline:
                     client.deadline = math.inf
                     try:
                         client.on_deadline()
                     except Exception:  # a bug in one connection must not stop the timers
                         log.exception("a connection's timer failed")
+            heap = self._heap
             with trio.CancelScope(deadline=heap[0][0] if heap else math.inf) as scope:
                 self._scope = scope
                 await trio.sleep_forever()

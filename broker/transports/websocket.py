@@ -25,6 +25,7 @@ wss listener the TLS handshake comes first (tls.py).
 
 from __future__ import annotations
 
+import collections
 import functools
 import logging
 import ssl
@@ -125,7 +126,7 @@ class WebSocketStream(trio.abc.Stream):
         self._close_timeout = close_timeout
         self._reader = WsFrameReader()
         self._sending = False  # a send_all in progress (the reader sends pongs and closes too)
-        self._send_free: trio.Event | None = None  # set when it ends, if someone waits
+        self._waiting: collections.deque[trio.Event] = collections.deque()  # senders, in turn
         self._pending = pending
         self._eof = False  # no more input will be used
         self._close_sent = False
@@ -188,19 +189,31 @@ class WebSocketStream(trio.abc.Stream):
     async def _send_raw(self, data: bytes) -> None:
         # One sender at a time: the writer's messages, the reader's pongs and
         # closes.  Nearly always free, so a flag, not a trio lock (whose
-        # bookkeeping cost as much as the WebSocket framing itself).
-        while self._sending:
-            if self._send_free is None:
-                self._send_free = trio.Event()
-            await self._send_free.wait()
+        # bookkeeping cost as much as the WebSocket framing itself); a sender
+        # that had to wait is handed the turn directly, first come first
+        # served, so a pong is never starved by a busy writer.
+        if self._sending or self._waiting:
+            turn = trio.Event()
+            self._waiting.append(turn)
+            try:
+                await turn.wait()
+            except BaseException:
+                if turn.is_set():
+                    self._pass_turn()  # it was handed to us: hand it on
+                else:
+                    self._waiting.remove(turn)
+                raise
         self._sending = True
         try:
             await self.stream.send_all(data)
         finally:
+            self._pass_turn()
+
+    def _pass_turn(self) -> None:
+        if self._waiting:
+            self._waiting.popleft().set()  # still sending: the turn goes to the next
+        else:
             self._sending = False
-            if self._send_free is not None:
-                self._send_free.set()
-                self._send_free = None
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         if self._close_sent:

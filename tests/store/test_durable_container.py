@@ -316,3 +316,123 @@ def test_an_azure_clients_messages_are_kept(tmp_path: Path) -> None:
     peer.send(2, msg(b"no header"))  # Service Bus keeps every message
     broker = broker.restart(tmp_path, queues=["q1"])
     assert [e.message.body[0].value for e in broker.queue("q1").ready] == [b"no header"]
+
+
+# -- found by review: each of these failed before its fix ---------------------------------
+
+
+def test_recovery_brings_back_everything_whatever_the_queue_limit(tmp_path: Path) -> None:
+    args = {"queues": {"q": {"x-max-length": 2, "x-overflow": "drop-head"}}}
+    broker = DurableBroker(tmp_path, **args)
+    peer = broker.client()
+    peer.attach_sender(0, "q")
+    peer.send(0, msg(b"m1", header=DURABLE))
+    peer.send(0, msg(b"m2", header=DURABLE))
+    peer.attach_receiver(1, "q")
+    peer.flow(1, link_credit=2)  # both out, unsettled
+    peer.send(0, msg(b"m3", header=DURABLE))
+    peer.send(0, msg(b"m4", header=DURABLE))
+    broker = broker.restart(tmp_path, **args)
+    assert [e.message.body[0].value for e in broker.queue("q").ready] == [
+        b"m1", b"m2", b"m3", b"m4"], "kept means kept: no limit at recovery"
+    peer = broker.client()
+    out = peer.attach_receiver(1, "q") + peer.flow(1, link_credit=10)
+    for t in of(out, Transfer):
+        peer.disposition(t.delivery_id, state=Accepted())
+    broker = broker.restart(tmp_path, **args)
+    assert broker.queue("q").depth == 0, "and what was consumed stays consumed"
+
+
+def test_a_last_segment_moved_aside_does_not_stop_the_next_commit(tmp_path: Path) -> None:
+    broker = DurableBroker(tmp_path, queues=["q1"])
+    peer = broker.client()
+    peer.attach_sender(0, "q1")
+    peer.send(0, msg(b"lost", header=DURABLE))
+    broker.commit()
+    broker.store.close()
+    (tmp_path / "queues" / "00000001.log").write_bytes(b"garbage!")
+    broker = DurableBroker(tmp_path, queues=["q1"])
+    peer = broker.client()
+    peer.attach_sender(0, "q1")
+    peer.send(0, msg(b"new", header=DURABLE))
+    broker.commit()
+    assert (tmp_path / "queues" / "00000001.log.unreadable").exists()
+    broker = broker.restart(tmp_path, queues=["q1"])
+    assert [e.message.body[0].value for e in broker.queue("q1").ready] == [b"new"]
+
+
+def test_compaction_still_measures_old_segments_after_a_restart(tmp_path: Path) -> None:
+    from broker.store.journal import Journal
+    from store.test_journal import commit, entry
+
+    journal = Journal(tmp_path)
+    for sequence in range(1, 11):
+        journal.publish(1, entry(sequence, b"x"))
+    commit(journal)
+    for sequence in range(2, 11):
+        journal.removed(1, sequence)
+    commit(journal)
+    journal.close()
+    again = Journal(tmp_path)
+    again.recover({1})
+    assert again._written_in[1] == 10 and again._live_in[1] == 1
+
+
+def test_subscription_rules_are_kept(tmp_path: Path) -> None:
+    from broker.nodes.azure import sql_rule
+
+    broker = DurableBroker(tmp_path)
+    registry = broker.container.registry
+    queue = registry.declare_subscription("orders", "red")
+    registry.azure.set_rules(queue.name, [sql_rule("reds", "sys.Label = 'red'")])
+    broker = broker.restart(tmp_path)
+    (rule,) = broker.container.registry.azure.rules("orders/Subscriptions/red")
+    assert (rule.name, rule.kind, rule.definition) == ("reds", "sql", "sys.Label = 'red'")
+
+
+def test_scheduling_numbers_are_never_given_out_again(tmp_path: Path) -> None:
+    broker = DurableBroker(tmp_path, queues=["q1"])
+    assert broker.queue("q1").next_sequence() == 1  # as schedule-message takes one
+    broker = broker.restart(tmp_path, queues=["q1"])
+    assert broker.queue("q1").next_sequence() == 2
+
+
+def test_a_stream_publish_is_not_refused_by_a_failed_write_but_kept_waiting(
+        tmp_path: Path, monkeypatch: Any) -> None:
+    broker = DurableBroker(tmp_path, streams=["s"])
+    peer = broker.client()
+    peer.attach_sender(0, "s")
+    stream_log = broker.container.registry.get("s").backing.log
+    write = stream_log.write
+    monkeypatch.setattr(stream_log, "write",
+                        lambda batch: (_ for _ in ()).throw(OSError(28, "full")))
+    peer.send(0, msg(b"appended"))
+    failing = broker.container.take_durable_batch()
+    with pytest.raises(OSError):
+        broker.store.commit(failing)
+    broker.container.durable_failed(failing, OSError(28, "full"))
+    assert not states(peer.read()), "an append cannot be taken back: it waits"
+    monkeypatch.setattr(stream_log, "write", write)
+    broker.commit()
+    assert states(peer.read()) == [Accepted()]
+
+
+def test_a_deferred_lock_token_works_only_on_its_own_entity(tmp_path: Path) -> None:
+    import uuid
+
+    broker = DurableBroker(tmp_path, queues=["q1", "q2"])
+    azure = broker.container.registry.azure
+    from broker.codec.messaging import Message
+    from broker.nodes.base import Entry
+
+    queue = broker.queue("q1")
+    e = Entry(Message.create(b"d"))
+    queue.publish(e, NOW)
+    queue.ready.popleft()
+    queue.unacked += 1
+    azure.defer(queue, e)
+    ((_, token, _),) = azure.receive_deferred("q1", [e.sequence], NOW, lock=True)
+    assert isinstance(token, uuid.UUID)
+    assert not azure.settle_deferred("q2", token, "completed", NOW), "another entity's token"
+    assert azure.renew("q2", token, NOW) is None
+    assert azure.settle_deferred("q1", token, "completed", NOW)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import heapq
 import math
 
 import trio
@@ -57,3 +58,40 @@ async def test_stale_entries_do_not_pile_up(autojump_clock: trio.abc.Clock) -> N
         client.at(start + 10_000 - i)
     assert len(t._heap) <= 2 * t.clients + 1024 + 1
     t.clients -= 1
+
+
+class Periodic:
+    """What a pump does on its deadline: tick, and schedule the next one."""
+
+    def __init__(self, period: float) -> None:
+        self.period = period
+        self.deadline = math.inf
+        self.calls = 0
+
+    def on_deadline(self) -> None:
+        self.calls += 1
+        self.deadline = trio.current_time() + self.period
+        timers().schedule(self, self.deadline)
+
+
+class Gone:
+    deadline = -math.inf  # an ended connection: its entries are stale
+
+    def on_deadline(self) -> None:
+        raise AssertionError("a stale entry was called")
+
+
+async def test_a_rebuild_during_a_pass_does_not_lose_the_deadlines_it_kept(
+        autojump_clock: trio.abc.Clock) -> None:
+    t = timers()
+    t.clients += 2
+    now = trio.current_time()
+    slow, fast = Periodic(5.0), Periodic(0.1)
+    for i, client in enumerate((slow, fast)):
+        client.deadline = now + 0.01
+        t.schedule(client, client.deadline)
+    for i in range(1100):  # due at the same time: the first reschedule rebuilds the heap
+        heapq.heappush(t._heap, (now + 0.01, 10**9 + i, Gone()))  # type: ignore[arg-type]
+    await trio.sleep(3.0)
+    assert fast.calls >= 25, f"the 0.1 s deadline ran {fast.calls} times in 3 s"
+    t.clients -= 2
