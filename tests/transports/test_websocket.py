@@ -328,3 +328,46 @@ async def test_64_bit_length_with_the_top_bit_set_closes_with_1002() -> None:
     assert closing[2:4] == (1002).to_bytes(2, "big")
     assert container.handles[0].received == b""  # nothing of the bad frame reached AMQP
     assert container.handles[0].eof
+
+
+async def test_a_pong_is_not_starved_by_a_busy_writer(autojump_clock: trio.abc.Clock) -> None:
+    """Senders take turns first come, first served: the reader's pong goes out
+    after the writer's current message, however much the writer has queued."""
+    from broker.transports.websocket import WebSocketStream
+
+    class SlowSocket(trio.abc.Stream):
+        async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+            await trio.sleep(0.001)
+
+        async def wait_send_all_might_not_block(self) -> None:
+            pass
+
+        async def receive_some(self, max_bytes: int | None = None) -> bytes:
+            await trio.sleep_forever()
+            return b""
+
+        async def aclose(self) -> None:
+            pass
+
+    ws = WebSocketStream(SlowSocket())
+    writes = 0
+    pong_after: list[int] = []
+
+    async def writer() -> None:
+        nonlocal writes
+        while True:
+            await ws.send_all(b"x" * 100)
+            writes += 1
+
+    async def reader() -> None:
+        await trio.sleep(0.01)
+        start = writes
+        await ws._send_raw(b"\x8a\x00")  # a pong
+        pong_after.append(writes - start)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(writer)
+        nursery.start_soon(reader)
+        await trio.sleep(1.0)
+        nursery.cancel_scope.cancel()
+    assert pong_after and pong_after[0] <= 1
