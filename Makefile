@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: serve test conformance bench bench-tls bench-codec bunny pubsub-rpc ticker lint clean
+.PHONY: serve test conformance bench bench-tls bench-codec bench-scale bunny pubsub-rpc ticker lint clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -63,6 +63,14 @@ bench: $(STAMP) $(BENCH_STAMP)
 # TLS next to the plain listeners: throughput and CPU, and opening 1,000 connections
 bench-tls: $(STAMP) $(BENCH_STAMP)
 	$(PY) tests/bench/bench_tls.py $(ARGS)
+
+# Cost curves (queues, backlog, idle connections, stream fan-out, message size, latency)
+# in one run, about 10 minutes: a table, tests/bench/results/scale.jsonl and scale.png
+# (matplotlib, the bench extra).  Bigger sizes: BENCH_SCALE_* (tests/bench/bench_scale.py).
+bench-scale: $(STAMP) $(BENCH_STAMP)
+	$(PY) -c 'import matplotlib' 2>/dev/null || $(PY) -m pip install -q 'matplotlib>=3.8' \
+		|| echo "matplotlib did not install: no PNG this time"
+	$(PY) tests/bench/bench_scale.py $(ARGS)
 
 # The bunny demo: builds rhea's browser bundle, starts the broker with the stream
 # `bunny` and serves the drawing page on http://127.0.0.1:8000/.
