@@ -49,7 +49,15 @@ from pathlib import Path
 from typing import Final
 
 from broker.nodes.base import Entry
-from broker.store.records import MAGIC_SIZE, ScanResult, append_record, scan, write_all
+from broker.store.records import (
+    MAGIC_SIZE,
+    ScanResult,
+    append_record,
+    end_of_good_records,
+    move_aside,
+    scan,
+    write_all,
+)
 
 log = logging.getLogger("broker.store")
 
@@ -294,7 +302,7 @@ class Journal:
             path = self.path(segment)
             data = path.read_bytes()
             if data[:MAGIC_SIZE] != MAGIC:
-                _move_aside(path, "it does not start with the journal's magic")
+                move_aside(path, "it does not start with the journal's magic")
                 continue
             result = ScanResult(MAGIC_SIZE)
             for record in scan(data, MAGIC_SIZE, result):
@@ -321,15 +329,8 @@ class Journal:
                     queue, sequence = _KEY.unpack_from(body)
                     seen = self.recovered_sequences
                     seen[queue] = max(seen.get(queue, 0), sequence)
-            if result.problem is not None:
-                if index == len(segments) - 1:
-                    log.warning("journal %s: %s; cut back to %d bytes (a crash mid-write)",
-                                path.name, result.problem, result.good_end)
-                    with open(path, "r+b") as f:
-                        f.truncate(result.good_end)
-                else:
-                    log.error("journal %s: %s in the middle of the journal; the records "
-                              "after it are not read", path.name, result.problem)
+            end_of_good_records(path, result, result.good_end,
+                                last=index == len(segments) - 1, what="journal")
             self._written_in[segment] = written.get(segment, 0)
             self._live_in[segment] = 0
         by_queue: dict[int, list[Recovered]] = {}
@@ -360,9 +361,3 @@ def _append_publish(out: bytearray, queue: int, entry: Entry) -> None:
     append_record(out, PUBLISH, _PUBLISH.pack(queue, entry.sequence, expires,
                                               1 if entry.acquired_before else 0),
                   entry.message.payload)
-
-
-def _move_aside(path: Path, why: str) -> None:
-    aside = path.with_name(path.name + ".unreadable")
-    path.rename(aside)
-    log.error("%s cannot be read (%s): moved aside to %s", path, why, aside.name)

@@ -15,11 +15,15 @@ caller truncates the file to that length.  Pure: bytes in, records out.
 from __future__ import annotations
 
 import errno
+import logging
 import struct
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import BinaryIO, Final
+
+log = logging.getLogger("broker.store")
 
 HEADER: Final = struct.Struct(">IIB")  # length, crc, type
 MAX_RECORD: Final = 1 << 30  # a length beyond this is garbage, not a record
@@ -98,3 +102,27 @@ def scan(data: bytes | memoryview, start: int, result: ScanResult) -> Iterator[R
         yield Record(typed[0], typed[1:], i, end)
         i = end
         result.good_end = i
+
+
+def end_of_good_records(path: Path, result: ScanResult, end: int, *, last: bool,
+                        what: str) -> None:
+    """After a scan of `path` stopped short (`result.problem`): in the last
+    file, a crash mid-append, so the file is cut back to `end`, the end of its
+    good records; anywhere else, damage, said so once and left in place."""
+    if result.problem is None:
+        return
+    if last:
+        log.warning("%s %s: %s; cut back to %d bytes (a crash mid-write)",
+                    what, path.name, result.problem, end)
+        with open(path, "r+b") as f:
+            f.truncate(end)
+    else:
+        log.error("%s %s: %s; the records after it are not read", what, path.name,
+                  result.problem)
+
+
+def move_aside(path: Path, why: str) -> None:
+    """A file that cannot be read: renamed `.unreadable` for a human, never deleted."""
+    aside = path.with_name(path.name + ".unreadable")
+    path.rename(aside)
+    log.error("%s cannot be read (%s): moved aside to %s", path, why, aside.name)

@@ -36,7 +36,16 @@ from typing import Final
 
 from broker.codec.messaging import Message
 from broker.nodes.base import Entry
-from broker.store.records import HEADER, MAGIC_SIZE, ScanResult, append_record, scan, write_all
+from broker.store.records import (
+    HEADER,
+    MAGIC_SIZE,
+    ScanResult,
+    append_record,
+    end_of_good_records,
+    move_aside,
+    scan,
+    write_all,
+)
 
 log = logging.getLogger("broker.store")
 
@@ -297,7 +306,7 @@ class StreamLog:
             with open(path, "rb") as f:
                 magic = f.read(MAGIC_SIZE)
             if magic != MAGIC:
-                _move_aside(path, "it does not start with the stream log's magic")
+                move_aside(path, "it does not start with the stream log's magic")
                 continue
             segment = _Segment(first)
             index_path = self._path(first, ".idx")
@@ -330,15 +339,8 @@ class StreamLog:
                 segment.times.append(last_time)
                 expected += 1
             segment.size = start + result.good_end
-            if result.problem is not None:
-                if n == len(firsts) - 1:
-                    log.warning("stream log %s: %s; cut back to %d bytes (a crash mid-write)",
-                                path.name, result.problem, segment.size)
-                    with open(path, "r+b") as f:
-                        f.truncate(segment.size)
-                else:
-                    log.error("stream log %s: %s; its later records are not read",
-                              path.name, result.problem)
+            end_of_good_records(path, result, segment.size, last=n == len(firsts) - 1,
+                                what="stream log")
             if len(segment.positions) != count or len(raw) % _INDEX.size:
                 with open(index_path, "wb") as f:  # the index as checked
                     f.write(b"".join(_INDEX.pack(p, t) for p, t in
@@ -355,9 +357,3 @@ def _read_from(path: Path, start: int) -> bytes:
     with open(path, "rb") as f:
         f.seek(start)
         return f.read()
-
-
-def _move_aside(path: Path, why: str) -> None:
-    aside = path.with_name(path.name + ".unreadable")
-    path.rename(aside)
-    log.error("%s cannot be read (%s): moved aside to %s", path, why, aside.name)
