@@ -184,8 +184,7 @@ class AzureEntities:
         """A delivered message the receiver deferred: it leaves the queue's
         delivery order (counted as a delivery) and waits for its sequence
         number to be asked for."""
-        queue.settle(entry)
-        entry.gone = False
+        queue.settle(entry)  # off its queue (browsers skip it) and out of its journal
         entry.delivery_count += 1
         self._deferred.setdefault(queue.name, {})[entry.sequence] = entry
 

@@ -263,11 +263,7 @@ class Queue:
         self._latest[key] = entry
         if old is None or old.gone:
             return
-        ready = self.ready
-        if ready.remove(old) if isinstance(ready, _PriorityReady) else _remove(ready, old):
-            self.ready_bytes -= old.size
-            self._forget(old)
-        # else it is out for delivery: dropped if it comes back (see requeue)
+        self.withdraw(old)  # if it is out for delivery: dropped if it comes back (requeue)
 
     def _overflow(self, entry: Entry, now: float) -> None:
         """Make room for `entry` by the overflow rule, or raise QueueFull."""
@@ -312,8 +308,9 @@ class Queue:
         self._sequence = max(self._sequence, entry.sequence)
 
     def withdraw(self, entry: Entry) -> bool:
-        """Take back a message not yet delivered (a publish the store could not
-        keep, so refused); False if it is no longer waiting here."""
+        """Take a message not yet delivered off the queue (a last value
+        superseded; a publish the store could not keep, so refused); False if
+        it is no longer waiting here."""
         ready = self.ready
         if not (ready.remove(entry) if isinstance(ready, _PriorityReady) else _remove(ready, entry)):
             return False

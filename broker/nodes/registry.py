@@ -168,7 +168,7 @@ class Registry:
                           "overflow": overflow}
         self._temp_ids = itertools.count(1)
         self._annotations: dict[tuple[str, str], tuple[dict[object, object], bytes]] = {}
-        self._headers: dict[bytes, bytes] = {}
+        self._headers: dict[tuple[bytes, bool], bytes] = {}  # (received, durable) → stored
         # Routes by (exchange, key): topic matching is the costly part of a publish,
         # and publishers repeat their keys.  Any change to bindings, exchanges or
         # deleted nodes clears it; a route that reached a headers exchange depends
@@ -437,7 +437,7 @@ class Registry:
         sets the header's durable (Azure clients' messages: Service Bus keeps
         every message)."""
         raw = message.section_bytes(0x70) or b""
-        key = raw + b"D" if durable else raw
+        key = (raw, durable)
         cached = self._headers.get(key)
         if cached is None:
             cached = rewrite_header(raw, first_acquirer=True, durable=durable)

@@ -34,6 +34,7 @@ exception types.
 from __future__ import annotations
 
 import dataclasses
+import heapq
 import logging
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -233,10 +234,12 @@ class EntityManagement:
         found = []
         # ready and deferred messages, by sequence number (peek shows both, as
         # Service Bus does; a deferred one says so in x-opt-message-state)
-        ready = sorted((e for e in queue.ready if e.sequence >= start), key=_by_sequence)
-        deferred = [e for e in self.azure.deferred(queue.name) if e.sequence >= start]
+        # the `count` lowest of each (ready is nearly in order: redeliveries go first)
+        ready = heapq.nsmallest(count, (e for e in queue.ready if e.sequence >= start),
+                                key=_by_sequence)
+        deferred = [e for e in self.azure.deferred(queue.name) if e.sequence >= start][:count]
         is_deferred = {id(e) for e in deferred}
-        for entry in sorted(ready[:count] + deferred[:count], key=_by_sequence)[:count]:
+        for entry in heapq.nsmallest(count, ready + deferred, key=_by_sequence):
             state = STATE_DEFERRED if id(entry) in is_deferred else None
             found.append({Symbol("message"): azure_annotated(entry.message, entry,
                                                              state=state).encode()})

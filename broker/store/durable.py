@@ -269,7 +269,6 @@ class Store:
         version = self._version()
         if version != self._written_version and self._snapshot is not None:
             snapshot = self._snapshot()
-            snapshot["next_id"] = self._topology["next_id"]
             for q in snapshot["queues"]:
                 q["id"] = self._id_for(q["name"], self._queue_ids)
             for s in snapshot["streams"]:

@@ -296,7 +296,7 @@ class Journal:
         self.directory.mkdir(parents=True, exist_ok=True)
         segments = sorted(int(p.stem) for p in self.directory.glob("*.log") if p.stem.isdigit())
         live: dict[tuple[int, int], Recovered] = {}
-        counts: dict[tuple[int, int], int] = {}  # key → segment
+        segment_of: dict[tuple[int, int], int] = {}  # a live message → its PUBLISH's segment
         written: dict[int, int] = {}  # segment → PUBLISH records in it (compaction's measure)
         for index, segment in enumerate(segments):
             path = self.path(segment)
@@ -315,7 +315,7 @@ class Journal:
                     live[key] = Recovered(sequence, None if expires < 0 or math.isnan(expires)
                                           else expires, bool(delivered),
                                           bytes(body[_PUBLISH.size:]))
-                    counts[key] = segment
+                    segment_of[key] = segment
                     written[segment] = written.get(segment, 0) + 1
                 elif record.kind == DELIVERED:
                     found = live.get(_KEY.unpack_from(body))
@@ -324,7 +324,7 @@ class Journal:
                 elif record.kind == ACK:
                     key = _KEY.unpack_from(body)
                     live.pop(key, None)
-                    counts.pop(key, None)
+                    segment_of.pop(key, None)
                 elif record.kind == SEQUENCE:
                     queue, sequence = _KEY.unpack_from(body)
                     seen = self.recovered_sequences
@@ -337,7 +337,7 @@ class Journal:
         for key, found in live.items():
             if key[0] in queues:
                 by_queue.setdefault(key[0], []).append(found)
-                segment = counts[key]
+                segment = segment_of[key]
                 self._live_in[segment] += 1
                 self._live.setdefault(key[0], {})[key[1]] = _Live(None, segment)
         for found_list in by_queue.values():

@@ -111,25 +111,16 @@ class StreamLog:
         batch = StreamBatch()
         pending, times = self._pending, self._pending_times
         self._pending, self._pending_times = [], []
-        # what goes to the segment being filled: (segment, data, index, new file)
-        current: tuple[_Segment, bytearray, bytearray, bool] | None = None
-
-        def flush() -> None:
-            if current is not None and (current[1] or current[3]):
-                batch.writes.append((current[0].first, bytes(current[1]), bytes(current[2]),
-                                     current[3]))
-
+        # by segment (its first offset): the records, the index entries, a new file?
+        appends: dict[int, tuple[bytearray, bytearray, bool]] = {}
         for entry, index_time in zip(pending, times, strict=True):
             segment = self._segments[-1] if self._segments else None
             if segment is None or segment.size >= self.segment_bytes:
-                flush()
                 segment = _Segment(entry.offset)
                 self._segments.append(segment)
                 self._firsts.append(entry.offset)
-                current = (segment, bytearray(), bytearray(), True)
-            elif current is None:
-                current = (segment, bytearray(), bytearray(), False)
-            data, index = current[1], current[2]
+                appends[segment.first] = (bytearray(), bytearray(), True)
+            data, index, _ = appends.setdefault(segment.first, (bytearray(), bytearray(), False))
             before = len(data)
             append_record(data, MESSAGE, _MESSAGE.pack(entry.offset, entry.timestamp),
                           entry.message.payload)
@@ -137,10 +128,8 @@ class StreamLog:
             segment.positions.append(segment.size)
             segment.times.append(index_time)
             segment.size += len(data) - before
-            if len(data) >= (1 << 20):  # one write per MiB
-                flush()
-                current = (segment, bytearray(), bytearray(), False)
-        flush()
+        batch.writes = [(first, bytes(data), bytes(index), new)
+                        for first, (data, index, new) in appends.items()]
         while len(self._segments) > 1 and self._segments[0].end <= head:
             gone = self._segments.pop(0)
             self._firsts.pop(0)
