@@ -14,6 +14,13 @@ link, a session error ends the session, a connection error closes the
 connection, each with the error's condition; anything else is a bug and
 closes with `amqp:internal-error` before being re-raised.
 
+With `client=SaslClient(...)` the same machine is the connecting side (the
+gateway's upstream connections): it sends the SASL header first, answers the
+mechanisms with sasl-init, then sends the AMQP header and its open at once;
+it begins sessions (`begin`) and attaches links (`Session.attach`), and the
+peer's begin and attach answer them.  From there on, sessions and links are
+the same machines in both modes.
+
 The engine never reads a clock: `now` (seconds) comes with every call, and
 `tick(now)` returns the next time it needs to be called (heartbeats, idle
 timeout, close timeout).
@@ -37,6 +44,7 @@ from broker.codec.performatives import (
     Flow,
     Open,
     SaslCode,
+    SaslMechanisms,
     SaslOutcome,
     Transfer,
     amqp_error,
@@ -44,7 +52,7 @@ from broker.codec.performatives import (
 )
 from broker.codec.types import Symbol
 from broker.engine.events import ConnectionClosed, ConnectionOpened, Event, LinkDetached
-from broker.engine.sasl import ANONYMOUS, CredentialChecker, PasswordTable, SaslServer
+from broker.engine.sasl import ANONYMOUS, CredentialChecker, PasswordTable, SaslClient, SaslServer
 from broker.engine.session import NumberPool, Session
 from broker.engine.trace import FrameTracer
 from broker.errors import (
@@ -54,6 +62,7 @@ from broker.errors import (
     AmqpSessionError,
     Condition,
     FramingError,
+    LocalProtocolError,
 )
 from broker.framing import (
     AMQP_HEADER,
@@ -85,7 +94,7 @@ class ConnState(enum.Enum):
 
 
 class Connection:
-    """Server side of one AMQP connection; bytes in, events out."""
+    """One AMQP connection, the server side unless `client` is given; bytes in, events out."""
 
     def __init__(
         self,
@@ -103,6 +112,8 @@ class Connection:
         properties: dict[object, object] | None = None,
         now: float = 0.0,
         trace: str | None = None,
+        client: SaslClient | None = None,
+        hostname: str | None = None,
     ) -> None:
         self.container_id = container_id
         # `trace`: a name to log every frame under (--trace-frames); None: no cost
@@ -135,6 +146,13 @@ class Connection:
         self.last_sent = now
         self.close_deadline: float | None = None
         self.closed_event_sent = False
+        self.open_sent = False
+        # the connecting side: our SASL header goes first, and `hostname` in our open
+        self.client = client
+        self.hostname = hostname
+        self.failure: Error | None = None  # why a client connection never opened
+        if client is not None:
+            self.out += SASL_HEADER
 
     # -- the sans-io interface ------------------------------------------------
 
@@ -227,9 +245,9 @@ class Connection:
         if self.state in (ConnState.CLOSE_SENT, ConnState.CLOSED):
             return
         if self.state is not ConnState.OPENED:
-            if self.state is ConnState.OPEN_WAIT:
+            if self.state is ConnState.OPEN_WAIT and not self.open_sent:
                 self._send_open()
-            else:
+            elif not self.open_sent:
                 self._finish()
                 return
         self._drop_all_links(error)
@@ -261,6 +279,9 @@ class Connection:
 
     def _on_header(self, header: ProtocolHeader) -> None:
         raw = header.raw
+        if self.client is not None:
+            self._on_client_header(raw)
+            return
         if self.state is ConnState.HDR and raw == SASL_HEADER:
             self.out += SASL_HEADER
             self.write_frame(0, self.sasl.mechanisms(), ftype=1)
@@ -281,10 +302,50 @@ class Connection:
             self.out += expected
             self._finish()
 
+    def _on_client_header(self, raw: bytes) -> None:
+        if self.state is ConnState.HDR and raw == SASL_HEADER:
+            self.state = ConnState.SASL  # the mechanisms come next
+        elif raw == AMQP_HEADER and self.state is ConnState.HDR_AMQP:
+            self.state = ConnState.OPEN_WAIT  # our open is out: the peer's comes next
+        elif raw == AMQP_HEADER and self.state is ConnState.CLOSE_SENT:
+            pass  # we closed before the peer's header came: its close follows
+        else:
+            self._fail(f"the server answered with protocol header {raw!r}")
+
+    def _on_client_sasl(self, body: object) -> None:
+        assert self.client is not None
+        if isinstance(body, SaslMechanisms):
+            init = self.client.init(body)
+            if init is None:
+                self._fail(self.client.reason)
+                return
+            self.write_frame(0, init, ftype=1)
+        elif isinstance(body, SaslOutcome):
+            if not self.client.outcome(body):
+                self._fail(self.client.reason, Condition.UNAUTHORIZED_ACCESS)
+                return
+            self.user = self.client.user
+            self.out += AMQP_HEADER
+            self._send_open()
+            self.state = ConnState.HDR_AMQP
+            self.reader.expect_header()
+        else:  # a challenge: PLAIN and ANONYMOUS have none
+            self._fail(f"unexpected SASL frame {type(body).__name__}")
+
+    def _fail(self, why: str, condition: Condition = Condition.NOT_ALLOWED) -> None:
+        """A client connection that cannot open: `failure` says why, and the
+        connection ends with it as the error of its ConnectionClosed."""
+        log.info("connection to the server failed: %s", why)
+        self.failure = amqp_error(condition, why)
+        self._finish()
+
     def _on_sasl_frame(self, frame: Frame) -> None:
         if frame.type != 1:
             raise FramingError("AMQP frame received during SASL negotiation")
         body, _ = decode_frame_body(frame.body)
+        if self.client is not None:
+            self._on_client_sasl(body)
+            return
         outcome: SaslOutcome = self.sasl.receive(body)
         self.write_frame(0, outcome, ftype=1)
         if outcome.code == 0:
@@ -406,13 +467,16 @@ class Connection:
         self.remote_max_frame_size = min(open_.max_frame_size, 0xFFFFFFFF)
         self.remote_channel_max = open_.channel_max
         self.remote_idle_time_out = (open_.idle_time_out or 0) / 1000.0
-        self._send_open()
+        if not self.open_sent:
+            self._send_open()
         self.state = ConnState.OPENED
         self.emit(ConnectionOpened(open_.container_id, open_.hostname, self.user))
 
     def _send_open(self) -> None:
+        self.open_sent = True
         self.write_frame(0, Open(
             container_id=self.container_id,
+            hostname=self.hostname,
             max_frame_size=self.max_frame_size,
             channel_max=self.channel_max,
             # §2.4.5: advertise half our real limit so the peer has slack
@@ -430,10 +494,33 @@ class Connection:
         self.write_frame(0, Close())
         self._finish()
 
+    def begin(self) -> Session:
+        """Begin a session of ours (the client side); frames may go on it at
+        once, transfers wait for the peer's answer (its window)."""
+        if not self.open_sent or self.state not in (ConnState.HDR_AMQP, ConnState.OPEN_WAIT,
+                                                    ConnState.OPENED):
+            raise LocalProtocolError("a session needs an open connection")
+        local = self._channels.take()
+        session = Session(self, local, None, None, handle_max=self.handle_max)
+        self.local_sessions[local] = session
+        self.write_frame(local, Begin(
+            next_outgoing_id=session.next_outgoing_id,
+            incoming_window=session.incoming_window,
+            outgoing_window=session.outgoing_window,
+            handle_max=session.handle_max,
+        ))
+        return session
+
     def _on_begin(self, channel: int, begin: Begin) -> None:
         if begin.remote_channel is not None:
-            raise AmqpConnectionError("begin with remote-channel set: we never begin sessions",
-                                      condition=Condition.NOT_ALLOWED)
+            mine = self.local_sessions.get(begin.remote_channel)
+            if mine is None or mine.remote_channel != -1 or channel in self.sessions:
+                raise AmqpConnectionError(
+                    f"begin answers channel {begin.remote_channel}, where we began no session",
+                    condition=Condition.NOT_ALLOWED)
+            mine.on_answer(channel, begin)
+            self.sessions[channel] = mine
+            return
         if channel in self.sessions:
             raise AmqpConnectionError(f"channel {channel} already has a session",
                                       condition=Condition.NOT_ALLOWED)
@@ -483,7 +570,7 @@ class Connection:
         """We are done; report the end if nobody has yet, and stop reading."""
         if self.state is not ConnState.CLOSED:
             self._drop_all_links(None)
-            self.emit(ConnectionClosed(None, abrupt=True))
+            self.emit(ConnectionClosed(self.failure, abrupt=True))
             self.state = ConnState.CLOSED
             self.close_deadline = None
 

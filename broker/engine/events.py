@@ -15,6 +15,7 @@ from broker.codec.performatives import Error
 
 if TYPE_CHECKING:
     from broker.engine.link import Delivery, Link
+    from broker.engine.session import Session
 
 
 @dataclass(slots=True)
@@ -35,8 +36,18 @@ class ConnectionClosed:
 
 
 @dataclass(slots=True)
+class SessionEnded:
+    """The peer ended a session (every link on it was reported detached first).
+    A session we end ourselves is not reported."""
+
+    session: Session
+    error: Error | None
+
+
+@dataclass(slots=True)
 class LinkAttached:
-    """The peer attached a link; the user must `accept()` or `refuse()` it."""
+    """The peer attached a link; the user must `accept()` or `refuse()` it.  For a
+    link we attached (`link.local`), this is the peer's answer."""
 
     link: Link
 
@@ -78,6 +89,7 @@ class DeliveryUpdated:
 Event = (
     ConnectionOpened
     | ConnectionClosed
+    | SessionEnded
     | LinkAttached
     | LinkDetached
     | CreditChanged

@@ -1,8 +1,11 @@
 """Links (§2.6): credit, delivery-count, drain and the unsettled map.
 
-Theory of operation.  A `Link` is *our* end of a link the peer attached.  Our
-role is the opposite of the peer's: when the peer attaches as receiver we are
-the sender (a consumer reading a queue), and vice versa (a publisher).
+Theory of operation.  A `Link` is *our* end of a link.  Usually the peer
+attached it and our role is the opposite of the peer's: when the peer attaches
+as receiver we are the sender (a consumer reading a queue), and vice versa (a
+publisher).  The gateway's upstream links are attached by us (`local`), and
+the peer's answer completes them (`bind_remote`); from then on both kinds
+behave the same.
 
 * Sender (we send): the peer grants credit with `flow`; §2.6.7 gives our
   credit as `delivery_count_rcv + link_credit_rcv - delivery_count_snd`.
@@ -21,7 +24,7 @@ container decides what an outcome means for the message.
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from broker.codec.encode import encode
 from broker.codec.messaging import Source, Target
@@ -82,13 +85,19 @@ class Delivery:
 
 
 class Link:
-    def __init__(self, session: Session, handle: int, remote: Attach) -> None:
+    def __init__(self, session: Session, handle: int, remote: Attach | None, *,
+                 name: str = "", role: bool = Role.SENDER) -> None:
+        """`remote`: the peer's attach of a link it attached; None for a link we
+        attach (`Session.attach`: the client side), whose remote half arrives
+        with the peer's answer (`bind_remote`)."""
         self.session = session
         self.handle = handle
-        self.remote_handle: int = remote.handle
-        self.remote_attach = remote
-        self.name = remote.name
-        self.role = not remote.role  # ours
+        self.local = remote is None  # we attached it (and the peer answers)
+        self.remote_handle: int = remote.handle if remote is not None else -1
+        # for a link we attached, None until the peer answers (read only after)
+        self.remote_attach: Attach = cast(Attach, remote)
+        self.name = remote.name if remote is not None else name
+        self.role = (not remote.role) if remote is not None else role  # ours
         self.is_sender = self.role is Role.SENDER
         self.attach_sent = False
         self.detach_sent = False
@@ -96,12 +105,13 @@ class Link:
         self.refused = False
         self.source: Source | None = None
         self.target: Target | None = None
-        self.snd_settle_mode = remote.snd_settle_mode
-        self.rcv_settle_mode = remote.rcv_settle_mode
+        self.snd_settle_mode = remote.snd_settle_mode if remote is not None else 0
+        self.rcv_settle_mode = remote.rcv_settle_mode if remote is not None else 0
         self.max_message_size = 0  # ours, 0 = unlimited
-        self.remote_max_message_size = remote.max_message_size or 0
+        self.remote_max_message_size = (remote.max_message_size or 0) if remote is not None else 0
         # delivery-count and credit, from the sender's point of view (§2.6.7)
-        self.delivery_count = 0 if self.is_sender else (remote.initial_delivery_count or 0)
+        self.delivery_count = 0 if (self.is_sender or remote is None) else (
+            remote.initial_delivery_count or 0)
         self.link_credit = 0
         self.drain = False
         self.available = 0
@@ -112,6 +122,15 @@ class Link:
         self._partial_size = 0
         self._next_tag = 0
         self.context: Any = None  # the container's object for this link
+
+    def bind_remote(self, remote: Attach) -> None:
+        """The peer's answer to a link we attached: its handle, its limits and,
+        when we receive, the count its deliveries start from."""
+        self.remote_attach = remote
+        self.remote_handle = remote.handle
+        self.remote_max_message_size = remote.max_message_size or 0
+        if not self.is_sender:
+            self.delivery_count = remote.initial_delivery_count or 0
 
     # -- properties -----------------------------------------------------------
 
@@ -293,7 +312,9 @@ class Link:
     # -- frames from the peer -------------------------------------------------
 
     def on_flow(self, flow: Flow) -> bool:
-        """Returns True when the container should be told (credit or drain changed)."""
+        """Returns True when the container should be told: as sender, credit or
+        drain changed; as receiver, the sender answered a drain or reported a
+        different `available`."""
         if self.is_sender:
             peer_count = flow.delivery_count if flow.delivery_count is not None else 0
             credit = flow.link_credit if flow.link_credit is not None else 0
@@ -306,16 +327,21 @@ class Link:
                 self.session.write(self._flow_frame())
             return True
         # the peer is the sender: it reports its delivery-count and what it has
+        changed = False
         if flow.delivery_count is not None:
             consumed = serial.diff(flow.delivery_count, self.delivery_count)
             if consumed > 0:  # drain: the sender advanced past our count
                 self.delivery_count = flow.delivery_count
                 self.link_credit = max(0, self.link_credit - consumed)
-        if flow.available is not None:
+                changed = True
+        if flow.available is not None and flow.available != self.available:
             self.available = flow.available
+            changed = True
         if flow.echo:
             self.session.write(self._flow_frame())
-        return False
+        # told only when the sender answered a drain or its backlog moved (the
+        # gateway passes both on); the broker's publishers ignore it
+        return changed
 
     def on_transfer(self, transfer: Transfer, payload: bytes) -> Delivery | None:
         """Collect one transfer frame; return the delivery once it is complete."""

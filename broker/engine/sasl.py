@@ -1,4 +1,5 @@
-"""SASL server layer (§5.3): ANONYMOUS, PLAIN and EXTERNAL, as a small machine of its own.
+"""SASL (§5.3): the server layer (ANONYMOUS, PLAIN and EXTERNAL) as a small machine
+of its own, and the client side the gateway speaks to its upstream broker.
 
 It sees only SASL frames.  The connection hands over to it after the SASL
 protocol header and takes back over after the outcome, as wsproto's handshake
@@ -103,6 +104,44 @@ class SaslServer:
             self.reason = str(exc)
             return SaslCode.AUTH
         return SaslCode.OK
+
+
+class SaslClient:
+    """Our side when we connect out (the gateway's upstream connections): PLAIN
+    with the credentials we were given, ANONYMOUS without; nothing else, since
+    those are what RabbitMQ, Qpid and Artemis offer a service account."""
+
+    def __init__(self, user: str | None = None, password: str | None = None,
+                 hostname: str | None = None) -> None:
+        self.user = user
+        self.password = password
+        self.hostname = hostname
+        self.reason = ""
+
+    def init(self, mechanisms: SaslMechanisms) -> SaslInit | None:
+        """The sasl-init for the server's offer, or None (and `reason`) when
+        nothing we can do is offered."""
+        offered = set(mechanisms.sasl_server_mechanisms)
+        if self.user is not None:
+            if PLAIN in offered:
+                response = b"\x00" + self.user.encode() + b"\x00" + (self.password or "").encode()
+                return SaslInit(mechanism=PLAIN, initial_response=response,
+                                hostname=self.hostname)
+            self.reason = f"the server does not offer PLAIN (it offers {sorted(offered)})"
+            return None
+        if ANONYMOUS in offered:
+            return SaslInit(mechanism=ANONYMOUS, initial_response=b"", hostname=self.hostname)
+        self.reason = f"the server does not offer ANONYMOUS (it offers {sorted(offered)})"
+        return None
+
+    def outcome(self, outcome: SaslOutcome) -> bool:
+        """True when authenticated; otherwise `reason` says why not."""
+        if outcome.code == SaslCode.OK:
+            return True
+        self.reason = (f"the server refused our credentials for "
+                       f"{'user ' + repr(self.user) if self.user else 'ANONYMOUS'} "
+                       f"(sasl-outcome code {outcome.code})")
+        return False
 
 
 def _plain(response: bytes) -> tuple[str, str, str]:

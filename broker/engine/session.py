@@ -27,9 +27,11 @@ from broker.codec.performatives import (
     End,
     Error,
     Flow,
+    Role,
     Transfer,
     amqp_error,
 )
+from broker.codec.types import Symbol
 from broker.engine import serial
 from broker.engine.events import (
     CreditChanged,
@@ -37,6 +39,7 @@ from broker.engine.events import (
     LinkAttached,
     LinkDetached,
     MessageReceived,
+    SessionEnded,
 )
 from broker.engine.link import Delivery, Link
 from broker.errors import (
@@ -45,6 +48,7 @@ from broker.errors import (
     FrameSizeTooSmall,
     FramingError,
     HandleInUse,
+    LocalProtocolError,
     UnattachedHandle,
     WindowViolation,
 )
@@ -85,23 +89,27 @@ class NumberPool:
 
 
 class Session:
-    def __init__(self, conn: Connection, channel: int, remote_channel: int, begin: Begin,
-                 handle_max: int = 0xFFFFFFFF) -> None:
+    def __init__(self, conn: Connection, channel: int, remote_channel: int | None,
+                 begin: Begin | None, handle_max: int = 0xFFFFFFFF) -> None:
+        """`begin`: the peer's begin of a session it began; None for one we
+        begin (`Connection.begin`), completed by the peer's answer (`on_answer`)."""
         self.conn = conn
         self.channel = channel
-        self.remote_channel = remote_channel
+        self.remote_channel = remote_channel if remote_channel is not None else -1
         self.handle_max = handle_max  # ours: the peer may use handles 0..handle_max
         self._handles = NumberPool()
-        self.remote_handle_max = begin.handle_max
+        self.remote_handle_max = begin.handle_max if begin is not None else 0xFFFFFFFF
         # incoming (peer → us)
-        self.next_incoming_id: int = begin.next_outgoing_id
+        self.next_incoming_id: int = begin.next_outgoing_id if begin is not None else 0
         self.incoming_window = INCOMING_WINDOW
         # outgoing (us → peer)
         self.next_outgoing_id = 0
         self.outgoing_window = OUTGOING_WINDOW
         self.next_delivery_id = 0
-        self.remote_incoming_window: int = begin.incoming_window
-        self.remote_outgoing_window: int = begin.outgoing_window
+        # until the peer answers a begin of ours, nothing may go out: a window of 0
+        self.remote_incoming_window: int = begin.incoming_window if begin is not None else 0
+        self.remote_outgoing_window: int = begin.outgoing_window if begin is not None else 0
+        self._attaching: dict[str, Link] = {}  # links we attached, until the peer answers
         self.links: dict[int, Link] = {}  # by our handle
         self.remote_links: dict[int, Link] = {}  # by the peer's handle
         self.outgoing_unsettled: dict[int, Delivery] = {}
@@ -212,6 +220,8 @@ class Session:
             self._backlog = deque(b for b in self._backlog if b[0] is not link)
 
     def _free(self, link: Link) -> None:
+        if self._attaching and self._attaching.get(link.name) is link:
+            del self._attaching[link.name]
         if self.links.get(link.handle) is link:
             del self.links[link.handle]
             self._handles.give(link.handle)
@@ -241,12 +251,74 @@ class Session:
             raise UnattachedHandle(f"no link is attached on handle {handle}")
         return link
 
+    def on_answer(self, channel: int, begin: Begin) -> None:
+        """The peer's begin answering ours: its channel and windows."""
+        self.remote_channel = channel
+        self.remote_handle_max = begin.handle_max
+        self.next_incoming_id = begin.next_outgoing_id
+        self.remote_incoming_window = begin.incoming_window
+        self.remote_outgoing_window = begin.outgoing_window
+        if self._backlog:
+            self._flush_backlog()
+
+    def attach(
+        self,
+        *,
+        name: str,
+        role: bool,
+        source: Source | None,
+        target: object,
+        snd_settle_mode: int = 0,
+        rcv_settle_mode: int = 0,
+        max_message_size: int = 0,
+        offered_capabilities: tuple[Symbol, ...] | None = None,
+        desired_capabilities: tuple[Symbol, ...] | None = None,
+        properties: dict[object, object] | None = None,
+    ) -> Link:
+        """Attach a link of ours (the client side); `LinkAttached` reports the
+        peer's answer, and a refusal follows it as `LinkDetached`."""
+        if self.end_sent or self.end_received:
+            raise LocalProtocolError("the session has ended")
+        if name in self._attaching:
+            raise LocalProtocolError(f"link {name!r} is already being attached")
+        handle = self._handles.take()
+        link = Link(self, handle, None, name=name, role=role)
+        link.source = source
+        link.target = target  # type: ignore[assignment]
+        link.snd_settle_mode = snd_settle_mode
+        link.rcv_settle_mode = rcv_settle_mode
+        link.max_message_size = max_message_size
+        link.attach_sent = True
+        self.links[handle] = link
+        self._attaching[name] = link
+        self.write(Attach(
+            name=name, handle=handle, role=role,
+            snd_settle_mode=snd_settle_mode, rcv_settle_mode=rcv_settle_mode,
+            source=source, target=target,
+            initial_delivery_count=0 if role is Role.SENDER else None,
+            max_message_size=max_message_size or None,
+            offered_capabilities=offered_capabilities,
+            desired_capabilities=desired_capabilities,
+            properties=properties,
+        ))
+        return link
+
     def on_attach(self, attach: Attach) -> None:
         if attach.handle in self.remote_links:
             raise HandleInUse(f"handle {attach.handle} is already in use")
         if attach.handle > self.handle_max:
             # §2.7.2: a handle outside the range we announced is a framing error
             raise FramingError(f"handle {attach.handle} exceeds handle-max {self.handle_max}")
+        mine = self._attaching.pop(attach.name, None) if self._attaching else None
+        if mine is not None:
+            if attach.role is mine.role:
+                raise AmqpSessionError(
+                    f"the answer to link {attach.name!r} has our own role",
+                    condition=Condition.INVALID_FIELD)
+            mine.bind_remote(attach)
+            self.remote_links[attach.handle] = mine
+            self.conn.emit(LinkAttached(mine))
+            return
         if self._handles.peek() > self.remote_handle_max:
             # §2.7.2: the peer's handle-max bounds the handles we may use
             raise AmqpSessionError(
@@ -354,3 +426,4 @@ class Session:
         if not self.end_sent:
             self.write(End())
             self.end_sent = True
+            self.conn.emit(SessionEnded(self, end.error))

@@ -21,7 +21,7 @@ from broker.codec.performatives import (
 from broker.codec.types import Described, Symbol, ULong
 from broker.engine import session as session_module
 from broker.engine.connection import Connection
-from broker.engine.events import LinkAttached, LinkDetached, MessageReceived
+from broker.engine.events import LinkAttached, LinkDetached, MessageReceived, SessionEnded
 
 from .peer import Out, Peer, condition, deliveries, kinds, one
 
@@ -93,8 +93,9 @@ def test_end_detaches_the_sessions_links() -> None:
     link = attach_link(peer)
     error = Error(condition=Symbol("amqp:internal-error"))
     assert peer.end(0, error) == [Out(0, End(), b"")]
-    assert peer.take_events() == [LinkDetached(link, error, True)]
-    assert peer.engine.sessions == {}
+    session = link.session
+    assert peer.take_events() == [LinkDetached(link, error, True), SessionEnded(session, error)]
+    assert peer.engine.sessions == {} and session.links == {}
     out = peer.flow(channel=0)
     assert condition(one(out, Close)) == "amqp:not-found", "the channel is free again"
 
