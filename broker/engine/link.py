@@ -113,6 +113,10 @@ class Link:
         self.delivery_count = 0 if (self.is_sender or remote is None) else (
             remote.initial_delivery_count or 0)
         self.link_credit = 0
+        # receiver: transfers the sender may still send, by the most generous
+        # credit we granted: a sender that has not yet seen a lowered credit
+        # may go on under the old one (§2.6.7), and that is no violation
+        self._allowed = 0
         self.drain = False
         self.available = 0
         self.credit_window = 0  # receiver: credit we keep topped up
@@ -243,6 +247,7 @@ class Link:
         """Receiver: set the peer's credit to `credit`. Sender: report our state."""
         if not self.is_sender:
             self.link_credit = credit
+            self._allowed = max(self._allowed, credit)
             self.drain = drain
         self.session.write(self._flow_frame(echo=echo))
 
@@ -333,6 +338,7 @@ class Link:
             if consumed > 0:  # drain: the sender advanced past our count
                 self.delivery_count = flow.delivery_count
                 self.link_credit = max(0, self.link_credit - consumed)
+                self._allowed = max(0, self._allowed - consumed)
                 changed = True
         if flow.available is not None and flow.available != self.available:
             self.available = flow.available
@@ -353,9 +359,11 @@ class Link:
             if transfer.delivery_id is None or transfer.delivery_tag is None:
                 raise AmqpLinkError("first transfer of a delivery needs delivery-id and tag",
                                     condition=Condition.INVALID_FIELD)
-            if self.link_credit <= 0:
+            if self._allowed <= 0:
                 raise TransferLimitExceeded("transfer sent without link credit")
-            self.link_credit -= 1
+            self._allowed -= 1
+            if self.link_credit > 0:
+                self.link_credit -= 1
             self.delivery_count = serial.add(self.delivery_count, 1)
             delivery = Delivery(self, transfer.delivery_id, transfer.delivery_tag,
                                 False, message_format=transfer.message_format or 0)

@@ -382,6 +382,22 @@ def test_transfer_without_credit_is_transfer_limit_exceeded() -> None:
     assert peer.detach(0) == []
 
 
+def test_transfers_sent_under_a_credit_since_lowered_are_no_violation() -> None:
+    """§2.6.7: the sender may not have seen the lower credit yet (the gateway
+    lowers a receiving client's credit upstream while transfers are on the wire)."""
+    peer = session_peer()
+    link = receiving_link(peer, credit_window=0)
+    link.flow(3)
+    link.flow(1)
+    peer.read()
+    for n in range(3):
+        assert peer.transfer(0, bytes([n])) == []
+    assert received(peer) == [b"\x00", b"\x01", b"\x02"]
+    assert link.link_credit == 0, "our credit never goes below zero"
+    out = peer.transfer(0, b"beyond any credit we granted")
+    assert condition(one(out, Detach)) == "amqp:link:transfer-limit-exceeded"
+
+
 def test_message_exceeding_max_message_size_detaches_the_link() -> None:
     peer = session_peer()
     link = receiving_link(peer, max_message_size=10)
