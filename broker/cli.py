@@ -237,6 +237,64 @@ def serve(
             Path(ready_file).unlink(missing_ok=True)  # gone with the broker: reruns wait
 
 
+# `serve`'s options that name local nodes or their storage: a gateway has none
+_NOT_FOR_GATEWAY = {"queues", "streams", "no_auto_create", "data_dir", "fsync",
+                    "memory_high_watermark", "default_offset", "azure_keys", "rabbitmq_compat"}
+
+
+def gateway(config_file: str | None, ready_file: str | None, users: tuple[str, ...],
+            no_anonymous: bool | None, **flags: object) -> None:
+    """Serve WebSocket (and TCP) clients in front of an upstream AMQP 1.0 broker
+    (a RabbitMQ cluster: one --upstream per node); every link is routed there,
+    nothing is stored here."""
+    from broker.gateway.upstream import parse_upstream
+    from broker.gateway_server import gateway_factory
+
+    config = _build(config_file, users, no_anonymous, None, flags)
+    try:
+        nodes = [parse_upstream(url) for url in config.upstreams]
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    if not nodes:
+        raise click.UsageError("give the upstream broker: --upstream amqp://user:pass@host:5672")
+    logging.basicConfig(level=config.log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if ready_file:
+        Path(ready_file).unlink(missing_ok=True)
+    factory = gateway_factory(nodes, connections=config.upstream_connections,
+                              upstream_ca=config.upstream_ca)
+    try:
+        run(config, container_factory=factory, on_ready=lambda info: _announce(info, ready_file))
+    except (OSError, ValueError, BaseExceptionGroup) as exc:
+        cause = _start_failure(exc)
+        if cause is None or config.log_level == "debug":
+            raise
+        click.echo(f"amqpws-broker: {cause}", err=True)
+        sys.exit(2)
+    finally:
+        if ready_file:
+            Path(ready_file).unlink(missing_ok=True)
+
+
+main.add_command(click.Command(
+    "gateway",
+    callback=gateway,
+    help=gateway.__doc__,
+    params=[
+        click.Option(["--upstream", "upstreams"], multiple=True,
+                     metavar="amqp[s]://USER:PASS@HOST[:PORT][/VHOST]",
+                     help="An upstream node (repeatable: the nodes of one cluster, tried in "
+                          "turn)."),
+        click.Option(["--upstream-connections"], type=int,
+                     help=f"Connections kept to the upstream; client sessions are spread over "
+                          f"them.  [default: {_D.upstream_connections}]"),
+        click.Option(["--upstream-ca"], type=click.Path(exists=True, dir_okay=False),
+                     help="CA bundle for amqps:// upstreams.  [default: the system's]"),
+        *[p for p in serve.params if p.name not in _NOT_FOR_GATEWAY],
+    ],
+))
+
+
 def _start_failure(exc: BaseException) -> BaseException | None:
     """The one error that stopped the broker from starting (a port in use, an
     unreadable certificate), out of trio's exception groups; None for anything
@@ -263,7 +321,7 @@ def _build(
         layer["auto_create"] = False
     if isinstance(layer.get("log_level"), str):
         layer["log_level"] = str(layer["log_level"]).lower()
-    for key in ("queues", "streams", "allowed_origins", "azure_keys"):
+    for key in ("queues", "streams", "allowed_origins", "azure_keys", "upstreams"):
         if key in layer:
             layer[key] = list(layer[key])  # type: ignore[call-overload]
     try:

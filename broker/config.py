@@ -131,6 +131,10 @@ class Config:
     azure_lock_duration: float = 60.0  # seconds a peek-locked delivery stays locked
     azure_max_delivery_count: int = 10  # lapsed locks and abandons before dead-lettering
     azure_topics: tuple[AzureTopicConfig, ...] = ()  # [azure.topics.NAME]
+    # -- gateway mode (`amqpws-broker gateway`, gateway/) --
+    upstreams: tuple[str, ...] = ()  # amqp[s]://user:pass@host:port[/vhost], a cluster's nodes
+    upstream_connections: int = 4  # connections kept to the upstream
+    upstream_ca: str | None = None  # CA bundle for amqps upstreams (default: the system's)
 
 
 class ConfigError(ValueError):
@@ -149,10 +153,10 @@ _FIELDS = {f.name for f in dataclasses.fields(Config)}
 _STR = {"fsync", "host", "ws_path", "container_id", "default_offset", "queue_overflow", "log_level",
         "sasl_authzid", "tls_verify_client", "wss_verify_client", "tls_identity",
         "jwt_user_claim"}
-_OPTIONAL_STR = {"data_dir", "tls_cert", "tls_key", "tls_ca", "jwt_secret", "jwt_public_key", "jwks_file",
+_OPTIONAL_STR = {"data_dir", "upstream_ca", "tls_cert", "tls_key", "tls_ca", "jwt_secret", "jwt_public_key", "jwks_file",
                  "jwt_audience", "jwt_issuer", "jwt_scope_prefix"}
 _INT = {"max_frame_size", "max_message_size", "channel_max", "handle_max",
-        "azure_max_delivery_count"}
+        "azure_max_delivery_count", "upstream_connections"}
 _OPTIONAL_INT = {"port", "ws_port", "queue_max_length", "queue_max_length_bytes",
                  "max_connections", "max_connections_per_user", "tls_port", "wss_port",
                  "http_port"}
@@ -262,7 +266,7 @@ def _convert(name: str, value: object, where: str) -> object:
         return _users(value, where)
     if name == "permissions":
         return _permissions(value, where)
-    if name == "allowed_origins":
+    if name in ("allowed_origins", "upstreams"):
         return tuple(_names(value, where))
     if name == "azure_keys":
         return _azure_keys(value, where)
@@ -556,6 +560,8 @@ def validate(config: Config) -> Config:
         if not user or ":" in user:
             raise ConfigError(f"bad user name {user!r}")
     _validate_nodes(c)
+    if c.upstream_connections < 1:
+        raise ConfigError(f"upstream_connections must be >= 1, got {c.upstream_connections}")
     return config
 
 

@@ -146,6 +146,9 @@ async def serve(
     async with trio.open_nursery() as outer:
         outer.start_soon(_stop_when_cancelled, info)
         outer.start_soon(_housekeeping, container)
+        background = getattr(container, "background", None)
+        if background is not None:  # the gateway's upstream connections
+            outer.start_soon(background)
         if store is not None:
             outer.start_soon(_commit_loop, container, store)
         with trio.CancelScope(shield=True):

@@ -151,7 +151,7 @@ def _count(n: int) -> dict[object, object]:
     return {"message_count": ULong(n)}
 
 
-def _check_permissions(request: Request, identity: Identity) -> None:
+def check_permissions(request: Request, identity: Identity) -> None:
     """What each operation needs, RabbitMQ's way: configure to declare or delete
     a queue or exchange, read to purge, write on the destination and read on
     the source to bind or unbind.  Listings and token updates need nothing."""
@@ -210,7 +210,7 @@ class Management:
         request = parse_request(payload)
         try:
             if identity is not None:
-                _check_permissions(request, identity)
+                check_permissions(request, identity)
             response = self.dispatch(request, owner=owner, now=now)
         except AccessRefused as exc:
             response = Response(403, str(exc))

@@ -1,0 +1,390 @@
+"""The gateway as the transports see it: client connections in, upstream
+connections out, and the routes between them (see routes.py).
+
+A client connection is a server-side engine connection, authenticated as in
+`serve` (the same `Credentials` over `access`); its links are routed, never
+served here.  The gateway keeps no messages: what it holds is only what
+credit allowed and the other side has not taken yet.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+from broker.access import Access, Identity, load_access
+from broker.codec.messaging import Rejected
+from broker.codec.performatives import Error, amqp_error
+from broker.codec.types import Symbol
+from broker.config import Config, ConfigError
+from broker.container import Credentials
+from broker.engine.connection import Connection, ConnState
+from broker.engine.events import (
+    ConnectionClosed,
+    ConnectionOpened,
+    CreditChanged,
+    DeliveryUpdated,
+    LinkAttached,
+    LinkDetached,
+    MessageReceived,
+    SessionEnded,
+)
+from broker.engine.link import Delivery, Link
+from broker.engine.sasl import printable
+from broker.engine.session import Session
+from broker.errors import AmqpError, Condition
+from broker.gateway.edge_access import check_attach, message_check
+from broker.gateway.observe import http_answer
+from broker.gateway.routes import LinkRoute, SessionRoute
+from broker.gateway.upstream import Upstream, UpstreamNode, UpstreamPool
+from broker.peerlog import PeerLog
+from broker.services.http_api import HttpRequest, HttpResponse
+
+log = logging.getLogger("broker.gateway")
+
+_ENDING = (ConnState.CLOSE_SENT, ConnState.CLOSED)
+
+ANONYMOUS_RELAY = Symbol("ANONYMOUS-RELAY")
+
+
+class ClientHandle:
+    """One client connection as the transport driver sees it."""
+
+    def __init__(self, gateway: Gateway, conn: Connection, peer: str, transport: str,
+                 wake: Callable[[], None]) -> None:
+        self.gateway = gateway
+        self.conn = conn
+        self.peer = peer
+        self.transport = transport
+        self.wake = wake
+        self.identity: Identity | None = None  # set by SASL (see Credentials)
+        self.user: str | None = None
+        self.container_id: str | None = None
+        self.opened = False
+        self.sessions: dict[Session, SessionRoute] = {}  # by client session
+        self.bytes_in = 0
+        self.bytes_out = 0
+
+    # -- driver interface -----------------------------------------------------
+
+    def receive_data(self, data: bytes) -> None:
+        self.bytes_in += len(data)
+        self.conn.receive_data(data, self.gateway.clock())
+        self.process()
+
+    def data_to_send(self) -> bytes | bytearray:
+        data = self.conn.data_to_send()
+        self.bytes_out += len(data)
+        return data
+
+    def tick(self) -> float | None:
+        deadline = self.conn.tick(self.gateway.clock())
+        self.process()
+        return deadline
+
+    @property
+    def done(self) -> bool:
+        return self.conn.done
+
+    def connection_lost(self) -> None:
+        if not self.conn.done:
+            self.receive_data(b"")
+
+    def close(self, error: Error | None) -> None:
+        self.conn.close(error)
+        self.process()
+        self.wake()
+
+    # -- events ---------------------------------------------------------------
+
+    def process(self) -> None:
+        conn = self.conn
+        gw = self.gateway
+        dirty = gw._dirty_upstreams
+        while (event := conn.next_event()) is not None:
+            t = type(event)
+            if t is MessageReceived:
+                route = event.link.context  # type: ignore[union-attr]
+                if route is not None:
+                    gw.client_message(route, event.delivery)  # type: ignore[union-attr]
+            elif t is DeliveryUpdated:
+                route = event.link.context  # type: ignore[union-attr]
+                if route is not None:
+                    route.outcome(event.delivery, event.state, event.settled)  # type: ignore[union-attr]
+                    dirty.add(route.session.upstream)
+            elif t is CreditChanged:
+                route = event.link.context  # type: ignore[union-attr]
+                if route is not None:
+                    route.client_credit()
+                    dirty.add(route.session.upstream)
+            elif t is LinkAttached:
+                gw.client_attach(self, event.link)  # type: ignore[union-attr]
+            elif t is LinkDetached:
+                gw.client_detach(event.link, event.closed)  # type: ignore[union-attr]
+            elif t is SessionEnded:
+                gw.client_session_ended(self, event.session)  # type: ignore[union-attr]
+            elif t is ConnectionOpened:
+                self.opened = True
+                self.container_id = event.container_id  # type: ignore[union-attr]
+                self.user = event.user  # type: ignore[union-attr]
+                log.info("client connection from %s (%s) opened by %s as user %s", self.peer,
+                         self.transport, printable(self.container_id), printable(self.user))
+            elif t is ConnectionClosed:
+                gw.client_closed(self)
+        gw.wake_upstreams()
+
+
+class Gateway:
+    """What the transports talk to in gateway mode (`ContainerLike`)."""
+
+    def __init__(self, config: Config, nodes: list[UpstreamNode], *,
+                 connections: int = 4,
+                 clock: Callable[[], float] = time.monotonic,
+                 wall_clock: Callable[[], float] = time.time) -> None:
+        self.config = config
+        self.clock = clock
+        self.wall_clock = wall_clock
+        try:
+            self.access: Access = load_access(config)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        self.pool = UpstreamPool(nodes, connections)
+        self.clients: set[ClientHandle] = set()
+        self.peer_log = PeerLog(clock, log)
+        self.listener_urls: list[str] = []
+        self.stopping = False
+        # whose output changed while another connection's input was processed
+        self._dirty_clients: set[ClientHandle] = set()
+        self._dirty_upstreams: set[Upstream] = set()
+        self.links_routed = 0  # totals, for /metrics
+        self.attach_rtt: float | None = None  # seconds, a moving average
+        self._attach_started: dict[Link, float] = {}
+        self.rss: int | None = None
+        # set by gateway_server: the task keeping the upstream connections up
+        self.background: Callable[[], Awaitable[None]] | None = None
+
+    # -- the transports' side -------------------------------------------------
+
+    def connection_made(self, peer: str, transport: str, wake: Callable[[], None], *,
+                        tls_subject: str | None = None,
+                        bearer: Identity | None = None) -> ClientHandle:
+        cfg = self.config
+        credentials = Credentials(self.access, self.wall_clock, tls_subject=tls_subject,
+                                  bearer=bearer)
+        conn = Connection(
+            container_id=cfg.container_id,
+            credentials=credentials,
+            max_frame_size=cfg.max_frame_size,
+            channel_max=cfg.channel_max,
+            handle_max=cfg.handle_max,
+            idle_time_out=cfg.idle_time_out,
+            handshake_timeout=cfg.handshake_timeout,
+            offered_capabilities=(str(ANONYMOUS_RELAY),),
+            properties={Symbol("product"): "amqpws-broker gateway"},
+            now=self.clock(),
+            trace=f"{transport} {peer}" if cfg.trace_frames else None,
+        )
+        handle = ClientHandle(self, conn, peer, transport, wake)
+        credentials.handle = handle  # type: ignore[assignment]
+        self.clients.add(handle)
+        return handle
+
+    def verify_bearer(self, token: str) -> Identity:
+        return self.access.bearer(token, self.wall_clock())
+
+    def http(self, request: HttpRequest) -> HttpResponse:
+        return http_answer(self, request)
+
+    def shutdown(self) -> None:
+        self.stopping = True
+        error = amqp_error(Condition.CONNECTION_FORCED, "the gateway is shutting down")
+        for handle in list(self.clients):
+            handle.close(error)
+        for upstream in self.pool.connections:
+            upstream.conn.close()
+            upstream.wake()
+
+    def housekeeping(self, rss: int | None = None) -> None:
+        self.rss = rss
+
+    def upstream_made(self, node: UpstreamNode, wake: Callable[[], None]) -> Upstream:
+        """A socket to `node` is open (the edge dialed it): its connection."""
+        cfg = self.config
+        upstream = Upstream(self, node, wake, container_id=cfg.container_id,
+                            max_frame_size=cfg.max_frame_size,
+                            idle_time_out=cfg.idle_time_out, now=self.clock(),
+                            trace=cfg.trace_frames)
+        self.pool.connections.append(upstream)
+        return upstream
+
+    def upstream_gone(self, upstream: Upstream) -> None:
+        """The edge is done with `upstream`'s socket."""
+        if not upstream.conn.done:
+            upstream.connection_lost()
+        if upstream in self.pool.connections:
+            self.pool.connections.remove(upstream)
+
+    # -- waking ---------------------------------------------------------------
+
+    def wake_clients(self) -> None:
+        dirty = self._dirty_clients
+        if dirty:
+            for handle in dirty:
+                handle.wake()
+            dirty.clear()
+
+    def wake_upstreams(self) -> None:
+        dirty = self._dirty_upstreams
+        if dirty:
+            for upstream in dirty:
+                upstream.wake()
+            dirty.clear()
+
+    # -- client events --------------------------------------------------------
+
+    def client_attach(self, handle: ClientHandle, link: Link) -> None:
+        try:
+            check_attach(handle.identity, link.remote_attach)
+        except AmqpError as exc:
+            self.peer_log.info(handle.peer, "link %s refused: %s", printable(link.name),
+                               exc.description)
+            link.refuse(amqp_error(exc.error_condition, exc.description))
+            return
+        session_route = handle.sessions.get(link.session)
+        if session_route is None:
+            upstream = self.pool.place()
+            if upstream is None:
+                link.refuse(amqp_error(Condition.CONNECTION_FORCED,
+                                       "no upstream broker is connected; try again shortly"))
+                return
+            session_route = SessionRoute(link.session, handle, upstream, upstream.conn.begin())
+            handle.sessions[link.session] = session_route
+            upstream.routes[session_route.upstream_session] = session_route
+        upstream_session = session_route.upstream_session
+        if upstream_session._handles.peek() > upstream_session.remote_handle_max:
+            link.refuse(amqp_error(Condition.RESOURCE_LIMIT_EXCEEDED,
+                                   f"the upstream allows {upstream_session.remote_handle_max + 1}"
+                                   f" links per session"))
+            return
+        route = LinkRoute.open(session_route, link)
+        route.check = message_check(handle.identity, link.remote_attach)
+        self.links_routed += 1
+        self._attach_started[route.upstream] = self.clock()
+        self._dirty_upstreams.add(session_route.upstream)
+
+    def client_detach(self, link: Link, closed: bool) -> None:
+        route = link.context
+        if isinstance(route, LinkRoute):
+            link.context = None
+            if not link.session.end_received:  # a session end ends the upstream one at once
+                route.client_detached(closed)
+                self._dirty_upstreams.add(route.session.upstream)
+
+    def client_message(self, route: LinkRoute, delivery: Delivery) -> None:
+        if route.check is not None:
+            try:
+                route.check(delivery.payload)
+            except AmqpError as exc:
+                self.peer_log.info(route.session.owner.peer, "message refused: %s",
+                                   exc.description)
+                route.client.settle(delivery, Rejected(
+                    error=amqp_error(exc.error_condition, exc.description)))
+                route.grant_client()  # the credit it took is the upstream's still
+                return
+        route.client_message(delivery)
+        self._dirty_upstreams.add(route.session.upstream)
+
+    def client_session_ended(self, handle: ClientHandle, session: Session) -> None:
+        route = handle.sessions.pop(session, None)
+        if route is not None:
+            self._end_upstream_session(route)
+
+    def client_closed(self, handle: ClientHandle) -> None:
+        self.clients.discard(handle)
+        for route in handle.sessions.values():
+            self._end_upstream_session(route)
+        handle.sessions.clear()
+        conn = handle.conn
+        if conn.sasl.outcome not in (None, 0):
+            self.peer_log.info(handle.peer, "authentication failed: %s", conn.sasl.reason)
+
+    def _end_upstream_session(self, route: SessionRoute) -> None:
+        upstream = route.upstream
+        upstream.routes.pop(route.upstream_session, None)
+        for link_route in route.links:
+            link_route.client.context = None
+            link_route.upstream.context = None
+        route.links.clear()
+        if not upstream.conn.done:
+            route.upstream_session.end()
+            self._dirty_upstreams.add(upstream)
+
+    # -- upstream events ------------------------------------------------------
+
+    def upstream_opened(self, upstream: Upstream) -> None:
+        log.info("upstream %s opened (node %s, %d of %d connections)", upstream.node.label,
+                 printable(upstream.peer_container),
+                 sum(1 for u in self.pool.connections if u.opened), self.pool.size)
+
+    def upstream_link_answered(self, link: Link) -> None:
+        route = link.context
+        if not isinstance(route, LinkRoute):
+            return  # the client went first; our detach is on its way
+        started = self._attach_started.pop(link, None)
+        if started is not None:
+            rtt = self.clock() - started
+            self.attach_rtt = rtt if self.attach_rtt is None else 0.8 * self.attach_rtt + 0.2 * rtt
+        route.upstream_answered()
+        self._dirty_clients.add(route.session.owner)
+
+    def upstream_link_detached(self, link: Link, error: Error | None, closed: bool) -> None:
+        self._attach_started.pop(link, None)
+        route = link.context
+        if not isinstance(route, LinkRoute):
+            return
+        if link.session.end_received or link.session.conn.state in _ENDING:
+            return  # ended by upstream_session_ended or upstream_closed, which say why
+        link.context = None
+        owner = route.session.owner
+        route.upstream_detached(error, closed)
+        route.client.context = None
+        self._dirty_clients.add(owner)
+
+    def upstream_session_ended(self, upstream: Upstream, session: Session,
+                               error: Error | None) -> None:
+        """The upstream ended a session: the client's session ends the same way."""
+        route = upstream.routes.pop(session, None)
+        if route is None:
+            return
+        owner = route.owner
+        owner.sessions.pop(route.client, None)
+        for link_route in route.links:
+            link_route.client.context = None
+        route.links.clear()
+        if not route.client.end_sent:
+            route.client.end(error)
+        self._dirty_clients.add(owner)
+
+    def upstream_closed(self, upstream: Upstream, error: Error | None) -> None:
+        """The upstream connection is gone: every client link it carried ends
+        with amqp:connection:forced; the client sessions stay, and their next
+        attach goes to a connection that is up."""
+        why = f"the upstream broker {upstream.node.label} went away"
+        if error is not None:
+            why += f" ({error.condition}: {error.description})"
+        if not self.stopping:
+            log.warning("upstream %s closed%s; %d client session(s) affected",
+                        upstream.node.label,
+                        f": {error.condition} {error.description}" if error else "",
+                        len(upstream.routes))
+        for route in list(upstream.routes.values()):
+            owner = route.owner
+            owner.sessions.pop(route.client, None)
+            for link_route in list(route.links):
+                link_route.client.context = None
+                link_route.forced(why)
+            route.links.clear()
+            self._dirty_clients.add(owner)
+        upstream.routes.clear()
+

@@ -1,0 +1,245 @@
+"""What crosses the gateway: one client link ↔ one upstream link.
+
+Theory of operation.  A client attaches a link to the gateway; the gateway
+attaches a link with the same name, termini, settle modes, capabilities and
+properties upstream, and answers the client with what the upstream answered
+(so a dynamic address, an applied filter or a refusal reaches the client as
+the upstream broker said it).  Until then the client's link has no credit.
+
+Credit is end to end, in "what may still be sent" terms (§2.6.7):
+
+* client receives (our client-side link sends, our upstream link receives):
+  the upstream link's credit is the client's credit less what we hold for the
+  client (`pending`); the upstream cannot send more than the client granted,
+  transfers in flight included, since its credit is counted from our
+  delivery-count.  A drain goes upstream; the upstream's answer (it advanced
+  its count) ends the client's drain once nothing is held.
+* client sends: the client's credit is the upstream link's credit less what
+  we hold for the upstream; an upstream drain is passed to the client, and
+  the client's answer answers it.
+
+`pending` only ever holds what credit already allowed: a credit lowered by
+the receiving side while transfers were in flight.  Nothing is buffered
+beyond credit.
+
+Deliveries keep their tag, message format and bytes; an unsettled delivery
+on one side is paired with its copy on the other (`Delivery.context`), and
+the receiving side's settlement and outcome is passed back to the sending
+side.  A presettled one stays presettled.
+
+A session route pairs a client session with the upstream session that
+carries its links, so an upstream session ended with an error (RabbitMQ ends
+the session on an attach to a missing queue) ends the client's session with
+that same error, and nobody else's.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from broker.codec.messaging import Source, Target
+from broker.codec.performatives import Error, amqp_error
+from broker.engine.link import Delivery, Link
+from broker.engine.session import Session
+from broker.errors import Condition
+
+if TYPE_CHECKING:
+    from broker.gateway.core import ClientHandle
+    from broker.gateway.upstream import Upstream
+
+log = logging.getLogger("broker.gateway")
+
+
+class SessionRoute:
+    """A client session and the upstream session carrying its links."""
+
+    __slots__ = ("client", "links", "owner", "upstream", "upstream_session")
+
+    def __init__(self, client: Session, owner: ClientHandle, upstream: Upstream,
+                 upstream_session: Session) -> None:
+        self.client = client
+        self.owner = owner  # the client connection
+        self.upstream = upstream
+        self.upstream_session = upstream_session
+        self.links: set[LinkRoute] = set()
+
+
+class LinkRoute:
+    """One client link and the upstream link it is carried on."""
+
+    __slots__ = ("answered", "check", "client", "pending", "session", "upstream")
+
+    def __init__(self, session: SessionRoute, client: Link, upstream: Link) -> None:
+        self.session = session
+        self.client = client
+        self.upstream = upstream
+        self.answered = False  # the client has had our answer (its attach)
+        # a sending client's messages checked one by one at the edge (anonymous
+        # relay, /management requests): the check, or None
+        self.check: Callable[[bytes], None] | None = None
+        # deliveries credit allowed but the other side's credit no longer does
+        self.pending: deque[Delivery] = deque()
+
+    # -- attach and detach ----------------------------------------------------
+
+    @staticmethod
+    def open(session: SessionRoute, client: Link) -> LinkRoute:
+        """Attach upstream what the client attached here."""
+        remote = client.remote_attach
+        upstream = session.upstream_session.attach(
+            name=client.name,
+            role=remote.role,  # upstream we play the role the client plays with us
+            source=remote.source if isinstance(remote.source, Source) else None,
+            target=remote.target,
+            snd_settle_mode=remote.snd_settle_mode,
+            rcv_settle_mode=remote.rcv_settle_mode,
+            max_message_size=remote.max_message_size or 0,
+            offered_capabilities=remote.offered_capabilities,
+            desired_capabilities=remote.desired_capabilities,
+            properties=remote.properties,
+        )
+        route = LinkRoute(session, client, upstream)
+        client.context = upstream.context = route
+        session.links.add(route)
+        return route
+
+    def upstream_answered(self) -> None:
+        """The upstream's attach: pass it on, unless it is the first half of a
+        refusal (its own terminus null), whose detach follows."""
+        answer = self.upstream.remote_attach
+        # the upstream's own terminus: the source when it sends, the target when it receives
+        own = answer.target if self.upstream.is_sender else answer.source
+        if own is None or self.client.attach_sent:
+            return
+        self.answered = True
+        self.client.accept(
+            source=answer.source if isinstance(answer.source, Source) else None,
+            target=answer.target if isinstance(answer.target, Target) else None,
+            snd_settle_mode=answer.snd_settle_mode,
+            rcv_settle_mode=answer.rcv_settle_mode,
+            # what we take from the client, the upstream takes from us
+            max_message_size=answer.max_message_size or 0,
+            offered_capabilities=answer.offered_capabilities,
+            properties=answer.properties,
+        )
+        if self.client.is_sender:
+            self.client.available = self.upstream.available
+        else:
+            self.grant_client()
+
+    def upstream_detached(self, error: Error | None, closed: bool) -> None:
+        """The upstream detached: so does the client's link, with its condition."""
+        self.session.links.discard(self)
+        client = self.client
+        if client.detach_sent:
+            return
+        if not client.attach_sent:
+            client.refuse(error or amqp_error(Condition.NOT_ALLOWED,
+                                              "the upstream broker refused the link"))
+        else:
+            client.detach(error, closed=closed)
+
+    def client_detached(self, closed: bool) -> None:
+        self.session.links.discard(self)
+        if not self.upstream.detach_sent:
+            self.upstream.detach(closed=closed)
+
+    def forced(self, why: str) -> None:
+        """The upstream connection is gone: the client's link ends, said so."""
+        self.session.links.discard(self)
+        error = amqp_error(Condition.CONNECTION_FORCED, why)
+        if not self.client.attach_sent:
+            self.client.refuse(error)
+        else:
+            self.client.detach(error, closed=True)
+
+    # -- credit ---------------------------------------------------------------
+
+    def client_credit(self) -> None:
+        """The client's flow: a receiving client's credit (and drain) goes
+        upstream; a sending client's answer to our drain answers the upstream's."""
+        client = self.client
+        upstream = self.upstream
+        if client.is_sender:
+            self._deliver_pending()
+            credit = max(0, client.link_credit - len(self.pending))
+            if credit != upstream.link_credit or client.drain != upstream.drain:
+                upstream.flow(credit, drain=client.drain)
+            elif client.drain and not self.pending and upstream.link_credit == 0:
+                client.drained()
+        elif upstream.drain and client.link_credit == 0 and not self.pending:
+            upstream.drained()
+
+    def upstream_credit(self) -> None:
+        """The upstream's flow: credit for a sending client, or, for a
+        receiving one, the upstream's answer to a drain (or a new `available`)."""
+        upstream = self.upstream
+        client = self.client
+        if upstream.is_sender:
+            self._send_pending_upstream()
+            if self.answered:
+                self.grant_client()
+            return
+        client.available = upstream.available
+        if client.drain and not self.pending and upstream.link_credit == 0:
+            client.drained()  # spends the rest and tells the client
+        elif client.usable:
+            client.flow(client.link_credit)  # carries `available`
+
+    def grant_client(self) -> None:
+        """A sending client may send what the upstream still takes."""
+        client = self.client
+        upstream = self.upstream
+        credit = max(0, upstream.link_credit - len(self.pending))
+        if (credit != client.link_credit or upstream.drain != client.drain) and client.usable:
+            client.flow(credit, drain=upstream.drain)
+
+    # -- deliveries -----------------------------------------------------------
+
+    def upstream_message(self, delivery: Delivery) -> None:
+        """A delivery for a receiving client."""
+        if self.pending or not self.client.can_send:
+            self.pending.append(delivery)
+            return
+        self._forward(delivery, self.client)
+
+    def client_message(self, delivery: Delivery) -> None:
+        """A delivery from a sending client."""
+        if self.pending or not self.upstream.can_send:
+            self.pending.append(delivery)
+            return
+        self._forward(delivery, self.upstream)
+
+    def _forward(self, delivery: Delivery, to: Link) -> None:
+        copy = to.send(delivery.payload, settled=delivery.remote_settled, tag=delivery.tag,
+                       message_format=delivery.message_format)
+        if not delivery.remote_settled:
+            copy.context = delivery
+            delivery.context = copy
+
+    def _deliver_pending(self) -> None:
+        pending = self.pending
+        client = self.client
+        while pending and client.can_send:
+            self._forward(pending.popleft(), client)
+
+    def _send_pending_upstream(self) -> None:
+        pending = self.pending
+        upstream = self.upstream
+        while pending and upstream.can_send:
+            self._forward(pending.popleft(), upstream)
+
+    def outcome(self, delivery: Delivery, state: object, settled: bool) -> None:
+        """The receiving side settled `delivery` (ours to it): settle the original
+        with the same outcome.  An outcome without settlement (a receiver in
+        rcv-settle-mode second) waits for the settlement."""
+        original = delivery.context
+        if not settled or original is None:
+            return
+        delivery.context = original.context = None
+        if not original.settled and original.link.usable:
+            original.link.settle(original, state)
+

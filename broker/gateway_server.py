@@ -1,0 +1,109 @@
+"""`amqpws-broker gateway`: the listeners of `serve` in front of an upstream
+broker (gateway/), plus the tasks that dial the upstream nodes.
+
+The listeners, shutdown and housekeeping are `server.serve`'s, given the
+`Gateway` as its container; this module adds one task per upstream
+connection slot.  A slot dials its node (TCP, or TLS for amqps:// with the
+system's CAs or `--upstream-ca`), drives the connection with the same driver
+as every client connection, and when the connection fails or ends dials the
+next node in the list after the pool's backoff.  When the pool wants more
+connections than it has slots (every connection holds as many sessions as
+the upstream allows), another slot starts.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import ssl
+
+import trio
+
+from broker.config import Config
+from broker.gateway.core import Gateway
+from broker.gateway.upstream import UpstreamNode, UpstreamPool
+from broker.server import ContainerFactory
+from broker.transports.driver import Wakeup, drive
+
+log = logging.getLogger("broker.gateway")
+
+CONNECT_TIMEOUT = 10.0  # seconds for TCP, TLS and the AMQP open together
+POOL_POLL = 0.2  # seconds between looks at whether the pool wants more slots
+
+
+def gateway_factory(nodes: list[UpstreamNode], *, connections: int,
+                    upstream_ca: str | None = None) -> ContainerFactory:
+    """What `server.serve` builds its container with in gateway mode."""
+
+    def build(config: Config) -> Gateway:
+        gateway = Gateway(config, nodes, connections=connections, clock=trio.current_time)
+        context = _tls_context(upstream_ca) if any(n.tls for n in nodes) else None
+        gateway.background = functools.partial(run_upstreams, gateway, context)
+        return gateway
+
+    return build
+
+
+def _tls_context(ca_file: str | None) -> ssl.SSLContext:
+    context = ssl.create_default_context(cafile=ca_file)
+    context.set_alpn_protocols(["amqp"])  # harmless where the server has none
+    return context
+
+
+async def run_upstreams(gateway: Gateway, context: ssl.SSLContext | None) -> None:
+    """Keep the pool's connections up until cancelled."""
+    pool = gateway.pool
+    async with trio.open_nursery() as nursery:
+        slots = 0
+        while True:
+            while slots < pool.wanted:
+                nursery.start_soon(_slot, gateway, pool, context, slots)
+                slots += 1
+            await trio.sleep(POOL_POLL)
+
+
+async def _slot(gateway: Gateway, pool: UpstreamPool, context: ssl.SSLContext | None,
+                slot: int) -> None:
+    node = pool.next_node(None)
+    failures = 0
+    while not gateway.stopping:
+        delay = pool.backoff(failures)
+        if delay:
+            await trio.sleep(delay)
+        opened = False
+        try:
+            with trio.fail_after(CONNECT_TIMEOUT):
+                stream = await _connect(node, context)
+        except (OSError, trio.TooSlowError, ssl.SSLError) as exc:
+            failures += 1
+            following = pool.next_node(node)
+            log.warning("upstream %s: cannot connect (%s); trying %s in %.1f s", node.label,
+                        exc or type(exc).__name__, following.label, pool.backoff(failures))
+            node = following
+            continue
+        wakeup = Wakeup()
+        upstream = gateway.upstream_made(node, wakeup.wake)
+        try:
+            reason = await drive(stream, upstream, wakeup)
+        finally:
+            opened = upstream.peer_container is not None
+            gateway.upstream_gone(upstream)
+        if gateway.stopping:
+            return
+        failure = upstream.conn.failure
+        why = failure.description if failure is not None else reason
+        failures = 1 if opened else failures + 1
+        following = pool.next_node(node)
+        log.warning("upstream %s (slot %d) ended: %s; trying %s in %.1f s", node.label, slot,
+                    why, following.label, pool.backoff(failures))
+        node = following
+
+
+async def _connect(node: UpstreamNode, context: ssl.SSLContext | None) -> trio.abc.Stream:
+    stream: trio.abc.Stream = await trio.open_tcp_stream(node.host, node.port)
+    if node.tls:
+        assert context is not None
+        tls = trio.SSLStream(stream, context, server_hostname=node.host)
+        await tls.do_handshake()
+        stream = tls
+    return stream

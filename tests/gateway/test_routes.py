@@ -1,0 +1,400 @@
+"""The gateway's routing tables, bytes in on one side and bytes out on the
+other: an application's engine (client mode) ↔ the gateway ↔ an upstream
+broker, all in memory.  The upstream is this project's own broker (a
+`Container`), or a bare server engine where a test needs to script what the
+upstream does."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from broker.codec.messaging import (
+    Accepted,
+    AmqpValue,
+    Message,
+    Properties,
+    Rejected,
+    Released,
+    Source,
+    Target,
+    encode_section,
+)
+from broker.codec.performatives import Role, amqp_error
+from broker.config import Config
+from broker.container import Container
+from broker.engine.connection import Connection
+from broker.engine.events import (
+    CreditChanged,
+    DeliveryUpdated,
+    Event,
+    LinkAttached,
+    LinkDetached,
+    MessageReceived,
+    SessionEnded,
+)
+from broker.engine.link import Link
+from broker.engine.sasl import SaslClient
+from broker.engine.session import Session
+from broker.errors import Condition
+from broker.gateway.core import Gateway
+from broker.gateway.routes import LinkRoute
+from broker.gateway.upstream import UpstreamNode
+
+NODE = UpstreamNode("rabbit-1", 5672, user="svc", password="secret")
+
+
+def body(text: str, **properties: Any) -> bytes:
+    props = encode_section(Properties(**properties)) if properties else b""
+    return props + encode_section(AmqpValue(text))
+
+
+class Net:
+    """An application, the gateway and an upstream, wired in memory."""
+
+    def __init__(self, *, upstream: Any = None, gateway_config: Config | None = None,
+                 user: str | None = None, password: str = "", max_frame_size: int = 65536,
+                 broker_config: Config | None = None) -> None:
+        self.now = 0.0
+        self.broker = Container(broker_config or Config(users={"svc": "secret"},
+                                                         allow_anonymous=False),
+                                clock=lambda: self.now, wall_clock=lambda: 1e9 + self.now)
+        self.gw = Gateway(gateway_config or Config(), [NODE], connections=1,
+                          clock=lambda: self.now, wall_clock=lambda: 1e9 + self.now)
+        self.upstream_side = upstream if upstream is not None else \
+            self.broker.connection_made("gw", "tcp", lambda: None)
+        # the gateway's two handles are flushed as the driver flushes them: after
+        # they were fed, or when woken (output made while the other side was fed)
+        self.flushable: set[object] = set()
+        self.up = self.gw.upstream_made(NODE, lambda: self.flushable.add(self.up))
+        self.edge = self.gw.connection_made("browser", "ws",
+                                            lambda: self.flushable.add(self.edge))
+        self.app = Connection(container_id="app", client=SaslClient(user, password),
+                              max_frame_size=max_frame_size)
+        self.flushable |= {self.up, self.edge}  # the driver's first tick wakes each
+        self.pump()
+
+    def pump(self) -> None:
+        for _ in range(200):
+            moved = False
+            for src, dst in ((self.app, self.edge), (self.edge, self.app),
+                             (self.up, self.upstream_side), (self.upstream_side, self.up)):
+                if src in (self.up, self.edge):
+                    if src not in self.flushable:
+                        continue
+                    self.flushable.discard(src)
+                data = src.data_to_send()
+                if data and not dst.done:
+                    if isinstance(dst, Connection):
+                        dst.receive_data(bytes(data), self.now)
+                    else:
+                        dst.receive_data(bytes(data))
+                    self.flushable.add(dst)
+                    moved = True
+            if not moved:
+                return
+        raise AssertionError("the peers never went quiet")
+
+    def carry(self, src: Any, dst: Any) -> None:
+        """One direction, once: what `src` has written reaches `dst`."""
+        self.flushable.discard(src)
+        data = src.data_to_send()
+        self.flushable.add(dst)
+        if data:
+            if isinstance(dst, Connection):
+                dst.receive_data(bytes(data), self.now)
+            else:
+                dst.receive_data(bytes(data))
+
+    def events(self) -> list[Event]:
+        out = []
+        while (e := self.app.next_event()) is not None:
+            out.append(e)
+        return out
+
+    def session(self) -> Session:
+        session = self.app.begin()
+        self.pump()
+        return session
+
+    def receiver(self, session: Session, address: str, **kw: Any) -> Link:
+        link = session.attach(name=f"r-{address}", role=Role.RECEIVER,
+                              source=Source(address=address, **kw), target=Target())
+        self.pump()
+        return link
+
+    def sender(self, session: Session, address: str | None, name: str = "s") -> Link:
+        link = session.attach(name=name, role=Role.SENDER, source=Source(),
+                              target=Target(address=address))
+        self.pump()
+        return link
+
+    def queue(self, name: str) -> Any:
+        return self.broker.registry.nodes[name]
+
+
+def received(events: list[Event]) -> list[Any]:
+    return [e.delivery for e in events if isinstance(e, MessageReceived)]
+
+
+def texts(deliveries: list[Any]) -> list[object]:
+    return [Message.parse(d.payload).body[0].value for d in deliveries]  # type: ignore[attr-defined]
+
+
+def test_publish_and_consume_through_the_gateway() -> None:
+    net = Net()
+    session = net.session()
+    sender = net.sender(session, "/queues/q")
+    events = net.events()
+    assert any(isinstance(e, LinkAttached) and e.link is sender for e in events)
+    assert sender.link_credit > 0, "the upstream's credit reached the application"
+    d = sender.send(body("one"), settled=False, tag=b"tag-1")
+    net.pump()
+    (update,) = [e for e in net.events() if isinstance(e, DeliveryUpdated)]
+    assert update.delivery is d and isinstance(update.state, Accepted) and update.settled
+    assert net.queue("q").depth == 1, "accepted by the upstream, stored there"
+
+    receiver = net.receiver(session, "/queues/q")
+    receiver.flow(10)
+    net.pump()
+    (got,) = received(net.events())
+    assert texts([got]) == ["one"]
+    assert got.payload.endswith(body("one")), "the bare message as sent"
+    receiver.settle(got, Accepted())
+    net.pump()
+    assert net.queue("q").depth == 0 and net.queue("q").unacked == 0
+
+
+def test_the_upstream_sends_no_more_than_the_client_granted() -> None:
+    net = Net()
+    session = net.session()
+    sender = net.sender(session, "/queues/q")
+    for i in range(10):
+        sender.send(body(f"m{i}"), settled=True)
+    net.pump()
+    receiver = net.receiver(session, "/queues/q")
+    receiver.flow(3)
+    net.pump()
+    assert texts(received(net.events())) == ["m0", "m1", "m2"]
+    route = _route_of(net, receiver)
+    assert route.upstream.link_credit == 0 and not route.pending
+    assert net.queue("q").depth == 7
+    receiver.flow(2)
+    net.pump()
+    assert texts(received(net.events())) == ["m3", "m4"]
+
+
+def _route_of(net: Net, app_link: Link) -> LinkRoute:
+    for session_route in net.edge.sessions.values():
+        for route in session_route.links:
+            if route.client.name == app_link.name and route.client.role is not app_link.role:
+                return route
+    raise AssertionError("no route")
+
+
+def test_a_drain_is_answered_end_to_end() -> None:
+    net = Net()
+    session = net.session()
+    sender = net.sender(session, "/queues/q")
+    sender.send(body("a"), settled=True)
+    sender.send(body("b"), settled=True)
+    receiver = net.receiver(session, "/queues/q")
+    net.events()
+    receiver.flow(5, drain=True)
+    net.pump()
+    events = net.events()
+    assert texts(received(events)) == ["a", "b"]
+    assert CreditChanged(receiver) in events, "the drain's answer reached the application"
+    assert (receiver.link_credit, receiver.delivery_count) == (0, 5)
+
+
+def test_multi_frame_messages_cross_in_both_directions() -> None:
+    net = Net(max_frame_size=4096)  # the application's frames are small
+    session = net.session()
+    sender = net.sender(session, "/queues/big")
+    big = body("x" * 300_000)
+    sender.send(big, settled=False)
+    net.pump()
+    assert any(isinstance(e, DeliveryUpdated) for e in net.events())
+    receiver = net.receiver(session, "/queues/big")
+    receiver.flow(1)
+    net.pump()
+    (got,) = received(net.events())
+    assert got.payload.endswith(big), "the bare message unchanged (the upstream adds a header)"
+
+
+def test_outcomes_other_than_accepted_go_back_as_they_were() -> None:
+    net = Net()
+    session = net.session()
+    sender = net.sender(session, "/queues/q")
+    sender.send(body("x"), settled=True)
+    receiver = net.receiver(session, "/queues/q")
+    receiver.flow(1)
+    net.pump()
+    (first,) = received(net.events())
+    receiver.settle(first, Released())
+    net.pump()
+    assert net.queue("q").depth == 1, "released: back in the upstream's queue"
+    receiver.flow(1)
+    net.pump()
+    (again,) = received(net.events())
+    receiver.settle(again, Rejected())
+    net.pump()
+    assert net.queue("q").depth == 0
+
+
+def test_a_refused_attach_carries_the_upstreams_condition() -> None:
+    net = Net(broker_config=Config(users={"svc": "secret"}, allow_anonymous=False,
+                                   auto_create=False))
+    session = net.session()
+    receiver = net.receiver(session, "/queues/missing")
+    events = net.events()
+    (detached,) = [e for e in events if isinstance(e, LinkDetached)]
+    assert detached.link is receiver
+    assert detached.error.condition == Condition.NOT_FOUND.value  # type: ignore[union-attr]
+    assert receiver.remote_attach.source is None, "refused the spec's way: a null source"
+    assert net.edge.sessions[next(iter(net.edge.sessions))].links == set()
+
+
+def test_a_presettled_publish_stays_presettled() -> None:
+    net = Net()
+    session = net.session()
+    sender = net.sender(session, "/queues/q")
+    sender.send(body("fire and forget"), settled=True)
+    net.pump()
+    assert not any(isinstance(e, DeliveryUpdated) for e in net.events())
+    assert net.queue("q").depth == 1
+
+
+def test_delivery_tags_pass_through() -> None:
+    net = Net()
+    session = net.session()
+    sender = net.sender(session, "/queues/q")
+    sender.send(body("t"), settled=False, tag=b"my-own-tag")
+    net.pump()
+    route = _route_of(net, sender)
+    (outcome,) = [e for e in net.events() if isinstance(e, DeliveryUpdated)]
+    assert outcome.delivery.tag == b"my-own-tag"
+    assert route.upstream.session.outgoing_unsettled == {}, "settled upstream too"
+    receiver = net.receiver(session, "/queues/q")
+    receiver.flow(1)
+    net.pump()
+    (got,) = received(net.events())
+    # the upstream (this broker) tags its first delivery on a link with 16 bytes of 0
+    assert got.tag == bytes(16), "the upstream's tag reaches the application"
+
+
+def test_an_upstream_that_goes_away_ends_the_links_with_connection_forced() -> None:
+    net = Net()
+    session = net.session()
+    receiver = net.receiver(session, "/queues/q")
+    sender = net.sender(session, "/queues/q")
+    net.events()
+    net.up.connection_lost()
+    net.pump()
+    events = net.events()
+    detached = {e.link: e.error for e in events if isinstance(e, LinkDetached)}
+    assert set(detached) == {receiver, sender}
+    assert {e.condition for e in detached.values() if e} == {Condition.CONNECTION_FORCED.value}
+    assert "went away" in (detached[receiver].description or "")  # type: ignore[union-attr]
+    # the session itself stays; a new attach finds no upstream and says so
+    again = net.receiver(session, "/queues/q")
+    (refused,) = [e for e in net.events() if isinstance(e, LinkDetached)]
+    assert refused.link is again
+    assert refused.error.condition == Condition.CONNECTION_FORCED.value  # type: ignore[union-attr]
+
+
+def test_an_upstream_session_end_ends_the_clients_session_with_its_error() -> None:
+    upstream = Connection(container_id="rabbit", users={"svc": "secret"}, allow_anonymous=False)
+    net = Net(upstream=upstream)
+    session = net.session()
+    receiver = session.attach(name="r", role=Role.RECEIVER,
+                              source=Source(address="/queues/none"), target=Target())
+    net.pump()
+    # RabbitMQ's way with an attach to a missing queue: the whole session ends
+    (upstream_session,) = upstream.sessions.values()
+    upstream_session.end(amqp_error(Condition.NOT_FOUND, "no queue 'none' in vhost '/'"))
+    net.pump()
+    events = net.events()
+    ended = [e for e in events if isinstance(e, SessionEnded)]
+    assert [e.session for e in ended] == [session]
+    assert ended[0].error.condition == Condition.NOT_FOUND.value  # type: ignore[union-attr]
+    assert any(isinstance(e, LinkDetached) and e.link is receiver for e in events)
+    assert net.edge.sessions == {}
+    # a new session gets a new upstream session
+    other = net.session()
+    net.sender(other, "/queues/q")
+    assert len(upstream.sessions) == 1
+
+
+def test_edge_permissions_refuse_before_anything_goes_upstream() -> None:
+    config = Config(users={"reader": "pw"}, allow_anonymous=False,
+                    permissions={"reader": ("", "", "^q$")})
+    net = Net(gateway_config=config, user="reader", password="pw")
+    session = net.session()
+    receiver = net.receiver(session, "/queues/secret")
+    (detached,) = [e for e in net.events() if isinstance(e, LinkDetached)]
+    assert detached.link is receiver
+    assert detached.error.condition == Condition.UNAUTHORIZED_ACCESS.value  # type: ignore[union-attr]
+    assert net.up.conn.local_sessions == {}, "nothing was attached upstream"
+    net.receiver(session, "/queues/q")
+    assert not [e for e in net.events() if isinstance(e, LinkDetached)]
+    sender = net.sender(session, "/queues/q")
+    assert [e.link for e in net.events() if isinstance(e, LinkDetached)] == [sender]
+
+
+def test_an_anonymous_relay_checks_each_messages_target() -> None:
+    config = Config(users={"app": "pw"}, allow_anonymous=False,
+                    permissions={"app": ("", "^allowed$", "")})
+    net = Net(gateway_config=config, user="app", password="pw")
+    session = net.session()
+    relay = net.sender(session, None, name="relay")
+    net.events()
+    ok = relay.send(body("in", to="/queues/allowed"), settled=False)
+    refused = relay.send(body("out", to="/queues/other"), settled=False)
+    net.pump()
+    outcomes = {e.delivery: e.state for e in net.events() if isinstance(e, DeliveryUpdated)}
+    assert isinstance(outcomes[ok], Accepted)
+    assert isinstance(outcomes[refused], Rejected)
+    assert outcomes[refused].error.condition == Condition.UNAUTHORIZED_ACCESS.value
+    assert net.queue("allowed").depth == 1 and "other" not in net.broker.registry.nodes
+
+
+def test_the_client_closing_ends_its_upstream_sessions_and_requeues() -> None:
+    net = Net()
+    session = net.session()
+    sender = net.sender(session, "/queues/q")
+    sender.send(body("keep me"), settled=True)
+    receiver = net.receiver(session, "/queues/q")
+    receiver.flow(1)
+    net.pump()
+    assert len(received(net.events())) == 1
+    assert net.queue("q").unacked == 1
+    net.app.close()
+    net.pump()
+    assert net.up.conn.local_sessions == {}
+    assert net.queue("q").depth == 1, "unsettled: back in the upstream's queue"
+
+
+def test_lowered_credit_holds_what_was_in_flight() -> None:
+    net = Net()
+    session = net.session()
+    sender = net.sender(session, "/queues/q")
+    for i in range(4):
+        sender.send(body(f"m{i}"), settled=True)
+    net.pump()
+    receiver = net.receiver(session, "/queues/q")
+    net.events()
+    receiver.flow(4)
+    net.carry(net.app, net.edge)
+    net.carry(net.up, net.upstream_side)  # the upstream sends 4, still on the wire...
+    receiver.flow(1)  # ...when the application lowers its credit to 1
+    net.carry(net.app, net.edge)
+    net.carry(net.upstream_side, net.up)
+    route = _route_of(net, receiver)
+    assert len(route.pending) == 3, "held: credit allowed them, the client no longer does"
+    net.pump()
+    assert texts(received(net.events())) == ["m0"]
+    receiver.flow(3)
+    net.pump()
+    assert texts(received(net.events())) == ["m1", "m2", "m3"], "in order, none lost"
+    assert not route.pending and route.upstream.link_credit == 0
