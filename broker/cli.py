@@ -290,6 +290,11 @@ main.add_command(click.Command(
                           f"them.  [default: {_D.upstream_connections}]"),
         click.Option(["--upstream-ca"], type=click.Path(exists=True, dir_okay=False),
                      help="CA bundle for amqps:// upstreams.  [default: the system's]"),
+        click.Option(["--upstream-auth"], type=click.Choice(["service", "passthrough"]),
+                     help="Who the gateway is upstream: the --upstream URL's service account "
+                          "(the edge's permissions decide), or each client's own PLAIN "
+                          "credentials or bearer token on a connection of its own (the "
+                          "upstream decides).  [default: service]"),
         *[p for p in serve.params if p.name not in _NOT_FOR_GATEWAY],
     ],
 ))

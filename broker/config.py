@@ -135,6 +135,7 @@ class Config:
     upstreams: tuple[str, ...] = ()  # amqp[s]://user:pass@host:port[/vhost], a cluster's nodes
     upstream_connections: int = 4  # connections kept to the upstream
     upstream_ca: str | None = None  # CA bundle for amqps upstreams (default: the system's)
+    upstream_auth: str = "service"  # or "passthrough": each client's credentials upstream
 
 
 class ConfigError(ValueError):
@@ -152,7 +153,7 @@ TLS_IDENTITIES = ("cn", "dns", "email", "uri")  # subject CN, or the first SAN o
 _FIELDS = {f.name for f in dataclasses.fields(Config)}
 _STR = {"fsync", "host", "ws_path", "container_id", "default_offset", "queue_overflow", "log_level",
         "sasl_authzid", "tls_verify_client", "wss_verify_client", "tls_identity",
-        "jwt_user_claim"}
+        "jwt_user_claim", "upstream_auth"}
 _OPTIONAL_STR = {"data_dir", "upstream_ca", "tls_cert", "tls_key", "tls_ca", "jwt_secret", "jwt_public_key", "jwks_file",
                  "jwt_audience", "jwt_issuer", "jwt_scope_prefix"}
 _INT = {"max_frame_size", "max_message_size", "channel_max", "handle_max",
@@ -550,6 +551,7 @@ def validate(config: Config) -> Config:
     _choice("tls_verify_client", c.tls_verify_client, TLS_VERIFY_CLIENT)
     _choice("wss_verify_client", c.wss_verify_client, TLS_VERIFY_CLIENT)
     _choice("tls_identity", c.tls_identity, TLS_IDENTITIES)
+    _choice("upstream_auth", c.upstream_auth, ("service", "passthrough"))
     _validate_security(c)
     for name in ("queue_max_length", "queue_max_length_bytes"):
         if (value := getattr(c, name)) is not None and value < 0:

@@ -21,6 +21,7 @@ import trio
 
 from broker.config import Config
 from broker.gateway.core import Gateway
+from broker.gateway.identity import Login
 from broker.gateway.upstream import UpstreamNode, UpstreamPool
 from broker.server import ContainerFactory
 from broker.transports.driver import Wakeup, drive
@@ -51,9 +52,14 @@ def _tls_context(ca_file: str | None) -> ssl.SSLContext:
 
 
 async def run_upstreams(gateway: Gateway, context: ssl.SSLContext | None) -> None:
-    """Keep the pool's connections up until cancelled."""
+    """Keep the pool's connections up until cancelled; in passthrough mode,
+    open each user's connection when the gateway asks for it."""
     pool = gateway.pool
     async with trio.open_nursery() as nursery:
+        if gateway.passthrough:
+            gateway.dial = lambda login: nursery.start_soon(_dial_login, gateway, login,
+                                                            context)
+            await trio.sleep_forever()
         slots = 0
         while True:
             while slots < pool.wanted:
@@ -97,6 +103,33 @@ async def _slot(gateway: Gateway, pool: UpstreamPool, context: ssl.SSLContext | 
         log.warning("upstream %s (slot %d) ended: %s; trying %s in %.1f s", node.label, slot,
                     why, following.label, pool.backoff(failures))
         node = following
+
+
+async def _dial_login(gateway: Gateway, login: Login, context: ssl.SSLContext | None) -> None:
+    """A passthrough user's own connection: the nodes tried once each, in
+    order; it lives while it carries that user's sessions (the gateway closes
+    it when idle) and is opened again on the user's next attach."""
+    pool = gateway.pool
+    node = pool.next_node(None)
+    errors = []
+    for _ in pool.nodes:
+        try:
+            with trio.fail_after(CONNECT_TIMEOUT):
+                stream = await _connect(node, context)
+        except (OSError, trio.TooSlowError, ssl.SSLError) as exc:
+            errors.append(f"{node.label}: {exc or type(exc).__name__}")
+            node = pool.next_node(node)
+            continue
+        wakeup = Wakeup()
+        upstream = gateway.upstream_made(node, wakeup.wake, login=login)
+        try:
+            await drive(stream, upstream, wakeup)
+        finally:
+            gateway.upstream_gone(upstream)
+        return
+    log.warning("upstream for user %r: no node could be reached (%s)", login.user,
+                "; ".join(errors))
+    gateway.dial_failed(login, "; ".join(errors))
 
 
 async def _connect(node: UpstreamNode, context: ssl.SSLContext | None) -> trio.abc.Stream:

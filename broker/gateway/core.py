@@ -2,9 +2,16 @@
 connections out, and the routes between them (see routes.py).
 
 A client connection is a server-side engine connection, authenticated as in
-`serve` (the same `Credentials` over `access`); its links are routed, never
-served here.  The gateway keeps no messages: what it holds is only what
-credit allowed and the other side has not taken yet.
+`serve` (the same `Credentials` over `access`), or in passthrough mode with
+its credentials kept for the upstream (identity.py); its links are routed,
+never served here.  The gateway keeps no messages: what it holds is only
+what credit allowed and the other side has not taken yet.
+
+An attach that finds no open upstream connection for it (the gateway is
+starting, an upstream node is being failed over, a passthrough user's own
+connection is being opened) waits up to `ATTACH_WAIT` seconds for one,
+checked at each housekeeping tick; then it is refused with
+amqp:connection:forced, which clients treat as "try again".
 """
 
 from __future__ import annotations
@@ -35,6 +42,14 @@ from broker.engine.sasl import printable
 from broker.engine.session import Session
 from broker.errors import AmqpError, Condition
 from broker.gateway.edge_access import check_attach, message_check
+from broker.gateway.identity import (
+    ANONYMOUS_LOGIN,
+    PASSTHROUGH,
+    Bearer,
+    Login,
+    PassthroughCredentials,
+    verify_bearer,
+)
 from broker.gateway.observe import http_answer
 from broker.gateway.routes import LinkRoute, SessionRoute
 from broker.gateway.upstream import Upstream, UpstreamNode, UpstreamPool
@@ -42,6 +57,9 @@ from broker.peerlog import PeerLog
 from broker.services.http_api import HttpRequest, HttpResponse
 
 log = logging.getLogger("broker.gateway")
+
+ATTACH_WAIT = 5.0  # seconds an attach may wait for an upstream connection
+IDLE_LOGIN_CLOSE = 30.0  # seconds a passthrough user's idle connection stays open
 
 _ENDING = (ConnState.CLOSE_SENT, ConnState.CLOSED)
 
@@ -59,6 +77,7 @@ class ClientHandle:
         self.transport = transport
         self.wake = wake
         self.identity: Identity | None = None  # set by SASL (see Credentials)
+        self.login: Login | None = None  # passthrough: what to present upstream
         self.user: str | None = None
         self.container_id: str | None = None
         self.opened = False
@@ -150,6 +169,12 @@ class Gateway:
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
         self.pool = UpstreamPool(nodes, connections)
+        self.passthrough = config.upstream_auth == PASSTHROUGH
+        self.logins: dict[Login, Upstream] = {}  # passthrough: each login's own connection
+        self._dialing: set[Login] = set()
+        # set by gateway_server in passthrough mode: open a connection for a login
+        self.dial: Callable[[Login], None] | None = None
+        self.waiting: list[tuple[ClientHandle, Link, float]] = []  # attaches, since when
         self.clients: set[ClientHandle] = set()
         self.peer_log = PeerLog(clock, log)
         self.listener_urls: list[str] = []
@@ -168,10 +193,16 @@ class Gateway:
 
     def connection_made(self, peer: str, transport: str, wake: Callable[[], None], *,
                         tls_subject: str | None = None,
-                        bearer: Identity | None = None) -> ClientHandle:
+                        bearer: Identity | Bearer | None = None) -> ClientHandle:
         cfg = self.config
-        credentials = Credentials(self.access, self.wall_clock, tls_subject=tls_subject,
-                                  bearer=bearer)
+        credentials: Credentials
+        if self.passthrough:
+            credentials = PassthroughCredentials(
+                self.access, self.wall_clock, tls_subject=tls_subject,
+                bearer=bearer if isinstance(bearer, Bearer) else None)
+        else:
+            credentials = Credentials(self.access, self.wall_clock, tls_subject=tls_subject,
+                                      bearer=bearer if isinstance(bearer, Identity) else None)
         conn = Connection(
             container_id=cfg.container_id,
             credentials=credentials,
@@ -190,7 +221,9 @@ class Gateway:
         self.clients.add(handle)
         return handle
 
-    def verify_bearer(self, token: str) -> Identity:
+    def verify_bearer(self, token: str) -> Identity | Bearer:
+        if self.passthrough:
+            return verify_bearer(self.access, token, self.wall_clock())
         return self.access.bearer(token, self.wall_clock())
 
     def http(self, request: HttpRequest) -> HttpResponse:
@@ -201,22 +234,60 @@ class Gateway:
         error = amqp_error(Condition.CONNECTION_FORCED, "the gateway is shutting down")
         for handle in list(self.clients):
             handle.close(error)
-        for upstream in self.pool.connections:
+        for upstream in self.upstreams():
             upstream.conn.close()
             upstream.wake()
 
-    def housekeeping(self, rss: int | None = None) -> None:
-        self.rss = rss
+    def upstreams(self) -> list[Upstream]:
+        """Every upstream connection: the pool's and passthrough users' own."""
+        return self.pool.connections + list(self.logins.values())
 
-    def upstream_made(self, node: UpstreamNode, wake: Callable[[], None]) -> Upstream:
-        """A socket to `node` is open (the edge dialed it): its connection."""
+    def housekeeping(self, rss: int | None = None) -> None:
+        """Once a second (server.py): attaches that waited too long are refused,
+        passthrough connections that carried nothing for a while are closed."""
+        self.rss = rss
+        now = self.clock()
+        if self.waiting:
+            expired = [w for w in self.waiting if now - w[2] >= ATTACH_WAIT]
+            if expired:
+                self.waiting = [w for w in self.waiting if now - w[2] < ATTACH_WAIT]
+                for handle, link, _ in expired:
+                    if not link.attach_sent:
+                        link.refuse(amqp_error(
+                            Condition.CONNECTION_FORCED,
+                            f"no upstream broker connection within {ATTACH_WAIT:g} s; "
+                            f"try again shortly"))
+                        handle.wake()
+        for upstream in list(self.logins.values()):
+            if upstream.routes or not upstream.opened:
+                upstream.idle_since = None
+            elif upstream.idle_since is None:
+                upstream.idle_since = now
+            elif now - upstream.idle_since >= IDLE_LOGIN_CLOSE:
+                upstream.conn.close()
+                upstream.wake()
+
+    def upstream_made(self, node: UpstreamNode, wake: Callable[[], None], *,
+                      login: Login | None = None) -> Upstream:
+        """A socket to `node` is open (the edge dialed it): its connection, with
+        a passthrough client's `login` or the pool's service account."""
         cfg = self.config
         upstream = Upstream(self, node, wake, container_id=cfg.container_id,
                             max_frame_size=cfg.max_frame_size,
                             idle_time_out=cfg.idle_time_out, now=self.clock(),
-                            trace=cfg.trace_frames)
-        self.pool.connections.append(upstream)
+                            trace=cfg.trace_frames, login=login)
+        if login is None:
+            self.pool.connections.append(upstream)
+        else:
+            self.logins[login] = upstream
+            self._dialing.discard(login)
         return upstream
+
+    def dial_failed(self, login: Login, why: str) -> None:
+        """No node took a passthrough login's connection: its attaches are refused."""
+        self._dialing.discard(login)
+        self._refuse_waiting(login, amqp_error(Condition.CONNECTION_FORCED,
+                                               f"the upstream broker cannot be reached: {why}"))
 
     def upstream_gone(self, upstream: Upstream) -> None:
         """The edge is done with `upstream`'s socket."""
@@ -224,6 +295,8 @@ class Gateway:
             upstream.connection_lost()
         if upstream in self.pool.connections:
             self.pool.connections.remove(upstream)
+        if upstream.login is not None and self.logins.get(upstream.login) is upstream:
+            del self.logins[upstream.login]
 
     # -- waking ---------------------------------------------------------------
 
@@ -251,12 +324,15 @@ class Gateway:
                                exc.description)
             link.refuse(amqp_error(exc.error_condition, exc.description))
             return
+        self._route(handle, link)
+
+    def _route(self, handle: ClientHandle, link: Link) -> None:
+        """Carry an attach upstream, or let it wait for a connection."""
         session_route = handle.sessions.get(link.session)
         if session_route is None:
-            upstream = self.pool.place()
+            upstream = self._upstream_for(handle)
             if upstream is None:
-                link.refuse(amqp_error(Condition.CONNECTION_FORCED,
-                                       "no upstream broker is connected; try again shortly"))
+                self.waiting.append((handle, link, self.clock()))
                 return
             session_route = SessionRoute(link.session, handle, upstream, upstream.conn.begin())
             handle.sessions[link.session] = session_route
@@ -272,6 +348,40 @@ class Gateway:
         self.links_routed += 1
         self._attach_started[route.upstream] = self.clock()
         self._dirty_upstreams.add(session_route.upstream)
+
+    def _upstream_for(self, handle: ClientHandle) -> Upstream | None:
+        """The open connection a new session of this client goes on, if any."""
+        if not self.passthrough:
+            return self.pool.place()
+        login = handle.login or ANONYMOUS_LOGIN
+        upstream = self.logins.get(login)
+        if upstream is not None and upstream.has_room:
+            return upstream
+        if upstream is None and login not in self._dialing and self.dial is not None:
+            self._dialing.add(login)
+            self.dial(login)
+        return None
+
+    def _retry_waiting(self) -> None:
+        waiting, self.waiting = self.waiting, []
+        for handle, link, since in waiting:
+            if handle.conn.done or link.attach_sent:
+                continue
+            before = len(self.waiting)
+            self._route(handle, link)
+            if len(self.waiting) > before:  # still waiting: keep its first time
+                self.waiting[-1] = (handle, link, since)
+            self._dirty_clients.add(handle)
+
+    def _refuse_waiting(self, login: Login | None, error: Error) -> None:
+        keep = []
+        for handle, link, since in self.waiting:
+            if login is not None and (handle.login or ANONYMOUS_LOGIN) != login:
+                keep.append((handle, link, since))
+            elif not link.attach_sent:
+                link.refuse(error)
+                self._dirty_clients.add(handle)
+        self.waiting = keep
 
     def client_detach(self, link: Link, closed: bool) -> None:
         route = link.context
@@ -323,9 +433,15 @@ class Gateway:
     # -- upstream events ------------------------------------------------------
 
     def upstream_opened(self, upstream: Upstream) -> None:
-        log.info("upstream %s opened (node %s, %d of %d connections)", upstream.node.label,
-                 printable(upstream.peer_container),
-                 sum(1 for u in self.pool.connections if u.opened), self.pool.size)
+        if upstream.login is None:
+            log.info("upstream %s opened (node %s, %d of %d connections)", upstream.node.label,
+                     printable(upstream.peer_container),
+                     sum(1 for u in self.pool.connections if u.opened), self.pool.size)
+        else:
+            log.info("upstream %s opened for user %s (node %s)", upstream.node.label,
+                     printable(upstream.login.user), printable(upstream.peer_container))
+        if self.waiting:
+            self._retry_waiting()
 
     def upstream_link_answered(self, link: Link) -> None:
         route = link.context
@@ -373,6 +489,10 @@ class Gateway:
         why = f"the upstream broker {upstream.node.label} went away"
         if error is not None:
             why += f" ({error.condition}: {error.description})"
+        login = upstream.login
+        if login is not None and upstream.peer_container is None:
+            self._login_refused(login, upstream, error)
+            return
         if not self.stopping:
             log.warning("upstream %s closed%s; %d client session(s) affected",
                         upstream.node.label,
@@ -388,3 +508,22 @@ class Gateway:
             self._dirty_clients.add(owner)
         upstream.routes.clear()
 
+    def _login_refused(self, login: Login, upstream: Upstream, error: Error | None) -> None:
+        """A passthrough login the upstream never opened a connection for: when
+        it refused the credentials, that client's connections end with
+        unauthorized-access; otherwise its attaches are refused as forced."""
+        if error is not None and error.condition == Condition.UNAUTHORIZED_ACCESS.value:
+            refusal = amqp_error(Condition.UNAUTHORIZED_ACCESS,
+                                 f"the upstream broker refused the login of user "
+                                 f"{login.user!r}")
+            self.waiting = [w for w in self.waiting if (w[0].login or ANONYMOUS_LOGIN) != login]
+            for handle in list(self.clients):
+                if (handle.login or ANONYMOUS_LOGIN) == login:
+                    self.peer_log.info(handle.peer, "upstream refused user %s",
+                                       printable(login.user))
+                    handle.close(refusal)
+            return
+        self._refuse_waiting(login, amqp_error(
+            Condition.CONNECTION_FORCED,
+            f"the upstream broker {upstream.node.label} closed before opening"
+            + (f": {error.description}" if error is not None else "")))

@@ -39,6 +39,7 @@ from broker.engine.session import Session
 
 if TYPE_CHECKING:
     from broker.gateway.core import Gateway
+    from broker.gateway.identity import Login
     from broker.gateway.routes import SessionRoute
 
 log = logging.getLogger("broker.gateway")
@@ -99,13 +100,19 @@ class Upstream:
 
     def __init__(self, gateway: Gateway, node: UpstreamNode, wake: Callable[[], None],
                  *, container_id: str, max_frame_size: int, idle_time_out: float,
-                 now: float, trace: bool = False) -> None:
+                 now: float, trace: bool = False, login: Login | None = None) -> None:
+        """`login`: a client's own credentials (`--upstream-auth passthrough`);
+        None: the service account of the node's URL."""
         self.gateway = gateway
         self.node = node
         self.wake = wake
+        self.login = login
+        self.idle_since: float | None = None  # a passthrough connection carrying nothing
+        user, password = (login.user, login.password) if login is not None else \
+            (node.user, node.password)
         self.conn = Connection(
             container_id=container_id,
-            client=SaslClient(node.user, node.password),
+            client=SaslClient(user, password),
             hostname=node.hostname,
             max_frame_size=max_frame_size,
             idle_time_out=idle_time_out,

@@ -15,14 +15,16 @@ const rhea = require('rhea');
 const opts = JSON.parse(process.argv[2]);
 
 function connect(container) {
-  // tls and wss trust the CA file in `opts.ca` (bench_tls.py makes one)
+  // tls and wss trust the CA file in `opts.ca` (bench_tls.py makes one); `username`
+  // and `password` (SASL PLAIN) for a broker that wants them (RabbitMQ)
   const ca = opts.ca ? [require('fs').readFileSync(opts.ca)] : undefined;
+  const sasl = opts.username ? { username: opts.username, password: opts.password } : {};
   if (opts.transport === 'ws' || opts.transport === 'wss') {
     const ws = container.websocket_connect(require('ws'));
     const url = opts.transport === 'wss' ? opts.wss_url : opts.ws_url;
     return container.connect({
       connection_details: ws(url, ['amqp'], ca ? { ca } : {}),
-      reconnect: false, idle_time_out: opts.idle_time_out || 0,
+      reconnect: false, idle_time_out: opts.idle_time_out || 0, ...sasl,
     });
   }
   if (opts.transport === 'tls') {
@@ -32,7 +34,8 @@ function connect(container) {
   // rhea turns Nagle off only on connections that open a receiver; a publisher's
   // connection would otherwise hold small writes back (latency runs show it)
   return container.connect({ host: opts.host, port: opts.port, reconnect: false,
-                             idle_time_out: opts.idle_time_out || 0, tcp_no_delay: true });
+                             idle_time_out: opts.idle_time_out || 0, tcp_no_delay: true,
+                             ...sasl });
 }
 
 function done(result) {

@@ -36,7 +36,8 @@ from broker.engine.link import Link
 from broker.engine.sasl import SaslClient
 from broker.engine.session import Session
 from broker.errors import Condition
-from broker.gateway.core import Gateway
+from broker.gateway.core import ATTACH_WAIT, Gateway
+from broker.gateway.identity import Login
 from broker.gateway.routes import LinkRoute
 from broker.gateway.upstream import UpstreamNode
 
@@ -60,25 +61,39 @@ class Net:
                                 clock=lambda: self.now, wall_clock=lambda: 1e9 + self.now)
         self.gw = Gateway(gateway_config or Config(), [NODE], connections=1,
                           clock=lambda: self.now, wall_clock=lambda: 1e9 + self.now)
-        self.upstream_side = upstream if upstream is not None else \
-            self.broker.connection_made("gw", "tcp", lambda: None)
-        # the gateway's two handles are flushed as the driver flushes them: after
+        # the gateway's handles are flushed as the driver flushes them: after
         # they were fed, or when woken (output made while the other side was fed)
         self.flushable: set[object] = set()
-        self.up = self.gw.upstream_made(NODE, lambda: self.flushable.add(self.up))
+        self.wires: list[tuple[Any, Any]] = []  # (gateway's upstream handle, the upstream's)
         self.edge = self.gw.connection_made("browser", "ws",
                                             lambda: self.flushable.add(self.edge))
+        self.flushable.add(self.edge)  # the driver's first tick wakes it
+        self.upstream_side = upstream
+        self.up: Any = None
+        if not self.gw.passthrough:
+            self.up, self.upstream_side = self.connect_upstream(upstream)
         self.app = Connection(container_id="app", client=SaslClient(user, password),
                               max_frame_size=max_frame_size)
-        self.flushable |= {self.up, self.edge}  # the driver's first tick wakes each
         self.pump()
+
+    def connect_upstream(self, upstream: Any = None, login: Any = None) -> tuple[Any, Any]:
+        """A socket from the gateway to the upstream (what gateway_server dials)."""
+        side = upstream if upstream is not None else \
+            self.broker.connection_made("gw", "tcp", lambda: None)
+        up: Any = None
+        up = self.gw.upstream_made(NODE, lambda: self.flushable.add(up), login=login)
+        self.flushable.add(up)
+        self.wires.append((up, side))
+        return up, side
 
     def pump(self) -> None:
         for _ in range(200):
             moved = False
-            for src, dst in ((self.app, self.edge), (self.edge, self.app),
-                             (self.up, self.upstream_side), (self.upstream_side, self.up)):
-                if src in (self.up, self.edge):
+            pairs = [(self.app, self.edge), (self.edge, self.app)]
+            for up, side in self.wires:
+                pairs += [(up, side), (side, up)]
+            for src, dst in pairs:
+                if src is self.edge or any(src is up for up, _ in self.wires):
                     if src not in self.flushable:
                         continue
                     self.flushable.discard(src)
@@ -93,6 +108,12 @@ class Net:
             if not moved:
                 return
         raise AssertionError("the peers never went quiet")
+
+    def later(self, seconds: float) -> None:
+        """Time passes; the server's housekeeping tick runs."""
+        self.now += seconds
+        self.gw.housekeeping()
+        self.pump()
 
     def carry(self, src: Any, dst: Any) -> None:
         """One direction, once: what `src` has written reaches `dst`."""
@@ -296,11 +317,33 @@ def test_an_upstream_that_goes_away_ends_the_links_with_connection_forced() -> N
     assert set(detached) == {receiver, sender}
     assert {e.condition for e in detached.values() if e} == {Condition.CONNECTION_FORCED.value}
     assert "went away" in (detached[receiver].description or "")  # type: ignore[union-attr]
-    # the session itself stays; a new attach finds no upstream and says so
+    # the session itself stays; a new attach waits for an upstream, then is refused
     again = net.receiver(session, "/queues/q")
+    assert net.events() == [], "waiting for an upstream connection"
+    net.later(ATTACH_WAIT)
     (refused,) = [e for e in net.events() if isinstance(e, LinkDetached)]
     assert refused.link is again
     assert refused.error.condition == Condition.CONNECTION_FORCED.value  # type: ignore[union-attr]
+
+
+def test_an_attach_waits_for_the_upstream_to_come_back() -> None:
+    net = Net()
+    session = net.session()
+    sender = net.sender(session, "/queues/q")
+    sender.send(body("before"), settled=False)
+    net.pump()
+    net.up.connection_lost()
+    net.pump()
+    net.events()
+    receiver = net.receiver(session, "/queues/q")
+    net.later(ATTACH_WAIT / 2)
+    assert not [e for e in net.events() if isinstance(e, LinkDetached)]
+    net.connect_upstream()  # the gateway reconnected
+    net.pump()
+    assert LinkAttached(receiver) in net.events()
+    receiver.flow(1)
+    net.pump()
+    assert texts(received(net.events())) == ["before"], "the accepted message is still there"
 
 
 def test_an_upstream_session_end_ends_the_clients_session_with_its_error() -> None:
@@ -398,3 +441,46 @@ def test_lowered_credit_holds_what_was_in_flight() -> None:
     net.pump()
     assert texts(received(net.events())) == ["m1", "m2", "m3"], "in order, none lost"
     assert not route.pending and route.upstream.link_credit == 0
+
+
+# -- passthrough: each client's own credentials upstream ------------------------------
+
+
+def passthrough_net(user: str, password: str) -> Net:
+    broker = Config(users={"alice": "pw", "bob": "pw2"}, allow_anonymous=False)
+    net = Net(gateway_config=Config(upstream_auth="passthrough"), broker_config=broker,
+              user=user, password=password)
+    net.dialed = []  # type: ignore[attr-defined]
+    net.gw.dial = lambda login: net.dialed.append(login)  # type: ignore[attr-defined]
+    return net
+
+
+def test_passthrough_presents_the_clients_own_login_upstream() -> None:
+    net = passthrough_net("alice", "pw")
+    session = net.session()
+    net.events()
+    sender = net.sender(session, "/queues/q")
+    assert net.dialed == [Login("alice", "pw")]  # type: ignore[attr-defined]
+    assert net.events() == [], "waiting for alice's own connection"
+    net.connect_upstream(login=Login("alice", "pw"))
+    net.pump()
+    assert LinkAttached(sender) in net.events()
+    (upstream_user,) = [h.user for h in net.broker.connections if h.opened]
+    assert upstream_user == "alice", "the upstream sees alice, not a service account"
+    sender.send(body("mine"), settled=False)
+    net.pump()
+    assert any(isinstance(e, DeliveryUpdated) and isinstance(e.state, Accepted)
+               for e in net.events())
+
+
+def test_passthrough_closes_a_client_the_upstream_refuses() -> None:
+    net = passthrough_net("alice", "wrong")
+    session = net.session()
+    net.sender(session, "/queues/q")
+    (login,) = net.dialed  # type: ignore[attr-defined]
+    net.connect_upstream(login=login)
+    net.pump()
+    assert net.app.done, "the client's connection is closed"
+    closed = [e for e in net.events() if type(e).__name__ == "ConnectionClosed"]
+    assert closed and closed[0].error.condition == Condition.UNAUTHORIZED_ACCESS.value  # type: ignore[attr-defined]
+    assert "refused the login of user 'alice'" in closed[0].error.description  # type: ignore[attr-defined]
