@@ -282,7 +282,7 @@ class Link:
         delivery = Delivery(self, session.allocate_delivery_id(), tag, settled, payload,
                             message_format)
         self.link_credit -= 1
-        self.delivery_count = serial.add(self.delivery_count, 1)
+        self.delivery_count = (self.delivery_count + 1) & 0xFFFFFFFF  # serial.add, inlined
         if not settled:
             self.unsettled[delivery.delivery_id] = delivery
             session.outgoing_unsettled[delivery.delivery_id] = delivery
@@ -364,7 +364,7 @@ class Link:
             self._allowed -= 1
             if self.link_credit > 0:
                 self.link_credit -= 1
-            self.delivery_count = serial.add(self.delivery_count, 1)
+            self.delivery_count = (self.delivery_count + 1) & 0xFFFFFFFF
             delivery = Delivery(self, transfer.delivery_id, transfer.delivery_tag,
                                 False, message_format=transfer.message_format or 0)
             delivery.remote_settled = bool(transfer.settled)

@@ -132,7 +132,7 @@ class Session:
 
     def allocate_delivery_id(self) -> int:
         did = self.next_delivery_id
-        self.next_delivery_id = serial.add(did, 1)
+        self.next_delivery_id = (did + 1) & 0xFFFFFFFF  # serial.add, inlined: per message
         return did
 
     def send_transfer(self, link: Link, delivery: Delivery, payload: bytes) -> None:
@@ -161,7 +161,7 @@ class Session:
                 delivery.message_format, delivery.settled, more,
                 payload if (offset == 0 and not more) else payload[offset:chunk_end],
             )
-            self.next_outgoing_id = serial.add(self.next_outgoing_id, 1)
+            self.next_outgoing_id = (self.next_outgoing_id + 1) & 0xFFFFFFFF
             self.remote_incoming_window -= 1
             offset = chunk_end
             if not more or self.remote_incoming_window <= 0:
@@ -182,7 +182,7 @@ class Session:
         ds = self._dispositions
         if ds:
             last = ds[-1]
-            if last[0] is role and last[2] == serial.add(delivery_id, -1) and last[3] == state:
+            if last[0] is role and last[2] == (delivery_id - 1) & 0xFFFFFFFF and last[3] == state:
                 last[2] = delivery_id
                 return
         elif not self.conn.pending_sessions.__contains__(self):
@@ -367,7 +367,7 @@ class Session:
         if self.incoming_window <= 0:
             raise WindowViolation("transfer beyond the session's incoming window")
         self.incoming_window -= 1
-        self.next_incoming_id = serial.add(self.next_incoming_id, 1)
+        self.next_incoming_id = (self.next_incoming_id + 1) & 0xFFFFFFFF
         link = self._link(transfer.handle)
         if link.detach_sent:
             return  # the link is closing; late transfers are dropped (§2.6.5)
@@ -388,7 +388,7 @@ class Session:
         if span < 0:
             return
         if span + 1 <= len(table):
-            ids = [serial.add(first, i) for i in range(span + 1)]
+            ids = [(first + i) & 0xFFFFFFFF for i in range(span + 1)]
         else:
             ids = [i for i in table if serial.in_range(i, first, last)]
         for did in ids:
