@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: serve test conformance bench bench-tls bench-codec bench-scale bunny pubsub-rpc ticker lint clean
+.PHONY: serve test conformance bench bench-gateway bench-tls bench-codec bench-scale bunny pubsub-rpc ticker lint clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -59,8 +59,14 @@ bench: $(STAMP) $(BENCH_STAMP)
 	$(PY) tests/bench/bench_engine.py
 	$(PY) tests/bench/bench_startup.py
 	$(PY) tests/bench/bench_durable.py
+	$(PY) tests/bench/bench_gateway.py
 
 # TLS next to the plain listeners: throughput and CPU, and opening 1,000 connections
+# The gateway in front of an upstream broker (tests/bench/bench_gateway.py): RabbitMQ 4
+# if ../shared/rabbitmq4 runs one on 127.0.0.1:45672, else this broker.
+bench-gateway: $(STAMP) $(BENCH_STAMP)
+	$(PY) tests/bench/bench_gateway.py $(ARGS)
+
 bench-tls: $(STAMP) $(BENCH_STAMP)
 	$(PY) tests/bench/bench_tls.py $(ARGS)
 

@@ -220,7 +220,7 @@ def idle(upstream: Upstream, pid: int, gw: dict[str, Any], count: int) -> None:
           f"{before / 1024:.0f} -> {after / 1024:.0f} MiB, {(after - before) / count:.1f} KiB per "
           f"client; {len(view['upstream_connections'])} upstream connections carrying "
           f"{sum(u['sessions'] for u in view['upstream_connections']):,} sessions"
-          + (f"; the upstream lists {conns - (base_conns or 0)} new connections"
+          + (f"; RabbitMQ lists {conns} connections in all (before the clients: {base_conns})"
              if conns is not None else ""))
 
 
