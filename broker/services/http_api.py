@@ -224,23 +224,29 @@ class HttpApi:
     # -- who is asking -------------------------------------------------------------
 
     def _identity(self, request: HttpRequest) -> Identity:
-        scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
-        access = self.access
         try:
-            if scheme.lower() == "basic":
-                try:
-                    user, _, password = base64.b64decode(credentials.strip()).decode(
-                        "utf-8").partition(":")
-                except (ValueError, UnicodeDecodeError):
-                    raise CredentialsRefused("malformed Basic credentials") from None
-                return access.plain("", user, password, self.wall_clock())
-            if scheme.lower() == "bearer":
-                return access.bearer(credentials.strip(), self.wall_clock())
+            return identify(self.access, request, self.wall_clock())
         except CredentialsRefused as exc:
             raise _HttpError(401, str(exc), _CHALLENGE) from None
-        if not access.allow_anonymous:
-            raise _HttpError(401, "log in (anonymous access is off)", _CHALLENGE)
-        return access.anonymous()
+
+
+def identify(access: Access, request: HttpRequest, now: float) -> Identity:
+    """Who is asking: HTTP Basic credentials, a bearer token, else anonymous
+    when allowed; CredentialsRefused (the reason) otherwise.  The gateway's
+    API asks the same way."""
+    scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "basic":
+        try:
+            user, _, password = base64.b64decode(credentials.strip()).decode(
+                "utf-8").partition(":")
+        except (ValueError, UnicodeDecodeError):
+            raise CredentialsRefused("malformed Basic credentials") from None
+        return access.plain("", user, password, now)
+    if scheme.lower() == "bearer":
+        return access.bearer(credentials.strip(), now)
+    if not access.allow_anonymous:
+        raise CredentialsRefused("log in (anonymous access is off)")
+    return access.anonymous()
 
 
 _CHALLENGE = (("www-authenticate", 'Basic realm="amqpws-broker", charset="UTF-8"'),)

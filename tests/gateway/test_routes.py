@@ -20,6 +20,7 @@ from broker.codec.messaging import (
     encode_section,
 )
 from broker.codec.performatives import Role, amqp_error
+from broker.codec.types import Symbol
 from broker.config import Config
 from broker.container import Container
 from broker.engine.connection import Connection
@@ -148,6 +149,10 @@ class Net:
                               target=Target(address=address))
         self.pump()
         return link
+
+    def broker_sessions(self) -> list[Session]:
+        """The upstream broker's sessions with the gateway."""
+        return [s for up, side in self.wires for s in side.conn.local_sessions.values()]
 
     def queue(self, name: str) -> Any:
         return self.broker.registry.nodes[name]
@@ -484,3 +489,37 @@ def test_passthrough_closes_a_client_the_upstream_refuses() -> None:
     closed = [e for e in net.events() if type(e).__name__ == "ConnectionClosed"]
     assert closed and closed[0].error.condition == Condition.UNAUTHORIZED_ACCESS.value  # type: ignore[attr-defined]
     assert "refused the login of user 'alice'" in closed[0].error.description  # type: ignore[attr-defined]
+
+
+def test_a_dynamic_source_gets_the_upstreams_address() -> None:
+    net = Net()
+    session = net.session()
+    link = session.attach(name="replies", role=Role.RECEIVER,
+                          source=Source(dynamic=True), target=Target())
+    net.pump()
+    assert LinkAttached(link) in net.events()
+    address = link.remote_attach.source.address  # type: ignore[union-attr]
+    assert address.startswith("/queues/amq.gen-"), "named by the upstream, passed on as is"
+    # a message sent to that address through the gateway reaches the link
+    sender = net.sender(session, address, name="requests")
+    sender.send(body("reply"), settled=True)
+    link.flow(1)
+    net.pump()
+    assert texts(received(net.events())) == ["reply"]
+
+
+def test_link_properties_and_capabilities_pass_both_ways() -> None:
+    net = Net()
+    session = net.session()
+    link = session.attach(name="m", role=Role.SENDER, source=Source(),
+                          target=Target(address="/management"),
+                          properties={Symbol("paired"): True},
+                          desired_capabilities=(Symbol("x-test"),))
+    net.pump()
+    assert LinkAttached(link) in net.events()
+    (upstream_link,) = [lk for s in net.broker_sessions() for lk in s.links.values()]
+    assert upstream_link.remote_attach.properties == {Symbol("paired"): True}
+    assert upstream_link.remote_attach.desired_capabilities == (Symbol("x-test"),)
+    # and the upstream's answer reaches the client as the upstream gave it
+    assert link.remote_attach.properties == {Symbol("paired"): True}
+    assert link.remote_attach.target.address == "/management"  # type: ignore[union-attr]
