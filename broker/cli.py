@@ -33,7 +33,7 @@ from broker.config import (
     normalize,
     parse_user,
 )
-from broker.server import ServerInfo, run
+from broker.server import ContainerFactory, ServerInfo, run
 
 
 def _port(ctx: click.Context, param: click.Parameter, value: str | None) -> int | bool | None:
@@ -216,6 +216,12 @@ def serve(
 ) -> None:
     """Run the broker until SIGINT or SIGTERM."""
     config = _build(config_file, users, no_anonymous, no_auto_create, flags)
+    _run(config, ready_file)
+
+
+def _run(config: Config, ready_file: str | None,
+         factory: ContainerFactory | None = None) -> None:
+    """Log to stderr, run until a signal, and turn a failure to start into one line."""
     logging.basicConfig(
         level=config.log_level.upper(),
         stream=sys.stderr,
@@ -224,7 +230,8 @@ def serve(
     if ready_file:
         Path(ready_file).unlink(missing_ok=True)  # a stale file must not look ready
     try:
-        run(config, on_ready=lambda info: _announce(info, ready_file))
+        run(config, container_factory=factory,
+            on_ready=lambda info: _announce(info, ready_file))
     except (OSError, ValueError, BaseExceptionGroup) as exc:
         cause = _start_failure(exc)
         if cause is None or config.log_level == "debug":
@@ -257,23 +264,8 @@ def gateway(config_file: str | None, ready_file: str | None, users: tuple[str, .
         raise click.UsageError(str(exc)) from None
     if not nodes:
         raise click.UsageError("give the upstream broker: --upstream amqp://user:pass@host:5672")
-    logging.basicConfig(level=config.log_level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if ready_file:
-        Path(ready_file).unlink(missing_ok=True)
-    factory = gateway_factory(nodes, connections=config.upstream_connections,
-                              upstream_ca=config.upstream_ca)
-    try:
-        run(config, container_factory=factory, on_ready=lambda info: _announce(info, ready_file))
-    except (OSError, ValueError, BaseExceptionGroup) as exc:
-        cause = _start_failure(exc)
-        if cause is None or config.log_level == "debug":
-            raise
-        click.echo(f"amqpws-broker: {cause}", err=True)
-        sys.exit(2)
-    finally:
-        if ready_file:
-            Path(ready_file).unlink(missing_ok=True)
+    _run(config, ready_file, gateway_factory(nodes, connections=config.upstream_connections,
+                                             upstream_ca=config.upstream_ca))
 
 
 main.add_command(click.Command(

@@ -42,6 +42,7 @@ from broker.engine.sasl import printable
 from broker.engine.session import Session
 from broker.errors import AmqpError, Condition
 from broker.gateway.edge_access import check_attach, message_check
+from broker.gateway.handle import EngineHandle
 from broker.gateway.identity import (
     ANONYMOUS_LOGIN,
     PASSTHROUGH,
@@ -66,49 +67,22 @@ _ENDING = (ConnState.CLOSE_SENT, ConnState.CLOSED)
 ANONYMOUS_RELAY = Symbol("ANONYMOUS-RELAY")
 
 
-class ClientHandle:
+class ClientHandle(EngineHandle):
     """One client connection as the transport driver sees it."""
 
     def __init__(self, gateway: Gateway, conn: Connection, peer: str, transport: str,
                  wake: Callable[[], None]) -> None:
+        super().__init__(gateway.clock, wake)
         self.gateway = gateway
         self.conn = conn
         self.peer = peer
         self.transport = transport
-        self.wake = wake
         self.identity: Identity | None = None  # set by SASL (see Credentials)
         self.login: Login | None = None  # passthrough: what to present upstream
         self.user: str | None = None
         self.container_id: str | None = None
         self.opened = False
         self.sessions: dict[Session, SessionRoute] = {}  # by client session
-        self.bytes_in = 0
-        self.bytes_out = 0
-
-    # -- driver interface -----------------------------------------------------
-
-    def receive_data(self, data: bytes) -> None:
-        self.bytes_in += len(data)
-        self.conn.receive_data(data, self.gateway.clock())
-        self.process()
-
-    def data_to_send(self) -> bytes | bytearray:
-        data = self.conn.data_to_send()
-        self.bytes_out += len(data)
-        return data
-
-    def tick(self) -> float | None:
-        deadline = self.conn.tick(self.gateway.clock())
-        self.process()
-        return deadline
-
-    @property
-    def done(self) -> bool:
-        return self.conn.done
-
-    def connection_lost(self) -> None:
-        if not self.conn.done:
-            self.receive_data(b"")
 
     def close(self, error: Error | None) -> None:
         self.conn.close(error)

@@ -36,6 +36,7 @@ from broker.engine.events import (
 )
 from broker.engine.sasl import SaslClient
 from broker.engine.session import Session
+from broker.gateway.handle import EngineHandle
 
 if TYPE_CHECKING:
     from broker.gateway.core import Gateway
@@ -93,19 +94,18 @@ def parse_upstream(url: str) -> UpstreamNode:
     )
 
 
-class Upstream:
+class Upstream(EngineHandle):
     """One connection to an upstream node: the engine in client mode, as the
-    transport driver sees it (`receive_data`, `data_to_send`, `tick`, `done`,
-    `connection_lost`), its events handed to the gateway."""
+    transport driver sees it, its events handed to the gateway."""
 
     def __init__(self, gateway: Gateway, node: UpstreamNode, wake: Callable[[], None],
                  *, container_id: str, max_frame_size: int, idle_time_out: float,
                  now: float, trace: bool = False, login: Login | None = None) -> None:
         """`login`: a client's own credentials (`--upstream-auth passthrough`);
         None: the service account of the node's URL."""
+        super().__init__(gateway.clock, wake)
         self.gateway = gateway
         self.node = node
-        self.wake = wake
         self.login = login
         self.idle_since: float | None = None  # a passthrough connection carrying nothing
         user, password = (login.user, login.password) if login is not None else \
@@ -121,8 +121,6 @@ class Upstream:
         )
         self.routes: dict[Session, SessionRoute] = {}  # by upstream session
         self.peer_container: str | None = None
-        self.bytes_in = 0
-        self.bytes_out = 0
 
     @property
     def opened(self) -> bool:
@@ -132,31 +130,6 @@ class Upstream:
     def has_room(self) -> bool:
         """A new session fits within the peer's channel-max."""
         return self.opened and len(self.conn.local_sessions) <= self.conn.remote_channel_max
-
-    # -- driver interface -----------------------------------------------------
-
-    def receive_data(self, data: bytes) -> None:
-        self.bytes_in += len(data)
-        self.conn.receive_data(data, self.gateway.clock())
-        self.process()
-
-    def data_to_send(self) -> bytes | bytearray:
-        data = self.conn.data_to_send()
-        self.bytes_out += len(data)
-        return data
-
-    def tick(self) -> float | None:
-        deadline = self.conn.tick(self.gateway.clock())
-        self.process()
-        return deadline
-
-    @property
-    def done(self) -> bool:
-        return self.conn.done
-
-    def connection_lost(self) -> None:
-        if not self.conn.done:
-            self.receive_data(b"")
 
     # -- events ---------------------------------------------------------------
 
