@@ -254,7 +254,7 @@ class Link:
     def _flow_frame(self, echo: bool = False) -> Flow:
         s = self.session
         return Flow(
-            next_incoming_id=s.next_incoming_id,
+            next_incoming_id=s.flow_next_incoming_id,
             incoming_window=s.incoming_window,
             next_outgoing_id=s.next_outgoing_id,
             outgoing_window=s.outgoing_window,

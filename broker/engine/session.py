@@ -109,7 +109,9 @@ class Session:
         # until the peer answers a begin of ours, nothing may go out: a window of 0
         self.remote_incoming_window: int = begin.incoming_window if begin is not None else 0
         self.remote_outgoing_window: int = begin.outgoing_window if begin is not None else 0
-        self._attaching: dict[str, Link] = {}  # links we attached, until the peer answers
+        # links we attached, until the peer answers; by name and our role, since a
+        # pair of links may share a name (RabbitMQ's /management link pair)
+        self._attaching: dict[tuple[str, bool], Link] = {}
         self.links: dict[int, Link] = {}  # by our handle
         self.remote_links: dict[int, Link] = {}  # by the peer's handle
         self.outgoing_unsettled: dict[int, Delivery] = {}
@@ -196,9 +198,15 @@ class Session:
                 role=role, first=first, last=None if last == first else last,
                 settled=True, state=state))
 
+    @property
+    def flow_next_incoming_id(self) -> int | None:
+        """What our flows say as next-incoming-id: nothing until the peer's begin
+        answered ours (§2.7.4), since until then we know no id of its."""
+        return None if self.remote_channel == -1 else self.next_incoming_id
+
     def send_flow(self, echo: bool = False) -> None:
         self.write(Flow(
-            next_incoming_id=self.next_incoming_id,
+            next_incoming_id=self.flow_next_incoming_id,
             incoming_window=self.incoming_window,
             next_outgoing_id=self.next_outgoing_id,
             outgoing_window=self.outgoing_window,
@@ -220,8 +228,8 @@ class Session:
             self._backlog = deque(b for b in self._backlog if b[0] is not link)
 
     def _free(self, link: Link) -> None:
-        if self._attaching and self._attaching.get(link.name) is link:
-            del self._attaching[link.name]
+        if self._attaching and self._attaching.get((link.name, link.role)) is link:
+            del self._attaching[(link.name, link.role)]
         if self.links.get(link.handle) is link:
             del self.links[link.handle]
             self._handles.give(link.handle)
@@ -279,7 +287,7 @@ class Session:
         peer's answer, and a refusal follows it as `LinkDetached`."""
         if self.end_sent or self.end_received:
             raise LocalProtocolError("the session has ended")
-        if name in self._attaching:
+        if (name, role) in self._attaching:
             raise LocalProtocolError(f"link {name!r} is already being attached")
         handle = self._handles.take()
         link = Link(self, handle, None, name=name, role=role)
@@ -290,7 +298,7 @@ class Session:
         link.max_message_size = max_message_size
         link.attach_sent = True
         self.links[handle] = link
-        self._attaching[name] = link
+        self._attaching[(name, role)] = link
         self.write(Attach(
             name=name, handle=handle, role=role,
             snd_settle_mode=snd_settle_mode, rcv_settle_mode=rcv_settle_mode,
@@ -309,12 +317,10 @@ class Session:
         if attach.handle > self.handle_max:
             # §2.7.2: a handle outside the range we announced is a framing error
             raise FramingError(f"handle {attach.handle} exceeds handle-max {self.handle_max}")
-        mine = self._attaching.pop(attach.name, None) if self._attaching else None
+        # the answer to a link of ours has the other role
+        mine = self._attaching.pop((attach.name, not attach.role), None) \
+            if self._attaching else None
         if mine is not None:
-            if attach.role is mine.role:
-                raise AmqpSessionError(
-                    f"the answer to link {attach.name!r} has our own role",
-                    condition=Condition.INVALID_FIELD)
             mine.bind_remote(attach)
             self.remote_links[attach.handle] = mine
             self.conn.emit(LinkAttached(mine))

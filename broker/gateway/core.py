@@ -21,7 +21,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 from broker.access import Access, Identity, load_access
-from broker.codec.messaging import Rejected
+from broker.codec.messaging import Accepted, Rejected, Source
 from broker.codec.performatives import Error, amqp_error
 from broker.codec.types import Symbol
 from broker.config import Config, ConfigError
@@ -41,7 +41,7 @@ from broker.engine.link import Delivery, Link
 from broker.engine.sasl import printable
 from broker.engine.session import Session
 from broker.errors import AmqpError, Condition
-from broker.gateway.edge_access import check_attach, message_check
+from broker.gateway.edge_access import MANAGEMENT, ManagementRefused, check_attach, message_check
 from broker.gateway.handle import EngineHandle
 from broker.gateway.identity import (
     ANONYMOUS_LOGIN,
@@ -56,6 +56,7 @@ from broker.gateway.routes import LinkRoute, SessionRoute
 from broker.gateway.upstream import Upstream, UpstreamNode, UpstreamPool
 from broker.peerlog import PeerLog
 from broker.services.http_api import HttpRequest, HttpResponse
+from broker.services.management import Response, encode_response
 
 log = logging.getLogger("broker.gateway")
 
@@ -372,12 +373,33 @@ class Gateway:
             except AmqpError as exc:
                 self.peer_log.info(route.session.owner.peer, "message refused: %s",
                                    exc.description)
-                route.client.settle(delivery, Rejected(
-                    error=amqp_error(exc.error_condition, exc.description)))
+                if isinstance(exc, ManagementRefused):
+                    self._answer_refused(route, exc)
+                    route.client.settle(delivery, Accepted())  # answered, with a 403
+                else:
+                    route.client.settle(delivery, Rejected(
+                        error=amqp_error(exc.error_condition, exc.description)))
                 route.grant_client()  # the credit it took is the upstream's still
                 return
         route.client_message(delivery)
         self._dirty_upstreams.add(route.session.upstream)
+
+    def _answer_refused(self, route: LinkRoute, exc: ManagementRefused) -> None:
+        """The 403 for a `/management` request refused at the edge, on the reply
+        link of the pair (the link to the client from `/management` in the same
+        session, the request link's namesake first), after whatever the
+        upstream sent there before it."""
+        replies = [r for r in route.session.links if r.client.is_sender and isinstance(
+            r.client.remote_attach.source, Source) and
+            r.client.remote_attach.source.address == MANAGEMENT]
+        if not replies:
+            return  # no reply link: nothing can carry an answer
+        reply = min(replies, key=lambda r: r.client.name != route.client.name)
+        payload = encode_response(exc.request_id, Response(403, exc.description))
+        answer = Delivery(reply.upstream, -1, b"gateway-403", True, payload)
+        answer.remote_settled = True  # sent presettled, as serve's answers are
+        reply.upstream_message(answer)
+        self._dirty_clients.add(route.session.owner)
 
     def client_session_ended(self, handle: ClientHandle, session: Session) -> None:
         route = handle.sessions.pop(session, None)

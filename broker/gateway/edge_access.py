@@ -26,6 +26,17 @@ from broker.services.management import check_permissions, parse_request
 MANAGEMENT = "/management"
 
 
+class ManagementRefused(AmqpError):
+    """A `/management` request the user may not make: answered 403 at the
+    edge on the pair's reply link, as `serve` answers it."""
+
+    condition = Condition.UNAUTHORIZED_ACCESS
+
+    def __init__(self, description: str, request_id: object) -> None:
+        super().__init__(description)
+        self.request_id = request_id
+
+
 def _refused(exc: AccessRefused) -> AmqpError:
     return AmqpError(str(exc), condition=Condition.UNAUTHORIZED_ACCESS)
 
@@ -117,4 +128,4 @@ def check_management(identity: Identity | None, payload: bytes) -> None:
     try:
         check_permissions(request, who)
     except AccessRefused as exc:
-        raise _refused(exc) from None
+        raise ManagementRefused(str(exc), request.message_id) from None

@@ -127,6 +127,7 @@ class LinkRoute:
         )
         if self.client.is_sender:
             self.client.available = self.upstream.available
+            self.client_credit()  # credit the client gave with its attach
         else:
             self.grant_client()
 
@@ -163,6 +164,10 @@ class LinkRoute:
         upstream; a sending client's answer to our drain answers the upstream's."""
         client = self.client
         upstream = self.upstream
+        if not self.answered:
+            # the upstream has not answered our attach: its delivery-count (which
+            # our credit counts from) is unknown yet; upstream_answered passes it on
+            return
         if client.is_sender:
             self._deliver_pending()
             credit = max(0, client.link_credit - len(self.pending))

@@ -19,7 +19,7 @@ from broker.codec.messaging import (
     Target,
     encode_section,
 )
-from broker.codec.performatives import Role, amqp_error
+from broker.codec.performatives import Flow, Role, amqp_error
 from broker.codec.types import Symbol
 from broker.config import Config
 from broker.container import Container
@@ -37,6 +37,7 @@ from broker.engine.link import Link
 from broker.engine.sasl import SaslClient
 from broker.engine.session import Session
 from broker.errors import Condition
+from broker.framing import NEED_DATA, FrameReader, ProtocolHeader, decode_frame_body
 from broker.gateway.core import ATTACH_WAIT, Gateway
 from broker.gateway.identity import Login
 from broker.gateway.routes import LinkRoute
@@ -523,3 +524,100 @@ def test_link_properties_and_capabilities_pass_both_ways() -> None:
     # and the upstream's answer reaches the client as the upstream gave it
     assert link.remote_attach.properties == {Symbol("paired"): True}
     assert link.remote_attach.target.address == "/management"  # type: ignore[union-attr]
+
+
+# -- found by the real clients of conformance/test_gateway.py --------------------------
+
+
+def management_pair(net: Net, session: Session) -> tuple[Link, Link]:
+    """RabbitMQ's /management link pair: two links of one name, attached at once."""
+    props = {Symbol("paired"): True}
+    sender = session.attach(name="management-link-pair", role=Role.SENDER, source=Source(),
+                            target=Target(address="/management"), properties=props,
+                            snd_settle_mode=1)
+    receiver = session.attach(name="management-link-pair", role=Role.RECEIVER,
+                              source=Source(address="/management"),
+                              target=Target(address="/management"), properties=props)
+    receiver.flow(10)
+    net.pump()
+    return sender, receiver
+
+
+def request(subject: str, to: str, body: object = None) -> bytes:
+    return (encode_section(Properties(message_id="req-1", to=to, subject=subject,
+                                      reply_to="$me"))
+            + encode_section(AmqpValue(body)))
+
+
+def test_a_management_link_pair_attached_in_one_read() -> None:
+    net = Net()
+    session = net.session()
+    sender, receiver = management_pair(net, session)
+    events = net.events()
+    assert LinkAttached(sender) in events and LinkAttached(receiver) in events
+    assert not [e for e in events if isinstance(e, (LinkDetached, SessionEnded))]
+    sender.send(request("PUT", "/queues/made", {"durable": True}), settled=True)
+    net.pump()
+    (reply,) = received(net.events())
+    answer = Message.parse(reply.payload)
+    assert answer.properties.subject == "201" and answer.properties.correlation_id == "req-1"  # type: ignore[union-attr]
+    assert "made" in net.broker.registry.nodes
+
+
+def test_credit_given_with_the_attach_waits_for_the_upstreams_answer() -> None:
+    net = Net()
+    session = net.session()
+    receiver = session.attach(name="r", role=Role.RECEIVER, source=Source(address="/queues/q"),
+                              target=Target())
+    receiver.flow(5)  # in the same read as the attach, as proton and rhea send them
+    net.carry(net.app, net.edge)
+    route = _route_of(net, receiver)
+    assert route.upstream.link_credit == 0, "no upstream credit before the upstream's attach"
+    net.pump()
+    assert route.upstream.link_credit == 5, "passed on once the upstream answered"
+    sender = net.sender(session, "/queues/q")
+    sender.send(body("x"), settled=True)
+    net.pump()
+    assert texts(received(net.events())) == ["x"]
+
+
+def test_flows_on_a_session_not_yet_answered_carry_no_next_incoming_id() -> None:
+    net = Net()
+    upstream_session = net.up.conn.begin()
+    link = upstream_session.attach(name="early", role=Role.RECEIVER,
+                                   source=Source(address="/queues/q"), target=None)
+    link.flow(1)
+    frames = decode_all(bytes(net.up.conn.data_to_send()))
+    (flow,) = [f for f in frames if isinstance(f, Flow)]
+    assert flow.next_incoming_id is None, "§2.7.4: unset until the peer's begin"
+
+
+def decode_all(data: bytes) -> list[object]:
+    reader = FrameReader()
+    reader._want_header = False  # frames only: the headers went long ago
+    reader.feed(data)
+    out = []
+    while (item := reader.next()) is not NEED_DATA:
+        if not isinstance(item, ProtocolHeader) and item.body:  # type: ignore[union-attr]
+            out.append(decode_frame_body(item.body)[0])  # type: ignore[union-attr]
+    return out
+
+
+def test_a_management_request_refused_at_the_edge_is_answered_403() -> None:
+    config = Config(users={"app": "pw"}, allow_anonymous=False,
+                    permissions={"app": ("^mine$", ".*", ".*")})
+    net = Net(gateway_config=config, user="app", password="pw")
+    session = net.session()
+    sender, _receiver = management_pair(net, session)
+    net.events()
+    sender.send(request("PUT", "/queues/theirs", {"durable": True}), settled=True)
+    net.pump()
+    (reply,) = received(net.events())
+    answer = Message.parse(reply.payload)
+    assert answer.properties.subject == "403"  # type: ignore[union-attr]
+    assert answer.properties.correlation_id == "req-1"  # type: ignore[union-attr]
+    assert "theirs" not in net.broker.registry.nodes, "nothing went upstream"
+    sender.send(request("PUT", "/queues/mine", {"durable": True}), settled=True)
+    net.pump()
+    (reply,) = received(net.events())
+    assert Message.parse(reply.payload).properties.subject == "201"  # type: ignore[union-attr]
