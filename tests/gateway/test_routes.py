@@ -621,3 +621,24 @@ def test_a_management_request_refused_at_the_edge_is_answered_403() -> None:
     net.pump()
     (reply,) = received(net.events())
     assert Message.parse(reply.payload).properties.subject == "201"  # type: ignore[union-attr]
+
+
+def test_direct_reply_to_through_the_gateway() -> None:
+    """RabbitMQ 4.2's Direct Reply-To (a dynamic source with the volatile-queue
+    capability), as the upstream offers it: the address and the replies pass."""
+    net = Net()
+    session = net.session()
+    replies = session.attach(
+        name="replies", role=Role.RECEIVER, snd_settle_mode=1,
+        source=Source(dynamic=True, capabilities=(Symbol("rabbitmq:volatile-queue"),),
+                      expiry_policy=Symbol("link-detach")),
+        target=Target())
+    net.pump()
+    assert LinkAttached(replies) in net.events()
+    address = replies.remote_attach.source.address  # type: ignore[union-attr]
+    assert "amq.rabbitmq.reply-to." in address
+    replies.flow(5)
+    relay = net.sender(session, None, name="responder")  # answers to each reply-to
+    relay.send(body("the answer", to=address), settled=False)
+    net.pump()
+    assert texts(received(net.events())) == ["the answer"]
