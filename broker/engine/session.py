@@ -384,7 +384,7 @@ class Session:
                 self.incoming_window = INCOMING_WINDOW
                 self.send_flow()
         if delivery is not None:
-            self.conn.emit(MessageReceived(link, delivery))
+            self.conn.events.append(MessageReceived(link, delivery))  # emit(), without its check
 
     def on_disposition(self, disp: Disposition) -> None:
         first = disp.first
@@ -397,17 +397,19 @@ class Session:
             ids = [(first + i) & 0xFFFFFFFF for i in range(span + 1)]
         else:
             ids = [i for i in table if serial.in_range(i, first, last)]
+        settled, state, outcome = disp.settled, disp.state, disp.role
+        events = self.conn.events  # per delivery of a range: no emit() call each
         for did in ids:
             delivery = table.get(did)
             if delivery is None:
                 continue
-            if disp.settled:
+            if settled:
                 delivery.remote_settled = True
                 del table[did]
                 delivery.link.unsettled.pop(did, None)
-            if disp.role:  # the peer is the receiver: an outcome for what we sent
-                self.conn.emit(DeliveryUpdated(delivery.link, delivery, disp.state, disp.settled))
-            elif disp.settled:
+            if outcome:  # the peer is the receiver: an outcome for what we sent
+                events.append(DeliveryUpdated(delivery.link, delivery, state, settled))
+            elif settled:
                 delivery.settled = True
 
     def on_detach(self, detach: Detach) -> None:
