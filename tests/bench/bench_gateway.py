@@ -132,9 +132,13 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=20000, help="messages per run")
     parser.add_argument("--clients", type=int, default=10000, help="idle WebSocket clients")
     parser.add_argument("--size", type=int, default=100)
-    parser.add_argument("--only", default="", help="throughput,idle")
+    parser.add_argument("--only", default="", help="path,throughput,idle")
     args = parser.parse_args()
     only = set(filter(None, args.only.split(",")))
+    if not only or "path" in only:
+        in_memory_path(args.runs, args.count, args.size)
+        if only == {"path"}:
+            return
     upstream = Upstream()
     gateway, gw = start_gateway(upstream)
     relay, relay_port = start_relay(upstream)
@@ -186,6 +190,65 @@ def main() -> None:
         gateway.terminate()
         gateway.wait(timeout=15)
         upstream.close()
+
+
+def in_memory_path(runs: int, count: int, size: int) -> None:
+    """The gateway's own work per message without sockets: an application
+    engine publishing and consuming through the gateway, this broker as the
+    upstream (tests/gateway/test_routes.py's Net), timing only the gateway's
+    two connections.  Stable enough for before/after; under
+    `valgrind --tool=callgrind` the instruction counts are exact."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from gateway.test_routes import Net, body
+
+    from broker.codec.messaging import Accepted
+    from broker.engine.events import MessageReceived
+
+    results = []
+    for _ in range(runs):
+        net = Net()
+        session = net.session()
+        sender = net.sender(session, "/queues/q")
+        receiver = net.receiver(session, "/queues/q")
+        receiver.flow(count + 1000)
+        net.pump()
+        net.events()
+        spent = [0.0]
+        timed(net.edge, spent)
+        timed(net.up, spent)
+        payload = body("x" * max(0, size - 10))
+        sent = 0
+        while sent < count:  # batches of 100, as a busy client's reads carry them
+            for _ in range(min(100, count - sent, sender.link_credit)):
+                sender.send(payload, settled=False)
+                sent += 1
+            net.pump()
+            for event in net.events():
+                if isinstance(event, MessageReceived):
+                    receiver.settle(event.delivery, Accepted())
+            net.pump()
+        results.append(spent[0] / count * 1e6)
+    print(f"\ngateway path in memory ({size} B, at-least-once, {count} messages, median of "
+          f"{runs}): {statistics.median(results):.1f} us of gateway work per message "
+          f"(in and out both ways, dispositions included)")
+
+
+def timed(handle: Any, spent: list[float]) -> None:
+    """Add the time `handle` spends in the driver's calls to `spent[0]`."""
+    receive, drain = handle.receive_data, handle.data_to_send
+
+    def receive_data(data: bytes) -> None:
+        t = time.perf_counter()
+        receive(data)
+        spent[0] += time.perf_counter() - t
+
+    def data_to_send() -> bytes | bytearray:
+        t = time.perf_counter()
+        out = drain()
+        spent[0] += time.perf_counter() - t
+        return out
+
+    handle.receive_data, handle.data_to_send = receive_data, data_to_send
 
 
 def idle(upstream: Upstream, pid: int, gw: dict[str, Any], count: int) -> None:
