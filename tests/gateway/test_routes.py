@@ -12,6 +12,7 @@ from broker.codec.messaging import (
     Accepted,
     AmqpValue,
     Message,
+    MessageAnnotations,
     Properties,
     Rejected,
     Released,
@@ -20,8 +21,8 @@ from broker.codec.messaging import (
     encode_section,
 )
 from broker.codec.performatives import Flow, Role, amqp_error
-from broker.codec.types import Symbol
-from broker.config import Config
+from broker.codec.types import Described, Symbol
+from broker.config import Config, StreamConfig
 from broker.container import Container
 from broker.engine.connection import Connection
 from broker.engine.events import (
@@ -642,3 +643,29 @@ def test_direct_reply_to_through_the_gateway() -> None:
     relay.send(body("the answer", to=address), settled=False)
     net.pump()
     assert texts(received(net.events())) == ["the answer"]
+
+
+def test_stream_offset_specs_and_stream_filters_pass_through() -> None:
+    net = Net(broker_config=Config(users={"svc": "secret"}, allow_anonymous=False,
+                                   streams=(StreamConfig("s"),)))
+    session = net.session()
+    sender = net.sender(session, "/queues/s")
+    for i, colour in enumerate(["red", "blue", "red", "green"]):
+        annotations = encode_section(MessageAnnotations({Symbol("x-stream-filter-value"): colour}))
+        sender.send(annotations + body(f"{colour}-{i}"), settled=True)
+    net.pump()
+    offset, stream_filter = Symbol("rabbitmq:stream-offset-spec"), Symbol("rabbitmq:stream-filter")
+    reds = session.attach(name="reds", role=Role.RECEIVER, target=Target(), source=Source(
+        address="/queues/s", filter={offset: Described(offset, "first"),
+                                     stream_filter: Described(stream_filter, "red")}))
+    reds.flow(10)
+    late = session.attach(name="late", role=Role.RECEIVER, target=Target(), source=Source(
+        address="/queues/s", filter={offset: Described(offset, 2)}))
+    late.flow(10)
+    net.pump()
+    got: dict[str, list[object]] = {link.name: [] for link in (reds, late)}
+    for e in net.events():
+        if isinstance(e, MessageReceived):
+            got[e.link.name] += texts([e.delivery])
+    assert got == {"reds": ["red-0", "red-2"], "late": ["red-2", "green-3"]}
+    assert stream_filter in reds.remote_attach.source.filter, "the upstream's echo reaches us"  # type: ignore[union-attr]
