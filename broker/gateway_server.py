@@ -63,13 +63,13 @@ async def run_upstreams(gateway: Gateway, context: ssl.SSLContext | None) -> Non
         slots = 0
         while True:
             while slots < pool.wanted:
-                nursery.start_soon(_slot, gateway, pool, context, slots)
+                nursery.start_soon(_slot, gateway, pool, context)
                 slots += 1
             await trio.sleep(POOL_POLL)
 
 
-async def _slot(gateway: Gateway, pool: UpstreamPool, context: ssl.SSLContext | None,
-                slot: int) -> None:
+async def _slot(gateway: Gateway, pool: UpstreamPool, context: ssl.SSLContext | None) -> None:
+    """One connection slot: dial, drive, and after an end dial the next node."""
     node = pool.next_node(None)
     failures = 0
     while not gateway.stopping:
@@ -83,8 +83,10 @@ async def _slot(gateway: Gateway, pool: UpstreamPool, context: ssl.SSLContext | 
         except (OSError, trio.TooSlowError, ssl.SSLError) as exc:
             failures += 1
             following = pool.next_node(node)
-            log.warning("upstream %s: cannot connect (%s); trying %s in %.1f s", node.label,
-                        exc or type(exc).__name__, following.label, pool.backoff(failures))
+            # once a minute per node, with a count: a node down for an hour is one line a minute
+            gateway.peer_log.warning(node.label, "cannot connect (%s); trying %s in %.1f s",
+                                     exc or type(exc).__name__, following.label,
+                                     pool.backoff(failures))
             node = following
             continue
         wakeup = Wakeup()
@@ -96,12 +98,13 @@ async def _slot(gateway: Gateway, pool: UpstreamPool, context: ssl.SSLContext | 
             gateway.upstream_gone(upstream)
         if gateway.stopping:
             return
-        failure = upstream.conn.failure
-        why = failure.description if failure is not None else reason
         failures = 1 if opened else failures + 1
         following = pool.next_node(node)
-        log.warning("upstream %s (slot %d) ended: %s; trying %s in %.1f s", node.label, slot,
-                    why, following.label, pool.backoff(failures))
+        if not opened:  # one that opened and then went: the gateway said so (upstream_closed)
+            failure = upstream.conn.failure
+            gateway.peer_log.warning(node.label, "did not open a connection (%s); trying %s "
+                                     "in %.1f s", failure.description if failure else reason,
+                                     following.label, pool.backoff(failures))
         node = following
 
 

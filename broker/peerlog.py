@@ -23,6 +23,12 @@ class PeerLog:
         self._last: dict[tuple[str, str], tuple[float, int]] = {}
 
     def info(self, peer: str, message: str, *args: object) -> None:
+        self._log(logging.INFO, peer, message, *args)
+
+    def warning(self, peer: str, message: str, *args: object) -> None:
+        self._log(logging.WARNING, peer, message, *args)
+
+    def _log(self, level: int, peer: str, message: str, *args: object) -> None:
         host = peer.rsplit(":", 1)[0]
         key = (host, message)
         now = self.clock()
@@ -35,4 +41,4 @@ class PeerLog:
         if len(self._last) > 10_000:
             self._last.clear()
         self._last[key] = (now, 0)
-        self.logger.info("%s: " + message + "%s", host, *args, held)
+        self.logger.log(level, "%s: " + message + "%s", host, *args, held)

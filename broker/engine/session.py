@@ -269,6 +269,11 @@ class Session:
         if self._backlog:
             self._flush_backlog()
 
+    @property
+    def has_handle_room(self) -> bool:
+        """A link of ours fits within the peer's handle-max."""
+        return self._handles.peek() <= self.remote_handle_max
+
     def attach(
         self,
         *,

@@ -313,7 +313,7 @@ class Gateway:
             handle.sessions[link.session] = session_route
             upstream.routes[session_route.upstream_session] = session_route
         upstream_session = session_route.upstream_session
-        if upstream_session._handles.peek() > upstream_session.remote_handle_max:
+        if not upstream_session.has_handle_room:
             link.refuse(amqp_error(Condition.RESOURCE_LIMIT_EXCEEDED,
                                    f"the upstream allows {upstream_session.remote_handle_max + 1}"
                                    f" links per session"))
@@ -489,7 +489,7 @@ class Gateway:
         if login is not None and upstream.peer_container is None:
             self._login_refused(login, upstream, error)
             return
-        if not self.stopping:
+        if not self.stopping and upstream.peer_container is not None:
             log.warning("upstream %s closed%s; %d client session(s) affected",
                         upstream.node.label,
                         f": {error.condition} {error.description}" if error else "",
