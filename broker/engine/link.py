@@ -117,6 +117,11 @@ class Link:
         # credit we granted: a sender that has not yet seen a lowered credit
         # may go on under the old one (§2.6.7), and that is no violation
         self._allowed = 0
+        # receiver: take transfers beyond any credit we granted instead of
+        # detaching with transfer-limit-exceeded (the gateway's upstream links:
+        # RabbitMQ 3.10 overshoots a credit lowered while it sends, and a client
+        # talking to it directly never notices, so neither may one behind us)
+        self.tolerate_excess = False
         self.drain = False
         self.available = 0
         self.credit_window = 0  # receiver: credit we keep topped up
@@ -360,8 +365,10 @@ class Link:
                 raise AmqpLinkError("first transfer of a delivery needs delivery-id and tag",
                                     condition=Condition.INVALID_FIELD)
             if self._allowed <= 0:
-                raise TransferLimitExceeded("transfer sent without link credit")
-            self._allowed -= 1
+                if not self.tolerate_excess:
+                    raise TransferLimitExceeded("transfer sent without link credit")
+            else:
+                self._allowed -= 1
             if self.link_credit > 0:
                 self.link_credit -= 1
             self.delivery_count = (self.delivery_count + 1) & 0xFFFFFFFF

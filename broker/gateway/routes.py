@@ -18,9 +18,12 @@ Credit is end to end, in "what may still be sent" terms (§2.6.7):
   we hold for the upstream; an upstream drain is passed to the client, and
   the client's answer answers it.
 
-`pending` only ever holds what credit already allowed: a credit lowered by
-the receiving side while transfers were in flight.  Nothing is buffered
-beyond credit.
+`pending` holds what credit already allowed: a credit lowered by the
+receiving side while transfers were in flight.  An upstream that sends
+beyond the credit it was given (RabbitMQ 3.10 does, when credit is lowered
+while it sends) has the excess held too, where the engine would otherwise
+detach with transfer-limit-exceeded: a client talking to that broker
+directly would have taken it.
 
 Deliveries keep their tag, message format and bytes; an unsettled delivery
 on one side is paired with its copy on the other (`Delivery.context`), and
@@ -101,6 +104,9 @@ class LinkRoute:
             desired_capabilities=remote.desired_capabilities,
             properties=remote.properties,
         )
+        if not upstream.is_sender:
+            # what an upstream sends beyond our credit is held, not refused
+            upstream.tolerate_excess = True
         route = LinkRoute(session, client, upstream)
         client.context = upstream.context = route
         session.links.add(route)

@@ -669,3 +669,35 @@ def test_stream_offset_specs_and_stream_filters_pass_through() -> None:
             got[e.link.name] += texts([e.delivery])
     assert got == {"reds": ["red-0", "red-2"], "late": ["red-2", "green-3"]}
     assert stream_filter in reds.remote_attach.source.filter, "the upstream's echo reaches us"  # type: ignore[union-attr]
+
+
+def test_an_upstream_sending_beyond_its_credit_is_held_not_refused() -> None:
+    """RabbitMQ 3.10 overshoots a credit lowered while it sends; a client
+    talking to it directly takes the extra messages, so the gateway holds them."""
+    upstream = Connection(container_id="rabbit", users={"svc": "secret"}, allow_anonymous=False)
+    net = Net(upstream=upstream)
+    session = net.session()
+    receiver = session.attach(name="r", role=Role.RECEIVER, source=Source(address="/queues/q"),
+                              target=Target())
+    net.pump()
+    for e in list(upstream.events):
+        if isinstance(e, LinkAttached):
+            e.link.accept(source=e.link.remote_attach.source, target=e.link.remote_attach.target)
+    upstream.events.clear()
+    net.pump()
+    receiver.flow(2)
+    net.pump()
+    (upstream_sender,) = [lk for s in upstream.local_sessions.values() for lk in s.links.values()]
+    assert upstream_sender.link_credit == 2
+    upstream_sender.link_credit = 5  # the upstream behaves as if it had more credit
+    for i in range(5):
+        upstream_sender.send(body(f"m{i}"), settled=True)
+    net.pump()
+    events = net.events()
+    assert not [e for e in events if isinstance(e, LinkDetached)], "no transfer-limit-exceeded"
+    assert texts(received(events)) == ["m0", "m1"], "the client gets what it granted"
+    route = _route_of(net, receiver)
+    assert len(route.pending) == 3
+    receiver.flow(3)
+    net.pump()
+    assert texts(received(net.events())) == ["m2", "m3", "m4"], "and the rest when it grants more"
