@@ -113,6 +113,29 @@ parity: $(STAMP) $(NODE_STAMP)
 	if [ -f "$(RMQ4)" ]; then RMQ4_PORT=$(RMQ4_PORT) bash $(RMQ4) start; fi
 	PARITY_TARGET=rabbitmq4 RMQ4_PORT=$(RMQ4_PORT) $(PY) -m pytest -q conformance/test_rabbitmq_client.py -p no:cacheprovider $(PYTEST_ARGS)
 
+# Gateway parity: the gateway suite (conformance/test_gateway.py and
+# browser/test_gateway_browser.py) with `amqpws-broker gateway` in front of that
+# RabbitMQ 4.0.5 instead of a second `serve`.  The upstream-restart case stops and
+# starts the node, so it runs only with GATEWAY_RMQ4_RESTART=1 (point RMQ4_PORT and
+# RMQ4_CHROOT at a node of your own).  `make conformance` runs the same against ours.
+.PHONY: gateway-parity
+
+gateway-parity: $(STAMP) $(NODE_STAMP)
+	if [ -f "$(RMQ4)" ]; then RMQ4_PORT=$(RMQ4_PORT) bash $(RMQ4) start; fi
+	GATEWAY_UPSTREAM=rabbitmq4 RMQ4_PORT=$(RMQ4_PORT) $(PY) -m pytest -q conformance/test_gateway.py conformance/browser/test_gateway_browser.py -p no:cacheprovider $(PYTEST_ARGS)
+
+# The gateway suite (conformance/test_gateway.py) in front of a real RabbitMQ in CI:
+# Debian's RabbitMQ 3.10 with its AMQP 1.0 plugin, a private node on
+# 127.0.0.1:$(RMQ310_PORT) started by conformance/rabbitmq310.sh (which apt-installs
+# rabbitmq-server when it is missing, as root).  The node is stopped whatever the outcome.
+RMQ310_PORT ?= 27672
+.PHONY: gateway-rabbitmq310
+
+gateway-rabbitmq310: $(STAMP) $(NODE_STAMP)
+	export RMQ310_PORT=$(RMQ310_PORT); trap 'bash conformance/rabbitmq310.sh stop' EXIT; \
+	bash conformance/rabbitmq310.sh start && \
+	GATEWAY_UPSTREAM=rabbitmq310 $(PY) -m pytest -q conformance/test_gateway.py -p no:cacheprovider $(PYTEST_ARGS)
+
 # Fuzzing (tests/fuzz/): the engine and container fed mutated frames after valid
 # headers, with a bystander connection whose state must stay untouched.  atheris
 # (coverage-guided) when it installs, else the seeded random engine.  Findings:

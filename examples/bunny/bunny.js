@@ -177,12 +177,27 @@
     s.on('rejected', (context) => state.errors.push(`rejected: ${JSON.stringify(context.delivery.remote_state)}`));
 
     const fail = (what) => (context) => {
-      const err = context && (context.error || (context.connection && context.connection.error));
+      // rhea puts a link's error on the link (its remote detach), a connection's on it
+      const err = context && (context.error || (context.receiver && context.receiver.error) ||
+        (context.sender && context.sender.error) || (context.connection && context.connection.error));
       if (err) state.errors.push(`${what}: ${err.description || err.message || err}`);
     };
+    // A link ended with an error while the connection stays (a gateway whose
+    // upstream broker went away ends the links with amqp:connection:forced):
+    // start again on a new connection, from just past the last stroke we have.
+    const restart = (what) => (context) => {
+      fail(what)(context);
+      if (mine !== generation) return;
+      generation += 1; // this connection's later events no longer count
+      state.connected = state.ready = false;
+      sender = null;
+      setStatus(`${what} link lost, reconnecting…`, 'error');
+      try { conn.close(); } catch (e) { /* already closing */ }
+      setTimeout(connect, RECONNECT_MS);
+    };
     conn.on('connection_error', fail('connection'));
-    conn.on('receiver_error', fail('receiver'));
-    conn.on('sender_error', fail('sender'));
+    conn.on('receiver_error', restart('receiver'));
+    conn.on('sender_error', restart('sender'));
     container.on('error', (err) => state.errors.push(`error: ${err}`));
     conn.on('disconnected', () => {
       if (mine !== generation) return;

@@ -374,6 +374,78 @@
     },
   };
 
+  // RabbitMQ 4's /management from the page: a link pair (two links of one name)
+  // on one session.  rhea keys a session's links by name alone, so the pair's
+  // sender is kept under a key of its own and the session's attach handler
+  // picks the pair's link by role (as conformance/node/gateway_cases.js does).
+  function pairLinks(session, name, sender) {
+    session.links[name + '\u0000sender'] = sender;
+    delete session.links[name];
+    if (!session.pairs) {
+      session.pairs = {};
+      const onAttach = session.on_attach;
+      session.on_attach = function (frame) {
+        const pair = this.pairs[frame.performative.name];
+        if (!pair) return onAttach.call(this, frame);
+        const link = frame.performative.role ? pair.sender : pair.receiver; // true: the peer receives
+        this.remote.handles[frame.performative.handle] = link;
+        link.on_attach(frame);
+        link.remote.attach = frame.performative;
+      };
+    }
+    session.pairs[name] = { sender, receiver: null };
+    return (receiver) => { session.pairs[name].receiver = receiver; };
+  }
+
+  // Each request [method, path, body] in turn on one pair; -> [{status, body}]
+  harness.management = async ({ url, requests, timeout = DEFAULT_TIMEOUT }) => {
+    const client = await Client.open({ url });
+    const name = 'management-link-pair-' + Math.random().toString(16).slice(2, 10);
+    const properties = { paired: true };
+    const session = client.conn.session_policy.get_session();
+    const sender = session.open_sender({ name, source: { address: '/management' },
+      target: { address: '/management' }, snd_settle_mode: 1, properties });
+    const setReceiver = pairLinks(session, name, sender);
+    await withTimeout(new Promise((resolve, reject) => {
+      sender.once('sender_open', resolve);
+      sender.once('sender_error', (ctx) => reject(new Error(JSON.stringify(errorToWire(ctx.sender.error)))));
+    }), timeout, 'management request link');
+    const receiver = session.open_receiver({ name, source: { address: '/management' },
+      target: { address: '/management' }, snd_settle_mode: 1, credit_window: 0, autoaccept: false,
+      properties });
+    setReceiver(receiver);
+    const inbox = [];
+    const waiters = [];
+    receiver.on('message', (ctx) => { inbox.push(ctx.message); waiters.splice(0).forEach((w) => w()); });
+    await withTimeout(new Promise((resolve, reject) => {
+      receiver.once('receiver_open', resolve);
+      receiver.once('receiver_error', (ctx) => reject(new Error(JSON.stringify(errorToWire(ctx.receiver.error)))));
+    }), timeout, 'management reply link');
+    // RabbitMQ ends the session on a request it has no credit to answer
+    receiver.add_credit(requests.length);
+    await new Promise((resolve) => setTimeout(resolve, 0));
+    const answers = [];
+    for (const [method, path, body] of requests) {
+      const id = 'req-' + Math.random().toString(16).slice(2);
+      if (!sender.sendable()) {
+        await withTimeout(new Promise((resolve) => sender.once('sendable', resolve)), timeout, 'credit');
+      }
+      sender.send({ message_id: id, to: path, subject: method, reply_to: '$me',
+                    body: body === undefined || body === null ? null : fromWire(body) });
+      for (;;) {
+        const i = inbox.findIndex((m) => m.correlation_id === id);
+        if (i >= 0) {
+          const reply = inbox.splice(i, 1)[0];
+          answers.push({ status: Number(reply.subject), body: toWire(reply.body) });
+          break;
+        }
+        await withTimeout(new Promise((resolve) => waiters.push(resolve)), timeout, `answer to ${method} ${path}`);
+      }
+    }
+    await client.close();
+    return answers;
+  };
+
   window.harness = harness;
   window.harnessInternals = { Client, fromWire, toWire, messageToWire, offsetFilter };
   document.getElementById('status').textContent = 'ready';
