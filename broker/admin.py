@@ -265,10 +265,15 @@ class Admin:
             if args.get(arg) != info.arguments.get(arg):
                 raise differs(arg, args.get(arg), info.arguments.get(arg))
 
-    def queue_info(self, name: str) -> dict[str, object]:
+    def queue_info(self, name: str, now: float | None = None) -> dict[str, object]:
+        """A queue as `/management` shows it.  With `now`, messages whose TTL ran
+        out are dropped (or dead-lettered) first, so the count is of live ones,
+        whenever the housekeeping tick last came."""
         node = self.registry.get(name)
         if node is None:
             raise AdminError(404, f"queue '{name}' in vhost '{VHOST}' not found")
+        if now is not None and isinstance(node, Queue):
+            node.expire(now)
         info = self.registry.info[name]
         consumers = len(node.consumers) + len(node.browsers) if isinstance(node, Queue) \
             else len(node.cursors)

@@ -267,7 +267,7 @@ class Management:
                now: float) -> Response:
         admin = self.admin
         if method == "GET":
-            return Response(200, _wire_queue(admin.queue_info(name)))
+            return Response(200, _wire_queue(admin.queue_info(name, now=now)))
         if method == "DELETE":
             return Response(200, _count(admin.delete_queue(name, owner=owner)))
         if method != "PUT":
