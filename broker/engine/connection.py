@@ -335,7 +335,7 @@ class Connection:
     def _fail(self, why: str, condition: Condition = Condition.NOT_ALLOWED) -> None:
         """A client connection that cannot open: `failure` says why, and the
         connection ends with it as the error of its ConnectionClosed."""
-        log.info("connection to the server failed: %s", why)
+        log.debug("connection to the server failed: %s", why)  # the gateway says why, once
         self.failure = amqp_error(condition, why)
         self._finish()
 
