@@ -25,7 +25,7 @@ from broker.codec.messaging import Accepted, Rejected, Source
 from broker.codec.performatives import Error, amqp_error
 from broker.codec.types import Symbol
 from broker.config import Config, ConfigError
-from broker.container import Credentials
+from broker.container import ANONYMOUS_RELAY, Credentials
 from broker.engine.connection import Connection, ConnState
 from broker.engine.events import (
     ConnectionClosed,
@@ -64,8 +64,6 @@ ATTACH_WAIT = 5.0  # seconds an attach may wait for an upstream connection
 IDLE_LOGIN_CLOSE = 30.0  # seconds a passthrough user's idle connection stays open
 
 _ENDING = (ConnState.CLOSE_SENT, ConnState.CLOSED)
-
-ANONYMOUS_RELAY = Symbol("ANONYMOUS-RELAY")
 
 
 class ClientHandle(EngineHandle):
@@ -186,7 +184,7 @@ class Gateway:
             handle_max=cfg.handle_max,
             idle_time_out=cfg.idle_time_out,
             handshake_timeout=cfg.handshake_timeout,
-            offered_capabilities=(str(ANONYMOUS_RELAY),),
+            offered_capabilities=(ANONYMOUS_RELAY,),
             properties={Symbol("product"): "amqpws-broker gateway"},
             now=self.clock(),
             trace=f"{transport} {peer}" if cfg.trace_frames else None,

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import json
+from collections import Counter
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, cast
 
@@ -58,7 +59,7 @@ def overview(gw: Gateway) -> dict[str, object]:
         "ready": _ready(gw),
         "listeners": gw.listener_urls,
         "client_connections": len(clients),
-        "client_connections_by_transport": _count(h.transport for h in clients),
+        "client_connections_by_transport": dict(Counter(h.transport for h in clients)),
         "upstream_nodes": [n.label for n in gw.pool.nodes],  # never with a password
         "upstream_pool": {"size": gw.pool.size, "wanted": gw.pool.wanted},
         "upstream_connections": [
@@ -98,13 +99,6 @@ def _client_row(handle: ClientHandle) -> dict[str, object]:
         "in_flight": sum(len(r.client.unsettled) for r in routes),
         "bytes_in": handle.bytes_in, "bytes_out": handle.bytes_out,
     }
-
-
-def _count(items: Iterator[str] | Any) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for item in items:
-        out[item] = out.get(item, 0) + 1
-    return out
 
 
 def _ready(gw: Gateway) -> bool:
@@ -179,7 +173,7 @@ def _metrics(view: dict[str, Any]) -> HttpResponse:
             yield clients
             upstream = GaugeMetricFamily("amqpws_gateway_upstream_connections",
                                          "Open upstream connections, by node", labels=["node"])
-            for node, n in sorted(_count(u["node"] for u in view["upstream_connections"]
+            for node, n in sorted(Counter(u["node"] for u in view["upstream_connections"]
                                          if u["opened"]).items()):
                 upstream.add_metric([node], n)
             yield upstream

@@ -139,6 +139,20 @@ class LinkRoute:
 
     def upstream_detached(self, error: Error | None, closed: bool) -> None:
         """The upstream detached: so does the client's link, with its condition."""
+        self._end_client(error, closed)
+
+    def client_detached(self, closed: bool) -> None:
+        self.session.links.discard(self)
+        if not self.upstream.detach_sent:
+            self.upstream.detach(closed=closed)
+
+    def forced(self, why: str) -> None:
+        """The upstream connection is gone: the client's link ends, said so."""
+        self._end_client(amqp_error(Condition.CONNECTION_FORCED, why), closed=True)
+
+    def _end_client(self, error: Error | None, closed: bool) -> None:
+        """The client's link ends with `error`: refused if not yet answered
+        (a refusal always says why)."""
         self.session.links.discard(self)
         client = self.client
         if client.detach_sent:
@@ -148,20 +162,6 @@ class LinkRoute:
                                               "the upstream broker refused the link"))
         else:
             client.detach(error, closed=closed)
-
-    def client_detached(self, closed: bool) -> None:
-        self.session.links.discard(self)
-        if not self.upstream.detach_sent:
-            self.upstream.detach(closed=closed)
-
-    def forced(self, why: str) -> None:
-        """The upstream connection is gone: the client's link ends, said so."""
-        self.session.links.discard(self)
-        error = amqp_error(Condition.CONNECTION_FORCED, why)
-        if not self.client.attach_sent:
-            self.client.refuse(error)
-        else:
-            self.client.detach(error, closed=True)
 
     # -- credit ---------------------------------------------------------------
 
@@ -175,7 +175,7 @@ class LinkRoute:
             # our credit counts from) is unknown yet; upstream_answered passes it on
             return
         if client.is_sender:
-            self._deliver_pending()
+            self._flush_pending(client)
             credit = max(0, client.link_credit - len(self.pending))
             if credit != upstream.link_credit or client.drain != upstream.drain:
                 upstream.flow(credit, drain=client.drain)
@@ -190,7 +190,7 @@ class LinkRoute:
         upstream = self.upstream
         client = self.client
         if upstream.is_sender:
-            self._send_pending_upstream()
+            self._flush_pending(upstream)
             if self.answered:
                 self.grant_client()
             return
@@ -212,17 +212,18 @@ class LinkRoute:
 
     def upstream_message(self, delivery: Delivery) -> None:
         """A delivery for a receiving client."""
-        if self.pending or not self.client.can_send:
-            self.pending.append(delivery)
-            return
-        self._forward(delivery, self.client)
+        self._carry(delivery, self.client)
 
     def client_message(self, delivery: Delivery) -> None:
         """A delivery from a sending client."""
-        if self.pending or not self.upstream.can_send:
+        self._carry(delivery, self.upstream)
+
+    def _carry(self, delivery: Delivery, to: Link) -> None:
+        """Forward now, or hold behind what is held already (order is kept)."""
+        if self.pending or not to.can_send:
             self.pending.append(delivery)
             return
-        self._forward(delivery, self.upstream)
+        self._forward(delivery, to)
 
     def _forward(self, delivery: Delivery, to: Link) -> None:
         copy = to.send(delivery.payload, settled=delivery.remote_settled, tag=delivery.tag,
@@ -231,17 +232,11 @@ class LinkRoute:
             copy.context = delivery
             delivery.context = copy
 
-    def _deliver_pending(self) -> None:
+    def _flush_pending(self, to: Link) -> None:
+        """What was held goes on, as far as `to`'s credit allows."""
         pending = self.pending
-        client = self.client
-        while pending and client.can_send:
-            self._forward(pending.popleft(), client)
-
-    def _send_pending_upstream(self) -> None:
-        pending = self.pending
-        upstream = self.upstream
-        while pending and upstream.can_send:
-            self._forward(pending.popleft(), upstream)
+        while pending and to.can_send:
+            self._forward(pending.popleft(), to)
 
     def outcome(self, delivery: Delivery, state: object, settled: bool) -> None:
         """The receiving side settled `delivery` (ours to it): settle the original
