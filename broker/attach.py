@@ -143,12 +143,13 @@ class Subscription:
         link = self.link
         return link.link_credit if link.can_send else 0
 
-    def deliver(self, entry: Entry, message: Message) -> None:
+    def deliver(self, entry: Entry, message: Message | None) -> None:
         locked_until = None
         if self.azure:
             locked_until = None if self.presettled else self.clock() + self.lock_duration
-            message = azure_annotated(message, entry, locked_until)
-        delivery = self.link.send(message.encode(), settled=self.presettled)
+            message = azure_annotated(message or entry.message, entry, locked_until)
+        payload = entry.payload if message is None else message.encode()
+        delivery = self.link.send(payload, settled=self.presettled)
         if locked_until is not None:
             self.locks[delivery.tag] = locked_until
         if self.browsing:

@@ -114,5 +114,5 @@ def test_a_refused_publish_keeps_the_last_value() -> None:
         queue.publish(Entry(big), 0.0)
     except QueueFull:
         pass
-    assert queue.depth == 1 and queue.ready[0].message is small
+    assert queue.depth == 1 and queue.ready[0].payload is small.payload
 

@@ -148,7 +148,7 @@ class FieldsCache:
     def fields(self, key: Hashable, message: Message) -> MessageFields:
         entries = self._entries
         found = entries.get(key)
-        if found is not None and found.message is message:
+        if found is not None and found.message.payload is message.payload:
             return found
         found = MessageFields(message)
         if key in entries:

@@ -24,8 +24,9 @@ class Consumer(Protocol):
     # None: everything.
     filter: Filter | None
 
-    def deliver(self, entry: Entry, message: Message) -> None:
-        """Send `message` (already rewritten for this delivery) to the peer."""
+    def deliver(self, entry: Entry, message: Message | None) -> None:
+        """Send `message` (already rewritten for this delivery) to the peer; None:
+        the entry's bytes as stored (most deliveries, which need no view)."""
         ...
 
     def node_deleted(self) -> None:
@@ -49,14 +50,20 @@ class NodeInfo:
     had_consumer: bool = False  # auto-delete waits for a first consumer
 
 
-# Bytes of bookkeeping per stored message beyond its own bytes (Entry, Message
-# view, deque slot), as measured for a queued 100-byte message: what the memory
-# alarm counts along with the message bytes.
-ENTRY_OVERHEAD = 500
+# Bytes of bookkeeping per stored message beyond its own bytes (the Entry, its
+# sequence number, the deque slot, allocator slack), as measured for a queued
+# 100-byte message: what the memory alarm counts along with the message bytes.
+ENTRY_OVERHEAD = 300
 
 
 class Entry:
-    """One stored message and its delivery bookkeeping."""
+    """One stored message and its delivery bookkeeping.
+
+    An entry keeps the message's bytes, not a `Message` view of them: a queued
+    message is read again only when it is redelivered, filtered or inspected,
+    and a view per stored message would cost as much again as this bookkeeping
+    (88 bytes per message at a backlog of millions).  `message` makes a view
+    when one is needed."""
 
     __slots__ = (
         "acquired_before",
@@ -66,8 +73,8 @@ class Entry:
         "fields",
         "gone",
         "key",
-        "message",
         "offset",
+        "payload",
         "priority",
         "returns",
         "sequence",
@@ -76,8 +83,8 @@ class Entry:
     )
 
     def __init__(self, message: Message, expires_at: float | None = None) -> None:
-        self.message = message
-        self.size = len(message.payload)
+        self.payload = message.encode()  # the bytes a delivery sends
+        self.size = len(self.payload)
         self.expires_at = expires_at  # wall-clock seconds
         self.delivery_count = 0  # failed deliveries we added to the header's own count
         self.acquired_before = False
@@ -95,6 +102,12 @@ class Entry:
         self.gone = False
         self.key: object = None  # last-value queues: the value of its key, if it has one
         self.fields: MessageFields | None = None  # decoded for consumers' selectors
+
+    @property
+    def message(self) -> Message:
+        """A view of the stored bytes, made anew on each call (callers that read
+        several sections keep theirs); set `payload` to change the message."""
+        return Message.trusted(self.payload)
 
     def __repr__(self) -> str:
         return f"Entry({self.size} bytes, delivery_count={self.delivery_count})"

@@ -60,7 +60,7 @@ class QueueBrowser:
                     fields = entry.fields = MessageFields(entry.message)
                 if not match.matches(fields, now):
                     continue
-            consumer.deliver(entry, entry.message)
+            consumer.deliver(entry, None)
 
     @property
     def caught_up(self) -> bool:

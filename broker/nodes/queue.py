@@ -414,7 +414,7 @@ class Queue:
             if not entry.acquired_before and self.journal is not None:
                 self.journal.delivered(entry)
             consumer.deliver(entry, self._message_for_delivery(entry)
-                             if entry.acquired_before or entry.delivery_count else entry.message)
+                             if entry.acquired_before or entry.delivery_count else None)
             entry.acquired_before = True
         if skipped:  # never left ready_bytes: put back in place, not counted again
             ready.extendleft(reversed(skipped))
@@ -456,10 +456,11 @@ class Queue:
         acquirer and counts the failed attempts; a quorum queue also annotates how
         often it came back (`x-delivery-count`, released included, as RabbitMQ's)."""
         if self.count_returns and entry.returns:
-            annotations = dict(entry.message.message_annotations or {})
+            message = entry.message
+            annotations = dict(message.message_annotations or {})
             annotations[X_DELIVERY_COUNT] = Long(entry.returns)
-            return entry.message.with_changes(header=_redelivery_header(entry),
-                                              message_annotations=annotations)
+            return message.with_changes(header=_redelivery_header(entry, message),
+                                        message_annotations=annotations)
         return redelivered(entry)
 
     # -- settlement -----------------------------------------------------------------
@@ -528,9 +529,10 @@ class Queue:
             self.reject(entry, now)
             return
         if annotations:
-            merged = dict(entry.message.message_annotations or {})
+            message = entry.message
+            merged = dict(message.message_annotations or {})
             merged.update(annotations)
-            entry.message = entry.message.with_changes(message_annotations=merged)
+            entry.payload = message.with_changes(message_annotations=merged).encode()
         self.requeue([entry], now, delivery_failed=delivery_failed,
                      exclude=consumer if undeliverable_here else None)
 
@@ -576,8 +578,8 @@ def _may_take(consumer: Consumer, entry: Entry, now: float) -> bool:
     return match.matches(fields, now)
 
 
-def _redelivery_header(entry: Entry) -> Header:
-    old = entry.message.header or Header()
+def _redelivery_header(entry: Entry, message: Message) -> Header:
+    old = message.header or Header()
     return Header(durable=old.durable, priority=old.priority, ttl=old.ttl,
                   first_acquirer=False,
                   delivery_count=old.delivery_count + entry.delivery_count)
@@ -586,4 +588,5 @@ def _redelivery_header(entry: Entry) -> Header:
 def redelivered(entry: Entry) -> Message:
     """The message as a redelivery shows it (§3.2.1): not the first acquirer,
     its failed attempts counted in the header."""
-    return entry.message.with_changes(header=_redelivery_header(entry))
+    message = entry.message
+    return message.with_changes(header=_redelivery_header(entry, message))

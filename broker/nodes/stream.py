@@ -36,7 +36,6 @@ from typing import Protocol
 
 from sortedcontainers import SortedKeyList  # type: ignore[import-untyped]
 
-from broker.codec.messaging import Message
 from broker.codec.types import (
     Byte,
     Int,
@@ -211,14 +210,13 @@ class Stream:
 
     def publish(self, entry: Entry, now: float) -> None:
         offset = self.next_offset
-        annotations = dict(entry.message.message_annotations or {})
+        message = entry.message
+        annotations = dict(message.message_annotations or {})
         for key, value in self._annotation_values.items():  # routed messages keep theirs
             annotations.setdefault(key, value)
         annotations[Symbol("x-stream-offset")] = Long(offset)
-        stored = Message.trusted(
-            entry.message.with_changes(message_annotations=annotations).encode())
-        entry.message = stored
-        entry.size = len(stored.payload)
+        entry.payload = message.with_changes(message_annotations=annotations).encode()
+        entry.size = len(entry.payload)
         entry.offset = offset
         entry.timestamp = now
         self._log.append(entry)
@@ -334,7 +332,7 @@ class Stream:
                     self._fields.fields(entry.offset, entry.message), now):
                 continue
             self.delivered += 1
-            consumer.deliver(entry, entry.message)
+            consumer.deliver(entry, None)
 
     # -- settlement: a stream keeps everything ---------------------------------------
 

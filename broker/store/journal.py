@@ -360,4 +360,4 @@ def _append_publish(out: bytearray, queue: int, entry: Entry) -> None:
     expires = entry.expires_at if entry.expires_at is not None else -1.0
     append_record(out, PUBLISH, _PUBLISH.pack(queue, entry.sequence, expires,
                                               1 if entry.acquired_before else 0),
-                  entry.message.payload)
+                  entry.payload)

@@ -123,7 +123,7 @@ class StreamLog:
             data, index, _ = appends.setdefault(segment.first, (bytearray(), bytearray(), False))
             before = len(data)
             append_record(data, MESSAGE, _MESSAGE.pack(entry.offset, entry.timestamp),
-                          entry.message.payload)
+                          entry.payload)
             index += _INDEX.pack(segment.size, index_time)
             segment.positions.append(segment.size)
             segment.times.append(index_time)

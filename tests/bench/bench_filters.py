@@ -31,7 +31,7 @@ class Reader:
         self.credit = 10**9
         self.got = 0
 
-    def deliver(self, entry: Entry, message: Message) -> None:
+    def deliver(self, entry: Entry, message: Message | None) -> None:
         self.got += 1
 
     def node_deleted(self) -> None:
