@@ -45,6 +45,8 @@ bench-codec: $(STAMP)
 	$(PY) tests/bench/bench_codec.py
 
 # Broker benchmark: a real broker process driven by rhea (npm, pinned by the lock file).
+# RabbitMQ 3.10 beside it (Debian's rabbitmq-server, its own node on 127.0.0.1:27690,
+# stopped at the end; apt as root): ARGS=--rabbitmq310 or BENCH_RABBITMQ310=1.
 BENCH_STAMP := tests/bench/node_modules/.installed
 
 $(BENCH_STAMP): tests/bench/package.json tests/bench/package-lock.json
@@ -61,18 +63,19 @@ bench: $(STAMP) $(BENCH_STAMP)
 	$(PY) tests/bench/bench_durable.py
 	$(PY) tests/bench/bench_gateway.py
 
-# TLS next to the plain listeners: throughput and CPU, and opening 1,000 connections
 # The gateway in front of an upstream broker (tests/bench/bench_gateway.py): RabbitMQ 4
 # if ../shared/rabbitmq4 runs one on 127.0.0.1:45672, else this broker.
 bench-gateway: $(STAMP) $(BENCH_STAMP)
 	$(PY) tests/bench/bench_gateway.py $(ARGS)
 
+# TLS next to the plain listeners: throughput and CPU, and opening 1,000 connections
 bench-tls: $(STAMP) $(BENCH_STAMP)
 	$(PY) tests/bench/bench_tls.py $(ARGS)
 
 # Cost curves (queues, backlog, idle connections, stream fan-out, message size, latency)
 # in one run, about 10 minutes: a table, tests/bench/results/scale.jsonl and scale.png
 # (matplotlib, the bench extra).  Bigger sizes: BENCH_SCALE_* (tests/bench/bench_scale.py).
+# RabbitMQ 3.10's points beside ours (TCP; no stream fan-out): BENCH_SCALE_RABBITMQ310=1.
 bench-scale: $(STAMP) $(BENCH_STAMP)
 	$(PY) -c 'import matplotlib' 2>/dev/null || $(PY) -m pip install -q 'matplotlib>=3.8' \
 		|| echo "matplotlib did not install: no PNG this time"

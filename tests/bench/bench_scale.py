@@ -55,6 +55,19 @@ Every option can also be set by an environment variable BENCH_SCALE_<OPTION>
   BENCH_SCALE_MESSAGES, _DELIVERIES, _SIZE_BYTES, _LATENCY_COUNT   (work per point)
   BENCH_SCALE_RUNS, _CONN_RUNS, _IDLE_SECONDS, _ONLY (e.g. queues,size), _OUT, _PNG
 
+RabbitMQ 3.10 beside ours: --rabbitmq310 (BENCH_SCALE_RABBITMQ310=1; off by default)
+starts a node of the benchmark's own (tests/bench/rabbitmq310.py: Debian's
+rabbitmq-server through conformance/rabbitmq310.sh, apt as root) and measures the
+same load on it, TCP only (3.10 has no WebSocket in open source), point by point
+after ours: queues, backlog, connections, size and latency; its CPU and RSS are its
+beam.smp process's, and it is restarted with its data wiped wherever ours gets a
+fresh broker.  Fan-out gets none: 3.10 delivers nothing from streams over AMQP 1.0
+(n/a).  The table then has, beside each of our figures, 3.10's and the ratio
+ours/3.10; the JSON lines carry `broker` ("amqpws" or "rabbitmq310"); the PNG draws
+3.10 as a second series (green triangles) on the same panels.  The node is stopped
+at the end.  When rabbitmq-server can't be installed or started, a line says so
+and the rest runs.
+
 The defaults take about 5 minutes on 2 cores (shared with other work).  A benchmark,
 not a test: it prints numbers and asserts nothing about them.
 """
@@ -65,6 +78,7 @@ import argparse
 import json
 import math
 import os
+import shlex
 import statistics
 import subprocess
 import sys
@@ -80,11 +94,15 @@ ROOT = HERE.parent.parent
 sys.path.insert(0, str(ROOT / "conformance"))
 from conftest import start_broker, stop_broker
 
+sys.path.insert(0, str(HERE))
+import rabbitmq310
+
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 RESULTS = HERE / "results"
 CURVES = ("queues", "backlog", "connections", "fanout", "size", "latency")
 SIZES = (100, 1024, 16384, 262144, 1048576)
 Point = dict[str, Any]
+BROKERS = {"amqpws": "amqpws-broker", "rabbitmq310": rabbitmq310.LABEL}
 
 
 def cpu_seconds(pid: int) -> float:
@@ -104,6 +122,9 @@ def log(msg: str) -> None:
 
 
 class Broker:
+    kind = "amqpws"
+    address_prefix = "/queues/"
+
     def __init__(self, *args: str) -> None:
         self.proc, self.info = start_broker("--log-level", "warning", *args)
         self.pid = self.info.pid
@@ -124,6 +145,21 @@ class Broker:
         return rss_kib(self.pid)
 
 
+class Rabbit(Broker):
+    """RabbitMQ 3.10's node (tests/bench/rabbitmq310.py) as the curves see a broker."""
+
+    kind = "rabbitmq310"
+    address_prefix = rabbitmq310.RabbitMQ310.address_prefix
+
+    def __init__(self, node: rabbitmq310.RabbitMQ310) -> None:  # no process of ours to start
+        self.node = node
+        self.pid = node.pid
+        self.seq = 0
+
+    def target(self, transport: str = "tcp") -> dict[str, object]:
+        return self.node.target(transport)
+
+
 @contextmanager
 def broker(*args: str) -> Iterator[Broker]:
     b = Broker(*args)
@@ -131,6 +167,13 @@ def broker(*args: str) -> Iterator[Broker]:
         yield b
     finally:
         stop_broker(b.proc)
+
+
+@contextmanager
+def rabbit(node: rabbitmq310.RabbitMQ310) -> Iterator[Broker]:
+    """The 3.10 node as just started (restarted, its data wiped, if it has had traffic);
+    it stays up afterwards, for the next point or main()'s stop."""
+    yield Rabbit(node.fresh())
 
 
 def node(script: str, opts: dict[str, object], timeout: float) -> dict[str, Any]:
@@ -165,22 +208,40 @@ def median_of(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return {k: statistics.median(r[k] for r in runs) for k in keys}
 
 
+Servers = Callable[..., Any]  # (*broker args) -> a context manager yielding a Broker
+
+
 class Session:
     """Collects the points, appends each to the JSON-lines file as soon as it is measured."""
 
-    def __init__(self, args: argparse.Namespace) -> None:
+    def __init__(self, args: argparse.Namespace,
+                 node310: rabbitmq310.RabbitMQ310 | None = None) -> None:
         self.args = args
+        self.node310 = node310
         self.points: list[Point] = []
         self.out = Path(args.out)
         self.out.parent.mkdir(parents=True, exist_ok=True)
         self.out.write_text("")
         self.started = datetime.now(UTC).isoformat(timespec="seconds")
 
+    def servers(self, *transports: str) -> list[tuple[str, str, Servers]]:
+        """(broker kind, transport, server factory) for each point to measure: ours on
+        every transport, then RabbitMQ 3.10 (when it runs) on TCP, its only one."""
+        out: list[tuple[str, str, Servers]] = [("amqpws", t, broker) for t in transports]
+        node310 = self.node310
+        if node310 is not None and "tcp" in transports:
+            out.append(("rabbitmq310", "tcp", lambda *_: rabbit(node310)))
+        return out
+
     def point(self, curve: str, x: float, transport: str, runs: int,
-              measure: Callable[[], dict[str, Any]], **extra: Any) -> Point:
+              measure: Callable[[], dict[str, Any]], *, kind: str = "amqpws",
+              **extra: Any) -> Point:
         label = f"{curve} {fmt_size(x) if curve == 'size' else f'{x:,g}'} {transport}"
+        if kind != "amqpws":
+            label += f" ({BROKERS[kind]})"
         results = []
-        p: Point = {"curve": curve, "x": x, "transport": transport, "runs": runs, **extra}
+        p: Point = {"curve": curve, "x": x, "transport": transport, "broker": kind,
+                    "runs": runs, **extra}
         try:
             for i in range(runs):
                 log(f"{label}: run {i + 1}/{runs}")
@@ -203,23 +264,26 @@ def curve_queues(s: Session) -> None:
     a = s.args
     for q in a.queues:
         per_queue = max(1, a.messages // q)
-        with broker() as b:
-            warm_up(b)
-            prefix = b.name("q")  # the same queues in every run of the point
+        for kind, _, server in s.servers("tcp"):
+            with server() as b:
+                warm_up(b)
+                prefix = b.name("q")  # the same queues in every run of the point
 
-            def run(q: int = q, per_queue: int = per_queue, b: Broker = b,
-                    prefix: str = prefix) -> dict[str, Any]:
-                r = windowed(b, {"mode": "queues", **b.target(), "queues": q,
-                                 "count": per_queue, "size": 100, "connections": 4,
-                                 "links_per_session": 200, "credit": 200, "prefix": prefix})
-                n = r["messages"]
-                return {"messages": n, "seconds": r["seconds"], "msgs_per_s": n / r["seconds"],
-                        "cpu_us_per_msg": r["cpu_s"] / n * 1e6,
-                        "setup_cpu_ms": (r["cpu_all_s"] - r["cpu_s"]) * 1e3,
-                        "rss_kib": r["rss_kib"]}
+                def run(q: int = q, per_queue: int = per_queue, b: Broker = b,
+                        prefix: str = prefix) -> dict[str, Any]:
+                    r = windowed(b, {"mode": "queues", **b.target(), "queues": q,
+                                     "count": per_queue, "size": 100, "connections": 4,
+                                     "links_per_session": 200, "credit": 200,
+                                     "prefix": prefix})
+                    n = r["messages"]
+                    return {"messages": n, "seconds": r["seconds"],
+                            "msgs_per_s": n / r["seconds"],
+                            "cpu_us_per_msg": r["cpu_s"] / n * 1e6,
+                            "setup_cpu_ms": (r["cpu_all_s"] - r["cpu_s"]) * 1e3,
+                            "rss_kib": r["rss_kib"]}
 
-            s.point("queues", q, "tcp", a.runs, run, size=100, connections=8,
-                    messages_per_queue=per_queue)
+                s.point("queues", q, "tcp", a.runs, run, kind=kind, size=100, connections=8,
+                        messages_per_queue=per_queue)
 
 
 def curve_backlog(s: Session) -> None:
@@ -232,36 +296,39 @@ def curve_backlog(s: Session) -> None:
     if not counts or counts[-1] != a.backlog:
         counts.append(a.backlog)
     for n in counts:
-        def run(n: int = n) -> dict[str, Any]:
-            with broker() as b:
-                warm_up(b)
-                time.sleep(0.3)
-                rss0 = b.rss()
-                address = f"/queues/{b.name('backlog')}"
-                pub = windowed(b, {"mode": "publish", **b.target(), "address": address,
-                                   "count": n, "size": 100}, timeout=3600)
-                time.sleep(0.5)
-                rss1 = b.rss()
-                drain = windowed(b, {"mode": "drain", **b.target(), "address": address,
-                                     "count": n, "credit": 1000}, timeout=3600)
-                time.sleep(0.5)
-                return {"messages": n, "rss_before_kib": rss0, "rss_kib": rss1,
-                        "rss_drained_kib": b.rss(),
-                        "bytes_per_queued_msg": (rss1 - rss0) * 1024 / n,
-                        "publish_msgs_per_s": n / pub["seconds"],
-                        "publish_cpu_us_per_msg": pub["cpu_s"] / n * 1e6,
-                        "msgs_per_s": n / drain["seconds"],
-                        "cpu_us_per_msg": drain["cpu_s"] / n * 1e6}
+        for kind, _, server in s.servers("tcp"):
+            def run(n: int = n, server: Servers = server) -> dict[str, Any]:
+                with server() as b:  # a fresh broker (or 3.10 node) every run
+                    warm_up(b)
+                    time.sleep(0.3)
+                    rss0 = b.rss()
+                    address = b.address_prefix + b.name("backlog")
+                    pub = windowed(b, {"mode": "publish", **b.target(), "address": address,
+                                       "count": n, "size": 100}, timeout=3600)
+                    time.sleep(0.5)
+                    rss1 = b.rss()
+                    drain = windowed(b, {"mode": "drain", **b.target(), "address": address,
+                                         "count": n, "credit": 1000}, timeout=3600)
+                    time.sleep(0.5)
+                    return {"messages": n, "rss_before_kib": rss0, "rss_kib": rss1,
+                            "rss_drained_kib": b.rss(),
+                            "bytes_per_queued_msg": (rss1 - rss0) * 1024 / n,
+                            "publish_msgs_per_s": n / pub["seconds"],
+                            "publish_cpu_us_per_msg": pub["cpu_s"] / n * 1e6,
+                            "msgs_per_s": n / drain["seconds"],
+                            "cpu_us_per_msg": drain["cpu_s"] / n * 1e6}
 
-        s.point("backlog", n, "tcp", 1 if n >= 1_000_000 else a.runs, run, size=100)
+            s.point("backlog", n, "tcp", 1 if n >= 1_000_000 else a.runs, run, kind=kind,
+                    size=100)
 
 
 def curve_connections(s: Session) -> None:
     a = s.args
     for count in a.connections:
-        for transport in ("tcp", "ws"):
-            def run(count: int = count, transport: str = transport) -> dict[str, Any]:
-                with broker() as b:
+        for kind, transport, server in s.servers("tcp", "ws"):
+            def run(count: int = count, transport: str = transport,
+                    server: Servers = server) -> dict[str, Any]:
+                with server() as b:
                     warm_up(b, transport)
                     time.sleep(0.3)
                     rss0, cpu0 = b.rss(), b.cpu()
@@ -299,10 +366,12 @@ def curve_connections(s: Session) -> None:
                         "rss_after_idle_kib": rss2, "idle_cpu_pct": idle_pct,
                         "idle_seconds": a.idle_seconds}
 
-            s.point("connections", count, transport, a.conn_runs, run, idle_time_out_ms=60000)
+            s.point("connections", count, transport, a.conn_runs, run, kind=kind,
+                    idle_time_out_ms=60000)
 
 
 def curve_fanout(s: Session) -> None:
+    """Ours only: RabbitMQ 3.10 delivers nothing from a stream over AMQP 1.0 (n/a)."""
     a = s.args
     stream = "scale-fanout"
     per_consumer = {k: max(1, a.deliveries // k) for k in a.fanout}
@@ -327,46 +396,51 @@ def curve_fanout(s: Session) -> None:
 
 def curve_size(s: Session) -> None:
     a = s.args
-    with broker() as b:
-        for transport in ("tcp", "ws"):
-            warm_up(b, transport)
-            for size in SIZES:
-                count = max(20, min(20_000, a.size_bytes // size))
-                credit = max(4, min(500, (8 << 20) // size))
+    for kind, server in [("amqpws", broker)] + [
+            (k, srv) for k, _, srv in s.servers("tcp") if k != "amqpws"]:
+        with server() as b:
+            for transport in ("tcp", "ws") if kind == "amqpws" else ("tcp",):
+                warm_up(b, transport)
+                for size in SIZES:
+                    count = max(20, min(20_000, a.size_bytes // size))
+                    credit = max(4, min(500, (8 << 20) // size))
 
-                def run(size: int = size, count: int = count, credit: int = credit,
-                        transport: str = transport) -> dict[str, Any]:
-                    r = windowed(b, {"mode": "queues", **b.target(transport), "queues": 1,
-                                     "count": count, "size": size, "connections": 1,
-                                     "credit": credit, "prefix": b.name("size")})
-                    n, payload = r["messages"], r["messages"] * size
-                    return {"messages": n, "seconds": r["seconds"],
-                            "msgs_per_s": n / r["seconds"],
-                            "mb_per_s": payload / r["seconds"] / 1e6,
-                            "cpu_us_per_msg": r["cpu_s"] / n * 1e6,
-                            "cpu_us_per_kib": r["cpu_s"] * 1e6 / (payload / 1024),
-                            "rss_kib": r["rss_kib"]}
+                    def run(size: int = size, count: int = count, credit: int = credit,
+                            transport: str = transport, b: Broker = b) -> dict[str, Any]:
+                        r = windowed(b, {"mode": "queues", **b.target(transport), "queues": 1,
+                                         "count": count, "size": size, "connections": 1,
+                                         "credit": credit, "prefix": b.name("size")})
+                        n, payload = r["messages"], r["messages"] * size
+                        return {"messages": n, "seconds": r["seconds"],
+                                "msgs_per_s": n / r["seconds"],
+                                "mb_per_s": payload / r["seconds"] / 1e6,
+                                "cpu_us_per_msg": r["cpu_s"] / n * 1e6,
+                                "cpu_us_per_kib": r["cpu_s"] * 1e6 / (payload / 1024),
+                                "rss_kib": r["rss_kib"]}
 
-                s.point("size", size, transport, a.runs, run, messages=count)
+                    s.point("size", size, transport, a.runs, run, kind=kind, messages=count)
 
 
 def curve_latency(s: Session) -> None:
     a = s.args
-    with broker() as b:
-        for transport in ("tcp", "ws"):
-            warm_up(b, transport)
+    for kind, server in [("amqpws", broker)] + [
+            (k, srv) for k, _, srv in s.servers("tcp") if k != "amqpws"]:
+        with server() as b:
+            for transport in ("tcp", "ws") if kind == "amqpws" else ("tcp",):
+                warm_up(b, transport)
 
-            def run(transport: str = transport) -> dict[str, Any]:
-                cpu0 = b.cpu()
-                r = node("load.js", {"mode": "latency", **b.target(transport),
-                                     "count": a.latency_count, "rate": 1000, "size": 100,
-                                     "prefix": b.name("lat")}, timeout=600)
-                n = r["messages"]
-                return {"messages": n, "p50_ms": r["p50_ms"], "p99_ms": r["p99_ms"],
-                        "max_ms": r["max_ms"], "msgs_per_s": n / r["seconds"],
-                        "cpu_us_per_msg": (b.cpu() - cpu0) / n * 1e6, "rss_kib": b.rss()}
+                def run(transport: str = transport, b: Broker = b) -> dict[str, Any]:
+                    cpu0 = b.cpu()
+                    r = node("load.js", {"mode": "latency", **b.target(transport),
+                                         "count": a.latency_count, "rate": 1000, "size": 100,
+                                         "prefix": b.name("lat")}, timeout=600)
+                    n = r["messages"]
+                    return {"messages": n, "p50_ms": r["p50_ms"], "p99_ms": r["p99_ms"],
+                            "max_ms": r["max_ms"], "msgs_per_s": n / r["seconds"],
+                            "cpu_us_per_msg": (b.cpu() - cpu0) / n * 1e6, "rss_kib": b.rss()}
 
-            s.point("latency", 1000, transport, a.runs, run, rate=1000, size=100)
+                s.point("latency", 1000, transport, a.runs, run, kind=kind, rate=1000,
+                        size=100)
 
 
 # -- the table --------------------------------------------------------------------------
@@ -427,27 +501,74 @@ def cell(p: Point, key: str, how: str) -> str:
     return how.format(v)
 
 
-def print_table(points: list[Point]) -> None:
+NOT_310 = {"fanout": "n/a (3.10 delivers nothing from streams over AMQP 1.0)",
+           "ws": "n/a (no WebSocket in 3.10)"}
+
+
+def ratio_cells(p: Point, theirs: Point | None, key: str, how: str) -> list[str]:
+    """RabbitMQ 3.10's figure beside ours, and ours/3.10."""
+    if theirs is None:
+        return ["n/a", "n/a"]
+    if "error" in theirs:
+        return ["FAILED", "-"]
+    ours_v, theirs_v = p.get(key), theirs.get(key)
+    ratio = f"{ours_v / theirs_v:.2f}x" if ours_v is not None and theirs_v else "-"
+    return [cell(theirs, key, how), ratio]
+
+
+def print_table(points: list[Point], with_310: bool | None = None) -> None:
+    """Ours, one row a point; with_310 (default: when there are any 3.10 points) puts
+    RabbitMQ 3.10's figure and the ratio ours/3.10 beside each of ours."""
+    if with_310 is None:
+        with_310 = any(p.get("broker") == "rabbitmq310" for p in points)
+    theirs_at = {(p["curve"], p["x"], p["transport"]): p for p in points
+                 if p.get("broker") == "rabbitmq310"}
+    if with_310:
+        print(f"\n{rabbitmq310.LABEL} beside each figure: its value, then ratio = ours/3.10 "
+              "(msg/s, MB/s above 1: we are faster; CPU, RSS, latency below 1: we use less); "
+              "n/a where 3.10 can't be measured")
     for curve in CURVES:
-        rows = [p for p in points if p["curve"] == curve]
+        rows = [p for p in points if p["curve"] == curve
+                and p.get("broker", "amqpws") == "amqpws"]
         if not rows:
             continue
         cols = COLUMNS[curve]
         runs = sorted({p["runs"] for p in rows})
         print(f"\n{TITLES[curve]}  (median of {'/'.join(map(str, runs))} "
               f"run{'s' if runs != [1] else ''})")
-        table = [[h for _, h, _ in cols]]
+        header = []
+        for key, h, _ in cols:
+            header.append(h)
+            if with_310 and key not in ("x", "transport"):
+                header += ["3.10", "ratio"]
+        table = [header]
+        notes = []
         for p in rows:
             if "error" in p:
                 table.append([cell(p, *cols[0][::2])] + [f"FAILED: {p['error'][:80]}"])
-            else:
-                table.append([cell(p, k, how) for k, _, how in cols])
-        widths = [max(len(r[i]) for r in table if i < len(r)) for i in range(len(cols))]
+                continue
+            theirs = theirs_at.get((curve, p["x"], p["transport"]))
+            row = []
+            for key, _, how in cols:
+                row.append(cell(p, key, how))
+                if with_310 and key not in ("x", "transport"):
+                    row += ratio_cells(p, theirs, key, how)
+            table.append(row)
+            if with_310 and theirs is None:
+                why = NOT_310.get(curve) or NOT_310.get(p["transport"])
+                if why and why not in notes:
+                    notes.append(why)
+            elif theirs is not None and "error" in theirs:
+                notes.append(f"3.10 at {cell(p, *cols[0][::2])} FAILED: {theirs['error'][:120]}")
+        ncols = len(header)
+        widths = [max(len(r[i]) for r in table if len(r) == ncols) for i in range(ncols)]
         for r in table:
-            if len(r) < len(cols):
+            if len(r) < ncols:
                 print("  " + r[0].rjust(widths[0]) + "  " + r[1])
             else:
                 print("  " + "  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)))
+        for note in notes:
+            print(f"  {rabbitmq310.LABEL}: {note}")
 
 
 # -- the plot ---------------------------------------------------------------------------
@@ -473,13 +594,27 @@ def plot(points: list[Point], path: Path) -> None:
     fig, axes = plt.subplots(rows, cols, figsize=(7.2 * cols, 5.0 * rows), squeeze=False)
     for ax in axes.flat[len(curves):]:
         ax.set_visible(False)
-    colour = {"tcp": "tab:blue", "ws": "tab:orange"}
+    # ours: blue (TCP) and orange (WebSocket); RabbitMQ 3.10 (TCP only): green, triangles
+    colour = {("amqpws", "tcp"): "tab:blue", ("amqpws", "ws"): "tab:orange",
+              ("rabbitmq310", "tcp"): "tab:green"}
+    markers = {"amqpws": ("o", "s"), "rabbitmq310": ("^", "v")}
+    with_310 = any(p.get("broker") == "rabbitmq310" for p in ok)
     thousands = FuncFormatter(lambda v, _: f"{v:,.0f}")
 
-    def series(curve: str, transport: str, key: str) -> tuple[list[float], list[float]]:
-        pts = sorted((p for p in ok if p["curve"] == curve and p["transport"] == transport
+    def kind(p: Point) -> str:
+        return p.get("broker", "amqpws")
+
+    def series(curve: str, who: tuple[str, str], key: str) -> tuple[list[float], list[float]]:
+        pts = sorted((p for p in ok if p["curve"] == curve and (kind(p), p["transport"]) == who
                       and key in p), key=lambda p: p["x"])
         return [p["x"] for p in pts], [p[key] for p in pts]
+
+    def suffix(who: tuple[str, str], many: bool) -> str:
+        if who[0] == "rabbitmq310":
+            return f" ({rabbitmq310.LABEL})"
+        if with_310:
+            return f" (ours {who[1]})"
+        return f" ({who[1]})" if many else ""
 
     def two_axes(ax, curve, left, right, xlabel, llabel, rlabel, *, logx=True, logy=False,
                  logy2=False, annotate=None):  # type: ignore[no-untyped-def]
@@ -487,26 +622,29 @@ def plot(points: list[Point], path: Path) -> None:
         ax2 = ax.twinx()
         handles = []
         tops: dict[object, float] = {}
-        transports = [t for t in ("tcp", "ws") if any(
-            p["curve"] == curve and p["transport"] == t for p in ok)]
-        for t in transports:
-            for axis, spec, marker in ((ax, left, "o"), (ax2, right, "s")):
+        whos = [w for w in colour if any(
+            p["curve"] == curve and (kind(p), p["transport"]) == w for p in ok)]
+        for who in whos:
+            for axis, spec, marker in ((ax, left, markers[who[0]][0]),
+                                       (ax2, right, markers[who[0]][1])):
                 for key, what, style in spec:
-                    xs, ys = series(curve, t, key)
+                    xs, ys = series(curve, who, key)
                     if (logy if axis is ax else logy2):  # a 0 (below the clock tick) has no log
                         xs, ys = [x for x, y in zip(xs, ys, strict=True) if y > 0], \
                                  [y for y in ys if y > 0]
                     if xs:
                         tops[axis] = max(tops.get(axis, 0), *ys)
-                        (h,) = axis.plot(xs, ys, style, marker=marker, color=colour[t],
-                                         label=f"{what} ({t})" if len(transports) > 1 else what,
-                                         mfc="white" if axis is ax2 else colour[t])
+                        (h,) = axis.plot(xs, ys, style, marker=marker, color=colour[who],
+                                         label=what + suffix(who, len(whos) > 1),
+                                         mfc="white" if axis is ax2 else colour[who])
                         handles.append(h)
             if annotate:
-                for p in (p for p in ok if p["curve"] == curve and p["transport"] == t):
+                for p in (p for p in ok if p["curve"] == curve
+                          and (kind(p), p["transport"]) == who):
                     key, text = annotate
                     ax.annotate(text(p), (p["x"], p[key]), textcoords="offset points",
-                                xytext=(4, 6), fontsize=8, color=colour[t])
+                                xytext=(4, 6 if who[0] == "amqpws" else -12), fontsize=8,
+                                color=colour[who])
         xs_all = [p["x"] for p in ok if p["curve"] == curve]
         if logx:
             ax.set_xscale("log")
@@ -555,6 +693,10 @@ def plot(points: list[Point], path: Path) -> None:
             two_axes(ax, curve, [("msgs_per_s", "deliveries/s", "-")],
                      [("cpu_us_per_msg", "CPU us/delivery", "--")],
                      "consumers (log)", "total deliveries/s", "broker CPU us per delivery")
+            if with_310:
+                ax.text(0.5, 0.04, f"{rabbitmq310.LABEL}: n/a (delivers nothing from streams "
+                        "over AMQP 1.0)", transform=ax.transAxes, ha="center", fontsize=8,
+                        color=colour[("rabbitmq310", "tcp")])
         elif curve == "size":
             ax2 = two_axes(ax, curve, [("mb_per_s", "MB/s", "-")],
                            [("cpu_us_per_kib", "CPU us/KiB", "--")],
@@ -565,14 +707,16 @@ def plot(points: list[Point], path: Path) -> None:
             ax2.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
         elif curve == "latency":
             pts = [p for p in ok if p["curve"] == "latency"]
-            labels = [p["transport"].upper() for p in pts]
+            labels = [(f"{rabbitmq310.LABEL} " if kind(p) == "rabbitmq310" else
+                       "ours " if with_310 else "") + p["transport"].upper() for p in pts]
             xs = range(len(pts))
             for off, key, name, alpha in ((-0.2, "p50_ms", "p50", 1.0), (0.2, "p99_ms", "p99", 0.55)):
                 bars = ax.bar([x + off for x in xs], [p[key] for p in pts], width=0.38,
-                              color=[colour[p["transport"]] for p in pts], alpha=alpha,
-                              edgecolor="black", label=name)
+                              color=[colour[(kind(p), p["transport"])] for p in pts],
+                              alpha=alpha, edgecolor="black", label=name)
                 ax.bar_label(bars, labels=[f"{name} {p[key]:.2f}" for p in pts], fontsize=8)
-            ax.set_xticks(list(xs), [f"{lbl}\n{p['cpu_us_per_msg']:.0f} us CPU/msg, "
+            sep = "\n" if len(pts) > 2 else ", "  # three bar pairs: narrower labels
+            ax.set_xticks(list(xs), [f"{lbl}\n{p['cpu_us_per_msg']:.0f} us CPU/msg{sep}"
                                      f"{p['msgs_per_s']:,.0f} msg/s"
                                      for lbl, p in zip(labels, pts, strict=True)])
             top = max(p["p99_ms"] for p in pts)
@@ -587,9 +731,11 @@ def plot(points: list[Point], path: Path) -> None:
             ax.grid(True, axis="y", alpha=0.3)
     started = next((p.get("bench_started") for p in points), "")
     runs = sorted({p["runs"] for p in ok})
+    vs = (f"\n{rabbitmq310.LABEL} (green triangles, TCP only): the same load, "
+          "its beam.smp process's CPU and RSS" if with_310 else "")
     fig.suptitle(f"amqpws-broker scale benchmark {started}: the broker process's CPU and RSS, "
-                 f"each point the median of {'/'.join(map(str, runs))} run(s)", fontsize=12)
-    fig.tight_layout(rect=(0, 0, 1, 0.97))
+                 f"each point the median of {'/'.join(map(str, runs))} run(s){vs}", fontsize=12)
+    fig.tight_layout(rect=(0, 0, 1, (0.97 if not with_310 else 0.95 if rows > 1 else 0.91)))
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -628,6 +774,9 @@ def main() -> None:
     p.add_argument("--big", action="store_true",
                    default=str(env("big", "")).lower() in ("1", "true", "yes"),
                    help="10^6 backlog and 10000 connections")
+    p.add_argument("--rabbitmq310", action="store_true",
+                   default=str(env("rabbitmq310", "")).lower() in ("1", "true", "yes"),
+                   help="RabbitMQ 3.10 points beside ours (tests/bench/rabbitmq310.py)")
     p.add_argument("--out", default=env("out", str(RESULTS / "scale.jsonl")))
     p.add_argument("--png", default=env("png", str(RESULTS / "scale.png")))
     p.add_argument("--plot", metavar="JSONL", help="only redraw the PNG (and table) from a file")
@@ -648,19 +797,37 @@ def main() -> None:
     unknown = set(only) - set(CURVES)
     if unknown:
         p.error(f"unknown curves {sorted(unknown)}; choose from {','.join(CURVES)}")
-    session = Session(a)
+    command = shlex.join([os.path.relpath(sys.executable) if sys.executable.startswith(
+        os.getcwd()) else sys.executable, *sys.argv])
     t0 = time.monotonic()
+    node310 = None
+    if a.rabbitmq310 and set(only) - {"fanout"}:
+        log(f"starting {rabbitmq310.LABEL}")
+        node310 = rabbitmq310.start_or_none(log)
+    session = Session(a, node310)
     runners = {"queues": curve_queues, "backlog": curve_backlog,
                "connections": curve_connections, "fanout": curve_fanout,
                "size": curve_size, "latency": curve_latency}
-    for curve in CURVES:
-        if curve in only:
-            log(f"curve {curve}")
-            runners[curve](session)
+    try:
+        for curve in CURVES:
+            if curve in only:
+                log(f"curve {curve}")
+                runners[curve](session)
+    finally:
+        if node310 is not None:
+            log(f"stopping {rabbitmq310.LABEL}")
+            node310.stop()  # the benchmark's own node, nothing else
     elapsed = time.monotonic() - t0
     print(f"\nscale benchmark: broker CPU is the broker process's own (utime+stime), "
           f"RSS its VmRSS; {elapsed / 60:.1f} min")
-    print_table(session.points)
+    print(f"command: {command}")
+    if node310 is not None:
+        print(f"{rabbitmq310.LABEL} ({node310.version}): the same load on the benchmark's own "
+              "node, a fresh one (restarted, data wiped) wherever ours is a fresh broker; its "
+              "CPU and RSS are its beam.smp's")
+    elif a.rabbitmq310:
+        print(f"{rabbitmq310.LABEL}: not measured (see the log above)")
+    print_table(session.points, with_310=node310 is not None)
     print(f"\nJSON lines: {session.out}")
     plot(session.points, Path(a.png))
 

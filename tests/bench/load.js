@@ -13,6 +13,9 @@
 'use strict';
 const rhea = require('rhea');
 const opts = JSON.parse(process.argv[2]);
+// where a queue's address starts: this broker's `/queues/NAME`, or RabbitMQ 3.10's
+// v1 `/queue/NAME` (which declares the queue on attach)
+const QUEUES = opts.address_prefix || '/queues/';
 
 function connect(container) {
   // tls and wss trust the CA file in `opts.ca` (bench_tls.py makes one); `username`
@@ -49,7 +52,7 @@ function throughput() {
   let received = 0, start = 0;
   const total = P * N;
   for (let p = 0; p < P; p++) {
-    const address = `/queues/${opts.prefix}-${p}`;
+    const address = `${QUEUES}${opts.prefix}-${p}`;
     const rc = connect(rhea.create_container());
     const receiver = rc.open_receiver({
       // autoaccept also settles presettled deliveries locally, which frees rhea's session window
@@ -73,7 +76,7 @@ function throughput() {
 }
 
 function latency() {
-  const N = opts.count, rate = opts.rate, address = `/queues/${opts.prefix}`;
+  const N = opts.count, rate = opts.rate, address = `${QUEUES}${opts.prefix}`;
   const lat = [];
   const startMs = Date.now();
   const body = Buffer.alloc(opts.size, 120);
@@ -117,7 +120,8 @@ function idle() {
   const container = rhea.create_container();
   for (let i = 0; i < C; i++) {
     const c = connect(container);
-    const r = c.open_receiver({ source: { address: `/queues/${opts.prefix}` }, credit_window: 10 });
+    const r = c.open_receiver({ source: { address: `${QUEUES}${opts.prefix}` },
+                                credit_window: 10 });
     r.on('receiver_open', () => {
       if (++open === C) {  // bench reads RSS now
         process.stdout.write(JSON.stringify({ open, seconds: (Date.now() - started) / 1000 }) +

@@ -18,6 +18,11 @@
 const fs = require('fs');
 const rhea = require('rhea');
 const opts = JSON.parse(process.argv[2]);
+// where a queue's address starts: this broker's `/queues/NAME`, or RabbitMQ 3.10's
+// v1 `/queue/NAME` (which declares the queue on attach)
+const QUEUES = opts.address_prefix || '/queues/';
+// SASL PLAIN for a broker that wants it (RabbitMQ), else anonymous
+const SASL = opts.username ? { username: opts.username, password: opts.password } : {};
 
 const connections = [];
 function connect() {
@@ -26,10 +31,10 @@ function connect() {
   if (opts.transport === 'ws') {
     const ws = container.websocket_connect(require('ws'));
     c = container.connect({ connection_details: ws(opts.ws_url, ['amqp'], {}),
-                            reconnect: false, idle_time_out: 0 });
+                            reconnect: false, idle_time_out: 0, ...SASL });
   } else {
     c = container.connect({ host: opts.host, port: opts.port, reconnect: false,
-                            idle_time_out: 0, tcp_no_delay: true });
+                            idle_time_out: 0, tcp_no_delay: true, ...SASL });
   }
   connections.push(c);
   return c;
@@ -129,7 +134,8 @@ function queues() {
   const openSenders = () => {
     const producer = sessions(C, perSession);
     for (let q = 0; q < Q; q++) {
-      const s = producer(q).open_sender({ target: { address: `/queues/${opts.prefix}-${q}` } });
+      const s = producer(q).open_sender({
+        target: { address: `${QUEUES}${opts.prefix}-${q}` } });
       senders.push(s);
       let ready = false;
       s.on('sendable', () => {
@@ -142,7 +148,7 @@ function queues() {
   };
   const consumer = sessions(C, perSession);
   for (let q = 0; q < Q; q++) {
-    const r = consumer(q).open_receiver({ source: { address: `/queues/${opts.prefix}-${q}` },
+    const r = consumer(q).open_receiver({ source: { address: `${QUEUES}${opts.prefix}-${q}` },
                                           credit_window: 0, autoaccept: true });
     receivers.push(r);
     r.on('message', () => { received++; check(); });
