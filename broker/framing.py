@@ -159,6 +159,9 @@ _FRAME_HEADER = struct.Struct(">IBBH").pack
 _SMALL_UINT = [b"\x43"] + [bytes((0x52, i)) for i in range(1, 256)]
 _BYTE = [bytes((i,)) for i in range(256)]
 _TRANSFER_LIST_HEAD = b"\x00\x53\x14\xc0"  # described transfer, list8
+# frame header, described transfer, list8 size and count (5 fields: no `more`)
+_TRANSFER_HEAD = struct.Struct(">IBBHBBBBBB").pack
+_UINT_AND_TAG_HEAD = struct.Struct(">BIBB").pack  # uint delivery-id, vbin8 tag's code and size
 
 
 def encode_transfer_frame(
@@ -178,6 +181,17 @@ def encode_transfer_frame(
     delivery_tag, message_format, settled, more)`: most compact encodings,
     `more` omitted when false.  Delivery tags are at most 32 bytes (§2.8.7),
     so the field list always fits a list8."""
+    if delivery_id > 255 and handle < 256 and not message_format and not more:
+        # the usual frame: two packs and the tag and payload, no join
+        h = _SMALL_UINT[handle]
+        n = len(h) + 9 + len(tag)
+        out += _TRANSFER_HEAD(n + 14 + len(payload), 2, 0, channel, 0, 0x53, 0x14, 0xC0, n + 1, 5)
+        out += h
+        out += _UINT_AND_TAG_HEAD(0x70, delivery_id, 0xA0, len(tag))
+        out += tag
+        out += b"\x43\x41" if settled else b"\x43\x42"
+        out += payload
+        return
     fields = b"".join((
         _SMALL_UINT[handle] if handle < 256 else b"\x70" + _u32(handle),
         _SMALL_UINT[delivery_id] if delivery_id < 256 else b"\x70" + _u32(delivery_id),

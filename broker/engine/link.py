@@ -149,8 +149,13 @@ class Link:
 
     @property
     def can_send(self) -> bool:
-        """True when a `send()` now would go on the wire (credit and session window)."""
-        return self.link_credit > 0 and self.usable and self.session.can_send
+        """True when a `send()` now would go on the wire (credit and session window).
+        Asked before every delivery, so `usable` and the session's `can_send` are
+        spelled out here rather than called."""
+        s = self.session
+        return self.link_credit > 0 and self.attach_sent and not self.detach_sent and \
+            not self.refused and s.remote_incoming_window > 0 and not s._backlog and \
+            not s.end_sent
 
     # -- local actions --------------------------------------------------------
 
@@ -276,16 +281,17 @@ class Link:
         """Send one message; it spends one credit.  Split into frames as needed."""
         if not self.is_sender:
             raise LocalProtocolError("cannot send on a receiving link")
-        if self.link_credit <= 0 or not self.usable:
-            raise LocalProtocolError("no credit to send")
+        if self.link_credit <= 0 or self.detach_sent or self.refused or not self.attach_sent:
+            raise LocalProtocolError("no credit to send")  # (`usable`, inlined: per message)
         if tag is None:
             # 16 bytes: the Azure SDKs read a delivery's lock token from its tag
             # as a UUID (uuid.UUID(bytes_le=tag)); a counter is unique per link
             tag = self._next_tag.to_bytes(16, "big")
             self._next_tag = (self._next_tag + 1) & 0xFFFFFFFF
         session = self.session
-        delivery = Delivery(self, session.allocate_delivery_id(), tag, settled, payload,
-                            message_format)
+        did = session.next_delivery_id  # allocate_delivery_id, inlined: per message
+        session.next_delivery_id = (did + 1) & 0xFFFFFFFF
+        delivery = Delivery(self, did, tag, settled, payload, message_format)
         self.link_credit -= 1
         self.delivery_count = (self.delivery_count + 1) & 0xFFFFFFFF  # serial.add, inlined
         if not settled:

@@ -141,6 +141,16 @@ class Session:
         if self._backlog or self.remote_incoming_window <= 0:
             self._backlog.append([link, delivery, payload, 0])
             return
+        conn = self.conn
+        tag = delivery.tag
+        if 0 < conn.remote_max_frame_size - 48 - len(tag) >= len(payload):
+            # one frame, the usual case: _emit_transfer's loop without the loop
+            encode_transfer_frame(conn.out, self.channel, link.handle, delivery.delivery_id,
+                                  tag, delivery.message_format, delivery.settled, False,
+                                  payload)
+            self.next_outgoing_id = (self.next_outgoing_id + 1) & 0xFFFFFFFF
+            self.remote_incoming_window -= 1
+            return
         offset = self._emit_transfer(link, delivery, payload, 0)
         if offset < len(payload):
             self._backlog.append([link, delivery, payload, offset])
