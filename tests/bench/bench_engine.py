@@ -5,15 +5,28 @@ frames: transfers in, transfers out, dispositions in, dispositions out.  This
 isolates the pure-Python cost per message (what the TCP benchmark's
 "broker CPU per message" is made of, minus trio and syscalls) and is stable
 enough on a loaded machine to compare two versions of the code.
+
+The second figure is a stream's fan-out: `fanout` stores messages in a stream
+once, then consumer connections read them all from `first` (credit 1000 at a
+time, each 1000 accepted in one ranged disposition, as rhea sends them): CPU
+per delivery, without sockets.  For instruction counts that machine noise
+cannot move, run it under callgrind with two consumer counts and divide the
+difference by the extra deliveries, e.g.
+
+    valgrind --tool=callgrind --callgrind-out-file=/dev/null \
+        python tests/bench/bench_engine.py --fanout 20000 1   # then ... 20000 3
 """
 
 from __future__ import annotations
 
 import statistics
+import sys
 import time
+from typing import Any
 
 from broker.codec.messaging import Accepted, Message, Source, Target
 from broker.codec.performatives import Attach, Begin, Disposition, Flow, Open, Role
+from broker.codec.types import Described, Symbol
 from broker.config import Config
 from broker.container import Container
 from broker.framing import AMQP_HEADER, encode_frame, encode_transfer_frame
@@ -71,11 +84,62 @@ def run(n: int, size: int) -> float:
     return elapsed / n * 1e6
 
 
+def _opened(container: Container, name: str, attach: Attach) -> Any:
+    handle = container.connection_made(name, "tcp", lambda: None)
+    handle.receive_data(AMQP_HEADER + frames(
+        Open(container_id=name),
+        Begin(next_outgoing_id=0, incoming_window=WINDOW, outgoing_window=WINDOW), attach))
+    handle.data_to_send()
+    return handle
+
+
+def fanout(n: int, consumers: int, credit: int = 1000) -> float:
+    """CPU us per delivery: `consumers` connections each read a stream of `n`
+    100-byte messages from `first`."""
+    container = Container(Config(port=0, ws_port=0), clock=time.monotonic)
+    container.admin.declare_queue("s", arguments={"x-queue-type": "stream"})
+    pub = _opened(container, "pub", Attach(
+        name="p", handle=0, role=Role.SENDER, target=Target(address="/queues/s"),
+        source=Source(), initial_delivery_count=0))
+    payload = Message.create(b"x" * 100).payload
+    for start in range(0, n, BATCH):
+        out = bytearray()
+        for i in range(start, min(n, start + BATCH)):
+            encode_transfer_frame(out, 0, 0, i, i.to_bytes(4, "big"), 0, True, False, payload)
+        pub.receive_data(bytes(out))
+        pub.data_to_send()
+    first = {Symbol("rabbitmq:stream-offset-spec"):
+             Described(Symbol("rabbitmq:stream-offset-spec"), "first")}
+    subs = [_opened(container, f"sub{k}", Attach(
+        name="c", handle=0, role=Role.RECEIVER, source=Source(address="/queues/s", filter=first),
+        target=Target())) for k in range(consumers)]
+    t0 = time.process_time()
+    for start in range(0, n, credit):
+        for sub in subs:
+            sub.receive_data(frames(Flow(
+                next_incoming_id=start, incoming_window=WINDOW, next_outgoing_id=0,
+                outgoing_window=WINDOW, handle=0, delivery_count=start, link_credit=credit)))
+            sub.data_to_send()
+            sub.receive_data(frames(Disposition(
+                role=Role.RECEIVER, first=start, last=min(n, start + credit) - 1, settled=True,
+                state=Accepted())))
+            sub.data_to_send()
+    elapsed = time.process_time() - t0
+    return elapsed / (n * consumers) * 1e6
+
+
 def main() -> None:
+    if sys.argv[1:2] == ["--fanout"]:  # one run, for callgrind (see the docstring)
+        fanout(int(sys.argv[2]), int(sys.argv[3]))
+        return
     for size in (100, 4096):
         samples = [run(20000, size) for _ in range(5)]
         print(f"engine path, {size:5d}-byte messages: {statistics.median(samples):6.2f} us CPU/msg "
               f"(median of 5 runs x 20000; transfer in -> queue -> transfer out -> settle)")
+    for consumers in (1, 10):
+        samples = [fanout(20000, consumers) for _ in range(3)]
+        print(f"stream fan-out, {consumers:2d} consumer(s): {statistics.median(samples):6.2f} us "
+              f"CPU/delivery (median of 3 runs; 20000 stored 100-byte messages read from first)")
 
 
 if __name__ == "__main__":
