@@ -96,6 +96,17 @@ class ConnState(enum.Enum):
 class Connection:
     """One AMQP connection, the server side unless `client` is given; bytes in, events out."""
 
+    # slots: an idle broker holds one per connection (a dict of >30 attributes is 1.5 KiB)
+    __slots__ = (
+        "_channels", "channel_max", "client", "close_deadline", "closed_event_sent",
+        "container_id", "events", "failure", "handle_max", "handshake_deadline",
+        "handshake_timed_out", "hostname", "idle_time_out", "last_received",
+        "last_sent", "local_sessions", "max_frame_size", "now", "offered_capabilities",
+        "open_sent", "out", "pending_sessions", "properties", "reader",
+        "remote_channel_max", "remote_idle_time_out", "remote_max_frame_size",
+        "remote_open", "sasl", "sessions", "state", "tracer", "user",
+    )
+
     def __init__(
         self,
         *,
@@ -190,6 +201,11 @@ class Connection:
 
     def next_event(self) -> Event | None:
         return self.events.popleft() if self.events else None
+
+    @property
+    def has_output(self) -> bool:
+        """Frames are waiting for `data_to_send` (written, or dispositions to flush)."""
+        return bool(self.out) or bool(self.pending_sessions)
 
     def data_to_send(self) -> bytes | bytearray:
         """Everything written since the last call.  The buffer itself is handed

@@ -85,6 +85,16 @@ class Delivery:
 
 
 class Link:
+    # slots: one per attached link (an attribute dict would be 1.5 KiB of each)
+    __slots__ = (
+        "_allowed", "_chunks", "_next_tag", "_partial", "_partial_size", "attach_sent",
+        "available", "context", "credit_window", "delivery_count", "detach_received",
+        "detach_sent", "drain", "handle", "is_sender", "link_credit", "local",
+        "max_message_size", "name", "rcv_settle_mode", "refused", "remote_attach",
+        "remote_handle", "remote_max_message_size", "role", "session",
+        "snd_settle_mode", "source", "target", "tolerate_excess", "unsettled",
+    )
+
     def __init__(self, session: Session, handle: int, remote: Attach | None, *,
                  name: str = "", role: bool = Role.SENDER) -> None:
         """`remote`: the peer's attach of a link it attached; None for a link we

@@ -116,7 +116,9 @@ class Session:
         self.remote_links: dict[int, Link] = {}  # by the peer's handle
         self.outgoing_unsettled: dict[int, Delivery] = {}
         self.incoming_unsettled: dict[int, Delivery] = {}
-        self._backlog: deque[list[Any]] = deque()  # [link, delivery, payload, offset sent]
+        # [link, delivery, payload, offset sent]; made when first needed (most
+        # sessions never need one, and an empty deque is 0.7 KiB)
+        self._backlog: deque[list[Any]] | None = None
         self._dispositions: list[list[Any]] = []  # [role, first, last, state]
         self.end_sent = False
         self.end_received = False
@@ -139,7 +141,7 @@ class Session:
 
     def send_transfer(self, link: Link, delivery: Delivery, payload: bytes) -> None:
         if self._backlog or self.remote_incoming_window <= 0:
-            self._backlog.append([link, delivery, payload, 0])
+            self._hold(link, delivery, payload, 0)
             return
         conn = self.conn
         tag = delivery.tag
@@ -153,7 +155,13 @@ class Session:
             return
         offset = self._emit_transfer(link, delivery, payload, 0)
         if offset < len(payload):
-            self._backlog.append([link, delivery, payload, offset])
+            self._hold(link, delivery, payload, offset)
+
+    def _hold(self, link: Link, delivery: Delivery, payload: bytes, offset: int) -> None:
+        """What the peer's window does not take now waits, in order."""
+        if self._backlog is None:
+            self._backlog = deque()
+        self._backlog.append([link, delivery, payload, offset])
 
     def _emit_transfer(self, link: Link, delivery: Delivery, payload: bytes, offset: int) -> int:
         """Write frames of one delivery from `offset` while the peer's window allows.

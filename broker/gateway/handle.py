@@ -43,6 +43,10 @@ class EngineHandle:
     def done(self) -> bool:
         return self.conn.done
 
+    def has_output(self) -> bool:
+        """Something for the driver's writer: frames, or the end."""
+        return self.conn.has_output or self.conn.done
+
     def connection_lost(self) -> None:
         if not self.conn.done:
             self.receive_data(b"")

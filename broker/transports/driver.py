@@ -76,6 +76,8 @@ class ConnectionHandle(Protocol):
     def tick(self) -> float | None: ...
     @property
     def done(self) -> bool: ...
+    def has_output(self) -> bool:
+        """Whether the writer has work: data to send, or the end to see."""
     def connection_lost(self) -> None: ...
 
 
@@ -262,10 +264,17 @@ class _Pump:
                 self.deadline = deadline
                 self.timers.schedule(self, deadline)
 
+    def _wake_writer(self) -> None:
+        """Wake the writer if it has work.  Most of an idle connection's input is
+        the peer's heartbeat, which asks for no answer: waking the writer for
+        it anyway cost a task switch and a tick per heartbeat."""
+        if self.reason is not None or self.bug is not None or self.handle.has_output():
+            self.wakeup.wake()
+
     def on_deadline(self) -> None:
         """The timers' call when the deadline came (or the pump's first tick)."""
         self._retick()
-        self.wakeup.wake()  # tick may have queued a heartbeat or a close
+        self._wake_writer()  # tick may have queued a heartbeat or a close
 
     def _stop_timer(self) -> None:
         if self.deadline != -math.inf:
@@ -291,7 +300,7 @@ class _Pump:
             elif not await self._feed_in_turns(data):
                 return
             self._retick()
-            self.wakeup.wake()
+            self._wake_writer()
 
     async def _feed_in_turns(self, data: bytes) -> bool:
         """Feed one big read in pieces, yielding whenever a turn has used up

@@ -126,7 +126,8 @@ class WebSocketStream(trio.abc.Stream):
         self._close_timeout = close_timeout
         self._reader = WsFrameReader()
         self._sending = False  # a send_all in progress (the reader sends pongs and closes too)
-        self._waiting: collections.deque[trio.Event] = collections.deque()  # senders, in turn
+        # senders waiting, in turn; made when first needed (an empty deque is 0.7 KiB)
+        self._waiting: collections.deque[trio.Event] | None = None
         self._pending = pending
         self._eof = False  # no more input will be used
         self._close_sent = False
@@ -194,13 +195,15 @@ class WebSocketStream(trio.abc.Stream):
         # served, so a pong is never starved by a busy writer.
         if self._sending or self._waiting:
             turn = trio.Event()
+            if self._waiting is None:
+                self._waiting = collections.deque()
             self._waiting.append(turn)
             try:
                 await turn.wait()
             except BaseException:
                 if turn.is_set():
                     self._pass_turn()  # it was handed to us: hand it on
-                else:
+                elif self._waiting is not None:
                     self._waiting.remove(turn)
                 raise
         self._sending = True
@@ -264,12 +267,14 @@ async def handle_websocket_stream(
             pending = b"".join(
                 bytes(e.data) for e in upgrade.ws.events() if isinstance(e, BytesMessage)
             )
+            bearer = upgrade.bearer
+            del upgrade  # the handshake's wsproto and h11 state: 4.6 KiB, no longer needed
             ws_stream = WebSocketStream(
                 stream, peer=peer, close_timeout=close_timeout, pending=pending
             )
             await serve_stream(
                 ws_stream, container, peer=peer, transport=transport,
-                close_timeout=close_timeout, bearer=upgrade.bearer, tls_subject=tls_subject,
+                close_timeout=close_timeout, bearer=bearer, tls_subject=tls_subject,
             )
     except Exception:
         log.exception("ws %s failed", peer)

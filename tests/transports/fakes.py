@@ -76,6 +76,9 @@ class EchoHandle:
         if self.out:
             self.wake()
 
+    def has_output(self) -> bool:
+        return bool(self.out) or self.finished
+
     def data_to_send(self) -> bytes:
         data = bytes(self.out)
         self.out.clear()
