@@ -36,20 +36,7 @@ from conftest import start_broker, stop_broker
 
 sys.path.insert(0, str(HERE))
 import rabbitmq310
-
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
-
-def rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
+from procstat import cpu_seconds, rss_kib
 
 
 def node(opts: dict[str, object], timeout: float = 300) -> dict[str, float]:

@@ -97,25 +97,13 @@ from conftest import start_broker, stop_broker
 
 sys.path.insert(0, str(HERE))
 import rabbitmq310
+from procstat import CLK_TCK, cpu_seconds, rss_kib
 
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 RESULTS = HERE / "results"
 CURVES = ("queues", "backlog", "connections", "fanout", "size", "latency")
 SIZES = (100, 1024, 16384, 262144, 1048576)
 Point = dict[str, Any]
 BROKERS = {"amqpws": "amqpws-broker", "rabbitmq310": rabbitmq310.LABEL}
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
-
-def rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
 
 
 def log(msg: str) -> None:

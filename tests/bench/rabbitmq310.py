@@ -23,25 +23,14 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from procstat import cpu_seconds, rss_kib
+
 ROOT = Path(__file__).resolve().parent.parent.parent
 SCRIPT = ROOT / "conformance" / "rabbitmq310.sh"
 PORT = 27690
 DIST_PORT = 27691
 BASE = Path("/tmp/amqpws-rabbitmq310-bench")
 LABEL = "RabbitMQ 3.10"
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
-
-def rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
 
 
 class Unavailable(RuntimeError):
