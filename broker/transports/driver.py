@@ -5,7 +5,8 @@ container hands us a `ConnectionHandle` that does all protocol work
 synchronously. Two tasks per connection share them, so a slow peer only
 ever blocks its own tasks:
 
-- the reader feeds every `receive_some` (64 KiB reads) to `receive_data`
+- the reader feeds every read (64 KiB at most; a plain TCP socket is read
+  directly, see `_receive_socket`) to `receive_data`
   in pieces of at most `FEED_SIZE` bytes and yields between pieces once the
   read has taken `TURN_BUDGET` of work, so one peer's burst cannot hold the
   event loop: a full read of small frames (a thousand attaches) is tens of
@@ -41,6 +42,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -63,6 +65,11 @@ RECEIVE_SIZE = 64 * 1024
 # we hold the CPU (see tests/bench/bench_fairness.py).
 FEED_SIZE = 8 * 1024
 TURN_BUDGET = 0.002  # seconds
+# After a read of more than one empty frame (8 bytes: a heartbeat), a plain TCP
+# socket is read again at once, as trio reads (a busy peer: more may be
+# waiting); after a heartbeat, we wait for it to be readable first: an idle
+# peer's next frame is seconds away (see _receive_socket).
+EAGER_READ = 9
 CLOSE_TIMEOUT = 2.0  # seconds to flush the last frames and close
 MIN_TICK = 0.05  # shortest timer sleep, seconds
 _TRANSPORT_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError)
@@ -115,6 +122,28 @@ class Wakeup:
     async def wait(self) -> None:
         await self._event.wait()
         self._event = trio.Event()
+
+
+async def _receive_socket(fd: int, eager: bool) -> bytes:
+    """One read of a plain TCP socket, as `SocketStream.receive_some` would
+    read it, but waiting first unless `eager`.  trio tries a recv and waits only
+    when it fails; on an idle connection (a heartbeat every 15 s) it nearly
+    always fails, costing a recv and an exception per heartbeat."""
+    try:
+        if eager:
+            await trio.lowlevel.checkpoint()
+            try:
+                return os.read(fd, RECEIVE_SIZE)
+            except BlockingIOError:
+                pass
+        while True:
+            await trio.lowlevel.wait_readable(fd)
+            try:
+                return os.read(fd, RECEIVE_SIZE)
+            except BlockingIOError:
+                continue
+    except OSError as exc:  # reset, and the like: what trio's stream raises for them
+        raise trio.BrokenResourceError(f"socket read failed: {exc!r}") from exc
 
 
 def peer_name(stream: trio.abc.Stream) -> str:
@@ -282,9 +311,16 @@ class _Pump:
             self.timers.clients -= 1
 
     async def _read(self) -> None:
+        stream = self.stream
+        fd = stream.socket.fileno() if type(stream) is trio.SocketStream else -1
+        eager = True
         while self.bug is None:
             try:
-                data = bytes(await self.stream.receive_some(RECEIVE_SIZE))  # bytes: no copy
+                if fd < 0:  # TLS, WebSocket: the stream's own reads
+                    data = bytes(await stream.receive_some(RECEIVE_SIZE))  # bytes: no copy
+                else:
+                    data = await _receive_socket(fd, eager)
+                    eager = len(data) >= EAGER_READ
             except _TRANSPORT_ERRORS as exc:
                 self._lost(exc)
                 return

@@ -388,3 +388,42 @@ async def test_serve_stream_logs_a_bug_once_after_the_close_went_out(
     assert len(tracebacks) == 1
     assert tracebacks[0].getMessage() == "tcp p disconnected: internal error"
     assert caplog.text.count("RuntimeError: bug in the engine") == 1
+
+
+async def test_a_plain_socket_is_read_directly_waiting_or_eagerly() -> None:
+    """`_receive_socket` returns what arrived, whether it waits first or tries
+    at once, and a reset peer is the BrokenResourceError trio's stream gives."""
+    import socket
+
+    ours, theirs = socket.socketpair()
+    ours.setblocking(False)
+    try:
+        for eager in (False, True):
+            async with trio.open_nursery() as nursery:
+                got: list[bytes] = []
+
+                async def read(eager: bool = eager, got: list[bytes] = got) -> None:
+                    got.append(await driver._receive_socket(ours.fileno(), eager))
+
+                nursery.start_soon(read)
+                await trio.sleep(0.05)  # the reader is waiting: nothing has arrived
+                assert got == []
+                theirs.send(b"frame")
+            assert got == [b"frame"]
+        theirs.send(b"already there")
+        assert await driver._receive_socket(ours.fileno(), True) == b"already there"
+        theirs.close()
+        assert await driver._receive_socket(ours.fileno(), False) == b""  # EOF
+    finally:
+        ours.close()
+    ours, theirs = socket.socketpair()
+    ours.setblocking(False)
+    theirs.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+    try:
+        ours.send(b"unread")  # closing with unread data and linger 0: a reset
+        theirs.close()
+        with pytest.raises(trio.BrokenResourceError):
+            while await driver._receive_socket(ours.fileno(), False):
+                pass
+    finally:
+        ours.close()
