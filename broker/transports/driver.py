@@ -227,6 +227,11 @@ class _Pump:
         self.scope = trio.CancelScope()  # the two tasks; gets a deadline once ending
         self.deadline = math.inf  # when the timers call on_deadline (trio's clock)
         self.timers = timers()
+        # a plain TCP socket's descriptor (read and, from the timers, written
+        # directly; -1 for TLS and WebSocket streams)
+        self.fd = stream.socket.fileno() if type(stream) is trio.SocketStream else -1
+        self.writer_parked = False  # the writer waits for a wake-up, nothing unsent
+        self.unsent = b""  # what a direct write could not send: the writer's first
 
     async def run(self) -> str:
         clean = False
@@ -301,9 +306,34 @@ class _Pump:
             self.wakeup.wake()
 
     def on_deadline(self) -> None:
-        """The timers' call when the deadline came (or the pump's first tick)."""
+        """The timers' call when the deadline came (or the pump's first tick).
+        A heartbeat it queued goes out from here when it can: an idle
+        connection's own heartbeats then cost no task switch."""
         self._retick()
-        self._wake_writer()  # tick may have queued a heartbeat or a close
+        if self.writer_parked and self.fd >= 0 and self.reason is None and \
+                self.bug is None and not self.handle.done and self.handle.has_output():
+            self._write_now()
+        else:
+            self._wake_writer()  # tick may have queued a heartbeat or a close
+
+    def _write_now(self) -> None:
+        """Write the handle's output to the socket without waiting (the writer
+        is parked, so nothing else writes); what does not fit is the writer's."""
+        try:
+            data = self.handle.data_to_send()
+        except Exception as exc:  # noqa: BLE001 - re-raised by run() once flushed
+            self._failed(exc)
+            return
+        try:
+            sent = os.write(self.fd, data) if data else 0
+        except BlockingIOError:
+            sent = 0
+        except OSError as exc:
+            self._lost(trio.BrokenResourceError(f"socket write failed: {exc!r}"))
+            return
+        if sent < len(data):
+            self.unsent = bytes(data[sent:])
+            self.wakeup.wake()
 
     def _stop_timer(self) -> None:
         if self.deadline != -math.inf:
@@ -311,8 +341,7 @@ class _Pump:
             self.timers.clients -= 1
 
     async def _read(self) -> None:
-        stream = self.stream
-        fd = stream.socket.fileno() if type(stream) is trio.SocketStream else -1
+        stream, fd = self.stream, self.fd
         eager = True
         while self.bug is None:
             try:
@@ -381,9 +410,13 @@ class _Pump:
 
     async def _write(self) -> bool:
         """Send until done; True when everything went out and the close may be graceful."""
+        data: bytes | bytearray
         while not self.broken:
             try:
-                data = self.handle.data_to_send()
+                if self.unsent:  # a direct write's rest (_write_now) goes first
+                    data, self.unsent = self.unsent, b""
+                else:
+                    data = self.handle.data_to_send()
             except Exception as exc:  # noqa: BLE001 - re-raised by run()
                 self._failed(exc)
                 return False  # nothing more can come out of it
@@ -399,7 +432,11 @@ class _Pump:
             if self.handle.done or self.eof:
                 self._end("closed" if self.handle.done else "peer disconnected")
                 return True
-            await self.wakeup.wait()
+            self.writer_parked = True
+            try:
+                await self.wakeup.wait()
+            finally:
+                self.writer_parked = False
             self._retick()
         return False
 

@@ -427,3 +427,51 @@ async def test_a_plain_socket_is_read_directly_waiting_or_eagerly() -> None:
                 pass
     finally:
         ours.close()
+
+
+async def test_the_timers_write_a_heartbeat_while_the_writer_sleeps(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a plain TCP socket, output a deadline queued (a heartbeat) is written
+    from the timers' call, not by waking the writer; what the socket does not
+    take at once goes out through the writer, in order."""
+    import socket
+
+    direct: list[int] = []
+    write_now = driver._Pump._write_now
+
+    def counted(self: driver._Pump) -> None:
+        direct.append(1)
+        write_now(self)
+
+    monkeypatch.setattr(driver._Pump, "_write_now", counted)
+    blob = bytes(range(256)) * 4096  # 1 MiB: more than a socket buffer takes at once
+
+    class Heartbeats(EchoHandle):
+        def tick(self) -> float | None:
+            before = len(self.out)
+            deadline = super().tick()
+            if len(self.out) > before and self.received.endswith(b"BLOB") and \
+                    not self.blob_sent:
+                self.out += blob  # with a heartbeat: queued by tick, no wake()
+                self.blob_sent = True
+            return deadline
+
+    ours, theirs = socket.socketpair()
+    ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    stream = trio.SocketStream(trio.socket.from_stdlib_socket(ours))
+    peer = trio.SocketStream(trio.socket.from_stdlib_socket(theirs))
+    wakeup = Wakeup()
+    handle = Heartbeats(wakeup.wake, heartbeat=0.05)
+    handle.blob_sent = False  # type: ignore[attr-defined]
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(drive, stream, handle, wakeup)
+            await peer.send_all(b"OPEN")
+            got = await read_until(peer, b"OPEN" + b"HB" * 3)
+            assert got.startswith(b"OPEN") and set(got[4:].split(b"HB")) == {b""}
+            assert direct, "the heartbeats were not written from the timers"
+            await peer.send_all(b"BLOB")
+            got = await read_until(peer, blob)
+            assert blob in got  # whole and in order, though the socket took it in parts
+            await peer.send_all(b"BYE")
+            await read_to_eof(peer)
