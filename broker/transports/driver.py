@@ -6,7 +6,7 @@ synchronously. Two tasks per connection share them, so a slow peer only
 ever blocks its own tasks:
 
 - the reader feeds every read (64 KiB at most; a plain TCP socket is read
-  directly, see `_receive_socket`) to `receive_data`
+  directly, see `receive_socket`) to `receive_data`
   in pieces of at most `FEED_SIZE` bytes and yields between pieces once the
   read has taken `TURN_BUDGET` of work, so one peer's burst cannot hold the
   event loop: a full read of small frames (a thousand attaches) is tens of
@@ -68,7 +68,7 @@ TURN_BUDGET = 0.002  # seconds
 # After a read of more than one empty frame (8 bytes: a heartbeat), a plain TCP
 # socket is read again at once, as trio reads (a busy peer: more may be
 # waiting); after a heartbeat, we wait for it to be readable first: an idle
-# peer's next frame is seconds away (see _receive_socket).
+# peer's next frame is seconds away (see receive_socket).
 EAGER_READ = 9
 CLOSE_TIMEOUT = 2.0  # seconds to flush the last frames and close
 MIN_TICK = 0.05  # shortest timer sleep, seconds
@@ -124,7 +124,7 @@ class Wakeup:
         self._event = trio.Event()
 
 
-async def _receive_socket(fd: int, eager: bool) -> bytes:
+async def receive_socket(fd: int, eager: bool) -> bytes:  # also WebSocketStream's reads
     """One read of a plain TCP socket, as `SocketStream.receive_some` would
     read it, but waiting first unless `eager`.  trio tries a recv and waits only
     when it fails; on an idle connection (a heartbeat every 15 s) it nearly
@@ -348,7 +348,7 @@ class _Pump:
                 if fd < 0:  # TLS, WebSocket: the stream's own reads
                     data = bytes(await stream.receive_some(RECEIVE_SIZE))  # bytes: no copy
                 else:
-                    data = await _receive_socket(fd, eager)
+                    data = await receive_socket(fd, eager)
                     eager = len(data) >= EAGER_READ
             except _TRANSPORT_ERRORS as exc:
                 self._lost(exc)

@@ -55,6 +55,7 @@ from broker.transports.driver import (
     RECEIVE_SIZE,
     ContainerLike,
     peer_name,
+    receive_socket,
     serve_stream,
 )
 from broker.transports.wsframes import (
@@ -81,6 +82,9 @@ refusals = PeerLog(time.monotonic, log)
 # what rhea in the browser and websockify-style tools also offer.
 SUBPROTOCOLS = ("amqp", "AMQPWSB10", "binary")
 HANDSHAKE_TIMEOUT = 10.0
+# A read of at most one masked client frame holding an empty AMQP frame (2 + 4
+# + 8 bytes: a heartbeat): the next read waits for the socket first (driver.py)
+HEARTBEAT_READ = 14
 class Upgrade:
     """What the upgrade request established about the peer, for the container."""
 
@@ -129,6 +133,9 @@ class WebSocketStream(trio.abc.Stream):
         # senders waiting, in turn; made when first needed (an empty deque is 0.7 KiB)
         self._waiting: collections.deque[trio.Event] | None = None
         self._pending = pending
+        # a plain TCP socket under us is read directly (driver.receive_socket)
+        self._fd = stream.socket.fileno() if type(stream) is trio.SocketStream else -1
+        self._eager = True
         self._eof = False  # no more input will be used
         self._close_sent = False
 
@@ -138,7 +145,11 @@ class WebSocketStream(trio.abc.Stream):
             data, self._pending = self._pending, b""
             return data
         while not self._eof:
-            raw = await self.stream.receive_some(RECEIVE_SIZE)
+            if self._fd < 0:
+                raw = await self.stream.receive_some(RECEIVE_SIZE)
+            else:
+                raw = await receive_socket(self._fd, self._eager)
+                self._eager = len(raw) > HEARTBEAT_READ
             if not raw:
                 self._eof = True
                 break

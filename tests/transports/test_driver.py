@@ -403,7 +403,7 @@ async def test_a_plain_socket_is_read_directly_waiting_or_eagerly() -> None:
                 got: list[bytes] = []
 
                 async def read(eager: bool = eager, got: list[bytes] = got) -> None:
-                    got.append(await driver._receive_socket(ours.fileno(), eager))
+                    got.append(await driver.receive_socket(ours.fileno(), eager))
 
                 nursery.start_soon(read)
                 await trio.sleep(0.05)  # the reader is waiting: nothing has arrived
@@ -411,9 +411,9 @@ async def test_a_plain_socket_is_read_directly_waiting_or_eagerly() -> None:
                 theirs.send(b"frame")
             assert got == [b"frame"]
         theirs.send(b"already there")
-        assert await driver._receive_socket(ours.fileno(), True) == b"already there"
+        assert await driver.receive_socket(ours.fileno(), True) == b"already there"
         theirs.close()
-        assert await driver._receive_socket(ours.fileno(), False) == b""  # EOF
+        assert await driver.receive_socket(ours.fileno(), False) == b""  # EOF
     finally:
         ours.close()
     ours, theirs = socket.socketpair()
@@ -423,7 +423,7 @@ async def test_a_plain_socket_is_read_directly_waiting_or_eagerly() -> None:
         ours.send(b"unread")  # closing with unread data and linger 0: a reset
         theirs.close()
         with pytest.raises(trio.BrokenResourceError):
-            while await driver._receive_socket(ours.fileno(), False):
+            while await driver.receive_socket(ours.fileno(), False):
                 pass
     finally:
         ours.close()
