@@ -17,7 +17,7 @@ const crypto = require('crypto');
 const rhea = require('rhea');
 const WebSocket = require('ws');
 
-const {sleep, withTimeout, errText, runCase} = require('./common');
+const {sleep, withTimeout, errText, runCase, close} = require('./common');
 
 const T = JSON.parse(process.argv[2]);
 const P = T.params || {};
@@ -45,14 +45,6 @@ function connect() {
     }), STEP, 'connection open');
 }
 
-function close(conn) {
-    return withTimeout(new Promise((resolve) => {
-        if (!conn.is_open()) return resolve();
-        conn.once('connection_close', () => resolve());
-        conn.once('disconnected', () => resolve());
-        conn.close();
-    }), STEP, 'connection close');
-}
 
 function openSender(conn, address) {
     const sender = conn.open_sender({target: {address: address}});

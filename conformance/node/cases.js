@@ -14,7 +14,7 @@ const crypto = require('crypto');
 const rhea = require('rhea');
 const WebSocket = require('ws');
 
-const {sleep, withTimeout, errText, runCase} = require('./common');
+const {sleep, withTimeout, errText, runCase, close, detach, drain, receiveN, offsetOf} = require('./common');
 
 const T = JSON.parse(process.argv[2]);
 const P = T.params || {};
@@ -55,14 +55,6 @@ function connect(opts) {
     }), STEP, 'connection open');
 }
 
-function close(conn) {
-    return withTimeout(new Promise((resolve) => {
-        if (!conn.is_open()) return resolve();
-        conn.once('connection_close', () => resolve());
-        conn.once('disconnected', () => resolve());
-        conn.close();
-    }), STEP, 'connection close');
-}
 
 // Drop the connection without an AMQP close (the broker sees a lost socket).
 function drop(conn) {
@@ -106,11 +98,6 @@ function openReceiver(conn, source, credit) {
     }), STEP, 'receiver attach');
 }
 
-async function receiveN(receiver, n, ms) {
-    const out = [];
-    for (let i = 0; i < n; i++) out.push(await receiver.next(ms));
-    return out;
-}
 
 // Absent: no message arrives within ms.
 async function nothingWithin(receiver, ms) {
@@ -122,12 +109,6 @@ async function nothingWithin(receiver, ms) {
     }
 }
 
-function detach(link) {
-    return withTimeout(new Promise((resolve) => {
-        link.once(link.is_sender() ? 'sender_close' : 'receiver_close', () => resolve());
-        link.close();
-    }), STEP, 'detach');
-}
 
 // Send and wait for the broker's outcome.
 function send(sender, message) {
@@ -424,12 +405,6 @@ cases.redelivery_drop = async () => {
     return {first: first, second: second};
 };
 
-function drain(receiver) {
-    return withTimeout(new Promise((resolve) => {
-        receiver.once('receiver_drained', () => resolve());
-        receiver.drain_credit();
-    }), STEP, 'receiver_drained');
-}
 
 cases.drain = async () => {
     const conn = await connect();
@@ -502,10 +477,6 @@ function offsetSource(address, spec) {
     };
 }
 
-function offsetOf(ctx) {
-    const a = ctx.message.message_annotations || {};
-    return a['x-stream-offset'] === undefined ? null : Number(a['x-stream-offset']);
-}
 
 async function firstFrom(conn, spec) {
     const r = await openReceiver(conn, offsetSource(P.stream, spec), 1);

@@ -1,5 +1,6 @@
-// Helpers shared by the Node case scripts (cases.js, promise_cases.js,
-// exchange_cases.js): timeouts, error texts, and the one-JSON-line runner.
+// Helpers shared by the Node case scripts: timeouts, error texts, the one-JSON-line
+// runner, and the rhea waits every script had its own copy of (close, detach,
+// drain, receiveN, offsetOf).
 'use strict';
 
 function sleep(ms) { return new Promise((resolve) => setTimeout(resolve, ms)); }
@@ -46,4 +47,42 @@ function runCase(cases, spec, params, client) {
     );
 }
 
-module.exports = {sleep, withTimeout, errText, errorText, runCase};
+const STEP = 10000; // ms: the default for one wait below
+
+function close(conn, ms) {
+    return withTimeout(new Promise((resolve) => {
+        if (!conn.is_open()) return resolve();
+        conn.once('connection_close', () => resolve());
+        conn.once('disconnected', () => resolve());
+        conn.close();
+    }), ms || STEP, 'connection close');
+}
+
+function detach(link, ms) {
+    return withTimeout(new Promise((resolve) => {
+        link.once(link.is_sender() ? 'sender_close' : 'receiver_close', () => resolve());
+        link.close();
+    }), ms || STEP, 'detach');
+}
+
+function drain(receiver, ms) {
+    return withTimeout(new Promise((resolve) => {
+        receiver.once('receiver_drained', () => resolve());
+        receiver.drain_credit();
+    }), ms || STEP, 'receiver_drained');
+}
+
+// The next n messages of a receiver that has an inbox (its `next(ms)`).
+async function receiveN(receiver, n, ms) {
+    const out = [];
+    for (let i = 0; i < n; i++) out.push(await receiver.next(ms));
+    return out;
+}
+
+// A stream message's offset (RabbitMQ's x-stream-offset annotation), or null.
+function offsetOf(ctx) {
+    const a = ctx.message.message_annotations || {};
+    return a['x-stream-offset'] === undefined ? null : Number(a['x-stream-offset']);
+}
+
+module.exports = {sleep, withTimeout, errText, errorText, runCase, close, detach, drain, receiveN, offsetOf};

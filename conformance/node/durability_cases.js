@@ -35,7 +35,7 @@ const crypto = require('crypto');
 const rhea = require('rhea');
 const WebSocket = require('ws');
 
-const {sleep, withTimeout, errText, errorText} = require('./common');
+const {sleep, withTimeout, errText, errorText, close} = require('./common');
 
 const T = JSON.parse(process.argv[2]);
 const P = T.params || {};
@@ -65,14 +65,6 @@ function connect() {
     }), STEP, 'connection open');
 }
 
-function close(conn) {
-    return withTimeout(new Promise((resolve) => {
-        if (!conn.is_open()) return resolve();
-        conn.once('connection_close', () => resolve());
-        conn.once('disconnected', () => resolve());
-        conn.close();
-    }), STEP, 'connection close');
-}
 
 function openSender(conn, address) {
     const sender = conn.open_sender({target: {address: address}});

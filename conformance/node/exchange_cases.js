@@ -17,7 +17,7 @@
 const crypto = require('crypto');
 const rhea = require('rhea');
 
-const {sleep, withTimeout, errText, runCase} = require('./common');
+const {sleep, withTimeout, errText, runCase, close} = require('./common');
 
 const T = JSON.parse(process.argv[2]);
 const P = T.params || {};
@@ -39,14 +39,6 @@ function connect() {
     }), STEP, 'connection open');
 }
 
-function close(conn) {
-    return withTimeout(new Promise((resolve) => {
-        if (!conn.is_open()) return resolve();
-        conn.once('connection_close', () => resolve());
-        conn.once('disconnected', () => resolve());
-        conn.close();
-    }), STEP, 'connection close');
-}
 
 // address null: a target without an address (ANONYMOUS-RELAY, `to` per
 // message).  It must be a target: RabbitMQ 4.0.5 answers an attach with no

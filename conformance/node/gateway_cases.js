@@ -62,7 +62,7 @@ const crypto = require('crypto');
 const rhea = require('rhea');
 const WebSocket = require('ws');
 
-const {sleep, withTimeout, errText, errorText} = require('./common');
+const {sleep, withTimeout, errText, errorText, close, detach, drain, receiveN, offsetOf} = require('./common');
 
 const T = JSON.parse(process.argv[2]);
 const P = T.params || {};
@@ -133,14 +133,6 @@ async function tryConnect(opts) {
     }
 }
 
-function close(conn) {
-    return withTimeout(new Promise((resolve) => {
-        if (!conn.is_open()) return resolve();
-        conn.once('connection_close', () => resolve());
-        conn.once('disconnected', () => resolve());
-        conn.close();
-    }), STEP, 'connection close');
-}
 
 // rhea decodes a null terminus as a typed null (truthy): README findings.
 function nullTerminus(t) {
@@ -213,11 +205,6 @@ function inbox(receiver) {
     return receiver;
 }
 
-async function receiveN(receiver, n, ms) {
-    const out = [];
-    for (let i = 0; i < n; i++) out.push(await receiver.next(ms));
-    return out;
-}
 
 async function nothingWithin(receiver, ms) {
     try {
@@ -228,12 +215,6 @@ async function nothingWithin(receiver, ms) {
     }
 }
 
-function detach(link) {
-    return withTimeout(new Promise((resolve) => {
-        link.once(link.is_sender() ? 'sender_close' : 'receiver_close', () => resolve());
-        link.close();
-    }), STEP, 'detach');
-}
 
 function stateOf(delivery) {
     const s = delivery.remote_state;
@@ -342,10 +323,6 @@ function describe(m) {
     };
 }
 
-function offsetOf(ctx) {
-    const a = ctx.message.message_annotations || {};
-    return a['x-stream-offset'] === undefined ? null : Number(a['x-stream-offset']);
-}
 
 function offsetSource(address, spec) {
     const value = typeof spec === 'number' ? types.wrap_ulong(spec) : types.wrap_string(spec);
@@ -707,12 +684,6 @@ cases.missing = async () => {
     return r;
 };
 
-function drain(receiver) {
-    return withTimeout(new Promise((resolve) => {
-        receiver.once('receiver_drained', () => resolve());
-        receiver.drain_credit();
-    }), STEP, 'receiver_drained');
-}
 
 cases.drain = async () => {
     const address = qaddr(P.queue);

@@ -21,7 +21,9 @@ const fs = require('fs');
 const rhea = require('rhea');
 const WebSocket = require('ws');
 
-const {withTimeout, errText, runCase} = require('./common');
+const common = require('./common');
+const {withTimeout, errText, runCase} = common;
+const close = (conn) => common.close(conn, STEP); // this suite's shorter wait
 
 const T = JSON.parse(process.argv[2]);
 const P = T.params || {};
@@ -108,14 +110,6 @@ function connect(seen) {
     }), STEP, 'connection open');
 }
 
-function close(conn) {
-    return withTimeout(new Promise((resolve) => {
-        if (!conn.is_open()) return resolve();
-        conn.once('connection_close', () => resolve());
-        conn.once('disconnected', () => resolve());
-        conn.close();
-    }), STEP, 'connection close');
-}
 
 // -- links --------------------------------------------------------------------------
 
