@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from bunny_page import BLUE, RED, SWOOSH, ZIGZAG, assert_shows, at, draw, open_bunny
 from proton import Described, Message, Timeout, symbol
 from proton.reactor import Filter
 from proton.utils import BlockingConnection
@@ -42,20 +43,6 @@ pytestmark = pytest.mark.parametrize("client", ["rhea-browser"])
 HERE = Path(__file__).resolve().parent
 BUNNY = HERE.parent.parent / "examples" / "bunny"
 STREAM = "bunny"
-RED, BLUE = "#e4572e", "#2e86de"
-CANVAS = (960, 600)
-ZIGZAG = [(0.10, 0.20), (0.20, 0.35), (0.30, 0.20), (0.40, 0.35), (0.50, 0.20)]
-SWOOSH = [(0.55, 0.70), (0.65, 0.55), (0.75, 0.70), (0.85, 0.55)]
-
-
-def rgba(color: str) -> list[int]:
-    return [int(color[i : i + 2], 16) for i in (1, 3, 5)] + [255]
-
-
-def at(fx: float, fy: float) -> tuple[int, int]:
-    return round(fx * CANVAS[0]), round(fy * CANVAS[1])
-
-
 def _serve_module() -> Any:
     """examples/bunny/serve.py as a module (its main() is not run)."""
     spec = importlib.util.spec_from_file_location("bunny_serve", BUNNY / "serve.py")
@@ -134,29 +121,6 @@ def bunny_on_disk(pytestconfig: pytest.Config, node: str, tmp_path: Path) -> Ite
         httpd.shutdown()
         httpd.server_close()
         broker.close()
-
-
-def open_bunny(open_page: Any, url: str) -> Any:
-    page = open_page(url)
-    page.wait_for("window.bunny && window.bunny.ready")
-    return page
-
-
-def draw(page: Any, color: str, points: list[tuple[float, float]]) -> tuple[str, int]:
-    """test_bunny.py's: pick a colour and the thick brush, drag; the stroke id and
-    how many points the tab published for it."""
-    page.click(f'.swatch[data-color="{color}"]')
-    page.click('.width[data-width="18"]')
-    before = page.eval("bunny.mine.length")
-    page.drag("#ink", points)
-    stroke = page.wait_for(f"bunny.mine.length === {before + 1} && bunny.mine[{before}]")
-    sent = page.wait_for(f"bunny.sent[{stroke!r}]")
-    return stroke, sent
-
-
-def assert_shows(page: Any, stroke: str, points: int, color: str, where: tuple[int, int]) -> None:
-    page.wait_for(f"(bunny.strokes[{stroke!r}] || {{}}).points === {points}")
-    assert page.eval(f"bunny.pixelAt({where[0]}, {where[1]})") == rgba(color)
 
 
 def read_stream(amqp_url: str) -> list[Message]:

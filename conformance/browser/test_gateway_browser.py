@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from bunny_page import BLUE, RED, SWOOSH, ZIGZAG, assert_shows, at, draw, open_bunny, rgba
 from gateway_support import (  # the fixtures among them: used as arguments
     GatewayProcess,
     declare,
@@ -133,20 +134,6 @@ def test_gateway_management_from_the_browser(client: str, gateway: GatewayProces
 # -- the bunny demo on a stream, through the gateway ---------------------------------------
 
 
-RED, BLUE = "#e4572e", "#2e86de"
-CANVAS = (960, 600)
-ZIGZAG = [(0.10, 0.20), (0.20, 0.35), (0.30, 0.20), (0.40, 0.35), (0.50, 0.20)]
-SWOOSH = [(0.55, 0.70), (0.65, 0.55), (0.75, 0.70), (0.85, 0.55)]
-
-
-def rgba(color: str) -> list[int]:
-    return [int(color[i : i + 2], 16) for i in (1, 3, 5)] + [255]
-
-
-def at(fx: float, fy: float) -> tuple[int, int]:
-    return round(fx * CANVAS[0]), round(fy * CANVAS[1])
-
-
 def _serve_module() -> Any:
     """examples/bunny/serve.py as a module (its main() is not run)."""
     spec = importlib.util.spec_from_file_location("bunny_serve_gateway", BUNNY / "serve.py")
@@ -178,29 +165,6 @@ def bunny_via_gateway(pytestconfig: pytest.Config, node: str, gateway: GatewayPr
     finally:
         httpd.shutdown()
         httpd.server_close()
-
-
-def open_bunny(open_page: Any, url: str) -> Any:
-    page = open_page(url)
-    page.wait_for("window.bunny && window.bunny.ready")
-    return page
-
-
-def draw(page: Any, color: str, points: list[tuple[float, float]]) -> tuple[str, int]:
-    """test_bunny.py's: pick a colour and the thick brush, drag; the stroke id and
-    how many points the tab published for it."""
-    page.click(f'.swatch[data-color="{color}"]')
-    page.click('.width[data-width="18"]')
-    before = page.eval("bunny.mine.length")
-    page.drag("#ink", points)
-    stroke = page.wait_for(f"bunny.mine.length === {before + 1} && bunny.mine[{before}]")
-    sent = page.wait_for(f"bunny.sent[{stroke!r}]")
-    return stroke, sent
-
-
-def assert_shows(page: Any, stroke: str, points: int, color: str, where: tuple[int, int]) -> None:
-    page.wait_for(f"(bunny.strokes[{stroke!r}] || {{}}).points === {points}")
-    assert page.eval(f"bunny.pixelAt({where[0]}, {where[1]})") == rgba(color)
 
 
 def test_gateway_bunny(client: str, bunny_via_gateway: dict[str, Any], gateway: GatewayProcess,
