@@ -29,6 +29,11 @@ class Consumer(Protocol):
         the entry's bytes as stored (most deliveries, which need no view)."""
         ...
 
+    def deliver_run(self, entries: list[Entry]) -> None:
+        """`deliver(entry, None)` for each of `entries`, in order, in one call
+        (a stream reader's window); `credit` allowed them all."""
+        ...
+
     def node_deleted(self) -> None:
         """The node this consumer reads from was deleted: end the link."""
         ...

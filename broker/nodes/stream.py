@@ -325,6 +325,14 @@ class Stream:
         match = consumer.filter
         while cursor.position < self.next_offset and consumer.credit > 0:
             position = cursor.position
+            if match is None and position >= base:
+                # what the credit allows of the log in memory, in one call
+                count = min(self.next_offset - position, consumer.credit)
+                run: list[Entry] = log_[position - base:position - base + count]  # type: ignore[assignment]
+                cursor.position += count
+                self.delivered += count
+                consumer.deliver_run(run)
+                continue
             entry: Entry = log_[position - base] if position >= base \
                 else self.entry(position)  # type: ignore[assignment]
             cursor.position += 1

@@ -34,6 +34,9 @@ class Reader:
     def deliver(self, entry: Entry, message: Message | None) -> None:
         self.got += 1
 
+    def deliver_run(self, entries: list[Entry]) -> None:
+        self.got += len(entries)
+
     def node_deleted(self) -> None:
         pass
 

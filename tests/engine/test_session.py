@@ -22,6 +22,7 @@ from broker.codec.types import Described, Symbol, ULong
 from broker.engine import session as session_module
 from broker.engine.connection import Connection
 from broker.engine.events import LinkAttached, LinkDetached, MessageReceived, SessionEnded
+from broker.errors import LocalProtocolError
 
 from .peer import Out, Peer, condition, deliveries, kinds, one
 
@@ -344,3 +345,56 @@ def test_a_link_error_without_a_link_ends_the_session(monkeypatch: pytest.Monkey
     out = peer.disposition(0)
     assert condition(one(out, End)) == "amqp:link:transfer-limit-exceeded"
     assert not peer.done
+
+
+# -- a run of messages in one call (a stream reader's window) ---------------------------
+
+
+def test_send_run_writes_what_send_writes() -> None:
+    one, run = opened_peer(), opened_peer()
+    links = []
+    for peer in (one, run):
+        peer.begin(0)
+        links.append(attach_link(peer, 0))
+        peer.flow(0, link_credit=10)
+        peer.take_events()
+    payloads = [b"a", b"bb" * 100, b"c"]
+    sent = [links[0].send(p, settled=False) for p in payloads]
+    ran = links[1].send_run(payloads, settled=False)
+    assert one.conn.data_to_send() == run.conn.data_to_send()
+    assert [(d.delivery_id, d.tag) for d in ran] == [(d.delivery_id, d.tag) for d in sent]
+    assert links[1].link_credit == links[0].link_credit == 7
+    assert links[1].delivery_count == links[0].delivery_count
+    assert set(links[1].unsettled) == set(links[0].unsettled) == {0, 1, 2}
+    links[1].send(b"d", settled=True)  # after a run, ids and tags go on from it
+    links[0].send(b"d", settled=True)
+    assert one.conn.data_to_send() == run.conn.data_to_send()
+
+
+def test_send_run_holds_what_the_peers_window_does_not_take() -> None:
+    peer = opened_peer(max_frame_size=512)
+    peer.begin(0, incoming_window=2)
+    link = attach_link(peer, 0)
+    peer.flow(0, link_credit=10)
+    peer.take_events()
+    payloads = [b"a", b"b" * 1000, b"c", b"d"]  # the second takes 3 frames at 512
+    link.send_run(payloads, settled=True)
+    out = peer.read()
+    assert [o.performative.more for o in out] == [False, True]
+    assert not link.can_send
+    out = peer.flow(incoming_window=10)
+    assert [(o.performative.delivery_id, o.performative.more) for o in out] == [
+        (1, True), (1, False), (2, False), (3, False)]
+    assert [p for _, p in deliveries(peer.received)] == payloads
+
+
+def test_send_run_beyond_the_credit_sends_nothing() -> None:
+    peer = opened_peer()
+    peer.begin(0)
+    link = attach_link(peer, 0)
+    peer.flow(0, link_credit=1)
+    peer.take_events()
+    with pytest.raises(LocalProtocolError):
+        link.send_run([b"a", b"b"], settled=True)
+    assert peer.read() == []
+    assert link.link_credit == 1

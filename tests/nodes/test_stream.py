@@ -44,6 +44,11 @@ class FakeConsumer:
         self.credit -= 1
         self.got.append((entry, message or entry.message))
 
+    def deliver_run(self, entries: list[Entry]) -> None:
+        assert len(entries) <= self.credit, "delivered without credit"
+        for entry in entries:
+            self.deliver(entry, None)
+
     @property
     def offsets(self) -> list[int]:
         """The x-stream-offset annotation of each delivery, read back from its bytes."""
