@@ -41,6 +41,7 @@ from broker.engine.events import (
     ConnectionClosed,
     ConnectionOpened,
     CreditChanged,
+    DeliveriesUpdated,
     DeliveryUpdated,
     LinkAttached,
     LinkDetached,
@@ -173,6 +174,8 @@ class ConnectionHandle:
                 c.on_message(self, event.link, event.delivery)  # type: ignore[union-attr]
             elif t is DeliveryUpdated:
                 c.on_delivery_updated(event.link, event.delivery, event.state, event.settled)  # type: ignore[union-attr]
+            elif t is DeliveriesUpdated:
+                c.on_deliveries_updated(event.deliveries, event.state, event.settled)  # type: ignore[union-attr]
             elif t is CreditChanged:
                 c.on_credit(event.link)  # type: ignore[union-attr]
             elif t is LinkAttached:
@@ -680,6 +683,23 @@ class Container:
         if store is not None and store.needs_commit():
             store.signalled = store.recorded
             store.on_pending()
+
+    def on_deliveries_updated(self, deliveries: list[Delivery], state: object,
+                              settled: bool) -> None:
+        """A ranged disposition: `on_delivery_updated` for each, its usual
+        case (accepted and settled by a plain subscription's peer) inline."""
+        if not (settled and type(state) is Accepted):
+            for delivery in deliveries:
+                self.on_delivery_updated(delivery.link, delivery, state, settled)
+            return
+        for delivery in deliveries:
+            sub = delivery.link.context
+            entry = delivery.context
+            if entry is not None and type(sub) is Subscription and not sub.azure:
+                delivery.context = None
+                sub.queue.settle(entry)
+            else:
+                self.on_delivery_updated(delivery.link, delivery, state, settled)
 
     def on_delivery_updated(self, link: Link, delivery: Delivery, state: object,
                             settled: bool) -> None:

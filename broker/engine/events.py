@@ -86,6 +86,17 @@ class DeliveryUpdated:
     settled: bool
 
 
+@dataclass(slots=True)
+class DeliveriesUpdated:
+    """One disposition of the peer's for a range of deliveries we sent (each
+    `DeliveryUpdated(delivery.link, delivery, state, settled)`, in order): one
+    event for a consumer's ranged accept instead of one per message."""
+
+    deliveries: list[Delivery]
+    state: object
+    settled: bool
+
+
 Event = (
     ConnectionOpened
     | ConnectionClosed
@@ -95,4 +106,5 @@ Event = (
     | CreditChanged
     | MessageReceived
     | DeliveryUpdated
+    | DeliveriesUpdated
 )

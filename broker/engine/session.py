@@ -35,6 +35,7 @@ from broker.codec.types import Symbol
 from broker.engine import serial
 from broker.engine.events import (
     CreditChanged,
+    DeliveriesUpdated,
     DeliveryUpdated,
     LinkAttached,
     LinkDetached,
@@ -421,7 +422,7 @@ class Session:
         else:
             ids = [i for i in table if serial.in_range(i, first, last)]
         settled, state, outcome = disp.settled, disp.state, disp.role
-        events = self.conn.events  # per delivery of a range: no emit() call each
+        updated = []
         for did in ids:
             delivery = table.get(did)
             if delivery is None:
@@ -431,9 +432,14 @@ class Session:
                 del table[did]
                 delivery.link.unsettled.pop(did, None)
             if outcome:  # the peer is the receiver: an outcome for what we sent
-                events.append(DeliveryUpdated(delivery.link, delivery, state, settled))
+                updated.append(delivery)
             elif settled:
                 delivery.settled = True
+        if len(updated) == 1:
+            delivery = updated[0]
+            self.conn.events.append(DeliveryUpdated(delivery.link, delivery, state, settled))
+        elif updated:  # a range: one event (emit()'s check is not needed for these)
+            self.conn.events.append(DeliveriesUpdated(updated, state, settled))
 
     def on_detach(self, detach: Detach) -> None:
         link = self._link(detach.handle)

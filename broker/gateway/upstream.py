@@ -28,6 +28,7 @@ from broker.engine.events import (
     ConnectionClosed,
     ConnectionOpened,
     CreditChanged,
+    DeliveriesUpdated,
     DeliveryUpdated,
     LinkAttached,
     LinkDetached,
@@ -153,6 +154,12 @@ class Upstream(EngineHandle):
                 if route is not None:
                     route.outcome(event.delivery, event.state, event.settled)  # type: ignore[union-attr]
                     dirty.add(route.session.owner)
+            elif t is DeliveriesUpdated:
+                for delivery in event.deliveries:  # type: ignore[union-attr]
+                    route = delivery.link.context
+                    if route is not None:
+                        route.outcome(delivery, event.state, event.settled)  # type: ignore[union-attr]
+                        dirty.add(route.session.owner)
             elif t is CreditChanged:
                 route = event.link.context  # type: ignore[union-attr]
                 if route is not None:

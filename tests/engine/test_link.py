@@ -24,6 +24,7 @@ from broker.codec.types import Symbol
 from broker.engine.connection import Connection
 from broker.engine.events import (
     CreditChanged,
+    DeliveriesUpdated,
     DeliveryUpdated,
     LinkAttached,
     LinkDetached,
@@ -478,17 +479,17 @@ def test_peer_disposition_range_updates_each_delivery() -> None:
     peer.read()
     assert set(link.unsettled) == {0, 1, 2, 3}
     peer.disposition(1, 2, settled=True, state=Accepted())
-    assert peer.take_events() == [DeliveryUpdated(link, ds[1], Accepted(), True),
-                                  DeliveryUpdated(link, ds[2], Accepted(), True)]
+    assert peer.take_events() == [DeliveriesUpdated([ds[1], ds[2]], Accepted(), True)]
     assert set(link.unsettled) == {0, 3}
     assert ds[1].remote_settled
     peer.disposition(0, 3, settled=False, state=Released())
-    assert peer.take_events() == [DeliveryUpdated(link, ds[0], Released(), False),
-                                  DeliveryUpdated(link, ds[3], Released(), False)]
+    assert peer.take_events() == [DeliveriesUpdated([ds[0], ds[3]], Released(), False)]
     assert set(link.unsettled) == {0, 3}, "unsettled outcomes keep the deliveries"
     link.settle(ds[0], Released())
     assert one(peer.read(), Disposition) == Disposition(
         role=Role.SENDER, first=0, settled=True, state=Released())
+    peer.disposition(3, 3, settled=True, state=Accepted())  # one delivery: its own event
+    assert peer.take_events() == [DeliveryUpdated(link, ds[3], Accepted(), True)]
 
 
 def test_peer_disposition_for_unknown_or_reversed_ids_is_ignored() -> None:
