@@ -209,6 +209,31 @@ def encode_transfer_frame(
     out += payload
 
 
+# encode_transfer_frame's usual frame up to the payload, for a handle whose
+# smalluint form is 1 or 2 bytes: size, the fixed part, delivery-id, vbin8, tag, format+settled
+_RUN_HEADS = {k: struct.Struct(f">I{k + 11}sIBB16s2s").pack for k in (1, 2)}
+
+
+class TransferRun:
+    """What a run of one-frame transfers on one link (16-byte tags, delivery
+    ids above 255) shares: `pack(size + len(payload), fixed, delivery_id,
+    0xA0, 16, tag, tail)` gives the bytes `encode_transfer_frame` writes
+    before the payload, in one pack instead of a call."""
+
+    __slots__ = ("fixed", "pack", "size", "tail")
+
+    def __init__(self, channel: int, handle: int, settled: bool) -> None:
+        h = _SMALL_UINT[handle]
+        n = len(h) + 9 + 16
+        # the frame header after its size, the transfer's descriptor and list8
+        # head, the handle, the uint code of the delivery-id
+        self.fixed = struct.pack(">BBHBBBBBB", 2, 0, channel, 0, 0x53, 0x14, 0xC0, n + 1, 5) \
+            + h + b"\x70"
+        self.pack = _RUN_HEADS[len(h)]
+        self.size = n + 14
+        self.tail = b"\x43\x41" if settled else b"\x43\x42"
+
+
 class TransferFields:
     """The fields of a common transfer, read by `parse_transfer` (same names as `Transfer`)."""
 

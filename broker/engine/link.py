@@ -38,7 +38,7 @@ from broker.errors import (
     MessageSizeExceeded,
     TransferLimitExceeded,
 )
-from broker.framing import encode_transfer_frame
+from broker.framing import TransferRun, encode_transfer_frame
 
 if TYPE_CHECKING:
     from broker.engine.session import Session
@@ -327,6 +327,9 @@ class Link:
         handle, channel = self.handle, session.channel
         one_frame = conn.remote_max_frame_size - 48 - 16  # 16: our tags' size
         next_tag, did = self._next_tag, session.next_delivery_id
+        run = TransferRun(channel, handle, settled) if handle < 256 else None
+        if run is not None:
+            pack, fixed, size, tail = run.pack, run.fixed, run.size, run.tail
         deliveries = []
         for payload in payloads:
             tag = next_tag.to_bytes(16, "big")
@@ -338,7 +341,13 @@ class Link:
                 outgoing[did] = delivery
             if len(payload) <= one_frame and session.remote_incoming_window > 0 \
                     and not session._backlog:
-                encode_transfer_frame(out, channel, handle, did, tag, 0, settled, False, payload)
+                if run is not None and did > 255:
+                    # encode_transfer_frame's bytes, without its call
+                    out += pack(size + len(payload), fixed, did, 0xA0, 16, tag, tail)
+                    out += payload
+                else:
+                    encode_transfer_frame(out, channel, handle, did, tag, 0, settled, False,
+                                          payload)
                 session.next_outgoing_id = (session.next_outgoing_id + 1) & 0xFFFFFFFF
                 session.remote_incoming_window -= 1
             else:

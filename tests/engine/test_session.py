@@ -350,13 +350,18 @@ def test_a_link_error_without_a_link_ends_the_session(monkeypatch: pytest.Monkey
 # -- a run of messages in one call (a stream reader's window) ---------------------------
 
 
-def test_send_run_writes_what_send_writes() -> None:
+@pytest.mark.parametrize("before", [0, 300])  # delivery ids in smalluint and uint form
+@pytest.mark.parametrize("handle", [0, 7])  # uint0 and smalluint handles
+def test_send_run_writes_what_send_writes(before: int, handle: int) -> None:
     one, run = opened_peer(), opened_peer()
     links = []
     for peer in (one, run):
         peer.begin(0)
-        links.append(attach_link(peer, 0))
-        peer.flow(0, link_credit=10)
+        links.append(attach_link(peer, handle))
+        peer.flow(handle, link_credit=before + 10)
+        for _ in range(before):
+            links[-1].send(b"earlier", settled=True)
+        peer.read()
         peer.take_events()
     payloads = [b"a", b"bb" * 100, b"c"]
     sent = [links[0].send(p, settled=False) for p in payloads]
@@ -365,7 +370,7 @@ def test_send_run_writes_what_send_writes() -> None:
     assert [(d.delivery_id, d.tag) for d in ran] == [(d.delivery_id, d.tag) for d in sent]
     assert links[1].link_credit == links[0].link_credit == 7
     assert links[1].delivery_count == links[0].delivery_count
-    assert set(links[1].unsettled) == set(links[0].unsettled) == {0, 1, 2}
+    assert set(links[1].unsettled) == set(links[0].unsettled) == {before, before + 1, before + 2}
     links[1].send(b"d", settled=True)  # after a run, ids and tags go on from it
     links[0].send(b"d", settled=True)
     assert one.conn.data_to_send() == run.conn.data_to_send()
