@@ -8,8 +8,9 @@ protocol header or frame moves the machine along:
     OPEN_WAIT ──open──> OPENED ──close──> CLOSED
     any ──protocol error──> CLOSE_SENT (discard until the peer's close or a timeout)
 
-Frames on a channel go to that channel's `Session`.  The dispatch in
-`_dispatch_frame` is the single error boundary: a link error detaches the
+Frames on a channel go to that channel's `Session`.  `_on_frame` and
+`_on_transfer` (the usual transfer's shortcut from `receive_data`) are the
+one error boundary: a link error detaches the
 link, a session error ends the session, a connection error closes the
 connection, each with the error's condition; anything else is a bug and
 closes with `amqp:internal-error` before being re-raised.
@@ -196,8 +197,18 @@ class Connection:
                 return
             if isinstance(item, ProtocolHeader):
                 self._on_header(item)
-            else:
-                self._on_frame(item)  # type: ignore[arg-type]
+                continue
+            frame: Frame = item  # type: ignore[assignment]
+            if self.state is ConnState.OPENED and frame.type == 0:
+                # the usual transfer, straight to its session (§2.7.5 shapes
+                # parse_transfer reads; anything else is decoded in full below)
+                fast = parse_transfer(frame.body)
+                if fast is not None:
+                    session = self.sessions.get(frame.channel)
+                    if session is not None and not session.end_sent:
+                        self._on_transfer(session, fast[0], fast[1])
+                        continue
+            self._on_frame(frame)
 
     def next_event(self) -> Event | None:
         return self.events.popleft() if self.events else None
@@ -392,13 +403,6 @@ class Connection:
             return  # heartbeat
         if frame.type != 0:
             raise FramingError(f"frame of type {frame.type} after SASL")
-        if self.state is ConnState.OPENED:
-            fast = parse_transfer(frame.body)
-            if fast is not None:
-                session = self.sessions.get(frame.channel)
-                if session is not None and not session.end_sent:
-                    self._on_transfer(session, fast[0], fast[1])
-                    return
         performative, payload = decode_frame_body(frame.body)
         state = self.state
         if state is ConnState.CLOSE_SENT:
@@ -464,7 +468,9 @@ class Connection:
         link.detach(err, closed=True)
 
     def _on_transfer(self, session: Session, transfer: object, payload: bytes) -> None:
-        """Transfers share the link-error handling of every session frame."""
+        """Transfers share the error handling of every session frame: called
+        from `receive_data` for the usual transfer, so it is an error boundary
+        as `_on_frame` is."""
         try:
             session.on_transfer(transfer, payload)  # type: ignore[arg-type]
         except AmqpLinkError as exc:
@@ -472,6 +478,11 @@ class Connection:
         except AmqpSessionError as exc:
             log.info("ending session %d: %s", session.channel, exc.description)
             session.end(error_from(exc))
+        except AmqpConnectionError as exc:
+            self._connection_error(exc)
+        except Exception:
+            self.close(amqp_error(Condition.INTERNAL_ERROR, "internal error"))
+            raise
 
     def _on_open(self, open_: Open) -> None:
         self.remote_open = open_

@@ -424,6 +424,30 @@ class Link:
             raise AmqpLinkError("transfer received on a link where the peer is the receiver",
                                 condition=Condition.NOT_ALLOWED)
         delivery = self._partial
+        if delivery is None and not transfer.more and not transfer.aborted \
+                and transfer.delivery_id is not None and transfer.delivery_tag is not None \
+                and not (self.max_message_size and len(payload) > self.max_message_size):
+            # the usual case: a whole delivery in one frame (the steps below, without
+            # the partial-delivery bookkeeping)
+            if self._allowed <= 0:
+                if not self.tolerate_excess:
+                    raise TransferLimitExceeded("transfer sent without link credit")
+            else:
+                self._allowed -= 1
+            if self.link_credit > 0:
+                self.link_credit -= 1
+            self.delivery_count = (self.delivery_count + 1) & 0xFFFFFFFF
+            delivery = Delivery(self, transfer.delivery_id, transfer.delivery_tag, False,
+                                payload, transfer.message_format or 0)
+            if transfer.settled:
+                delivery.remote_settled = delivery.settled = True
+            else:
+                self.unsettled[delivery.delivery_id] = delivery
+                self.session.incoming_unsettled[delivery.delivery_id] = delivery
+            if self.credit_window and self.link_credit <= self.credit_window // 2 \
+                    and self.usable:
+                self.flow(self.credit_window)
+            return delivery
         if delivery is None:
             if transfer.delivery_id is None or transfer.delivery_tag is None:
                 raise AmqpLinkError("first transfer of a delivery needs delivery-id and tag",
