@@ -331,6 +331,10 @@ class Link:
         if run is not None:
             pack, fixed, size, tail = run.pack, run.fixed, run.size, run.tail
         deliveries = []
+        # the session's window, counted here and written back before anything
+        # else reads it (send_transfer, the end of the run)
+        room = 0 if session._backlog else session.remote_incoming_window
+        framed = 0
         for payload in payloads:
             tag = next_tag.to_bytes(16, "big")
             next_tag = (next_tag + 1) & 0xFFFFFFFF
@@ -339,8 +343,7 @@ class Link:
             if not settled:
                 unsettled[did] = delivery
                 outgoing[did] = delivery
-            if len(payload) <= one_frame and session.remote_incoming_window > 0 \
-                    and not session._backlog:
+            if room > 0 and len(payload) <= one_frame:
                 if run is not None and did > 255:
                     # encode_transfer_frame's bytes, without its call
                     out += pack(size + len(payload), fixed, did, 0xA0, 16, tag, tail)
@@ -348,11 +351,17 @@ class Link:
                 else:
                     encode_transfer_frame(out, channel, handle, did, tag, 0, settled, False,
                                           payload)
-                session.next_outgoing_id = (session.next_outgoing_id + 1) & 0xFFFFFFFF
-                session.remote_incoming_window -= 1
+                room -= 1
+                framed += 1
             else:
+                session.next_outgoing_id = (session.next_outgoing_id + framed) & 0xFFFFFFFF
+                session.remote_incoming_window -= framed
+                framed = 0
                 session.send_transfer(self, delivery, payload)
+                room = 0 if session._backlog else session.remote_incoming_window
             did = (did + 1) & 0xFFFFFFFF
+        session.next_outgoing_id = (session.next_outgoing_id + framed) & 0xFFFFFFFF
+        session.remote_incoming_window -= framed
         self._next_tag, session.next_delivery_id = next_tag, did
         self.link_credit -= len(payloads)
         self.delivery_count = (self.delivery_count + len(payloads)) & 0xFFFFFFFF
