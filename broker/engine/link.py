@@ -433,30 +433,6 @@ class Link:
             raise AmqpLinkError("transfer received on a link where the peer is the receiver",
                                 condition=Condition.NOT_ALLOWED)
         delivery = self._partial
-        if delivery is None and not transfer.more and not transfer.aborted \
-                and transfer.delivery_id is not None and transfer.delivery_tag is not None \
-                and not (self.max_message_size and len(payload) > self.max_message_size):
-            # the usual case: a whole delivery in one frame (the steps below, without
-            # the partial-delivery bookkeeping)
-            if self._allowed <= 0:
-                if not self.tolerate_excess:
-                    raise TransferLimitExceeded("transfer sent without link credit")
-            else:
-                self._allowed -= 1
-            if self.link_credit > 0:
-                self.link_credit -= 1
-            self.delivery_count = (self.delivery_count + 1) & 0xFFFFFFFF
-            delivery = Delivery(self, transfer.delivery_id, transfer.delivery_tag, False,
-                                payload, transfer.message_format or 0)
-            if transfer.settled:
-                delivery.remote_settled = delivery.settled = True
-            else:
-                self.unsettled[delivery.delivery_id] = delivery
-                self.session.incoming_unsettled[delivery.delivery_id] = delivery
-            if self.credit_window and self.link_credit <= self.credit_window // 2 \
-                    and self.usable:
-                self.flow(self.credit_window)
-            return delivery
         if delivery is None:
             if transfer.delivery_id is None or transfer.delivery_tag is None:
                 raise AmqpLinkError("first transfer of a delivery needs delivery-id and tag",
@@ -470,8 +446,11 @@ class Link:
                 self.link_credit -= 1
             self.delivery_count = (self.delivery_count + 1) & 0xFFFFFFFF
             delivery = Delivery(self, transfer.delivery_id, transfer.delivery_tag,
-                                False, message_format=transfer.message_format or 0)
+                                False, payload, message_format=transfer.message_format or 0)
             delivery.remote_settled = bool(transfer.settled)
+            if not transfer.more and not transfer.aborted and not (
+                    self.max_message_size and len(payload) > self.max_message_size):
+                return self._completed(delivery)  # the usual case: one frame, no chunks
             self._partial = delivery
             self._chunks = []
             self._partial_size = 0
@@ -491,11 +470,14 @@ class Link:
             self._chunks.append(payload)
             return None
         self._partial = None
-        if self._chunks:
-            self._chunks.append(payload)
-            payload = b"".join(self._chunks)
-            self._chunks = []
-        delivery.payload = payload
+        self._chunks.append(payload)
+        delivery.payload = b"".join(self._chunks) if len(self._chunks) > 1 else payload
+        self._chunks = []
+        return self._completed(delivery)
+
+    def _completed(self, delivery: Delivery) -> Delivery:
+        """A whole delivery received: unsettled until we settle it, unless the
+        peer sent it settled; our credit topped up when half is used."""
         if delivery.remote_settled:
             delivery.settled = True
         else:
