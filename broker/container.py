@@ -686,20 +686,9 @@ class Container:
 
     def on_deliveries_updated(self, deliveries: list[Delivery], state: object,
                               settled: bool) -> None:
-        """A ranged disposition: `on_delivery_updated` for each, its usual
-        case (accepted and settled by a plain subscription's peer) inline."""
-        if not (settled and type(state) is Accepted):
-            for delivery in deliveries:
-                self.on_delivery_updated(delivery.link, delivery, state, settled)
-            return
+        """A ranged disposition: `on_delivery_updated` for each delivery."""
         for delivery in deliveries:
-            sub = delivery.link.context
-            entry = delivery.context
-            if entry is not None and type(sub) is Subscription and not sub.azure:
-                delivery.context = None
-                sub.queue.settle(entry)
-            else:
-                self.on_delivery_updated(delivery.link, delivery, state, settled)
+            self.on_delivery_updated(delivery.link, delivery, state, settled)
 
     def on_delivery_updated(self, link: Link, delivery: Delivery, state: object,
                             settled: bool) -> None:

@@ -327,7 +327,9 @@ class Link:
         handle, channel = self.handle, session.channel
         one_frame = conn.remote_max_frame_size - 48 - 16  # 16: our tags' size
         next_tag, did = self._next_tag, session.next_delivery_id
-        run = TransferRun(channel, handle, settled) if handle < 256 else None
+        # a run of one is encode_transfer_frame's as it stands
+        run = TransferRun(channel, handle, settled) if handle < 256 and len(payloads) > 1 \
+            else None
         if run is not None:
             pack, fixed, size, tail = run.pack, run.fixed, run.size, run.tail
         deliveries = []
