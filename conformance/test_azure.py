@@ -384,14 +384,19 @@ def test_azure_renew_lock(client: str, azure_broker: Any, entity: str) -> None:
     _bounded(case)
 
 
+LEAD = 6.0  # seconds: how far ahead test_azure_schedule schedules its message
+
+
 @pytest.mark.parametrize("client", CLIENTS)
 def test_azure_schedule(client: str, azure_broker: Any, entity: str) -> None:
-    """A message scheduled 2 s ahead is not there before, and is after."""
+    """A message scheduled ahead is not there before, and is after.  The lead
+    (LEAD s) covers opening the sender and the receiver on a loaded machine,
+    which happens after `when` is fixed."""
     from azure.servicebus import ServiceBusMessage, ServiceBusReceiveMode
 
     def case() -> None:
         with _client(azure_broker, client) as sb:
-            when = datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=2)
+            when = datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=LEAD)
             with sb.get_queue_sender(entity) as sender:
                 seqs = sender.schedule_messages(ServiceBusMessage("later"), when, timeout=STEP)
             assert len(seqs) == 1 and isinstance(seqs[0], int)
@@ -400,7 +405,7 @@ def test_azure_schedule(client: str, azure_broker: Any, entity: str) -> None:
                                        ) as receiver:
                 early = receiver.receive_messages(max_message_count=1, max_wait_time=0.5)
                 assert early == []
-                got = _receive(receiver, 1, wait=5.0)
+                got = _receive(receiver, 1, wait=LEAD + 3.0)
                 arrived = datetime.datetime.now(datetime.UTC)
         assert [_body(m) for m in got] == [b"later"]
         assert arrived >= when - datetime.timedelta(seconds=0.5)
