@@ -166,38 +166,37 @@ class ConnectionHandle:
         conn = self.conn
         c = self.container
         c.input_time = None  # read once per input, not once per message (see on_message)
-        events = conn.events  # popped here, not through next_event(): one call less per message
-        while events:
-            event = events.popleft()
-            t = type(event)
-            if t is MessageReceived:
-                c.on_message(self, event.link, event.delivery)  # type: ignore[union-attr]
-            elif t is DeliveryUpdated:
-                c.on_delivery_updated(event.link, event.delivery, event.state, event.settled)  # type: ignore[union-attr]
-            elif t is DeliveriesUpdated:
-                c.on_deliveries_updated(event.deliveries, event.state, event.settled)  # type: ignore[union-attr]
-            elif t is CreditChanged:
-                c.on_credit(event.link)  # type: ignore[union-attr]
-            elif t is LinkAttached:
-                c.on_attach(self, event.link)  # type: ignore[union-attr]
-            elif t is LinkDetached:
-                c.on_detach(event.link, event.closed)  # type: ignore[union-attr]
-            elif t is ConnectionOpened:
-                self.container_id = event.container_id  # type: ignore[union-attr]
-                self.user = event.user  # type: ignore[union-attr]
-                self.vhost = event.hostname  # type: ignore[union-attr]
-                self.opened = True
-                self.opened_at = c.wall_clock()
-                log.info("connection from %s (%s) opened by %s as user %s", self.peer,
-                         self.transport, printable(event.container_id),  # type: ignore[union-attr]
-                         printable(event.user))  # type: ignore[union-attr]
-                c.connection_opened(self)
-            elif t is ConnectionClosed:
-                if event.error is not None:  # type: ignore[union-attr]
-                    c.stats.connection_error(str(event.error.condition))  # type: ignore[union-attr]
-                c.connection_closed(self)
-                log.info("connection from %s closed%s", self.peer,
-                         f": {event.error.condition}" if event.error else "")  # type: ignore[union-attr]
+        while conn.events:  # a handler's own events come in the next round
+            for event in conn.take_events():  # not next_event(): a call less each
+                t = type(event)
+                if t is MessageReceived:
+                    c.on_message(self, event.link, event.delivery)  # type: ignore[union-attr]
+                elif t is DeliveryUpdated:
+                    c.on_delivery_updated(event.link, event.delivery, event.state, event.settled)  # type: ignore[union-attr]
+                elif t is DeliveriesUpdated:
+                    c.on_deliveries_updated(event.deliveries, event.state, event.settled)  # type: ignore[union-attr]
+                elif t is CreditChanged:
+                    c.on_credit(event.link)  # type: ignore[union-attr]
+                elif t is LinkAttached:
+                    c.on_attach(self, event.link)  # type: ignore[union-attr]
+                elif t is LinkDetached:
+                    c.on_detach(event.link, event.closed)  # type: ignore[union-attr]
+                elif t is ConnectionOpened:
+                    self.container_id = event.container_id  # type: ignore[union-attr]
+                    self.user = event.user  # type: ignore[union-attr]
+                    self.vhost = event.hostname  # type: ignore[union-attr]
+                    self.opened = True
+                    self.opened_at = c.wall_clock()
+                    log.info("connection from %s (%s) opened by %s as user %s", self.peer,
+                             self.transport, printable(event.container_id),  # type: ignore[union-attr]
+                             printable(event.user))  # type: ignore[union-attr]
+                    c.connection_opened(self)
+                elif t is ConnectionClosed:
+                    if event.error is not None:  # type: ignore[union-attr]
+                        c.stats.connection_error(str(event.error.condition))  # type: ignore[union-attr]
+                    c.connection_closed(self)
+                    log.info("connection from %s closed%s", self.peer,
+                             f": {event.error.condition}" if event.error else "")  # type: ignore[union-attr]
 
 
 class Credentials:

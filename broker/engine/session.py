@@ -206,8 +206,8 @@ class Session:
             if last[0] is role and last[2] == (delivery_id - 1) & 0xFFFFFFFF and last[3] == state:
                 last[2] = delivery_id
                 return
-        elif not self.conn.pending_sessions.__contains__(self):
-            self.conn.pending_sessions.add(self)
+        elif self not in self.conn.pending_sessions:
+            self.conn.pending_sessions.append(self)
         ds.append([role, delivery_id, delivery_id, state])
 
     def flush_dispositions(self) -> None:

@@ -95,44 +95,43 @@ class ClientHandle(EngineHandle):
         conn = self.conn
         gw = self.gateway
         dirty = gw._dirty_upstreams
-        events = conn.events  # popped here, not through next_event(): one call less per message
-        while events:
-            event = events.popleft()
-            t = type(event)
-            if t is MessageReceived:
-                route = event.link.context  # type: ignore[union-attr]
-                if route is not None:
-                    gw.client_message(route, event.delivery)  # type: ignore[union-attr]
-            elif t is DeliveryUpdated:
-                route = event.link.context  # type: ignore[union-attr]
-                if route is not None:
-                    route.outcome(event.delivery, event.state, event.settled)  # type: ignore[union-attr]
-                    dirty.add(route.session.upstream)
-            elif t is DeliveriesUpdated:
-                for delivery in event.deliveries:  # type: ignore[union-attr]
-                    route = delivery.link.context
+        while conn.events:  # a handler's own events come in the next round
+            for event in conn.take_events():  # not next_event(): a call less each
+                t = type(event)
+                if t is MessageReceived:
+                    route = event.link.context  # type: ignore[union-attr]
                     if route is not None:
-                        route.outcome(delivery, event.state, event.settled)  # type: ignore[union-attr]
+                        gw.client_message(route, event.delivery)  # type: ignore[union-attr]
+                elif t is DeliveryUpdated:
+                    route = event.link.context  # type: ignore[union-attr]
+                    if route is not None:
+                        route.outcome(event.delivery, event.state, event.settled)  # type: ignore[union-attr]
                         dirty.add(route.session.upstream)
-            elif t is CreditChanged:
-                route = event.link.context  # type: ignore[union-attr]
-                if route is not None:
-                    route.client_credit()
-                    dirty.add(route.session.upstream)
-            elif t is LinkAttached:
-                gw.client_attach(self, event.link)  # type: ignore[union-attr]
-            elif t is LinkDetached:
-                gw.client_detach(event.link, event.closed)  # type: ignore[union-attr]
-            elif t is SessionEnded:
-                gw.client_session_ended(self, event.session)  # type: ignore[union-attr]
-            elif t is ConnectionOpened:
-                self.opened = True
-                self.container_id = event.container_id  # type: ignore[union-attr]
-                self.user = event.user  # type: ignore[union-attr]
-                log.info("client connection from %s (%s) opened by %s as user %s", self.peer,
-                         self.transport, printable(self.container_id), printable(self.user))
-            elif t is ConnectionClosed:
-                gw.client_closed(self)
+                elif t is DeliveriesUpdated:
+                    for delivery in event.deliveries:  # type: ignore[union-attr]
+                        route = delivery.link.context
+                        if route is not None:
+                            route.outcome(delivery, event.state, event.settled)  # type: ignore[union-attr]
+                            dirty.add(route.session.upstream)
+                elif t is CreditChanged:
+                    route = event.link.context  # type: ignore[union-attr]
+                    if route is not None:
+                        route.client_credit()
+                        dirty.add(route.session.upstream)
+                elif t is LinkAttached:
+                    gw.client_attach(self, event.link)  # type: ignore[union-attr]
+                elif t is LinkDetached:
+                    gw.client_detach(event.link, event.closed)  # type: ignore[union-attr]
+                elif t is SessionEnded:
+                    gw.client_session_ended(self, event.session)  # type: ignore[union-attr]
+                elif t is ConnectionOpened:
+                    self.opened = True
+                    self.container_id = event.container_id  # type: ignore[union-attr]
+                    self.user = event.user  # type: ignore[union-attr]
+                    log.info("client connection from %s (%s) opened by %s as user %s", self.peer,
+                             self.transport, printable(self.container_id), printable(self.user))
+                elif t is ConnectionClosed:
+                    gw.client_closed(self)
         gw.wake_upstreams()
 
 

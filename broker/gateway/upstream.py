@@ -140,44 +140,43 @@ class Upstream(EngineHandle):
         conn = self.conn
         gw = self.gateway
         dirty = gw._dirty_clients
-        events = conn.events  # popped here, not through next_event(): one call less per message
-        while events:
-            event = events.popleft()
-            t = type(event)
-            if t is MessageReceived:
-                route = event.link.context  # type: ignore[union-attr]
-                if route is not None:
-                    route.upstream_message(event.delivery)  # type: ignore[union-attr]
-                    dirty.add(route.session.owner)
-            elif t is DeliveryUpdated:
-                route = event.link.context  # type: ignore[union-attr]
-                if route is not None:
-                    route.outcome(event.delivery, event.state, event.settled)  # type: ignore[union-attr]
-                    dirty.add(route.session.owner)
-            elif t is DeliveriesUpdated:
-                for delivery in event.deliveries:  # type: ignore[union-attr]
-                    route = delivery.link.context
+        while conn.events:  # a handler's own events come in the next round
+            for event in conn.take_events():  # not next_event(): a call less each
+                t = type(event)
+                if t is MessageReceived:
+                    route = event.link.context  # type: ignore[union-attr]
                     if route is not None:
-                        route.outcome(delivery, event.state, event.settled)  # type: ignore[union-attr]
+                        route.upstream_message(event.delivery)  # type: ignore[union-attr]
                         dirty.add(route.session.owner)
-            elif t is CreditChanged:
-                route = event.link.context  # type: ignore[union-attr]
-                if route is not None:
-                    route.upstream_credit()
-                    dirty.add(route.session.owner)
-            elif t is LinkAttached:
-                gw.upstream_link_answered(event.link)  # type: ignore[union-attr]
-            elif t is LinkDetached:
-                gw.upstream_link_detached(event.link, event.error,  # type: ignore[union-attr]
-                                          event.closed)  # type: ignore[union-attr]
-            elif t is SessionEnded:
-                gw.upstream_session_ended(self, event.session,  # type: ignore[union-attr]
-                                          event.error)  # type: ignore[union-attr]
-            elif t is ConnectionOpened:
-                self.peer_container = event.container_id  # type: ignore[union-attr]
-                gw.upstream_opened(self)
-            elif t is ConnectionClosed:
-                gw.upstream_closed(self, event.error)  # type: ignore[union-attr]
+                elif t is DeliveryUpdated:
+                    route = event.link.context  # type: ignore[union-attr]
+                    if route is not None:
+                        route.outcome(event.delivery, event.state, event.settled)  # type: ignore[union-attr]
+                        dirty.add(route.session.owner)
+                elif t is DeliveriesUpdated:
+                    for delivery in event.deliveries:  # type: ignore[union-attr]
+                        route = delivery.link.context
+                        if route is not None:
+                            route.outcome(delivery, event.state, event.settled)  # type: ignore[union-attr]
+                            dirty.add(route.session.owner)
+                elif t is CreditChanged:
+                    route = event.link.context  # type: ignore[union-attr]
+                    if route is not None:
+                        route.upstream_credit()
+                        dirty.add(route.session.owner)
+                elif t is LinkAttached:
+                    gw.upstream_link_answered(event.link)  # type: ignore[union-attr]
+                elif t is LinkDetached:
+                    gw.upstream_link_detached(event.link, event.error,  # type: ignore[union-attr]
+                                              event.closed)  # type: ignore[union-attr]
+                elif t is SessionEnded:
+                    gw.upstream_session_ended(self, event.session,  # type: ignore[union-attr]
+                                              event.error)  # type: ignore[union-attr]
+                elif t is ConnectionOpened:
+                    self.peer_container = event.container_id  # type: ignore[union-attr]
+                    gw.upstream_opened(self)
+                elif t is ConnectionClosed:
+                    gw.upstream_closed(self, event.error)  # type: ignore[union-attr]
         gw.wake_clients()
 
 

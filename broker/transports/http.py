@@ -20,7 +20,7 @@ import trio
 
 from broker.services.http_api import HttpRequest, HttpResponse
 from broker.transports.accept import AcceptGuard, serve_listeners
-from broker.transports.driver import _TRANSPORT_ERRORS, RECEIVE_SIZE, ContainerLike, peer_name
+from broker.transports.driver import RECEIVE_SIZE, TRANSPORT_ERRORS, ContainerLike, peer_name
 
 log = logging.getLogger("broker.transport")
 
@@ -81,7 +81,7 @@ async def serve_request(stream: trio.abc.Stream, head: bytes, container: Contain
     except h11.RemoteProtocolError as exc:
         log.info("http %s: bad request: %s", peer, exc)
         await _send_plain(stream, conn, exc.error_status_hint, f"bad request: {exc}")
-    except _TRANSPORT_ERRORS:
+    except TRANSPORT_ERRORS:
         pass
 
 
@@ -135,7 +135,7 @@ async def _send_plain(stream: trio.abc.Stream, conn: h11.Connection, status: int
         return
     try:
         await _send(stream, conn, HttpResponse(status, text.encode() + b"\n"))
-    except (h11.LocalProtocolError, *_TRANSPORT_ERRORS):
+    except (h11.LocalProtocolError, *TRANSPORT_ERRORS):
         pass
 
 
@@ -151,7 +151,7 @@ async def handle_http_stream(stream: trio.abc.Stream, container: ContainerLike) 
                 return
             if head:
                 await serve_request(stream, head, container, peer)
-    except _TRANSPORT_ERRORS:
+    except TRANSPORT_ERRORS:
         pass
     except Exception:
         log.exception("http %s failed", peer)

@@ -50,9 +50,9 @@ from broker.peerlog import PeerLog
 from broker.transports import http, tls
 from broker.transports.accept import AcceptGuard, serve_listeners
 from broker.transports.driver import (
-    _TRANSPORT_ERRORS,
     CLOSE_TIMEOUT,
     RECEIVE_SIZE,
+    TRANSPORT_ERRORS,
     ContainerLike,
     peer_name,
     receive_socket,
@@ -245,7 +245,7 @@ class WebSocketStream(trio.abc.Stream):
                     await self._send_raw(self._close(CLOSE_NORMAL))
                     while not self._eof:  # wait for the peer's close frame
                         await self.receive_some()
-        except _TRANSPORT_ERRORS:
+        except TRANSPORT_ERRORS:
             pass
         finally:
             await trio.aclose_forcefully(self.stream)
@@ -323,7 +323,7 @@ async def _handshake(
             if exc.event_hint is not None:
                 await stream.send_all(ws.send(exc.event_hint))
             return None
-        except _TRANSPORT_ERRORS:
+        except TRANSPORT_ERRORS:
             return None
         if request is None:
             log.info("ws %s lost during the handshake", peer)
@@ -393,7 +393,7 @@ async def _refuse(stream: trio.abc.Stream, ws: WSConnection, status: int, reason
             ws.send(RejectConnection(status_code=status, headers=headers, has_body=True))
             + ws.send(RejectData(data=body))
         )
-    except _TRANSPORT_ERRORS:
+    except TRANSPORT_ERRORS:
         pass
 
 

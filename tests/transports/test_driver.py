@@ -1,4 +1,8 @@
-"""The driver over in-memory streams: pumping, coalescing, timers, endings."""
+"""The driver's two pumps: pumping, coalescing, timers, endings.
+
+Tests taking `pair` run twice: over in-memory streams (`StreamPump`, the two
+tasks any stream gets) and over a socket pair (`SocketPump`, the one task a
+plain socket gets)."""
 
 from __future__ import annotations
 
@@ -11,16 +15,34 @@ import trio
 import trio.testing
 from fakes import CountingStream, EchoHandle, FakeContainer, Trickle, read_to_eof, read_until
 
-from broker.transports import driver
+from broker.transports import pump, socketpump
 from broker.transports.driver import FEED_SIZE, RECEIVE_SIZE, Wakeup, drive, serve_stream
+
+Pair = tuple[trio.abc.HalfCloseableStream, trio.abc.HalfCloseableStream]
+
+
+def socket_pair() -> Pair:
+    import socket
+
+    ours, theirs = socket.socketpair()
+    return (trio.SocketStream(trio.socket.from_stdlib_socket(theirs)),
+            trio.SocketStream(trio.socket.from_stdlib_socket(ours)))
+
+
+@pytest.fixture(params=["memory", "socket"])
+def pair(request: pytest.FixtureRequest) -> Pair:
+    """(client, server): what the test plays the peer on, and what the driver gets."""
+    if request.param == "memory":
+        return trio.testing.memory_stream_pair()  # type: ignore[return-value]
+    return socket_pair()
 
 
 def _handle(wakeup: Wakeup, **options: object) -> EchoHandle:
     return EchoHandle(wakeup.wake, **options)  # type: ignore[arg-type]
 
 
-async def test_echo_then_close() -> None:
-    client, server = trio.testing.memory_stream_pair()
+async def test_echo_then_close(pair: Pair) -> None:
+    client, server = pair
     wakeup = Wakeup()
     handle = _handle(wakeup)
     with trio.fail_after(5):
@@ -71,8 +93,8 @@ async def test_output_is_coalesced_into_one_send() -> None:
             nursery.cancel_scope.cancel()
 
 
-async def test_eof_reaches_the_handle_as_empty_data() -> None:
-    client, server = trio.testing.memory_stream_pair()
+async def test_eof_reaches_the_handle_as_empty_data(pair: Pair) -> None:
+    client, server = pair
     wakeup = Wakeup()
     handle = _handle(wakeup)
     with trio.fail_after(5):
@@ -96,8 +118,8 @@ async def test_broken_transport_becomes_connection_lost() -> None:
     assert handle.eof and handle.lost_calls >= 1
 
 
-async def test_timer_deadline_appears_after_a_receive(autojump_clock: trio.abc.Clock) -> None:
-    client, server = trio.testing.memory_stream_pair()
+async def test_timer_deadline_appears_after_a_receive(pair: Pair, autojump_clock: trio.abc.Clock) -> None:
+    client, server = pair
     wakeup = Wakeup()
     handle = _handle(wakeup, echo=False, heartbeat=5.0)
     with trio.fail_after(60):
@@ -129,8 +151,8 @@ async def test_stuck_peer_gets_close_timeout(autojump_clock: trio.abc.Clock) -> 
     assert trio.current_time() - start == pytest.approx(2.0)
 
 
-async def test_graceful_close_half_closes_and_drains() -> None:
-    client, server = trio.testing.memory_stream_pair()
+async def test_graceful_close_half_closes_and_drains(pair: Pair) -> None:
+    client, server = pair
     wakeup = Wakeup()
     handle = _handle(wakeup)
     with trio.fail_after(5):
@@ -143,8 +165,8 @@ async def test_graceful_close_half_closes_and_drains() -> None:
     assert handle.received == b"BYE"
 
 
-async def test_cancellation_closes_and_reports_lost() -> None:
-    client, server = trio.testing.memory_stream_pair()
+async def test_cancellation_closes_and_reports_lost(pair: Pair) -> None:
+    client, server = pair
     wakeup = Wakeup()
     handle = _handle(wakeup)
     with trio.fail_after(5):
@@ -157,9 +179,9 @@ async def test_cancellation_closes_and_reports_lost() -> None:
     assert handle.eof and handle.lost_calls == 1
 
 
-async def test_serve_stream_survives_engine_bugs(caplog: pytest.LogCaptureFixture) -> None:
+async def test_serve_stream_survives_engine_bugs(pair: Pair, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="broker.transport")
-    client, server = trio.testing.memory_stream_pair()
+    client, server = pair
     container = FakeContainer(fail=True)
     with trio.fail_after(5):
         async with trio.open_nursery() as nursery:  # would fail if the bug escaped
@@ -171,9 +193,9 @@ async def test_serve_stream_survives_engine_bugs(caplog: pytest.LogCaptureFixtur
     assert "RuntimeError: bug in the engine" in caplog.text
 
 
-async def test_serve_stream_logs_connect_and_disconnect(caplog: pytest.LogCaptureFixture) -> None:
+async def test_serve_stream_logs_connect_and_disconnect(pair: Pair, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="broker.transport")
-    client, server = trio.testing.memory_stream_pair()
+    client, server = pair
     container = FakeContainer()
     with trio.fail_after(5):
         async with trio.open_nursery() as nursery:
@@ -207,8 +229,8 @@ class PieceRecorder(EchoHandle):
 
 
 async def _feed_one_big_read(handle_factory: Callable[[Wakeup, list[int]], PieceRecorder],
-                             size: int) -> PieceRecorder:
-    client, server = trio.testing.memory_stream_pair()
+                             size: int, pair: Pair) -> PieceRecorder:
+    client, server = pair
     wakeup = Wakeup()
     others = [0]
     handle = handle_factory(wakeup, others)
@@ -229,9 +251,11 @@ async def _feed_one_big_read(handle_factory: Callable[[Wakeup, list[int]], Piece
     return handle
 
 
-async def test_a_long_read_yields_between_pieces(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(driver, "TURN_BUDGET", 0.0)  # every piece uses up the budget
-    handle = await _feed_one_big_read(lambda w, o: PieceRecorder(w.wake, o), RECEIVE_SIZE)
+async def test_a_long_read_yields_between_pieces(
+        pair: Pair, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(pump, "TURN_BUDGET", 0.0)  # every piece uses up the budget
+    handle = await _feed_one_big_read(lambda w, o: PieceRecorder(w.wake, o), RECEIVE_SIZE,
+                                     pair)
     assert handle.chunks == [FEED_SIZE] * (RECEIVE_SIZE // FEED_SIZE)
     # One piece per scheduler batch, and the other task runs once per batch
     # (before or after us: trio may shuffle a batch), so it ran in all the
@@ -239,23 +263,25 @@ async def test_a_long_read_yields_between_pieces(monkeypatch: pytest.MonkeyPatch
     assert handle.seen[-1] - handle.seen[0] >= len(handle.seen) - 2
 
 
-async def test_a_cheap_read_is_fed_in_one_turn(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(driver, "TURN_BUDGET", 60.0)
-    handle = await _feed_one_big_read(lambda w, o: PieceRecorder(w.wake, o), RECEIVE_SIZE)
+async def test_a_cheap_read_is_fed_in_one_turn(
+        pair: Pair, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(pump, "TURN_BUDGET", 60.0)
+    handle = await _feed_one_big_read(lambda w, o: PieceRecorder(w.wake, o), RECEIVE_SIZE,
+                                     pair)
     # pieces double while within budget: a few calls, and no yield
     sizes = [FEED_SIZE, 2 * FEED_SIZE, 4 * FEED_SIZE]
     assert handle.chunks == [*sizes, RECEIVE_SIZE - sum(sizes)]
     assert len(set(handle.seen)) == 1  # throughput keeps its whole-read batching
 
 
-async def test_small_reads_go_whole() -> None:
-    handle = await _feed_one_big_read(lambda w, o: PieceRecorder(w.wake, o), FEED_SIZE)
+async def test_small_reads_go_whole(pair: Pair) -> None:
+    handle = await _feed_one_big_read(lambda w, o: PieceRecorder(w.wake, o), FEED_SIZE, pair)
     assert handle.chunks == [FEED_SIZE]
 
 
-async def test_close_mid_read_stops_feeding(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(driver, "TURN_BUDGET", 0.0)
-    client, server = trio.testing.memory_stream_pair()
+async def test_close_mid_read_stops_feeding(pair: Pair, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(pump, "TURN_BUDGET", 0.0)
+    client, server = pair
     wakeup = Wakeup()
     handle = _handle(wakeup, echo=False)
     with trio.fail_after(5):
@@ -304,8 +330,8 @@ class BuggyHandle(EchoHandle):
 
 
 @pytest.mark.parametrize("in_tick", [False, True])
-async def test_a_bug_flushes_the_close_then_raises(in_tick: bool) -> None:
-    client, server = trio.testing.memory_stream_pair()
+async def test_a_bug_flushes_the_close_then_raises(pair: Pair, in_tick: bool) -> None:
+    client, server = pair
     wakeup = Wakeup()
     handle = BuggyHandle(wakeup.wake, in_tick=in_tick)
     with trio.fail_after(5):
@@ -324,8 +350,8 @@ async def test_a_bug_flushes_the_close_then_raises(in_tick: bool) -> None:
     assert handle.calls_after_bug == 0
 
 
-async def test_a_bug_while_the_peer_floods_still_gets_the_close_out() -> None:
-    client, server = trio.testing.memory_stream_pair()
+async def test_a_bug_while_the_peer_floods_still_gets_the_close_out(pair: Pair) -> None:
+    client, server = pair
     wakeup = Wakeup()
     handle = BuggyHandle(wakeup.wake)
     with trio.fail_after(5):
@@ -364,7 +390,7 @@ async def test_a_bug_with_a_stuck_peer_is_bounded_by_the_close_timeout(
             nursery.cancel_scope.cancel()
 
 
-async def test_serve_stream_logs_a_bug_once_after_the_close_went_out(
+async def test_serve_stream_logs_a_bug_once_after_the_close_went_out(pair: Pair, 
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.INFO, logger="broker.transport")
@@ -375,7 +401,7 @@ async def test_serve_stream_logs_a_bug_once_after_the_close_went_out(
             self.handles.append(handle)
             return handle
 
-    client, server = trio.testing.memory_stream_pair()
+    client, server = pair
     with trio.fail_after(5):
         async with trio.open_nursery() as nursery:
             nursery.start_soon(
@@ -403,7 +429,7 @@ async def test_a_plain_socket_is_read_directly_waiting_or_eagerly() -> None:
                 got: list[bytes] = []
 
                 async def read(eager: bool = eager, got: list[bytes] = got) -> None:
-                    got.append(await driver.receive_socket(ours.fileno(), eager))
+                    got.append(await pump.receive_socket(ours.fileno(), eager))
 
                 nursery.start_soon(read)
                 await trio.sleep(0.05)  # the reader is waiting: nothing has arrived
@@ -411,9 +437,9 @@ async def test_a_plain_socket_is_read_directly_waiting_or_eagerly() -> None:
                 theirs.send(b"frame")
             assert got == [b"frame"]
         theirs.send(b"already there")
-        assert await driver.receive_socket(ours.fileno(), True) == b"already there"
+        assert await pump.receive_socket(ours.fileno(), True) == b"already there"
         theirs.close()
-        assert await driver.receive_socket(ours.fileno(), False) == b""  # EOF
+        assert await pump.receive_socket(ours.fileno(), False) == b""  # EOF
     finally:
         ours.close()
     ours, theirs = socket.socketpair()
@@ -423,27 +449,27 @@ async def test_a_plain_socket_is_read_directly_waiting_or_eagerly() -> None:
         ours.send(b"unread")  # closing with unread data and linger 0: a reset
         theirs.close()
         with pytest.raises(trio.BrokenResourceError):
-            while await driver.receive_socket(ours.fileno(), False):
+            while await pump.receive_socket(ours.fileno(), False):
                 pass
     finally:
         ours.close()
 
 
-async def test_the_timers_write_a_heartbeat_while_the_writer_sleeps(
+async def test_the_timers_write_a_heartbeat_without_a_task(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    """On a plain TCP socket, output a deadline queued (a heartbeat) is written
-    from the timers' call, not by waking the writer; what the socket does not
-    take at once goes out through the writer, in order."""
+    """On a plain socket, output a deadline queued (a heartbeat) is written
+    from the timers' call; what the socket does not take at once goes out
+    through a drain task started for it, in order."""
     import socket
 
-    direct: list[int] = []
-    write_now = driver._Pump._write_now
+    drains: list[int] = []
+    drain = socketpump.SocketPump._drain
 
-    def counted(self: driver._Pump) -> None:
-        direct.append(1)
-        write_now(self)
+    async def counted(self: socketpump.SocketPump) -> None:
+        drains.append(1)
+        await drain(self)
 
-    monkeypatch.setattr(driver._Pump, "_write_now", counted)
+    monkeypatch.setattr(socketpump.SocketPump, "_drain", counted)
     blob = bytes(range(256)) * 4096  # 1 MiB: more than a socket buffer takes at once
 
     class Heartbeats(EchoHandle):
@@ -469,9 +495,115 @@ async def test_the_timers_write_a_heartbeat_while_the_writer_sleeps(
             await peer.send_all(b"OPEN")
             got = await read_until(peer, b"OPEN" + b"HB" * 3)
             assert got.startswith(b"OPEN") and set(got[4:].split(b"HB")) == {b""}
-            assert direct, "the heartbeats were not written from the timers"
+            assert not drains  # written at once, by the timers' call
             await peer.send_all(b"BLOB")
             got = await read_until(peer, blob)
             assert blob in got  # whole and in order, though the socket took it in parts
+            assert drains, "the socket took 1 MiB at once: the drain was not tested"
             await peer.send_all(b"BYE")
             await read_to_eof(peer)
+
+
+# -- the one-task pump of a plain socket --------------------------------------------
+
+
+def _count_writes(monkeypatch: pytest.MonkeyPatch, fd: int) -> list[bytes]:
+    """What the pump wrote to `fd`, one entry per os.write."""
+    writes: list[bytes] = []
+    write = socketpump.os.write
+
+    def counted(to: int, data: bytes) -> int:
+        if to == fd:
+            writes.append(bytes(data))
+        return write(to, data)
+
+    monkeypatch.setattr(socketpump.os, "write", counted)
+    return writes
+
+
+async def test_a_socket_writes_a_burst_once_whoever_woke_it(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """100 wakes during the connection's own read, or from another task (the
+    flusher's case: a publisher's messages for a consumer), are one write."""
+    client, server = socket_pair()
+    writes = _count_writes(monkeypatch, server.socket.fileno())
+    wakeup = Wakeup()
+    handle = _handle(wakeup, echo=False)
+    expected = b"".join(b"F%03d" % i for i in range(100))
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(drive, server, handle, wakeup)
+            await client.send_all(b"BURST")
+            assert await read_until(client, expected) == expected
+            assert writes == [expected]
+            for i in range(100):  # another connection's turn queues output for us
+                handle.out += b"G%03d" % i
+                wakeup.wake()
+            again = b"".join(b"G%03d" % i for i in range(100))
+            assert await read_until(client, again) == again
+            assert writes == [expected, again]
+            nursery.cancel_scope.cancel()
+
+
+async def test_a_socket_pump_ends_when_another_task_ends_the_handle() -> None:
+    """The handle may end outside the connection's own read (the server
+    stopping, another connection closing it): the wake-up ends the read,
+    and the last output still goes out before the graceful close."""
+    client, server = socket_pair()
+    wakeup = Wakeup()
+    handle = _handle(wakeup, echo=False)
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            reasons: list[str] = []
+
+            async def run() -> None:
+                reasons.append(await drive(server, handle, wakeup))
+
+            nursery.start_soon(run)
+            await trio.sleep(0.05)  # the pump waits to read
+            handle.out += b"CLOSE"
+            handle._finish()
+            wakeup.wake()
+            assert await read_to_eof(client) == b"CLOSE"
+            await client.aclose()
+    assert reasons == ["closed"]
+    wakeup.wake()  # a late wake-up writes nothing: the descriptor is no longer ours
+    await trio.sleep(0.01)
+
+
+async def test_a_socket_stuck_peer_gets_close_timeout() -> None:
+    import socket
+
+    client, server = socket_pair()
+    server.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    wakeup = Wakeup()
+    handle = _handle(wakeup)
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            async def flood() -> None:  # echoed back to a peer that never reads
+                with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                    await client.send_all(b"x" * (1 << 20) + b"BYE")
+
+            nursery.start_soon(flood)
+            start = trio.current_time()
+            reason = await drive(server, handle, wakeup, close_timeout=0.3)
+            nursery.cancel_scope.cancel()
+    assert reason == "closed; flush timed out"
+    assert trio.current_time() - start < 5
+    assert handle.received.endswith(b"BYE")
+
+
+async def test_a_socket_reset_becomes_connection_lost() -> None:
+    import socket
+
+    client, server = socket_pair()
+    client.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                             b"\x01\x00\x00\x00\x00\x00\x00\x00")
+    wakeup = Wakeup()
+    handle = _handle(wakeup, echo=False)
+    with trio.fail_after(5):
+        await server.send_all(b"unread")  # closing with unread data and linger 0: a reset
+        client.socket.close()
+        reason = await drive(server, handle, wakeup)
+    assert reason.startswith("transport error: BrokenResourceError")
+    assert handle.lost_calls >= 1
