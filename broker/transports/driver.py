@@ -33,6 +33,7 @@ from typing import Any, Protocol
 
 import trio
 
+from broker.transports import socketpump
 from broker.transports.pump import (
     CLOSE_TIMEOUT,
     FEED_SIZE,
@@ -133,7 +134,7 @@ async def drive(
     `wakeup` must be the one whose `wake` the handle was created with. The
     handle's deadlines are on trio's clock (`trio.current_time`).
     """
-    if type(stream) is trio.SocketStream:
+    if socketpump.serves(stream):
         return await SocketPump(stream, handle, wakeup, close_timeout).run()
     return await StreamPump(stream, handle, wakeup, close_timeout).run()
 

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import logging
 import os
+from typing import Protocol, cast
 
 import trio
 
@@ -48,6 +49,28 @@ from broker.transports.pump import (
 log = logging.getLogger("broker.transport")
 
 
+class DirectWebSocket(Protocol):
+    """What a SocketPump needs of a WebSocket over a plain socket
+    (websocket.WebSocketStream): the socket, and its framing without I/O."""
+
+    heartbeat_read: int  # a read this short holds at most a heartbeat
+
+    @property
+    def direct_fd(self) -> int: ...
+    @property
+    def at_eof(self) -> bool: ...
+    def take_pending(self) -> bytes: ...
+    def decode(self, raw: bytes) -> bytes: ...
+    def take_replies(self) -> bytes: ...
+    def frame(self, data: bytes | bytearray) -> bytes: ...
+
+
+def serves(stream: trio.abc.Stream) -> bool:
+    """Whether `stream` is one a SocketPump can write without waiting: a plain
+    TCP socket, or a WebSocket over one."""
+    return type(stream) is trio.SocketStream or getattr(stream, "direct_fd", -1) >= 0
+
+
 class SocketPump(Pump):
     __slots__ = (
         "drain_scope",
@@ -57,16 +80,25 @@ class SocketPump(Pump):
         "flusher",
         "output_failed",
         "queued",
+        "quiet_read",
         "read_scope",
         "unsent",
+        "ws",
     )
 
     def __init__(
-        self, stream: trio.SocketStream, handle: ConnectionHandle, wakeup: Wakeup,
+        self, stream: trio.abc.Stream, handle: ConnectionHandle, wakeup: Wakeup,
         timeout: float,
     ) -> None:
         super().__init__(stream, handle, wakeup, timeout)
-        self.fd = stream.socket.fileno()
+        if type(stream) is trio.SocketStream:
+            self.ws: DirectWebSocket | None = None
+            self.fd = stream.socket.fileno()
+            self.quiet_read = EAGER_READ - 1
+        else:  # a WebSocket: we read and write its socket, it frames
+            self.ws = ws = cast(DirectWebSocket, stream)
+            self.fd = ws.direct_fd
+            self.quiet_read = ws.heartbeat_read
         self.read_scope = trio.CancelScope()  # cancelled by _end
         self.feeding = False  # inside receive_data: what it queues goes after the read
         self.queued = False  # on the flusher's list
@@ -80,16 +112,7 @@ class SocketPump(Pump):
     async def pump(self) -> bool:
         with self.read_scope:  # cancelled by _end
             self.on_deadline()  # the first tick; it may queue a heartbeat or a close
-            fd, eager = self.fd, True
-            while self.reason is None:
-                try:
-                    data = await receive_socket(fd, eager)
-                except TRANSPORT_ERRORS as exc:
-                    self._lost(exc)
-                    break
-                eager = len(data) >= EAGER_READ
-                if not await self.feed_read(data):
-                    break
+            await self._read()
         with trio.move_on_at(self.flush_by):
             try:
                 return await self._flush_to_end()
@@ -101,6 +124,30 @@ class SocketPump(Pump):
     def _end(self, reason: str) -> None:
         super()._end(reason)
         self.read_scope.cancel()
+
+    async def _read(self) -> None:
+        fd, eager, ws, quiet = self.fd, True, self.ws, self.quiet_read
+        if ws is not None:
+            pending = ws.take_pending()  # frames that came with the upgrade request
+            if pending and not await self.feed_read(pending):
+                return
+        while self.reason is None:
+            try:
+                data = await receive_socket(fd, eager)
+            except TRANSPORT_ERRORS as exc:
+                self._lost(exc)
+                return
+            eager = len(data) > quiet
+            if ws is not None and data:
+                data = ws.decode(data)
+                if not data and not ws.at_eof:  # a ping, say: its pong goes now
+                    self.after_input()
+                    continue
+            if not await self.feed_read(data):
+                return
+            if ws is not None and ws.at_eof and data:  # the peer's close came with payload
+                await self.feed_read(b"")
+                return
 
     def _feed(self, data: bytes) -> bool:
         self.feeding = True
@@ -120,8 +167,9 @@ class SocketPump(Pump):
         """The flusher's call: what the wake-up was for (it may have moved our
         deadline or ended the handle), then write."""
         self.queued = False
-        self._retick()
-        self.after_input()
+        if self.fd >= 0:  # not after the end: the handle is done with
+            self._retick()
+            self.after_input()
 
     def on_deadline(self) -> None:
         self._retick()
@@ -143,8 +191,11 @@ class SocketPump(Pump):
         fd = self.fd
         while fd >= 0 and not self.broken and not self.output_failed:
             data = self.unsent
+            ws = self.ws
             if data:
                 self.unsent = b""
+            elif ws is not None and (data := ws.take_replies()):
+                pass  # pongs and closes first, between whole frames
             else:
                 try:
                     data = self.handle.data_to_send()
@@ -154,6 +205,12 @@ class SocketPump(Pump):
                     return True
                 if not data:
                     return True
+                if ws is not None:
+                    try:
+                        data = ws.frame(data)
+                    except trio.BrokenResourceError as exc:  # our close frame went out
+                        self._lost(exc)
+                        return True
             try:
                 sent = os.write(fd, data)
             except BlockingIOError:
@@ -172,7 +229,8 @@ class SocketPump(Pump):
         try:
             with trio.CancelScope() as scope:
                 self.drain_scope = scope
-                while self.fd >= 0:
+                # Ending before we ran: the connection's task writes the rest itself.
+                while self.fd >= 0 and self.reason is None:
                     await trio.lowlevel.wait_writable(self.fd)
                     if self._write_out():
                         return

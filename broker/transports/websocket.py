@@ -113,9 +113,13 @@ def pick_subprotocol(offered: Sequence[str]) -> str | None:
 class WebSocketStream(trio.abc.Stream):
     """A byte stream over a WebSocket: binary messages in, one binary message
     per `send_all` out; pings answered; a text message closes with 1003.
+    Over a plain socket the driver's SocketPump reads and writes the socket
+    itself through `decode`, `take_replies` and `frame` (no I/O of ours then).
 
     `pending` carries payload bytes wsproto already parsed during the
     handshake (a client that pipelined frames behind its upgrade request)."""
+
+    heartbeat_read = HEARTBEAT_READ
 
     def __init__(
         self,
@@ -138,6 +142,7 @@ class WebSocketStream(trio.abc.Stream):
         self._eager = True
         self._eof = False  # no more input will be used
         self._close_sent = False
+        self.replies = bytearray()  # control frames' answers not sent yet
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes:
         """The payload bytes of whatever WebSocket frames the next read brings."""
@@ -153,23 +158,62 @@ class WebSocketStream(trio.abc.Stream):
             if not raw:
                 self._eof = True
                 break
-            chunks: list[bytes] = []
-            replies = bytearray()
-            try:
-                for event in self._reader.feed(bytes(raw)):
-                    if type(event) is bytes:
-                        chunks.append(event)
-                    else:
-                        self._on_other(event, replies)  # type: ignore[arg-type]
-            except WsProtocolError as exc:
-                log.info("ws %s protocol error: %s; closing with 1002", self.peer, exc)
-                replies += self._close(CLOSE_PROTOCOL_ERROR, "protocol error")
-                self._eof = True
-            if replies:
-                await self._send_raw(bytes(replies))
-            if chunks:
-                return b"".join(chunks) if len(chunks) > 1 else chunks[0]
+            data = self.decode(bytes(raw))
+            if self.replies:
+                replies, self.replies = bytes(self.replies), bytearray()
+                await self._send_raw(replies)
+            if data:
+                return data
         return b""
+
+    # -- the synchronous surface socketpump.SocketPump drives over a plain socket --
+
+    @property
+    def direct_fd(self) -> int:
+        """The plain socket under us (-1 under TLS): a SocketPump may then read
+        it with `decode` and write `take_replies` and `frame` itself."""
+        return self._fd
+
+    def take_pending(self) -> bytes:
+        """Payload that came with the upgrade request (fed before any read)."""
+        data, self._pending = self._pending, b""
+        return data
+
+    @property
+    def at_eof(self) -> bool:
+        """No more input will be used (the peer's close, a text message, a
+        protocol error)."""
+        return self._eof
+
+    def decode(self, raw: bytes) -> bytes:
+        """The payload of the frames in `raw`; control frames' answers (pongs,
+        closes) go to `replies`, to be sent before anything else."""
+        chunks: list[bytes] = []
+        try:
+            for event in self._reader.feed(raw):
+                if type(event) is bytes:
+                    chunks.append(event)
+                else:
+                    self._on_other(event, self.replies)  # type: ignore[arg-type]
+        except WsProtocolError as exc:
+            log.info("ws %s protocol error: %s; closing with 1002", self.peer, exc)
+            self.replies += self._close(CLOSE_PROTOCOL_ERROR, "protocol error")
+            self._eof = True
+        if not chunks:
+            return b""
+        return b"".join(chunks) if len(chunks) > 1 else chunks[0]
+
+    def take_replies(self) -> bytes:
+        if not self.replies:
+            return b""
+        replies, self.replies = bytes(self.replies), bytearray()
+        return replies
+
+    def frame(self, data: bytes | bytearray) -> bytes:
+        """`data` as one binary message; BrokenResourceError once closing."""
+        if self._close_sent:
+            raise trio.BrokenResourceError("WebSocket is closing")
+        return encode_frame(OP_BINARY, data)
 
     def _on_other(self, event: WsControl | int, replies: bytearray) -> None:
         if self._eof:

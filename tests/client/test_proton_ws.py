@@ -127,9 +127,12 @@ async def _chunking_relay(
                 await tcp.aclose()
 
         async def down() -> None:
-            while data := await tcp.receive_some(65536):
-                for i in range(0, len(data), chunk):
-                    await ws.send_message(data[i : i + chunk])
+            try:
+                while data := await tcp.receive_some(65536):
+                    for i in range(0, len(data), chunk):
+                        await ws.send_message(data[i : i + chunk])
+            except trio_websocket.ConnectionClosed:
+                return  # the client closed first: what the broker still says has nowhere to go
             await ws.aclose()
 
         async with tcp, trio.open_nursery() as nursery:  # tcp closed when cancelled, too

@@ -607,3 +607,31 @@ async def test_a_socket_reset_becomes_connection_lost() -> None:
         reason = await drive(server, handle, wakeup)
     assert reason.startswith("transport error: BrokenResourceError")
     assert handle.lost_calls >= 1
+
+
+async def test_a_socket_full_at_the_end_still_gets_everything_out(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """The socket is full when the handle ends (a drain task waits for it): the
+    connection's task stops the drain and writes the rest itself, in order,
+    and nothing fails."""
+    import socket
+
+    client, server = socket_pair()
+    server.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    wakeup = Wakeup()
+    handle = _handle(wakeup)
+    payload = bytes(range(256)) * 1024  # echoed back: more than the socket takes at once
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            reasons: list[str] = []
+
+            async def run() -> None:
+                reasons.append(await drive(server, handle, wakeup))
+
+            nursery.start_soon(run)
+            await client.send_all(payload + b"BYE")
+            await trio.sleep(0.1)  # nobody reads meanwhile: the echo fills the socket
+            assert await read_to_eof(client) == payload + b"BYE"
+            await client.aclose()
+    assert reasons == ["closed"]
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]

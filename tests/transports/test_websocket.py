@@ -29,6 +29,12 @@ from broker.transports.websocket import (
 MiB = 1024 * 1024
 
 
+@pytest.fixture(params=["memory", "socket"])
+def over(request: pytest.FixtureRequest) -> str:
+    """What carries the tests' WebSockets (see ws_client)."""
+    return str(request.param)
+
+
 @asynccontextmanager
 async def ws_client(
     container: ContainerLike,
@@ -36,9 +42,20 @@ async def ws_client(
     *,
     path: str = "/ws",
     subprotocols: Sequence[str] = ("amqp",),
+    over: str = "memory",
 ) -> AsyncIterator[WebSocketConnection]:
-    """A client WebSocket connected over memory streams to our handler."""
-    client_stream, server_stream = trio.testing.memory_stream_pair()
+    """A client WebSocket connected to our handler over memory streams (the
+    driver's StreamPump) or, `over="socket"`, a socket pair (its SocketPump)."""
+    client_stream: trio.abc.Stream
+    server_stream: trio.abc.Stream
+    if over == "memory":
+        client_stream, server_stream = trio.testing.memory_stream_pair()
+    else:
+        import socket
+
+        a, b = socket.socketpair()
+        client_stream = trio.SocketStream(trio.socket.from_stdlib_socket(a))
+        server_stream = trio.SocketStream(trio.socket.from_stdlib_socket(b))
     async with trio.open_nursery() as nursery:
         nursery.start_soon(handle_websocket_stream, server_stream, container, config or Config())
         ws = await wrap_client_stream(
@@ -95,10 +112,10 @@ def test_pick_subprotocol_refuses_unknown_only() -> None:
     ("offered", "echoed"),
     [(["binary", "AMQPWSB10", "amqp"], "amqp"), (["AMQPWSB10"], "AMQPWSB10"), ([], None)],
 )
-async def test_handshake_echoes_the_pick(offered: list[str], echoed: str | None) -> None:
+async def test_handshake_echoes_the_pick(over: str, offered: list[str], echoed: str | None) -> None:
     container = FakeContainer()
     with trio.fail_after(5):
-        async with ws_client(container, subprotocols=offered) as ws:
+        async with ws_client(container, subprotocols=offered, over=over) as ws:
             assert ws.subprotocol == echoed
             await ws.send_message(b"hi")
             assert await ws.get_message() == b"hi"
@@ -112,27 +129,27 @@ async def test_unknown_subprotocols_get_400_with_reason() -> None:
     assert b"unsupported WebSocket subprotocol(s) mqtt, stomp" in response
 
 
-async def test_ws_path_restricts_paths() -> None:
+async def test_ws_path_restricts_paths(over: str) -> None:
     config = Config(ws_path="/ws")
     with trio.fail_after(5):
         response = await raw_upgrade(config, "/other", ["amqp"])
         assert response.startswith(b"HTTP/1.1 404 ")
         assert b"no AMQP endpoint at /other" in response
-        async with ws_client(FakeContainer(), config, path="/ws?x=1") as ws:
+        async with ws_client(FakeContainer(), config, path="/ws?x=1", over=over) as ws:
             assert ws.subprotocol == "amqp"
 
 
-async def test_any_path_when_ws_path_unset() -> None:
+async def test_any_path_when_ws_path_unset(over: str) -> None:
     with trio.fail_after(5):
-        async with ws_client(FakeContainer(), path="/$servicebus/websocket") as ws:
+        async with ws_client(FakeContainer(), path="/$servicebus/websocket", over=over) as ws:
             assert ws.subprotocol == "amqp"
 
 
-async def test_messages_are_a_byte_stream() -> None:
+async def test_messages_are_a_byte_stream(over: str) -> None:
     container = FakeContainer(echo=False)
     frame = bytes(range(256)) * 3
     with trio.fail_after(5):
-        async with ws_client(container) as ws:
+        async with ws_client(container, over=over) as ws:
             for i in range(0, len(frame), 7):  # one frame over many messages
                 await ws.send_message(frame[i : i + 7])
             await ws.send_message(b"")  # an empty message is not EOF
@@ -143,10 +160,10 @@ async def test_messages_are_a_byte_stream() -> None:
     assert container.handles[0].received == frame * 4 + b"BYE"
 
 
-async def test_amqp_close_then_websocket_close() -> None:
+async def test_amqp_close_then_websocket_close(over: str) -> None:
     container = FakeContainer()
     with trio.fail_after(5):
-        async with ws_client(container) as ws:
+        async with ws_client(container, over=over) as ws:
             await ws.send_message(b"BYE")
             assert await ws.get_message() == b"BYE"
             with pytest.raises(ConnectionClosed):
@@ -154,10 +171,10 @@ async def test_amqp_close_then_websocket_close() -> None:
             assert ws.closed is not None and ws.closed.code == 1000  # closing handshake
 
 
-async def test_text_message_closes_with_1003() -> None:
+async def test_text_message_closes_with_1003(over: str) -> None:
     container = FakeContainer()
     with trio.fail_after(5):
-        async with ws_client(container) as ws:
+        async with ws_client(container, over=over) as ws:
             await ws.send_message("AMQP as text")
             with pytest.raises(ConnectionClosed) as info:
                 await ws.get_message()
@@ -166,10 +183,10 @@ async def test_text_message_closes_with_1003() -> None:
     assert container.handles[0].eof
 
 
-async def test_websocket_close_is_eof_for_the_engine() -> None:
+async def test_websocket_close_is_eof_for_the_engine(over: str) -> None:
     container = FakeContainer()
     with trio.fail_after(5):
-        async with ws_client(container) as ws:
+        async with ws_client(container, over=over) as ws:
             await ws.send_message(b"x")
             await ws.get_message()
             await ws.aclose()
@@ -177,11 +194,11 @@ async def test_websocket_close_is_eof_for_the_engine() -> None:
     assert container.handles[0].eof
 
 
-async def test_large_message_accepted() -> None:
+async def test_large_message_accepted(over: str) -> None:
     container = FakeContainer(echo=False)
     big = bytes(range(256)) * (2 * MiB // 256)
     with trio.fail_after(10):
-        async with ws_client(container) as ws:
+        async with ws_client(container, over=over) as ws:
             await ws.send_message(big + b"BYE")
             with pytest.raises(ConnectionClosed):
                 await ws.get_message()
@@ -189,9 +206,9 @@ async def test_large_message_accepted() -> None:
     assert container.handles[0].received == big + b"BYE"
 
 
-async def test_pings_are_answered() -> None:
+async def test_pings_are_answered(over: str) -> None:
     with trio.fail_after(5):
-        async with ws_client(FakeContainer()) as ws:
+        async with ws_client(FakeContainer(), over=over) as ws:
             await ws.ping(b"are you there")
 
 
@@ -223,7 +240,7 @@ async def test_over_a_loopback_socket() -> None:
             nursery.cancel_scope.cancel()
 
 
-async def test_real_engine_reads_a_frame_split_over_messages() -> None:
+async def test_real_engine_reads_a_frame_split_over_messages(over: str) -> None:
     from broker import container as container_mod
     from broker.codec.performatives import Open
     from broker.framing import NEED_DATA, Frame, FrameReader, decode_frame_body, encode_frame
@@ -233,7 +250,8 @@ async def test_real_engine_reads_a_frame_split_over_messages() -> None:
     encode_frame(request, 0, Open(container_id="ws-test"))
     reader = FrameReader()
     with trio.fail_after(5):
-        async with ws_client(container, subprotocols=["binary", "AMQPWSB10", "amqp"]) as ws:
+        async with ws_client(container, subprotocols=["binary", "AMQPWSB10", "amqp"],
+                             over=over) as ws:
             for i in range(0, len(request), 3):
                 await ws.send_message(bytes(request[i : i + 3]))
             items: list[object] = []
