@@ -1,4 +1,5 @@
-"""One task per plain TCP connection: it reads; output is written at once.
+"""One task per connection on a plain TCP socket (AMQP, or a WebSocket over
+it): it reads; output is written at once.
 
 Why: two tasks per connection (a reader and a writer, as `driver.StreamPump`
 has) cost about 3 KiB of trio's tasks, nursery, cancel scopes and events per
@@ -6,9 +7,11 @@ connection, and a task switch whenever the peer's input asked for an answer.
 With ten thousand idle connections the memory was most of what a connection
 held.  A plain socket can be written without waiting (`os.write` on the
 non-blocking descriptor), so the writer is not needed as a task while the
-socket takes what we give it, which is nearly always.
+socket takes what we give it, which is nearly always.  A WebSocket's framing
+is its stream's (`DirectWebSocket`), done without I/O; only TLS streams keep
+the two tasks.
 
-Who writes, in order:
+Who writes:
 - the connection's own task, after feeding a read (the answer to the peer's
   frames goes out before the next read, with no task switch);
 - the timers' call when a deadline came (a heartbeat);
@@ -45,6 +48,7 @@ from broker.transports.pump import (
     Wakeup,
     receive_socket,
 )
+from broker.transports.timers import per_run
 
 log = logging.getLogger("broker.transport")
 
@@ -301,10 +305,4 @@ _FLUSHER: trio.lowlevel.RunVar[Flusher] = trio.lowlevel.RunVar("amqpws_flusher")
 
 def flusher() -> Flusher:
     """This trio run's flusher, its task started on first use."""
-    try:
-        return _FLUSHER.get()
-    except LookupError:
-        found = Flusher()
-        _FLUSHER.set(found)
-        trio.lowlevel.spawn_system_task(found.run, name="amqpws-broker flusher")
-        return found
+    return per_run(_FLUSHER, Flusher, "amqpws-broker flusher")

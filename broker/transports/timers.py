@@ -21,7 +21,8 @@ import heapq
 import itertools
 import logging
 import math
-from typing import Protocol
+from collections.abc import Callable
+from typing import Protocol, TypeVar
 
 import trio
 
@@ -73,15 +74,28 @@ class Timers:
             self._scope = None
 
 
+class Service(Protocol):
+    async def run(self) -> None: ...
+
+
+S = TypeVar("S", bound=Service)
+
+
+def per_run(var: trio.lowlevel.RunVar[S], make: Callable[[], S], name: str) -> S:
+    """This trio run's one `make()` (kept in `var`), its `run` task started on
+    first use: the timers here, socketpump's flusher."""
+    try:
+        return var.get()
+    except LookupError:
+        found = make()
+        var.set(found)
+        trio.lowlevel.spawn_system_task(found.run, name=name)
+        return found
+
+
 _TIMERS: trio.lowlevel.RunVar[Timers] = trio.lowlevel.RunVar("amqpws_timers")
 
 
 def timers() -> Timers:
     """This trio run's timers, their task started on first use."""
-    try:
-        return _TIMERS.get()
-    except LookupError:
-        found = Timers()
-        _TIMERS.set(found)
-        trio.lowlevel.spawn_system_task(found.run, name="amqpws-broker timers")
-        return found
+    return per_run(_TIMERS, Timers, "amqpws-broker timers")
