@@ -108,7 +108,9 @@ class SocketPump(Pump):
         self.queued = False  # on the flusher's list
         self.draining = False  # a drain task owns the writes (the socket was full)
         self.drain_scope: trio.CancelScope | None = None
-        self.unsent: bytes | bytearray = b""  # what the socket did not take yet
+        # what the socket did not take yet: a view into the buffer the handle
+        # handed over (never copied, however many partial writes a big one takes)
+        self.unsent: bytes | bytearray | memoryview = b""
         self.output_failed = False  # data_to_send raised: nothing more can come out
         self.flusher = flusher()
         wakeup.bind(self.wake)
@@ -223,7 +225,7 @@ class SocketPump(Pump):
                 self._lost(trio.BrokenResourceError(f"socket write failed: {exc!r}"))
                 return True
             if sent < len(data):
-                self.unsent = data[sent:]
+                self.unsent = memoryview(data)[sent:]
                 return False
         return True
 
