@@ -153,8 +153,9 @@ class Connection:
         self.events: list[Event] = []  # a deque would cost 0.7 KiB per connection
         self.sessions: dict[int, Session] = {}  # by the peer's channel
         self.local_sessions: dict[int, Session] = {}  # by our channel
-        # sessions with dispositions to flush (a list: an empty set is 216 bytes)
-        self.pending_sessions: list[Session] = []
+        # sessions with dispositions to flush; made on the first (an empty set is
+        # 216 bytes, and an idle connection never needs one)
+        self.pending_sessions: set[Session] | None = None
         self.remote_open: Open | None = None
         self.remote_max_frame_size = MIN_MAX_FRAME_SIZE
         self.remote_channel_max = 0xFFFF
@@ -591,8 +592,8 @@ class Connection:
         if self.local_sessions.get(session.channel) is session:
             del self.local_sessions[session.channel]
             self._channels.give(session.channel)
-        if session in self.pending_sessions:
-            self.pending_sessions.remove(session)
+        if self.pending_sessions:
+            self.pending_sessions.discard(session)
 
     # -- endings --------------------------------------------------------------
 

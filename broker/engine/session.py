@@ -206,8 +206,12 @@ class Session:
             if last[0] is role and last[2] == (delivery_id - 1) & 0xFFFFFFFF and last[3] == state:
                 last[2] = delivery_id
                 return
-        elif self not in self.conn.pending_sessions:
-            self.conn.pending_sessions.append(self)
+        else:
+            pending = self.conn.pending_sessions
+            if pending is None:
+                self.conn.pending_sessions = {self}
+            else:
+                pending.add(self)
         ds.append([role, delivery_id, delivery_id, state])
 
     def flush_dispositions(self) -> None:
