@@ -4,12 +4,12 @@ TCP and WebSocket both hand us a `trio.abc.Stream`; the container hands us a
 `ConnectionHandle` (pump.py) that does all protocol work synchronously.
 `drive` picks the pump:
 
-- a plain TCP socket gets `socketpump.SocketPump`: one task per connection,
-  reading; output is written without waiting from whichever call produced it
-  (the connection's own read, a deadline, or the flusher that serves every
-  connection another connection woke), and a task waits for the socket only
-  while it is full;
-- any other stream (TLS, WebSocket, in-memory streams in tests) gets
+- a plain TCP socket, and a WebSocket over one, gets `socketpump.SocketPump`:
+  one task per connection, reading; output is written without waiting from
+  whichever call produced it (the connection's own read, a deadline, or the
+  flusher that serves every connection another connection woke), and a task
+  waits for the socket only while it is full;
+- any other stream (TLS, wss included, and in-memory streams in tests) gets
   `StreamPump`: two tasks, so a slow peer only ever blocks its own tasks.
   The reader feeds every read (64 KiB at most) to `receive_data` in bounded
   turns (pump.py); EOF is `receive_data(b"")`.  The writer sleeps on a
@@ -33,7 +33,6 @@ from typing import Any, Protocol
 
 import trio
 
-from broker.transports import socketpump
 from broker.transports.pump import (
     CLOSE_TIMEOUT,
     FEED_SIZE,
@@ -44,7 +43,7 @@ from broker.transports.pump import (
     Wakeup,
     receive_socket,
 )
-from broker.transports.socketpump import SocketPump
+from broker.transports.socketpump import SocketPump, serves
 
 __all__ = [
     "CLOSE_TIMEOUT", "FEED_SIZE", "RECEIVE_SIZE", "TRANSPORT_ERRORS", "ConnectionHandle",
@@ -134,11 +133,9 @@ async def drive(
     `wakeup` must be the one whose `wake` the handle was created with. The
     handle's deadlines are on trio's clock (`trio.current_time`).
     """
-    if socketpump.serves(stream):
+    if serves(stream):
         return await SocketPump(stream, handle, wakeup, close_timeout).run()
     return await StreamPump(stream, handle, wakeup, close_timeout).run()
-
-
 
 
 class StreamPump(Pump):
@@ -162,10 +159,6 @@ class StreamPump(Pump):
     def _end(self, reason: str) -> None:
         super()._end(reason)
         self.scope.deadline = self.flush_by
-
-    def on_deadline(self) -> None:
-        self._retick()
-        self.after_input()  # tick may have queued a heartbeat or a close
 
     def after_input(self) -> None:
         """Wake the writer if it has work.  Most of an idle connection's input is

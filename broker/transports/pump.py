@@ -3,11 +3,12 @@ fed, how the end is reached, and how the stream is closed.
 
 A pump moves one byte stream through one engine connection (a
 `ConnectionHandle`).  There are two kinds (driver.py picks one):
-`driver.StreamPump` runs a reader and a writer task over any `trio.abc.Stream`
-(TLS, WebSocket, in-memory test streams); `socketpump.SocketPump` serves a plain
-TCP socket with one task, writing from whichever call produced the output.
-Both feed input the same way (bounded turns, see `feed_in_turns`), take their
-deadlines from the one heap in timers.py, and end the same careful way:
+`socketpump.SocketPump` serves a plain TCP socket (AMQP, or a WebSocket over
+it) with one task, writing from whichever call produced the output;
+`driver.StreamPump` runs a reader and a writer task over any other
+`trio.abc.Stream` (TLS, in-memory test streams).  Both feed input the same way
+(`feed_read`, in bounded turns), take their deadlines from the one heap in
+timers.py, and end the same careful way:
 
 Once the handle is done (or the peer has gone), the remaining output gets
 `close_timeout` seconds to drain; then the stream is closed gracefully
@@ -55,7 +56,7 @@ TURN_BUDGET = 0.002  # seconds
 # socket is read again at once, as trio reads (a busy peer: more may be
 # waiting); after a heartbeat, we wait for it to be readable first: an idle
 # peer's next frame is seconds away (see receive_socket).
-EAGER_READ = 9
+TCP_HEARTBEAT_READ = 8
 CLOSE_TIMEOUT = 2.0  # seconds to flush the last frames and close
 MIN_TICK = 0.05  # shortest timer sleep, seconds
 TRANSPORT_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError)
@@ -190,8 +191,10 @@ class Pump:
         self.reason = f"{self.reason or 'closing'}; flush timed out"
 
     def on_deadline(self) -> None:
-        """The timers' call when the deadline came (or the pump's first tick)."""
-        raise NotImplementedError
+        """The timers' call when the deadline came (or the pump's first tick):
+        tick, and whatever that queued (a heartbeat, a close) gets on its way."""
+        self._retick()
+        self.after_input()
 
     def after_input(self) -> None:
         """What a fed read (or piece of one) may have queued gets on its way."""

@@ -41,7 +41,7 @@ from typing import Protocol, cast
 import trio
 
 from broker.transports.pump import (
-    EAGER_READ,
+    TCP_HEARTBEAT_READ,
     TRANSPORT_ERRORS,
     ConnectionHandle,
     Pump,
@@ -98,7 +98,7 @@ class SocketPump(Pump):
         if type(stream) is trio.SocketStream:
             self.ws: DirectWebSocket | None = None
             self.fd = stream.socket.fileno()
-            self.quiet_read = EAGER_READ - 1
+            self.quiet_read = TCP_HEARTBEAT_READ
         else:  # a WebSocket: we read and write its socket, it frames
             self.ws = ws = cast(DirectWebSocket, stream)
             self.fd = ws.direct_fd
@@ -174,12 +174,7 @@ class SocketPump(Pump):
         deadline or ended the handle), then write."""
         self.queued = False
         if self.fd >= 0:  # not after the end: the handle is done with
-            self._retick()
-            self.after_input()
-
-    def on_deadline(self) -> None:
-        self._retick()
-        self.after_input()
+            self.on_deadline()
 
     def after_input(self) -> None:
         """Write what the handle has now; if the socket is full, a drain task

@@ -83,7 +83,7 @@ refusals = PeerLog(time.monotonic, log)
 SUBPROTOCOLS = ("amqp", "AMQPWSB10", "binary")
 HANDSHAKE_TIMEOUT = 10.0
 # A read of at most one masked client frame holding an empty AMQP frame (2 + 4
-# + 8 bytes: a heartbeat): the next read waits for the socket first (driver.py)
+# + 8 bytes: a heartbeat): the next read waits for the socket first (pump.py)
 HEARTBEAT_READ = 14
 class Upgrade:
     """What the upgrade request established about the peer, for the container."""
@@ -137,7 +137,7 @@ class WebSocketStream(trio.abc.Stream):
         # senders waiting, in turn; made when first needed (an empty deque is 0.7 KiB)
         self._waiting: collections.deque[trio.Event] | None = None
         self._pending = pending
-        # a plain TCP socket under us is read directly (driver.receive_socket)
+        # a plain TCP socket under us is read directly (pump.receive_socket)
         self._fd = stream.socket.fileno() if type(stream) is trio.SocketStream else -1
         self._eager = True
         self._eof = False  # no more input will be used
@@ -146,8 +146,7 @@ class WebSocketStream(trio.abc.Stream):
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes:
         """The payload bytes of whatever WebSocket frames the next read brings."""
-        if self._pending:
-            data, self._pending = self._pending, b""
+        if data := self.take_pending():
             return data
         while not self._eof:
             if self._fd < 0:
@@ -159,8 +158,7 @@ class WebSocketStream(trio.abc.Stream):
                 self._eof = True
                 break
             data = self.decode(bytes(raw))
-            if self.replies:
-                replies, self.replies = bytes(self.replies), bytearray()
+            if replies := self.take_replies():
                 await self._send_raw(replies)
             if data:
                 return data

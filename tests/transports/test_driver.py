@@ -37,6 +37,18 @@ def pair(request: pytest.FixtureRequest) -> Pair:
     return socket_pair()
 
 
+def start_drive(nursery: trio.Nursery, stream: trio.abc.Stream, handle: EchoHandle,
+                wakeup: Wakeup) -> list[str]:
+    """`drive` started in `nursery`; the list gets the reason it returns."""
+    reasons: list[str] = []
+
+    async def run() -> None:
+        reasons.append(await drive(stream, handle, wakeup))
+
+    nursery.start_soon(run)
+    return reasons
+
+
 def _handle(wakeup: Wakeup, **options: object) -> EchoHandle:
     return EchoHandle(wakeup.wake, **options)  # type: ignore[arg-type]
 
@@ -47,12 +59,7 @@ async def test_echo_then_close(pair: Pair) -> None:
     handle = _handle(wakeup)
     with trio.fail_after(5):
         async with trio.open_nursery() as nursery:
-            reasons: list[str] = []
-
-            async def run() -> None:
-                reasons.append(await drive(server, handle, wakeup))
-
-            nursery.start_soon(run)
+            reasons = start_drive(nursery, server, handle, wakeup)
             await client.send_all(b"hello")
             assert await read_until(client, b"hello") == b"hello"
             await client.send_all(b"BYE")
@@ -554,12 +561,7 @@ async def test_a_socket_pump_ends_when_another_task_ends_the_handle() -> None:
     handle = _handle(wakeup, echo=False)
     with trio.fail_after(5):
         async with trio.open_nursery() as nursery:
-            reasons: list[str] = []
-
-            async def run() -> None:
-                reasons.append(await drive(server, handle, wakeup))
-
-            nursery.start_soon(run)
+            reasons = start_drive(nursery, server, handle, wakeup)
             await trio.sleep(0.05)  # the pump waits to read
             handle.out += b"CLOSE"
             handle._finish()
@@ -623,12 +625,7 @@ async def test_a_socket_full_at_the_end_still_gets_everything_out(
     payload = bytes(range(256)) * 1024  # echoed back: more than the socket takes at once
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
-            reasons: list[str] = []
-
-            async def run() -> None:
-                reasons.append(await drive(server, handle, wakeup))
-
-            nursery.start_soon(run)
+            reasons = start_drive(nursery, server, handle, wakeup)
             await client.send_all(payload + b"BYE")
             await trio.sleep(0.1)  # nobody reads meanwhile: the echo fills the socket
             assert await read_to_eof(client) == payload + b"BYE"
