@@ -22,6 +22,8 @@ from collections.abc import Awaitable, Callable, Sequence
 
 import trio
 
+from broker.transports import hosting
+
 log = logging.getLogger("broker.transport")
 
 # What accept(2) returns when the process or the system is out of something.
@@ -30,6 +32,8 @@ ACCEPT_BACKOFF = 0.1  # seconds before the first retry; doubles while failing
 ACCEPT_BACKOFF_MAX = 1.0  # longest wait between retries (how late recovery may be noticed)
 ACCEPT_LOG_INTERVAL = 10.0  # seconds: at most one "refused" line (and one "again") per interval
 
+# A handler returns True when it handed the stream over (hosting.py): it is
+# then not closed when the handler returns.
 Handler = Callable[[trio.abc.Stream], Awaitable[object]]
 
 
@@ -88,15 +92,28 @@ async def serve_listeners(
     """`trio.serve_listeners` with the resource-shortage handling above.
 
     Runs `handler(stream)` for every accepted stream in `handler_nursery`
-    (the stream is closed when it returns) until cancelled; each listener is
-    closed when its loop ends.  Other accept errors propagate, as in trio.
+    (the stream is closed when it returns, unless handed over) until
+    cancelled; each listener is closed when its loop ends.  The connections
+    handlers hand over are hosted (hosting.py) in the same nursery.  Other
+    accept errors propagate, as in trio.
     """
     guard = guard if guard is not None else AcceptGuard()
-    async with trio.open_nursery() as nursery:
-        handlers = handler_nursery if handler_nursery is not None else nursery
-        for listener in listeners:
-            nursery.start_soon(_accept_loop, listener, handlers, handler, guard)
-        task_status.started(listeners)
+    host: hosting.Host | None = None
+    try:
+        async with trio.open_nursery() as nursery:
+            handlers = handler_nursery if handler_nursery is not None else nursery
+            host = hosting.Host(handlers)
+            handlers.start_soon(host.keep)
+            token = hosting.set_current(host)  # inherited by the accept loops' handlers
+            try:
+                for listener in listeners:
+                    nursery.start_soon(_accept_loop, listener, handlers, handler, guard)
+            finally:
+                hosting.reset_current(token)
+            task_status.started(listeners)
+    finally:
+        if host is not None:
+            host.close()
 
 
 async def _accept_loop(
@@ -123,7 +140,9 @@ async def _accept_loop(
 
 
 async def _run_handler(stream: trio.abc.Stream, handler: Handler) -> None:
+    handed_over = False
     try:
-        await handler(stream)
+        handed_over = await handler(stream) is True
     finally:
-        await trio.aclose_forcefully(stream)
+        if not handed_over:
+            await trio.aclose_forcefully(stream)

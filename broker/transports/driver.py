@@ -5,10 +5,12 @@ TCP and WebSocket both hand us a `trio.abc.Stream`; the container hands us a
 `drive` picks the pump:
 
 - a plain TCP socket, and a WebSocket over one, gets `socketpump.SocketPump`:
-  one task per connection, reading; output is written without waiting from
-  whichever call produced it (the connection's own read, a deadline, or the
-  flusher that serves every connection another connection woke), and a task
-  waits for the socket only while it is full;
+  the one poller task reads every such socket (poller.py), and output is
+  written without waiting from whichever call produced it (the poller's read,
+  a deadline, or the flusher that serves every connection another connection
+  woke); `drive` waits for the end in the caller's task, while `serve_stream`
+  under a listener hands the connection to its Host (hosting.py) and returns,
+  so an open connection holds no task;
 - any other stream (TLS, wss included, and in-memory streams in tests) gets
   `StreamPump`: two tasks, so a slow peer only ever blocks its own tasks.
   The reader feeds every read (64 KiB at most) to `receive_data` in bounded
@@ -33,6 +35,7 @@ from typing import Any, Protocol
 
 import trio
 
+from broker.transports import hosting
 from broker.transports.pump import (
     CLOSE_TIMEOUT,
     FEED_SIZE,
@@ -88,10 +91,14 @@ async def serve_stream(
     close_timeout: float = CLOSE_TIMEOUT,
     tls_subject: str | None = None,
     bearer: Any = None,
-) -> None:
+) -> bool:
     """Attach an accepted stream to the container and drive it to the end.
     `tls_subject` and `bearer` are what the transport established about the
     peer (a verified client certificate, a token from the upgrade).
+
+    Under a listener's Host (hosting.py), a stream the poller can serve is
+    handed over instead, and this returns True at once: the caller must not
+    close it.  Otherwise it returns False when the connection is over.
 
     Never raises for one connection's failure, engine bugs included (they are
     logged with a traceback): one bad connection must not stop the server.
@@ -108,8 +115,12 @@ async def serve_stream(
         log.exception("%s refused: container failed", label)
         with trio.CancelScope(shield=True):
             await trio.aclose_forcefully(stream)
-        return
+        return False
     log.info("%s connected", label)
+    host = hosting.current()
+    if host is not None and serves(stream):
+        host.adopt(SocketPump(stream, handle, wakeup, close_timeout), label)
+        return True
     reason: str | None = "server stopped"  # unless drive() returns or fails
     try:
         reason = await drive(stream, handle, wakeup, close_timeout=close_timeout)
@@ -119,6 +130,7 @@ async def serve_stream(
     finally:
         if reason is not None:
             log.info("%s disconnected: %s", label, reason)
+    return False
 
 
 async def drive(

@@ -4,10 +4,11 @@ fed, how the end is reached, and how the stream is closed.
 A pump moves one byte stream through one engine connection (a
 `ConnectionHandle`).  There are two kinds (driver.py picks one):
 `socketpump.SocketPump` serves a plain TCP socket (AMQP, or a WebSocket over
-it) with one task, writing from whichever call produced the output;
+it) with no task of its own: the one poller (poller.py) reads every such
+socket, and output is written from whichever call produced it;
 `driver.StreamPump` runs a reader and a writer task over any other
 `trio.abc.Stream` (TLS, in-memory test streams).  Both feed input the same way
-(`feed_read`, in bounded turns), take their deadlines from the one heap in
+(in bounded turns, `_feed_turn`), take their deadlines from the one heap in
 timers.py, and end the same careful way:
 
 Once the handle is done (or the peer has gone), the remaining output gets
@@ -21,7 +22,8 @@ A bug in the handle (any exception out of `receive_data`, `tick` or
 fed or ticked again, but what it queued before failing, the engine's
 close(amqp:internal-error) from its error boundary, is flushed and the
 stream closed gracefully, all under `close_timeout`; only then does the
-exception leave `run`, for `serve_stream` to log once with its traceback.
+exception leave `run`, for whoever ran it (driver.serve_stream, hosting.Host)
+to log once with its traceback.
 Dropping the socket first would leave the peer guessing why.
 """
 
@@ -52,11 +54,6 @@ RECEIVE_SIZE = 64 * 1024
 # we hold the CPU (see tests/bench/bench_fairness.py).
 FEED_SIZE = 8 * 1024
 TURN_BUDGET = 0.002  # seconds
-# After a read of more than one empty frame (8 bytes: a heartbeat), a plain TCP
-# socket is read again at once, as trio reads (a busy peer: more may be
-# waiting); after a heartbeat, we wait for it to be readable first: an idle
-# peer's next frame is seconds away (see receive_socket).
-TCP_HEARTBEAT_READ = 8
 CLOSE_TIMEOUT = 2.0  # seconds to flush the last frames and close
 MIN_TICK = 0.05  # shortest timer sleep, seconds
 TRANSPORT_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError)
@@ -163,11 +160,11 @@ class Pump:
         self.flush_by = math.inf  # trio's clock: set once ending (close_timeout from then)
         self.deadline = math.inf  # when the timers call on_deadline (trio's clock)
         self.timers = timers()
+        self.timers.clients += 1  # until _stop_timer
 
     async def run(self) -> str:
         clean = False
         try:
-            self.timers.clients += 1
             clean = await self.pump()
         except BaseException:
             self._stop_timer()
@@ -247,23 +244,33 @@ class Pump:
     async def feed_read(self, data: bytes) -> bool:
         """Hand one read to the handle (EOF: `b""`); False once the reading is over."""
         if not data:
-            if self._feed(data):
-                self.eof = True
-                self._end("peer disconnected")
-                self.wakeup.wake()
+            self._feed_eof()
             return False
-        if len(data) <= FEED_SIZE:
-            if not self._feed(data):
+        pos = 0
+        while True:
+            pos = self._feed_turn(data, pos)
+            if pos < 0:
                 return False
-        elif not await self._feed_in_turns(data):
-            return False
-        self._retick()
-        self.after_input()
-        return True
+            self._retick()
+            self.after_input()
+            if pos == len(data):
+                return True
+            # Let other connections run; what we answered goes out meanwhile.
+            await trio.lowlevel.checkpoint()
+            if self.bug is not None:
+                return False
 
-    async def _feed_in_turns(self, data: bytes) -> bool:
-        """Feed one big read in pieces, yielding whenever a turn has used up
-        TURN_BUDGET; False once the handle has failed.
+    def _feed_eof(self) -> None:
+        if self._feed(b""):
+            self.eof = True
+            self._end("peer disconnected")
+            self.wakeup.wake()
+
+    def _feed_turn(self, data: bytes, pos: int) -> int:
+        """Feed `data` from `pos` on for one turn: in pieces, until it is all
+        fed or the turn has used up TURN_BUDGET.  Returns where the next turn
+        goes on (`len(data)`: nothing is left, or what is left follows a close
+        and is discarded anyway); -1 once the handle has failed.
 
         Pieces start at FEED_SIZE and double while the turn is within budget:
         each call into the handle has a cost of its own, and a read of cheap
@@ -271,27 +278,22 @@ class Pump:
         Costly input meets the budget within a piece or two and stays small; a
         turn is at most a piece longer than the budget.
         """
+        end = len(data)
+        if end - pos <= FEED_SIZE:  # an ordinary read: one call, no clock
+            return end if self._feed(data[pos:] if pos else data) else -1
         handle = self.handle
-        pos, end, size = 0, len(data), FEED_SIZE
+        size = FEED_SIZE
         turn = time.perf_counter()
         while pos < end:
             if not self._feed(data[pos : pos + size]):
-                return False
+                return -1
             pos += size
             if handle.done:
-                return True  # what follows a close is discarded anyway
-            if time.perf_counter() - turn < TURN_BUDGET:
-                size *= 2
-                continue
-            # Let other connections run; what we answered goes out meanwhile.
-            self._retick()
-            self.after_input()
-            await trio.lowlevel.checkpoint()
-            if self.bug is not None:
-                return False
-            turn = time.perf_counter()
-            size = FEED_SIZE
-        return True
+                return end
+            if time.perf_counter() - turn >= TURN_BUDGET:
+                return min(pos, end)
+            size *= 2
+        return end
 
     def _feed(self, data: bytes) -> bool:
         """`receive_data`, with a bug recorded instead of raised; False once failed."""

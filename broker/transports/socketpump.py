@@ -1,54 +1,52 @@
-"""One task per connection on a plain TCP socket (AMQP, or a WebSocket over
-it): it reads; output is written at once.
+"""The pump of a plain TCP socket (AMQP, or a WebSocket over it): no task of
+its own while the connection lives; the poller reads, and output is written
+at once.
 
-Why: two tasks per connection (a reader and a writer, as `driver.StreamPump`
-has) cost about 3 KiB of trio's tasks, nursery, cancel scopes and events per
-connection, and a task switch whenever the peer's input asked for an answer.
-With ten thousand idle connections the memory was most of what a connection
-held.  A plain socket can be written without waiting (`os.write` on the
-non-blocking descriptor), so the writer is not needed as a task while the
-socket takes what we give it, which is nearly always.  A WebSocket's framing
-is its stream's (`DirectWebSocket`), done without I/O; only TLS streams keep
-the two tasks.
+Why: a reader and a writer task per connection (as `driver.StreamPump` has)
+cost about 3 KiB of trio's tasks, nursery, cancel scopes and events per
+connection, and a task switch whenever the peer's input asked for an
+answer; even one reading task per connection left its coroutine chain and
+trio's per-wait bookkeeping, and a wake-up per heartbeat.  A plain socket
+can be read when the poller (poller.py) finds it readable and written
+without waiting (`os.write` on the non-blocking descriptor), so no task is
+needed while the socket takes what we give it, which is nearly always.  A
+WebSocket's framing is its stream's (`DirectWebSocket`), done without I/O;
+only TLS streams keep the two tasks.
 
 Who writes:
-- the connection's own task, after feeding a read (the answer to the peer's
-  frames goes out before the next read, with no task switch);
+- the poller's call that fed a read (the answer to the peer's frames goes
+  out before anything else is read);
 - the timers' call when a deadline came (a heartbeat);
-- the flusher: one task for every connection whose handle another connection
-  woke (a publisher's message queued on a consumer's link).  `wake` only puts
-  the pump on the flusher's list; the flusher writes each listed pump once,
-  after the waking connection's turn, so a read of fifty messages for one
+- the flusher (poller.py), for every connection whose handle another
+  connection woke (a publisher's message queued on a consumer's link).
+  `wake` only puts the pump on the flusher's list, and the list is written
+  once, after the waking connection's turn: a read of fifty messages for one
   consumer is still one write, and a hundred consumers woken by one read
-  cost one task switch, not a hundred;
-- while the socket is full, a drain task, started for that moment only: it
-  waits until the socket takes more, writes what was left and then whatever
-  the handle queued meanwhile, and ends.  Nobody else writes while it runs,
-  so the order of the bytes is kept.
+  cost no task switch at all when the poller made the read;
+- while the socket is full, the poller, when it takes more: `after_input`
+  asks it to watch for that (`on_writable`), and nobody else writes
+  meanwhile, so the order of the bytes is kept.
 
-The end: whatever ends the connection (`_end`: the handle done, the peer's
-EOF, a transport error, a bug) cancels the read, and the connection's task
+Who waits: `start(ended)` hands the connection to the poller and returns;
+`ended()` is called once, by whatever call ends the connection (`_end`: the
+handle done, the peer's EOF, a transport error, a bug).  Then `run()` (pump.py)
 writes what is left, waiting for the socket as long as `close_timeout`
-allows, before the close of pump.py.
+allows, and closes.  `drive()` does all of that in the caller's task;
+hosting.py's `Host` starts the connections its listeners accepted and gives
+each a task only for its end, so an open connection holds no task at all.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from typing import Protocol, cast
 
 import trio
 
-from broker.transports.pump import (
-    TCP_HEARTBEAT_READ,
-    TRANSPORT_ERRORS,
-    ConnectionHandle,
-    Pump,
-    Wakeup,
-    receive_socket,
-)
-from broker.transports.timers import per_run
+from broker.transports import poller as polling
+from broker.transports.pump import RECEIVE_SIZE, ConnectionHandle, Pump, Wakeup
 
 log = logging.getLogger("broker.transport")
 
@@ -56,8 +54,6 @@ log = logging.getLogger("broker.transport")
 class DirectWebSocket(Protocol):
     """What a SocketPump needs of a WebSocket over a plain socket
     (websocket.WebSocketStream): the socket, and its framing without I/O."""
-
-    heartbeat_read: int  # a read this short holds at most a heartbeat
 
     @property
     def direct_fd(self) -> int: ...
@@ -72,21 +68,24 @@ class DirectWebSocket(Protocol):
 def serves(stream: trio.abc.Stream) -> bool:
     """Whether `stream` is one a SocketPump can write without waiting: a plain
     TCP socket, or a WebSocket over one."""
+    if not polling.supported():
+        return False
     return type(stream) is trio.SocketStream or getattr(stream, "direct_fd", -1) >= 0
 
 
 class SocketPump(Pump):
     __slots__ = (
-        "drain_scope",
-        "draining",
+        "backlog",
+        "backlog_at",
+        "ended",
         "fd",
         "feeding",
         "flusher",
         "output_failed",
+        "poller",
         "queued",
-        "quiet_read",
-        "read_scope",
         "unsent",
+        "writing",
         "ws",
     )
 
@@ -98,27 +97,40 @@ class SocketPump(Pump):
         if type(stream) is trio.SocketStream:
             self.ws: DirectWebSocket | None = None
             self.fd = stream.socket.fileno()
-            self.quiet_read = TCP_HEARTBEAT_READ
         else:  # a WebSocket: we read and write its socket, it frames
             self.ws = ws = cast(DirectWebSocket, stream)
             self.fd = ws.direct_fd
-            self.quiet_read = ws.heartbeat_read
-        self.read_scope = trio.CancelScope()  # cancelled by _end
+        self.poller = polling.poller()
+        self.flusher = self.poller.flusher
+        self.ended: Callable[[SocketPump], None] | None = None  # told once, at the end
         self.feeding = False  # inside receive_data: what it queues goes after the read
         self.queued = False  # on the flusher's list
-        self.draining = False  # a drain task owns the writes (the socket was full)
-        self.drain_scope: trio.CancelScope | None = None
+        self.writing = False  # the socket was full: the poller writes when it takes more
+        # the rest of a read that was too costly for one turn, fed from backlog_at on
+        self.backlog = b""
+        self.backlog_at = 0
         # what the socket did not take yet: a view into the buffer the handle
         # handed over (never copied, however many partial writes a big one takes)
         self.unsent: bytes | bytearray | memoryview = b""
         self.output_failed = False  # data_to_send raised: nothing more can come out
-        self.flusher = flusher()
         wakeup.bind(self.wake)
 
+    def start(self, ended: Callable[[SocketPump], None]) -> None:
+        """Hand the connection to the poller; `ended(self)` is called once, when it ends."""
+        self.ended = ended
+        self.poller.add(self)
+        self.on_deadline()  # the first tick; it may queue a heartbeat or a close
+        ws = self.ws
+        if ws is not None and self.reason is None:
+            pending = ws.take_pending()  # frames that came with the upgrade request
+            if pending:
+                self._take(pending, 0)
+
     async def pump(self) -> bool:
-        with self.read_scope:  # cancelled by _end
-            self.on_deadline()  # the first tick; it may queue a heartbeat or a close
-            await self._read()
+        if self.ended is None:  # drive(): this task waits; a Host started us itself
+            done = trio.Event()
+            self.start(lambda _: done.set())
+            await done.wait()
         with trio.move_on_at(self.flush_by):
             try:
                 return await self._flush_to_end()
@@ -128,32 +140,74 @@ class SocketPump(Pump):
         return False
 
     def _end(self, reason: str) -> None:
+        if self.reason is not None:
+            return
         super()._end(reason)
-        self.read_scope.cancel()
+        self.poller.remove(self)  # read no more
+        self.backlog = b""
+        ended = self.ended
+        if ended is not None:
+            ended(self)
 
-    async def _read(self) -> None:
-        fd, eager, ws, quiet = self.fd, True, self.ws, self.quiet_read
-        if ws is not None:
-            pending = ws.take_pending()  # frames that came with the upgrade request
-            if pending and not await self.feed_read(pending):
+    async def abandon(self) -> None:
+        """Close at once, without flushing (the server's grace is over)."""
+        self.ended = None  # not an end for anyone to finish
+        self._stop_timer()
+        await self._abort()
+
+    def broke(self, exc: Exception) -> None:
+        """A bug in this pump itself (the poller's call raised): end as for the handle's."""
+        self.output_failed = True
+        self._failed(exc)
+
+    # -- the poller's calls ----------------------------------------------------
+
+    def on_readable(self) -> None:
+        if self.reason is not None or self.backlog:
+            return  # ended (its descriptor may be another's by now), or input left to feed
+        try:
+            data = os.read(self.fd, RECEIVE_SIZE)
+        except BlockingIOError:
+            return
+        except OSError as exc:  # reset, and the like: what trio's stream raises for them
+            self._lost(trio.BrokenResourceError(f"socket read failed: {exc!r}"))
+            return
+        ws = self.ws
+        if ws is not None and data:
+            data = ws.decode(data)
+            if not data and not ws.at_eof:  # a ping, say: its pong goes now
+                self.after_input()
                 return
-        while self.reason is None:
-            try:
-                data = await receive_socket(fd, eager)
-            except TRANSPORT_ERRORS as exc:
-                self._lost(exc)
-                return
-            eager = len(data) > quiet
-            if ws is not None and data:
-                data = ws.decode(data)
-                if not data and not ws.at_eof:  # a ping, say: its pong goes now
-                    self.after_input()
-                    continue
-            if not await self.feed_read(data):
-                return
-            if ws is not None and ws.at_eof and data:  # the peer's close came with payload
-                await self.feed_read(b"")
-                return
+        self._take(data, 0)
+
+    def on_resume(self) -> None:
+        data, self.backlog = self.backlog, b""
+        if data and self.reason is None:
+            self._take(data, self.backlog_at)
+
+    def on_writable(self) -> None:
+        if self.reason is None and self._write_out():
+            self.writing = False
+            self.poller.watch_writes(self, False)
+
+    def _take(self, data: bytes, pos: int) -> None:
+        """Feed one read from `pos` on (EOF: `b""`) for one turn; what is left
+        waits for the next (`resume`)."""
+        if not data:
+            self._feed_eof()
+            return
+        pos = self._feed_turn(data, pos)
+        if pos < 0:
+            return
+        self._retick()
+        self.after_input()
+        if self.reason is not None:
+            return
+        if pos < len(data):
+            self.backlog, self.backlog_at = data, pos
+            self.poller.resume(self)
+        elif self.ws is not None and self.ws.at_eof:  # the peer's close came with payload
+            self._feed_eof()
 
     def _feed(self, data: bytes) -> bool:
         self.feeding = True
@@ -161,6 +215,8 @@ class SocketPump(Pump):
             return super()._feed(data)
         finally:
             self.feeding = False
+
+    # -- writing ----------------------------------------------------------------
 
     def wake(self) -> None:
         """The handle has output (or its end to see), queued outside our own read:
@@ -177,13 +233,13 @@ class SocketPump(Pump):
             self.on_deadline()
 
     def after_input(self) -> None:
-        """Write what the handle has now; if the socket is full, a drain task
-        takes over until it is not."""
-        if self.broken or self.draining:
+        """Write what the handle has now; if the socket is full, the poller
+        writes the rest when it takes more."""
+        if self.broken or self.writing:
             return
         if not self._write_out() and self.reason is None:
-            self.draining = True
-            trio.lowlevel.spawn_system_task(self._drain, name="amqpws-broker drain")
+            self.writing = True
+            self.poller.watch_writes(self, True)
 
     def _write_out(self) -> bool:
         """Write `unsent`, then the handle's output, as far as the socket takes
@@ -224,82 +280,15 @@ class SocketPump(Pump):
                 return False
         return True
 
-    async def _drain(self) -> None:
-        """A system task while the socket is full; `_flush_to_end` or `_abort`
-        cancel it when the connection ends."""
-        try:
-            with trio.CancelScope() as scope:
-                self.drain_scope = scope
-                # Ending before we ran: the connection's task writes the rest itself.
-                while self.fd >= 0 and self.reason is None:
-                    await trio.lowlevel.wait_writable(self.fd)
-                    if self._write_out():
-                        return
-        except Exception:  # a system task must not raise
-            log.exception("a connection's drain failed")
-            self.output_failed = True
-            self._end("internal error")
-        finally:
-            self.drain_scope = None
-            self.draining = False
-
-    def _stop_drain(self) -> None:
-        if self.drain_scope is not None:
-            self.drain_scope.cancel()  # its wait is withdrawn at once: the socket is ours
-
     async def _flush_to_end(self) -> bool:
         """Write what is left, waiting for the socket (under the close deadline);
         True when everything went out."""
-        self._stop_drain()
         fd = self.fd
         while not self._write_out():
             await trio.lowlevel.wait_writable(fd)
         return not self.broken and not self.output_failed
 
     async def _abort(self) -> None:
-        self._stop_drain()
+        self.poller.remove(self)
         self.fd = -1
         await super()._abort()
-
-
-class Flusher:
-    """The one task that writes the output of connections woken by others."""
-
-    def __init__(self) -> None:
-        self._pending: list[SocketPump] = []
-        self._task: trio.lowlevel.Task | None = None  # set while it waits for work
-
-    def add(self, pump: SocketPump) -> None:
-        self._pending.append(pump)
-        task = self._task
-        if task is not None:
-            self._task = None
-            trio.lowlevel.reschedule(task)
-
-    async def run(self) -> None:
-        while True:
-            if not self._pending:
-                self._task = trio.lowlevel.current_task()
-                try:
-                    await trio.lowlevel.wait_task_rescheduled(_abort_wait)
-                finally:
-                    self._task = None
-            batch, self._pending = self._pending, []
-            for pump in batch:
-                try:
-                    pump.on_wake()
-                except Exception:  # a bug in one connection must not stop the others
-                    log.exception("a connection's flush failed")
-            await trio.lowlevel.checkpoint()
-
-
-def _abort_wait(_: object) -> trio.lowlevel.Abort:
-    return trio.lowlevel.Abort.SUCCEEDED
-
-
-_FLUSHER: trio.lowlevel.RunVar[Flusher] = trio.lowlevel.RunVar("amqpws_flusher")
-
-
-def flusher() -> Flusher:
-    """This trio run's flusher, its task started on first use."""
-    return per_run(_FLUSHER, Flusher, "amqpws-broker flusher")

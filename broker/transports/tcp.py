@@ -26,25 +26,25 @@ async def handle_tcp_stream(
     tls_context: ssl.SSLContext | None = None,
     tls_handshake_timeout: float = TLS_HANDSHAKE_TIMEOUT,
     tls_identity: str = "cn",
-) -> None:
+) -> bool:
     """Serve one TCP connection until it ends (amqps: with `tls_context`;
-    `tls_identity`: which name of a client certificate is its user)."""
+    `tls_identity`: which name of a client certificate is its user); True
+    when a plain one was handed over instead (driver.serve_stream)."""
     if isinstance(stream, trio.SocketStream):
         # The driver already coalesces frames; Nagle would only add latency.
         with contextlib.suppress(OSError):
             stream.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, True)
     peer = peer_name(stream)
     if tls_context is None:
-        await serve_stream(stream, container, peer=peer, transport="tcp",
-                           close_timeout=close_timeout)
-        return
+        return await serve_stream(stream, container, peer=peer, transport="tcp",
+                                  close_timeout=close_timeout)
     secure = await tls.handshake(stream, tls_context, peer=peer, label="amqps",
                                  timeout=tls_handshake_timeout)
     if secure is None:
         with trio.CancelScope(shield=True):
             await trio.aclose_forcefully(stream)
-        return
-    await serve_stream(secure, container, peer=peer, transport="tls",
+        return False
+    return await serve_stream(secure, container, peer=peer, transport="tls",
                        close_timeout=close_timeout,
                        tls_subject=tls.client_subject(secure, tls_identity))
 

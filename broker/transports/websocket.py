@@ -301,17 +301,19 @@ async def handle_websocket_stream(
     handshake_timeout: float = HANDSHAKE_TIMEOUT,
     close_timeout: float = CLOSE_TIMEOUT,
     tls_context: ssl.SSLContext | None = None,
-) -> None:
-    """Serve one accepted stream: TLS (wss), the HTTP upgrade, then AMQP until the end."""
+) -> bool:
+    """Serve one accepted stream: TLS (wss), the HTTP upgrade, then AMQP until
+    the end; True when the connection was handed over (driver.serve_stream)."""
     peer = peer_name(stream)
     transport = "ws"
     tls_subject = None
+    handed_over = False
     try:
         if tls_context is not None:
             secure = await tls.handshake(stream, tls_context, peer=peer, label="wss",
                                          timeout=handshake_timeout)
             if secure is None:
-                return
+                return False
             stream, transport = secure, "wss"
             tls_subject = tls.client_subject(secure, config.tls_identity)
         upgrade = await _handshake(stream, config, container, peer, handshake_timeout)
@@ -325,15 +327,17 @@ async def handle_websocket_stream(
             ws_stream = WebSocketStream(
                 stream, peer=peer, close_timeout=close_timeout, pending=pending
             )
-            await serve_stream(
+            handed_over = await serve_stream(
                 ws_stream, container, peer=peer, transport=transport,
                 close_timeout=close_timeout, bearer=bearer, tls_subject=tls_subject,
             )
     except Exception:
         log.exception("ws %s failed", peer)
     finally:
-        with trio.CancelScope(shield=True):
-            await trio.aclose_forcefully(stream)
+        if not handed_over:
+            with trio.CancelScope(shield=True):
+                await trio.aclose_forcefully(stream)
+    return handed_over
 
 
 async def _handshake(
