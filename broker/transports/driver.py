@@ -118,8 +118,14 @@ async def serve_stream(
         return False
     log.info("%s connected", label)
     host = hosting.current()
-    if host is not None and serves(stream):
-        host.adopt(SocketPump(stream, handle, wakeup, close_timeout), label)
+    if host is not None and host.accepting and serves(stream):
+        pump = SocketPump(stream, handle, wakeup, close_timeout)
+        try:
+            host.adopt(pump, label)
+        except Exception:
+            log.exception("%s disconnected: internal error", label)
+            await pump.abandon()
+            return False
         return True
     reason: str | None = "server stopped"  # unless drive() returns or fails
     try:

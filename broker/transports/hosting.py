@@ -9,7 +9,8 @@ one, in the handlers' nursery, to flush, close and log why.
 The Host keeps what a task per connection gave for free:
 - the server's shutdown grace: `keep` runs in the handlers' nursery while
   any hosted connection is open, so the nursery (and `serve`) waits for them
-  as it waits for the handler tasks;
+  as it waits for the handler tasks (once the listeners have stopped, a
+  handler still running drives its connection in its own task: `accepting`);
 - cancellation: when the nursery is cancelled (the grace is over, or the
   server's caller cancelled it), `keep` aborts every connection still open.
 
@@ -38,10 +39,23 @@ class Host:
         self._closed = False  # no more adoptions: keep ends once the open ones end
         self._changed: trio.Event | None = None
 
+    @property
+    def accepting(self) -> bool:
+        """Whether `adopt` may be called: not once the listeners have stopped,
+        when `keep` may already have returned.  A handler still running then
+        (a WebSocket upgrade that finished during the grace) drives its
+        connection in its own task, under the nursery's deadline."""
+        return not self._closed
+
     def adopt(self, pump: SocketPump, label: str) -> None:
         """Start `pump` with no task; its end gets one (logged as `label`)."""
+        assert not self._closed, "adopt after the listeners stopped"
         self._open[pump] = label
-        pump.start(self._ended)
+        try:
+            pump.start(self._ended)
+        except BaseException:
+            self._open.pop(pump, None)
+            raise
 
     def close(self) -> None:
         """The listeners stopped: `keep` returns once the open connections have ended."""
@@ -82,6 +96,8 @@ class Host:
         finally:
             self._changed = None
             left, self._open = self._open, {}
+            for pump in left:
+                pump.detach()  # none of them can end (and be finished) meanwhile
             with trio.CancelScope(shield=True):
                 for pump, label in left.items():
                     await pump.abandon()

@@ -99,7 +99,10 @@ class Poller:
             try:
                 turn = time.perf_counter()
                 resumed, self._resume = self._resume, []
-                for pump in resumed:
+                for at, pump in enumerate(resumed):
+                    if time.perf_counter() - turn >= TURN_BUDGET:
+                        self._resume[:0] = resumed[at:]  # first next turn
+                        break
                     _call(pump, pump.on_resume)
                 for fd, events in poll(0):
                     ready = pumps.get(fd)
@@ -119,12 +122,16 @@ class Poller:
 
 
 def _call(pump: SocketPump, method: Callable[[], None]) -> None:
-    """One pump's call; a bug in one connection must not stop the others."""
+    """One pump's call; a bug in one connection must not stop the others
+    (nor end the poller's system task, which would end the trio run)."""
     try:
         method()
     except Exception as exc:
         log.exception("a connection's pump failed")
-        pump.broke(exc)
+        try:
+            pump.broke(exc)
+        except Exception:
+            log.exception("ending a failed connection failed")
 
 
 class Flusher:

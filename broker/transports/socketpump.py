@@ -84,6 +84,7 @@ class SocketPump(Pump):
         "output_failed",
         "poller",
         "queued",
+        "started",
         "unsent",
         "writing",
         "ws",
@@ -103,6 +104,7 @@ class SocketPump(Pump):
         self.poller = polling.poller()
         self.flusher = self.poller.flusher
         self.ended: Callable[[SocketPump], None] | None = None  # told once, at the end
+        self.started = False  # handed to the poller (by start)
         self.feeding = False  # inside receive_data: what it queues goes after the read
         self.queued = False  # on the flusher's list
         self.writing = False  # the socket was full: the poller writes when it takes more
@@ -118,6 +120,7 @@ class SocketPump(Pump):
     def start(self, ended: Callable[[SocketPump], None]) -> None:
         """Hand the connection to the poller; `ended(self)` is called once, when it ends."""
         self.ended = ended
+        self.started = True
         self.poller.add(self)
         self.on_deadline()  # the first tick; it may queue a heartbeat or a close
         ws = self.ws
@@ -127,7 +130,7 @@ class SocketPump(Pump):
                 self._take(pending, 0)
 
     async def pump(self) -> bool:
-        if self.ended is None:  # drive(): this task waits; a Host started us itself
+        if not self.started:  # drive(): this task waits; a Host started us itself
             done = trio.Event()
             self.start(lambda _: done.set())
             await done.wait()
@@ -149,9 +152,14 @@ class SocketPump(Pump):
         if ended is not None:
             ended(self)
 
+    def detach(self) -> None:
+        """No more calls from the poller, and no `ended` (see `abandon`)."""
+        self.ended = None
+        self.poller.remove(self)
+
     async def abandon(self) -> None:
         """Close at once, without flushing (the server's grace is over)."""
-        self.ended = None  # not an end for anyone to finish
+        self.detach()
         self._stop_timer()
         await self._abort()
 
@@ -182,11 +190,14 @@ class SocketPump(Pump):
 
     def on_resume(self) -> None:
         data, self.backlog = self.backlog, b""
-        if data and self.reason is None:
+        if data and self.reason is None and self.fd >= 0:
             self._take(data, self.backlog_at)
 
     def on_writable(self) -> None:
-        if self.reason is None and self._write_out():
+        # `writing`: not a stale event (a descriptor closed and reused in the
+        # turn), and not after the end; `_write_out` may end us (a reset)
+        if self.writing and self.reason is None and self._write_out() and \
+                self.reason is None:
             self.writing = False
             self.poller.watch_writes(self, False)
 
@@ -290,5 +301,6 @@ class SocketPump(Pump):
 
     async def _abort(self) -> None:
         self.poller.remove(self)
+        self.backlog = b""
         self.fd = -1
         await super()._abort()

@@ -83,7 +83,7 @@ S = TypeVar("S", bound=Service)
 
 def per_run(var: trio.lowlevel.RunVar[S], make: Callable[[], S], name: str) -> S:
     """This trio run's one `make()` (kept in `var`), its `run` task started on
-    first use: the timers here, socketpump's flusher."""
+    first use: the timers here, poller.py's poller and flusher."""
     try:
         return var.get()
     except LookupError:

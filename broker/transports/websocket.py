@@ -83,7 +83,7 @@ refusals = PeerLog(time.monotonic, log)
 SUBPROTOCOLS = ("amqp", "AMQPWSB10", "binary")
 HANDSHAKE_TIMEOUT = 10.0
 # A read of at most one masked client frame holding an empty AMQP frame (2 + 4
-# + 8 bytes: a heartbeat): the next read waits for the socket first (pump.py)
+# + 8 bytes: a heartbeat): receive_some's next read waits for the socket first
 HEARTBEAT_READ = 14
 class Upgrade:
     """What the upgrade request established about the peer, for the container."""
@@ -119,8 +119,6 @@ class WebSocketStream(trio.abc.Stream):
     `pending` carries payload bytes wsproto already parsed during the
     handshake (a client that pipelined frames behind its upgrade request)."""
 
-    heartbeat_read = HEARTBEAT_READ
-
     def __init__(
         self,
         stream: trio.abc.Stream,
@@ -137,7 +135,8 @@ class WebSocketStream(trio.abc.Stream):
         # senders waiting, in turn; made when first needed (an empty deque is 0.7 KiB)
         self._waiting: collections.deque[trio.Event] | None = None
         self._pending = pending
-        # a plain TCP socket under us is read directly (pump.receive_socket)
+        # a plain TCP socket under us: a SocketPump's poller reads it (direct_fd);
+        # our own receive_some reads it directly too (pump.receive_socket)
         self._fd = stream.socket.fileno() if type(stream) is trio.SocketStream else -1
         self._eager = True
         self._eof = False  # no more input will be used

@@ -613,9 +613,9 @@ async def test_a_socket_reset_becomes_connection_lost() -> None:
 
 async def test_a_socket_full_at_the_end_still_gets_everything_out(
         caplog: pytest.LogCaptureFixture) -> None:
-    """The socket is full when the handle ends (a drain task waits for it): the
-    connection's task stops the drain and writes the rest itself, in order,
-    and nothing fails."""
+    """The socket is full when the handle ends (the poller watches it for
+    writing): the end's flush writes the rest itself, in order, and nothing
+    fails."""
     import socket
 
     client, server = socket_pair()
@@ -654,3 +654,28 @@ async def test_a_partial_write_keeps_a_view_of_the_rest_not_a_copy() -> None:
     finally:
         await client.aclose()
         await server.aclose()
+
+
+async def test_a_reset_while_the_socket_is_full_is_a_transport_error(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """The poller watches a full socket for writing; the peer resets it: the
+    connection ends as lost, with no internal error logged."""
+    import socket
+
+    client, server = socket_pair()
+    server.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    client.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                             b"\x01\x00\x00\x00\x00\x00\x00\x00")
+    wakeup = Wakeup()
+    handle = _handle(wakeup, echo=False)
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            reasons = start_drive(nursery, server, handle, wakeup)
+            handle.out += bytes(1 << 20)  # more than the socket takes: the poller waits
+            wakeup.wake()
+            await trio.sleep(0.1)
+            await client.send_all(b"unread")  # unread data and linger 0: a reset
+            client.socket.close()
+    assert reasons and reasons[0].startswith("transport error"), reasons
+    assert handle.lost_calls >= 1
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]

@@ -73,3 +73,37 @@ async def test_cancelling_the_nursery_closes_hosted_connections(
     handle = container.handles[0]
     assert handle.lost_calls >= 1
     assert "disconnected: server stopped" in caplog.text
+
+
+async def test_after_the_listeners_stop_a_handler_drives_its_own_connection() -> None:
+    """A handler still running when the listeners stopped (an upgrade that
+    finished during the grace) is not adopted: the Host's keep may be gone;
+    it drives the connection in its own task, to the end."""
+    import socket
+
+    from broker.transports import hosting
+    from broker.transports.driver import serve_stream
+
+    container = FakeContainer()
+    ours, theirs = socket.socketpair()
+    client = trio.SocketStream(trio.socket.from_stdlib_socket(theirs))
+    server = trio.SocketStream(trio.socket.from_stdlib_socket(ours))
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            host = hosting.Host(nursery)
+            host.close()
+            token = hosting.set_current(host)
+            try:
+                async def serve() -> None:
+                    handed_over.append(await serve_stream(
+                        server, container, peer="p", transport="tcp"))
+
+                handed_over: list[bool] = []
+                nursery.start_soon(serve)
+                await client.send_all(b"BYE")
+                assert await read_to_eof(client) == b"BYE"
+                await client.aclose()
+            finally:
+                hosting.reset_current(token)
+    assert handed_over == [False]
+    assert container.handles[0].done
