@@ -60,6 +60,7 @@ bench: $(STAMP) $(BENCH_STAMP)
 	$(PY) tests/bench/bench_filters.py
 	$(PY) tests/bench/bench_engine.py
 	$(PY) tests/bench/bench_startup.py
+	$(PY) tests/bench/bench_heartbeats.py
 	$(PY) tests/bench/bench_durable.py
 	$(PY) tests/bench/bench_gateway.py
 
