@@ -106,8 +106,10 @@ class ConnectionHandle:
 
     def receive_data(self, data: bytes) -> None:
         self.bytes_in += len(data)
-        self.conn.receive_data(data, self.container.clock())
-        self._process_guarded()
+        conn = self.conn
+        conn.receive_data(data, self.container.clock())
+        if conn.events:  # nothing to do after a heartbeat, say
+            self._process_guarded()
 
     def data_to_send(self) -> bytes | bytearray:
         data = self.conn.data_to_send()

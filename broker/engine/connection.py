@@ -191,6 +191,10 @@ class Connection:
             self._lost("connection lost")
             return
         self.last_received = now
+        if data == HEARTBEAT and self.state is ConnState.OPENED and not self.reader.buffered:
+            # An empty frame between frames (§2.4.5), nearly all an idle
+            # connection receives: only the idle timer above hears of it.
+            return
         self.reader.feed(data)
         while not self.done:
             try:

@@ -471,6 +471,18 @@ def test_heartbeats_from_the_peer_are_ignored() -> None:
     assert not peer.done
 
 
+def test_a_heartbeats_bytes_inside_a_frame_are_the_frames() -> None:
+    """Empty frames skip the frame reader only between frames: the same 8
+    bytes completing a frame whose header came first are that frame's body."""
+    whole = opened_peer()
+    body_is_heartbeat_bytes = b"\x00\x00\x00\x10\x02\x00\x00\x00" + HEARTBEAT
+    expected = whole.feed(body_is_heartbeat_bytes)
+    assert kinds(expected) == [Close]  # not a performative: the peer hears why
+    split = opened_peer()
+    assert split.feed(body_is_heartbeat_bytes[:8]) == []
+    assert split.feed(HEARTBEAT) == expected
+
+
 def test_heartbeat_deadline_is_never_in_the_past_while_output_is_pending() -> None:
     peer = opened_peer(open={"idle_time_out": 1000})  # heartbeat due every 0.5 s
     # the engine answers a begin, but nobody collects the output yet
