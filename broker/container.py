@@ -131,7 +131,8 @@ class ConnectionHandle:
             else:
                 at = c.clock() + left
                 deadline = at if deadline is None else min(deadline, at)
-        self._process_guarded()
+        if self.conn.events:  # a tick that only moved a timer (nearly all) has none
+            self._process_guarded()
         return deadline
 
     def _process_guarded(self) -> None:
