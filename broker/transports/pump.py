@@ -231,10 +231,7 @@ class Pump:
         # which is cheaper than re-registering the deadline on every batch.
         if deadline is not None and deadline < self.deadline:
             # a deadline already past must not make the timer spin
-            deadline = max(deadline, trio.current_time() + MIN_TICK)
-            if deadline < self.deadline:
-                self.deadline = deadline
-                self.timers.schedule(self, deadline)
+            self.timers.schedule(self, max(deadline, trio.current_time() + MIN_TICK))
 
     def _stop_timer(self) -> None:
         if self.deadline != -math.inf:
