@@ -16,8 +16,11 @@ Node (tests/bench/scale.js and load.js), one run measuring six cost curves:
                60000: rhea sends a heartbeat every 15 s, half the 30 s the broker
                asks for, the broker one every 30 s): seconds to open them all,
                broker CPU per connection opened, RSS per connection, and broker
-               CPU in % of one core over --idle-seconds of idling, from 10.5 s
-               after the last connection opened (past every handshake deadline).
+               CPU in % of one core over --idle-seconds (30) of idling, from
+               10.5 s after the last connection opened (past every handshake
+               deadline).  30 s is one whole cycle of both heartbeat rhythms:
+               connections opened within a few seconds beat in step, so a
+               window of 10 s saw anything from 0.1 to 10 % at 10,000.
                A fresh broker for every run.
   fanout       one stream (`--stream`) read from `first` by 1, 10 and 100
                consumers (one connection each), --deliveries (200,000) a point:
@@ -759,7 +762,7 @@ def main() -> None:
                    default=int(float(env("backlog", "100000"))),
                    help="the largest backlog (points in decades from 10^4)")
     p.add_argument("--connections", type=ints, default=env("connections", "1000,5000"))
-    p.add_argument("--idle-seconds", type=float, default=float(env("idle_seconds", "20")))
+    p.add_argument("--idle-seconds", type=float, default=float(env("idle_seconds", "30")))
     p.add_argument("--fanout", type=ints, default=env("fanout", "1,10,100"))
     p.add_argument("--deliveries", type=int, default=int(env("deliveries", "200000")),
                    help="deliveries per fan-out point, spread over its consumers")
