@@ -50,6 +50,10 @@ from broker.transports.pump import RECEIVE_SIZE, ConnectionHandle, Pump, Wakeup
 
 log = logging.getLogger("broker.transport")
 
+# WebSocket output from this size on is written beside its frame header
+# (writev) rather than joined to it: the join copies it
+WRITEV_FROM = 16 * 1024
+
 
 class DirectWebSocket(Protocol):
     """What a SocketPump needs of a WebSocket over a plain socket
@@ -62,7 +66,7 @@ class DirectWebSocket(Protocol):
     def take_pending(self) -> bytes: ...
     def decode(self, raw: bytes) -> bytes: ...
     def take_replies(self) -> bytes: ...
-    def frame(self, data: bytes | bytearray) -> bytes: ...
+    def frame_head(self, size: int) -> bytes: ...
 
 
 def serves(stream: trio.abc.Stream) -> bool:
@@ -86,6 +90,7 @@ class SocketPump(Pump):
         "queued",
         "started",
         "unsent",
+        "unsent_head",
         "writing",
         "ws",
     )
@@ -114,6 +119,7 @@ class SocketPump(Pump):
         # what the socket did not take yet: a view into the buffer the handle
         # handed over (never copied, however many partial writes a big one takes)
         self.unsent: bytes | bytearray | memoryview = b""
+        self.unsent_head = b""  # a frame header that goes before `unsent`
         self.output_failed = False  # data_to_send raised: nothing more can come out
         wakeup.bind(self.wake)
 
@@ -258,10 +264,10 @@ class SocketPump(Pump):
         `unsent`), True when nothing is left or nothing more can be written."""
         fd = self.fd
         while fd >= 0 and not self.broken and not self.output_failed:
-            data = self.unsent
+            head, data = self.unsent_head, self.unsent
             ws = self.ws
-            if data:
-                self.unsent = b""
+            if head or data:
+                self.unsent_head, self.unsent = b"", b""
             elif ws is not None and (data := ws.take_replies()):
                 pass  # pongs and closes first, between whole frames
             else:
@@ -275,17 +281,26 @@ class SocketPump(Pump):
                     return True
                 if ws is not None:
                     try:
-                        data = ws.frame(data)
+                        head = ws.frame_head(len(data))
                     except trio.BrokenResourceError as exc:  # our close frame went out
                         self._lost(exc)
                         return True
+                    if len(data) < WRITEV_FROM:
+                        data, head = head + data, b""
             try:
-                sent = os.write(fd, data)
+                # a big frame's header and payload go out together, unjoined:
+                # joining them copied the payload once more
+                sent = os.writev(fd, (head, data)) if head else os.write(fd, data)
             except BlockingIOError:
                 sent = 0
             except OSError as exc:
                 self._lost(trio.BrokenResourceError(f"socket write failed: {exc!r}"))
                 return True
+            if head:
+                if sent < len(head):
+                    self.unsent_head, self.unsent = head[sent:], data
+                    return False
+                sent -= len(head)
             if sent < len(data):
                 self.unsent = memoryview(data)[sent:]
                 return False

@@ -72,6 +72,7 @@ from broker.transports.wsframes import (
     WsProtocolError,
     close_frame,
     encode_frame,
+    frame_head,
 )
 
 log = logging.getLogger("broker.transport")
@@ -206,11 +207,12 @@ class WebSocketStream(trio.abc.Stream):
         replies, self.replies = bytes(self.replies), bytearray()
         return replies
 
-    def frame(self, data: bytes | bytearray) -> bytes:
-        """`data` as one binary message; BrokenResourceError once closing."""
+    def frame_head(self, size: int) -> bytes:
+        """The header of one binary message of `size` bytes, which the caller
+        writes after it; BrokenResourceError once closing."""
         if self._close_sent:
             raise trio.BrokenResourceError("WebSocket is closing")
-        return encode_frame(OP_BINARY, data)
+        return frame_head(OP_BINARY, size)
 
     def _on_other(self, event: WsControl | int, replies: bytearray) -> None:
         if self._eof:

@@ -91,6 +91,16 @@ def encode_frame(opcode: int, payload: bytes | bytearray | memoryview = b"") -> 
     return head + b"\x7f" + _u64.pack(n) + payload
 
 
+def frame_head(opcode: int, n: int) -> bytes:
+    """The header of one unmasked, final frame of `n` bytes, for a writer that
+    sends the payload beside it (`os.writev`) instead of joining them."""
+    if n < 126:
+        return bytes((0x80 | opcode, n))
+    if n < 65536:
+        return bytes((0x80 | opcode, 0x7E)) + _u16.pack(n)
+    return bytes((0x80 | opcode, 0x7F)) + _u64.pack(n)
+
+
 def close_frame(code: int, reason: str = "") -> bytes:
     return encode_frame(OP_CLOSE, _u16.pack(code) + reason.encode("utf-8")[:120])
 

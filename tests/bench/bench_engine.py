@@ -4,7 +4,10 @@ One publisher and one consumer connection on a `Container`, fed pre-built
 frames: transfers in, transfers out, dispositions in, dispositions out.  This
 isolates the pure-Python cost per message (what the TCP benchmark's
 "broker CPU per message" is made of, minus trio and syscalls) and is stable
-enough on a loaded machine to compare two versions of the code.
+enough on a loaded machine to compare two versions of the code.  Each size
+is measured twice, interleaved: the bytes as they come over TCP, and framed
+as over a WebSocket (client frames unmasked by our reader, our output given
+its frame header as socketpump.py does): what WebSocket's per-byte work adds.
 
 The second figure is a stream's fan-out: `fanout` stores messages in a stream
 once, then consumer connections read them all from `first` (credit 1000 at a
@@ -19,7 +22,9 @@ difference by the extra deliveries, e.g.
 
 from __future__ import annotations
 
+import os
 import statistics
+import struct
 import sys
 import time
 from typing import Any
@@ -30,6 +35,9 @@ from broker.codec.types import Described, Symbol
 from broker.config import Config
 from broker.container import Container
 from broker.framing import AMQP_HEADER, encode_frame, encode_transfer_frame
+from broker.transports.pump import RECEIVE_SIZE
+from broker.transports.socketpump import WRITEV_FROM
+from broker.transports.wsframes import OP_BINARY, WsFrameReader, frame_head, unmask
 
 BATCH = 200
 WINDOW = 0x7FFFFFFF
@@ -42,7 +50,19 @@ def frames(*performatives: object) -> bytes:
     return bytes(out)
 
 
-def run(n: int, size: int) -> float:
+def masked(data: bytes) -> bytes:
+    """`data` as one masked binary WebSocket message from a client."""
+    mask = os.urandom(4)
+    n = len(data)
+    size = (bytes((0x80 | n,)) if n < 126 else b"\xfe" + struct.pack(">H", n) if n < 65536
+            else b"\xff" + struct.pack(">Q", n))
+    return b"\x82" + size + mask + unmask(data, mask, 0)
+
+
+def run(n: int, size: int, ws: bool = False) -> float:
+    """CPU us per message; `ws`: the bytes in and out framed as the WebSocket
+    pump frames them (client frames unmasked, ours given a header), still
+    without sockets: what WebSocket costs on top of the engine."""
     container = Container(Config(port=0, ws_port=0), clock=time.monotonic)
     pub = container.connection_made("pub", "tcp", lambda: None)
     sub = container.connection_made("sub", "tcp", lambda: None)
@@ -72,16 +92,37 @@ def run(n: int, size: int) -> float:
             Flow(next_incoming_id=min(n, start + BATCH), incoming_window=WINDOW,
                  next_outgoing_id=0, outgoing_window=WINDOW, handle=0,
                  delivery_count=min(n, start + BATCH), link_credit=1000))
-        batches.append((bytes(out), acks))
-    t0 = time.process_time()
-    for transfers, acks in batches:
-        pub.receive_data(transfers)
-        sub.data_to_send()
-        sub.receive_data(acks)
-        pub.data_to_send()
+        transfers = masked(bytes(out)) if ws else bytes(out)
+        # in reads of at most what the pump reads at once
+        batches.append(([transfers[i:i + RECEIVE_SIZE]
+                         for i in range(0, len(transfers), RECEIVE_SIZE)],
+                        masked(acks) if ws else acks))
+    if ws:
+        pub_in, sub_in = WsFrameReader(), WsFrameReader()
+        t0 = time.process_time()
+        for reads, acks in batches:
+            for read in reads:
+                pub.receive_data(b"".join(pub_in.feed(read)))  # type: ignore[arg-type]
+                ws_out(sub.data_to_send())
+            sub.receive_data(b"".join(sub_in.feed(acks)))  # type: ignore[arg-type]
+            ws_out(pub.data_to_send())
+    else:
+        t0 = time.process_time()
+        for reads, acks in batches:
+            for read in reads:
+                pub.receive_data(read)
+                sub.data_to_send()
+            sub.receive_data(acks)
+            pub.data_to_send()
     elapsed = time.process_time() - t0
     assert container.registry.get("b").depth == 0  # everything was delivered
     return elapsed / n * 1e6
+
+
+def ws_out(data: bytes | bytearray) -> bytes | bytearray:
+    """What socketpump.SocketPump makes of the handle's output over a WebSocket."""
+    head = frame_head(OP_BINARY, len(data))
+    return head + data if len(data) < WRITEV_FROM else head  # big: written beside it
 
 
 def _opened(container: Container, name: str, attach: Attach) -> Any:
@@ -132,10 +173,16 @@ def main() -> None:
     if sys.argv[1:2] == ["--fanout"]:  # one run, for callgrind (see the docstring)
         fanout(int(sys.argv[2]), int(sys.argv[3]))
         return
-    for size in (100, 4096):
-        samples = [run(20000, size) for _ in range(5)]
-        print(f"engine path, {size:5d}-byte messages: {statistics.median(samples):6.2f} us CPU/msg "
-              f"(median of 5 runs x 20000; transfer in -> queue -> transfer out -> settle)")
+    for size in (100, 4096, 65536):
+        n = 20000 if size < 65536 else 2000
+        samples: dict[bool, list[float]] = {False: [], True: []}
+        for _ in range(5):
+            for ws in (False, True):  # interleaved, so that drift hits both alike
+                samples[ws].append(run(n, size, ws))
+        medians = {ws: statistics.median(samples[ws]) for ws in samples}
+        print(f"engine path, {size:5d}-byte messages: {medians[False]:6.2f} us CPU/msg over TCP, "
+              f"{medians[True]:6.2f} with WebSocket framing ({medians[True] / medians[False]:.2f}x) "
+              f"(medians of 5 runs x {n}; transfer in -> queue -> transfer out -> settle)")
     for consumers in (1, 10):
         samples = [fanout(20000, consumers) for _ in range(3)]
         print(f"stream fan-out, {consumers:2d} consumer(s): {statistics.median(samples):6.2f} us "

@@ -206,6 +206,50 @@ async def test_large_message_accepted(over: str) -> None:
     assert container.handles[0].received == big + b"BYE"
 
 
+async def test_a_big_answer_arrives_whole(over: str) -> None:
+    """Output from 16 KiB on goes out beside its frame header (writev) over a
+    socket, in many partial writes: the client reads exactly what was sent."""
+    container = FakeContainer()
+    big = bytes(range(256)) * (MiB // 256) + b"!"
+    got = b""
+    with trio.fail_after(10):
+        async with ws_client(container, over=over) as ws:
+            await ws.send_message(big)
+            while len(got) < len(big):
+                got += await ws.get_message()  # type: ignore[operator]
+    assert got == big
+
+
+async def test_a_write_that_stops_inside_a_frame_header_goes_on_from_there(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The socket takes one byte of a big frame's header: the rest of the
+    header, then the payload, follow, and the client reads one whole frame."""
+    import os
+
+    from broker.transports import socketpump
+
+    real_writev = os.writev
+    heads: list[bytes] = []
+
+    def stingy_once(fd: int, buffers: Sequence[bytes]) -> int:
+        if not heads:
+            heads.append(bytes(buffers[0]))
+            return os.write(fd, bytes(buffers[0][:1]))
+        return real_writev(fd, buffers)
+
+    monkeypatch.setattr(socketpump.os, "writev", stingy_once)
+    container = FakeContainer()
+    big = b"x" * socketpump.WRITEV_FROM * 2
+    got = b""
+    with trio.fail_after(10):
+        async with ws_client(container, over="socket") as ws:
+            await ws.send_message(big)
+            while len(got) < len(big):
+                got += await ws.get_message()  # type: ignore[operator]
+    assert heads and len(heads[0]) > 1  # the stingy write did cut a header short
+    assert got == big
+
+
 async def test_pings_are_answered(over: str) -> None:
     with trio.fail_after(5):
         async with ws_client(FakeContainer(), over=over) as ws:

@@ -17,6 +17,7 @@ from broker.transports.wsframes import (
     WsProtocolError,
     close_frame,
     encode_frame,
+    frame_head,
     unmask,
     unmask_python,
 )
@@ -118,6 +119,12 @@ def test_64_bit_length_with_the_top_bit_set_is_a_protocol_error(step: int, lengt
 def test_largest_legal_64_bit_length_streams(step: int) -> None:
     data = long_length_header(OP_BINARY, (1 << 63) - 1) + b"\x01\x02\x03\x04" * 3
     assert payload_of(feed(data, step)) == bytes(12)  # unmasked, and still in the frame
+
+
+@pytest.mark.parametrize("n", [0, 1, 125, 126, 65535, 65536, 200000])
+def test_a_frame_head_is_the_frames_bytes_before_its_payload(n: int) -> None:
+    payload = b"q" * n
+    assert frame_head(OP_BINARY, n) + payload == encode_frame(OP_BINARY, payload)
 
 
 @pytest.mark.parametrize("n", [0, 1, 125, 126, 65535, 65536, 200000])
