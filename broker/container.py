@@ -104,12 +104,16 @@ class ConnectionHandle:
 
     # -- driver interface -----------------------------------------------------
 
-    def receive_data(self, data: bytes) -> None:
+    def receive_data(self, data: bytes) -> bool:
+        """True: the bytes were a bare heartbeat, with nothing to tick or send
+        (see Connection.receive_data)."""
         self.bytes_in += len(data)
         conn = self.conn
-        conn.receive_data(data, self.container.clock())
-        if conn.events:  # nothing to do after a heartbeat, say
+        if conn.receive_data(data, self.container.clock()):
+            return True
+        if conn.events:
             self._process_guarded()
+        return False
 
     def data_to_send(self) -> bytes | bytearray:
         data = self.conn.data_to_send()

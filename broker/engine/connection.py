@@ -181,20 +181,24 @@ class Connection:
         """Nothing more will happen: flush `data_to_send()` and close the transport."""
         return self.state is ConnState.CLOSED
 
-    def receive_data(self, data: bytes, now: float) -> None:
+    def receive_data(self, data: bytes, now: float) -> bool:
+        """Feed bytes read from the peer.  True when they were one bare heartbeat
+        between frames: only the idle timer heard of them, so there is no
+        event, no output and no earlier deadline, and the driver may skip its
+        tick and write (nearly all an idle connection receives)."""
         self.now = now
         if self.state is ConnState.CLOSED:
-            return
+            return False
         if self.tracer is not None:
             self.tracer.incoming.feed(data)
         if not data:
             self._lost("connection lost")
-            return
+            return False
         self.last_received = now
         if data == HEARTBEAT and self.state is ConnState.OPENED and not self.reader.buffered:
             # An empty frame between frames (§2.4.5), nearly all an idle
             # connection receives: only the idle timer above hears of it.
-            return
+            return not self.has_output  # (output waiting: the driver must still write)
         self.reader.feed(data)
         while not self.done:
             try:
@@ -204,9 +208,9 @@ class Connection:
                     self.write_frame(0, SaslOutcome(code=SaslCode.SYS), ftype=1)
                 self._connection_error(exc)
                 self._finish()  # the byte stream is unusable; no close will follow
-                return
+                return False
             if item is NEED_DATA:
-                return
+                return False
             if isinstance(item, ProtocolHeader):
                 self._on_header(item)
                 continue
@@ -221,6 +225,7 @@ class Connection:
                         self._on_transfer(session, fast[0], fast[1])
                         continue
             self._on_frame(frame)
+        return False
 
     def next_event(self) -> Event | None:
         return self.events.pop(0) if self.events else None

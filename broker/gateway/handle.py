@@ -24,10 +24,13 @@ class EngineHandle:
     def process(self) -> None:
         raise NotImplementedError
 
-    def receive_data(self, data: bytes) -> None:
+    def receive_data(self, data: bytes) -> bool:
+        """True: a bare heartbeat, nothing to process, tick or send."""
         self.bytes_in += len(data)
-        self.conn.receive_data(data, self.clock())
+        if self.conn.receive_data(data, self.clock()):
+            return True
         self.process()
+        return False
 
     def data_to_send(self) -> bytes | bytearray:
         data = self.conn.data_to_send()

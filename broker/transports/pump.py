@@ -62,7 +62,9 @@ TRANSPORT_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError)
 class ConnectionHandle(Protocol):
     """What the driver needs from one engine connection (see container.py)."""
 
-    def receive_data(self, data: bytes) -> None: ...
+    def receive_data(self, data: bytes) -> bool | None:
+        """Feed input.  True: it was only a heartbeat, with nothing to tick or
+        send, so the pump skips both (None or False: tick and write as usual)."""
     def data_to_send(self) -> bytes | bytearray: ...
     def tick(self) -> float | None: ...
     @property
@@ -140,6 +142,7 @@ class Pump:
         "eof",
         "flush_by",
         "handle",
+        "quiet",
         "reason",
         "stream",
         "timers",
@@ -159,6 +162,9 @@ class Pump:
         self.bug: Exception | None = None  # raised by the handle; re-raised once flushed
         self.flush_by = math.inf  # trio's clock: set once ending (close_timeout from then)
         self.deadline = math.inf  # when the timers call on_deadline (trio's clock)
+        # the last read, fed in one piece, was only a heartbeat (the handle said
+        # so): no tick, nothing to write.  On an idle connection that is every read.
+        self.quiet = False
         self.timers = timers()
         self.timers.clients += 1  # until _stop_timer
 
@@ -248,6 +254,8 @@ class Pump:
             pos = self._feed_turn(data, pos)
             if pos < 0:
                 return False
+            if self.quiet:
+                return True
             self._retick()
             self.after_input()
             if pos == len(data):
@@ -284,6 +292,7 @@ class Pump:
         while pos < end:
             if not self._feed(data[pos : pos + size]):
                 return -1
+            self.quiet = False  # a heartbeat in the last piece says nothing of the others
             pos += size
             if handle.done:
                 return end
@@ -293,10 +302,12 @@ class Pump:
         return end
 
     def _feed(self, data: bytes) -> bool:
-        """`receive_data`, with a bug recorded instead of raised; False once failed."""
+        """`receive_data`, with a bug recorded instead of raised (and whether it
+        was only a heartbeat in `quiet`); False once failed."""
         try:
-            self.handle.receive_data(data)
+            self.quiet = self.handle.receive_data(data) is True
         except Exception as exc:  # noqa: BLE001 - re-raised by run() once flushed
+            self.quiet = False
             self._failed(exc)
             return False
         return True

@@ -66,6 +66,8 @@ class DirectWebSocket(Protocol):
     def take_pending(self) -> bytes: ...
     def decode(self, raw: bytes) -> bytes: ...
     def take_replies(self) -> bytes: ...
+    @property
+    def has_replies(self) -> bool: ...
     def frame_head(self, size: int) -> bytes: ...
 
 
@@ -216,6 +218,9 @@ class SocketPump(Pump):
         pos = self._feed_turn(data, pos)
         if pos < 0:
             return
+        ws = self.ws
+        if self.quiet and (ws is None or not (ws.at_eof or ws.has_replies)):
+            return  # a heartbeat and nothing else: no tick, nothing to write
         self._retick()
         self.after_input()
         if self.reason is not None:
@@ -223,7 +228,7 @@ class SocketPump(Pump):
         if pos < len(data):
             self.backlog, self.backlog_at = data, pos
             self.poller.resume(self)
-        elif self.ws is not None and self.ws.at_eof:  # the peer's close came with payload
+        elif ws is not None and ws.at_eof:  # the peer's close came with payload
             self._feed_eof()
 
     def _feed(self, data: bytes) -> bool:

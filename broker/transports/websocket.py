@@ -201,6 +201,11 @@ class WebSocketStream(trio.abc.Stream):
             return b""
         return b"".join(chunks) if len(chunks) > 1 else chunks[0]
 
+    @property
+    def has_replies(self) -> bool:
+        """Pongs or a close are waiting for `take_replies`."""
+        return bool(self.replies)
+
     def take_replies(self) -> bytes:
         if not self.replies:
             return b""

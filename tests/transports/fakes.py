@@ -2,7 +2,9 @@
 
 `EchoHandle` follows the ConnectionHandle contract: it echoes what it gets,
 ends after the bytes `BYE` (echoed first), answers `BURST` with 100 separate
-outputs (each with its own wake(), as the container does per frame), and,
+outputs (each with its own wake(), as the container does per frame), takes a
+read of just `HUSH` as the engine takes a bare heartbeat (no echo; True:
+nothing to tick or send; `ticks` and `sends` count the calls), and,
 with `heartbeat` set, queues `HB` every `heartbeat` seconds once `OPEN` was
 received (a deadline that only appears after a receive).
 """
@@ -41,6 +43,8 @@ class EchoHandle:
         self.finished = False
         self.eof = False
         self.lost_calls = 0
+        self.ticks = 0
+        self.sends = 0
         self.next_heartbeat: float | None = None
         self.closed = trio.Event()  # set when done
 
@@ -52,17 +56,19 @@ class EchoHandle:
         self.finished = True
         self.closed.set()
 
-    def receive_data(self, data: bytes) -> None:
+    def receive_data(self, data: bytes) -> bool:
         if self.fail:
             raise RuntimeError("bug in the engine")
         if self.finished:
-            return
+            return False
         if not data:
             self.eof = True
             self._finish()
-            return
+            return False
         self.chunks.append(len(data))
         self.received += data
+        if data == b"HUSH":
+            return True
         if self.echo:
             self.out += data
         if self.heartbeat and self.next_heartbeat is None and b"OPEN" in self.received:
@@ -75,16 +81,19 @@ class EchoHandle:
             self._finish()
         if self.out:
             self.wake()
+        return False
 
     def has_output(self) -> bool:
         return bool(self.out) or self.finished
 
     def data_to_send(self) -> bytes:
+        self.sends += 1
         data = bytes(self.out)
         self.out.clear()
         return data
 
     def tick(self) -> float | None:
+        self.ticks += 1
         if self.finished or self.next_heartbeat is None:
             return None
         now = trio.current_time()

@@ -186,6 +186,30 @@ async def test_cancellation_closes_and_reports_lost(pair: Pair) -> None:
     assert handle.eof and handle.lost_calls == 1
 
 
+async def test_a_read_that_was_only_a_heartbeat_gets_no_tick_and_no_write(pair: Pair) -> None:
+    """The handle's True from receive_data (a bare heartbeat) spares the pump
+    its tick and its write; the next read gets both again."""
+    client, server = pair
+    wakeup = Wakeup()
+    handle = _handle(wakeup)
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            start_drive(nursery, server, handle, wakeup)
+            await client.send_all(b"ab")
+            assert await read_until(client, b"ab") == b"ab"
+            ticks, sends = handle.ticks, handle.sends
+            await client.send_all(b"HUSH")
+            while not handle.received.endswith(b"HUSH"):
+                await trio.sleep(0.01)
+            await trio.sleep(0.05)  # anything the pump did after that read is done
+            assert (handle.ticks, handle.sends) == (ticks, sends)
+            await client.send_all(b"cd")
+            assert await read_until(client, b"cd") == b"cd"
+            assert handle.ticks > ticks and handle.sends > sends
+            await client.send_all(b"BYE")
+            await read_to_eof(client)
+
+
 async def test_serve_stream_survives_engine_bugs(pair: Pair, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="broker.transport")
     client, server = pair

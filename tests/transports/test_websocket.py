@@ -256,6 +256,31 @@ async def test_pings_are_answered(over: str) -> None:
             await ws.ping(b"are you there")
 
 
+async def test_a_ping_read_with_a_heartbeat_is_still_answered() -> None:
+    """A read holding a heartbeat's payload (which spares the pump its tick and
+    write) and a ping: the pong still goes out at once."""
+    import socket
+
+    a, b = socket.socketpair()
+    client = trio.SocketStream(trio.socket.from_stdlib_socket(a))
+    server = trio.SocketStream(trio.socket.from_stdlib_socket(b))
+    upgrade = ("GET /ws HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n"
+               "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+               "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: amqp\r\n\r\n")
+    zero_mask = b"\x00\x00\x00\x00"  # masked, as a client must, by XOR with zeros
+    hush = b"\x82\x84" + zero_mask + b"HUSH"  # FakeContainer's stand-in for a heartbeat
+    ping = b"\x89\x81" + zero_mask + b"p"
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(handle_websocket_stream, server, FakeContainer(), Config())
+            await client.send_all(upgrade.encode())
+            response = await read_until(client, b"\r\n\r\n")
+            assert response.startswith(b"HTTP/1.1 101")
+            await client.send_all(hush + ping)  # one write: one read on the other side
+            assert (await read_until(client, b"\x8a\x01p")).endswith(b"\x8a\x01p")  # the pong
+            nursery.cancel_scope.cancel()
+
+
 async def test_over_a_loopback_socket() -> None:
     container = FakeContainer()
     listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
