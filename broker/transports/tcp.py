@@ -45,8 +45,8 @@ async def handle_tcp_stream(
             await trio.aclose_forcefully(stream)
         return False
     return await serve_stream(secure, container, peer=peer, transport="tls",
-                       close_timeout=close_timeout,
-                       tls_subject=tls.client_subject(secure, tls_identity))
+                              close_timeout=close_timeout,
+                              tls_subject=tls.client_subject(secure, tls_identity))
 
 
 async def serve_tcp(

@@ -17,7 +17,7 @@ write).  Nothing here needs better than a tenth of a second: heartbeats are
 seconds apart, and an idle limit, a handshake deadline or a token's expiry a
 tenth of a second late is still kept.
 
-A pump only ever moves its deadline earlier (see driver.py); a moved
+A pump only ever moves its deadline earlier (see pump.py's `_retick`); a moved
 deadline leaves its old heap entry behind, recognised as stale because it
 no longer equals the pump's `deadline`, and dropped when it comes up.  Stale
 entries of connections that ended are dropped too; if they pile up the heap
