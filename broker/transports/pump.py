@@ -62,9 +62,9 @@ TRANSPORT_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError)
 class ConnectionHandle(Protocol):
     """What the driver needs from one engine connection (see container.py)."""
 
-    def receive_data(self, data: bytes) -> bool | None:
+    def receive_data(self, data: bytes) -> bool:
         """Feed input.  True: it was only a heartbeat, with nothing to tick or
-        send, so the pump skips both (None or False: tick and write as usual)."""
+        send, so the pump skips both."""
     def data_to_send(self) -> bytes | bytearray: ...
     def tick(self) -> float | None: ...
     @property
@@ -305,7 +305,7 @@ class Pump:
         """`receive_data`, with a bug recorded instead of raised (and whether it
         was only a heartbeat in `quiet`); False once failed."""
         try:
-            self.quiet = self.handle.receive_data(data) is True
+            self.quiet = self.handle.receive_data(data)
         except Exception as exc:  # noqa: BLE001 - re-raised by run() once flushed
             self.quiet = False
             self._failed(exc)

@@ -253,10 +253,10 @@ class PieceRecorder(EchoHandle):
         self.others = others
         self.seen: list[int] = []
 
-    def receive_data(self, data: bytes) -> None:
+    def receive_data(self, data: bytes) -> bool:
         if data:
             self.seen.append(self.others[0])
-        super().receive_data(data)
+        return super().receive_data(data)
 
 
 async def _feed_one_big_read(handle_factory: Callable[[Wakeup, list[int]], PieceRecorder],
@@ -343,14 +343,14 @@ class BuggyHandle(EchoHandle):
         self.wake()
         raise RuntimeError("bug in the engine")
 
-    def receive_data(self, data: bytes) -> None:
+    def receive_data(self, data: bytes) -> bool:
         if self.failed and data:
             self.calls_after_bug += 1
         if data.startswith(b"BUG"):
             self.bug_received = True
             if not self.in_tick:
                 self._fail()
-        super().receive_data(data)
+        return super().receive_data(data)
 
     def tick(self) -> float | None:
         if self.failed:
