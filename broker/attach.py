@@ -162,18 +162,29 @@ class Subscription:
 
     def deliver_run(self, entries: list[Entry]) -> None:
         """Several stored entries at once, as they are (a stream reader's
-        window: what `credit` allowed): one send for all of them."""
+        window: what `credit` allowed): one send for all of them.
+
+        The node keeps these entries whatever their outcome (base.Consumer's
+        `deliver_run`), so the deliveries are not tracked: a reader's
+        dispositions for them are dropped in the engine, with no event, which
+        is most of the cost of a delivery.  A reader in rcv-settle-mode second
+        waits for our settlement, so its deliveries are tracked and settled
+        as usual."""
         if self.azure or self.browsing:
             for entry in entries:
                 self.deliver(entry, None)
             return
-        deliveries = self.link.send_run([e.payload for e in entries], settled=self.presettled)
+        link = self.link
+        payloads = [e.payload for e in entries]
         if self.presettled:
+            link.send_run(payloads, settled=True, track=False)
             for entry in entries:
                 self.queue.settle(entry)
-        else:
-            for delivery, entry in zip(deliveries, entries):
+        elif link.rcv_settle_mode == RcvSettleMode.SECOND:
+            for delivery, entry in zip(link.send_run(payloads, settled=False), entries):
                 delivery.context = entry
+        else:
+            link.send_run(payloads, settled=False, track=False)
         self.handle.wake()
 
     def node_deleted(self) -> None:

@@ -42,3 +42,17 @@ def test_stream_offsets(client, broker, tag):
     assert r["next_new_attach"] is None, "a new 'next' receiver sees nothing old"
     for spec in ("numeric", "first", "last", "interval", "timestamp"):
         assert r[spec]["applied_filters"] == [SPEC], f"{spec}: the attach echoes the applied filter"
+
+
+@pytest.mark.parametrize("client", ["rhea-tcp", "rhea-ws"])
+def test_stream_readers_in_either_settle_mode(client, broker, tag):
+    """A stream keeps its messages whatever a reader's outcome, and the broker
+    does not follow the deliveries of a reader that settles first; one in
+    rcv-settle-mode second still gets the broker's settlement of its accepts."""
+    r = run_case(client, "stream_settle_modes", broker, stream=STREAM, tag=tag)
+    assert set(r["outcomes"]) == {"accepted"}
+    assert r["remote_rcv_settle_mode"] == [1, None], "the broker echoes each reader's mode"
+    assert r["second_bodies"] == r["first_bodies"] == [f"{tag}-s{i}" for i in range(3)]
+    assert r["second_settled_by_broker"] == 3, "mode second: each accept is settled by us"
+    assert r["second_locally_settled"] == [True, True, True], "rhea settled on our settlement"
+    assert r["after"] == [f"{tag}-after", f"{tag}-after"]

@@ -44,6 +44,7 @@ from broker.codec.performatives import (
     End,
     Flow,
     Open,
+    RcvSettleMode,
     Role,
     SndSettleMode,
     Transfer,
@@ -990,6 +991,48 @@ def test_housekeeping_drops_expired_messages_nobody_reads() -> None:
     assert broker.queue("q").depth == 2
     broker.container.housekeeping()
     assert broker.queue("q").depth == 1
+
+
+def stream_reader(broker: Broker, **attach: Any) -> tuple[Peer, list[Out]]:
+    """A client that published 3 messages to stream s and reads it from first."""
+    peer = broker.client()
+    publisher(peer, 0, "s")
+    publish(peer, 0, b"m0", b"m1", b"m2")
+    spec = Described(Symbol("rabbitmq:stream-offset-spec"), "first")
+    out = consumer(peer, 1, "s", credit=5, **attach,
+                   source=Source(address="s", filter={Symbol("rabbitmq:stream-offset-spec"): spec}))
+    return peer, of(out, Transfer)
+
+
+def test_a_stream_reader_settling_first_leaves_nothing_tracked() -> None:
+    """A stream keeps every message whatever its readers say, so their
+    deliveries are not followed: their outcomes are dropped in the engine."""
+    broker = Broker(streams=(StreamConfig("s"),))
+    peer, transfers = stream_reader(broker)
+    assert [(t.delivery_id, t.settled) for t in transfers] == [(0, False), (1, False), (2, False)]
+    links = [link for conn in broker.container.connections for s in conn.conn.sessions.values()
+             for link in s.links.values() if link.is_sender]
+    assert [link.unsettled for link in links] == [{}]
+    assert peer.disposition(0, 2, settled=True, state=Accepted()) == []
+    # mode first: the reader settles its deliveries itself; we answer nothing
+    assert peer.disposition(0, settled=False, state=Accepted()) == []
+    out = peer.flow(1, link_credit=5, delivery_count=3)  # the stream goes on
+    assert bodies(out) == []  # nothing more stored
+
+
+def test_a_stream_reader_settling_second_gets_our_settlement() -> None:
+    broker = Broker(streams=(StreamConfig("s"),))
+    peer, transfers = stream_reader(broker, rcv_settle_mode=RcvSettleMode.SECOND)
+    assert len(transfers) == 3
+    out = peer.disposition(0, 2, settled=False, state=Accepted())
+    assert out == [Out(0, Disposition(role=Role.SENDER, first=0, last=2, settled=True,
+                                      state=Accepted()), b"")]
+
+
+def test_a_presettled_stream_reader_gets_settled_transfers() -> None:
+    broker = Broker(streams=(StreamConfig("s"),))
+    _, transfers = stream_reader(broker, snd_settle_mode=SndSettleMode.SETTLED)
+    assert [t.settled for t in transfers] == [True, True, True]
 
 
 def test_modified_annotations_never_touch_a_streams_shared_message() -> None:

@@ -17,8 +17,9 @@ behave the same.
   transfer without credit is `transfer-limit-exceeded`; a delivery larger
   than our max-message-size is `message-size-exceeded`.
 
-Deliveries we sent stay in `unsettled` until the peer settles them; the
-container decides what an outcome means for the message.
+Deliveries we sent stay in `unsettled` until the peer settles them (all but
+a run `send_run` sent untracked, whose outcomes the sender has no use for);
+the container decides what an outcome means for the message.
 """
 
 from __future__ import annotations
@@ -311,11 +312,21 @@ class Link:
         session.send_transfer(self, delivery, payload)
         return delivery
 
-    def send_run(self, payloads: list[bytes], *, settled: bool) -> list[Delivery]:
+    def send_run(self, payloads: list[bytes], *, settled: bool,
+                 track: bool = True) -> list[Delivery]:
         """`send()` for several messages at once (a stream reader's credit
         window): one call, one loop, instead of three calls per message.  Each
         message goes in one frame while the session window allows; anything
-        else (a large message, a shut window) takes `send_transfer`'s way."""
+        else (a large message, a shut window) takes `send_transfer`'s way.
+
+        `track=False`: the sender has no use for the peer's outcomes (a stream
+        keeps every message, whatever its readers say), so the run makes no
+        `Delivery` and fills no unsettled map: the peer's dispositions for
+        these ids find nothing and are dropped, with no event.  Only for a
+        peer that settles first (rcv-settle-mode first, or these sent
+        settled): one in mode second waits for our settlement, so its
+        deliveries must be tracked.  Returns the deliveries when tracked, else
+        an empty list."""
         if not self.is_sender:
             raise LocalProtocolError("cannot send on a receiving link")
         if self.link_credit < len(payloads) or not self.usable:
@@ -340,11 +351,12 @@ class Link:
         for payload in payloads:
             tag = next_tag.to_bytes(16, "big")
             next_tag = (next_tag + 1) & 0xFFFFFFFF
-            delivery = Delivery(self, did, tag, settled, payload)
-            deliveries.append(delivery)
-            if not settled:
-                unsettled[did] = delivery
-                outgoing[did] = delivery
+            if track:
+                delivery = Delivery(self, did, tag, settled, payload)
+                deliveries.append(delivery)
+                if not settled:
+                    unsettled[did] = delivery
+                    outgoing[did] = delivery
             if room > 0 and len(payload) <= one_frame:
                 if run is not None and did > 255:
                     # encode_transfer_frame's bytes, without its call
@@ -359,6 +371,8 @@ class Link:
                 session.next_outgoing_id = (session.next_outgoing_id + framed) & 0xFFFFFFFF
                 session.remote_incoming_window -= framed
                 framed = 0
+                if not track:  # the frames (or the held backlog) need one all the same
+                    delivery = Delivery(self, did, tag, settled, payload)
                 session.send_transfer(self, delivery, payload)
                 room = 0 if session._backlog else session.remote_incoming_window
             did = (did + 1) & 0xFFFFFFFF

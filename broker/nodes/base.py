@@ -31,7 +31,9 @@ class Consumer(Protocol):
 
     def deliver_run(self, entries: list[Entry]) -> None:
         """`deliver(entry, None)` for each of `entries`, in order, in one call
-        (a stream reader's window); `credit` allowed them all."""
+        (a stream reader's window); `credit` allowed them all.  Only a node
+        that keeps its entries whatever their outcome (a stream) calls it, so
+        the consumer need not follow these deliveries' outcomes."""
         ...
 
     def node_deleted(self) -> None:

@@ -73,9 +73,10 @@ function openSender(conn, address, extra) {
 }
 
 // A receiver with manual credit and manual settlement, and an inbox.
-function openReceiver(conn, source, credit) {
+function openReceiver(conn, source, credit, extra) {
     if (typeof source === 'string') source = {address: source};
-    const receiver = conn.open_receiver({source: source, credit_window: 0, autoaccept: false});
+    const receiver = conn.open_receiver(Object.assign(
+        {source: source, credit_window: 0, autoaccept: false}, extra || {}));
     const inbox = [];
     let waiter = null;
     receiver.on('message', (ctx) => {
@@ -512,6 +513,39 @@ cases.stream_offsets = async () => {
     result.tail_after = (await receiveN(tail, 2)).map((ctx) => ({offset: offsetOf(ctx), body: ctx.message.body}));
     const late = await openReceiver(conn, offsetSource(P.stream, 'next'), 5);
     result.next_new_attach = await nothingWithin(late, 300);
+    await close(conn);
+    return result;
+};
+
+// Two stream readers: one in rcv-settle-mode second, whose accepts (unsettled)
+// wait for the broker's settlement, and one in mode first, which settles
+// itself and expects nothing back; both go on reading.
+cases.stream_settle_modes = async () => {
+    const tag = P.tag;
+    const conn = await connect();
+    const second = await openReceiver(conn, offsetSource(P.stream, 'next'), 10, {rcv_settle_mode: 1});
+    const first = await openReceiver(conn, offsetSource(P.stream, 'next'), 10);
+    const settled = [];
+    second.on('settled', (ctx) => settled.push(ctx.delivery.remote_state && ctx.delivery.remote_state.constructor.name));
+    const sender = await openSender(conn, P.stream);
+    const outcomes = await sendAll(sender, [0, 1, 2].map((i) => ({body: tag + '-s' + i})));
+    const bySecond = await receiveN(second, 3);
+    const byFirst = await receiveN(first, 3);
+    bySecond.forEach((ctx) => ctx.delivery.accept());  // mode second: sent unsettled
+    byFirst.forEach((ctx) => ctx.delivery.accept());   // mode first: sent settled
+    const waited = Date.now();
+    while (settled.length < 3 && Date.now() - waited < STEP) await sleep(20);
+    await sendAll(sender, [{body: tag + '-after'}]);
+    const after = [(await second.next()).message.body, (await first.next()).message.body];
+    const result = {
+        outcomes: outcomes,
+        remote_rcv_settle_mode: [second.remote.attach.rcv_settle_mode, first.remote.attach.rcv_settle_mode],
+        second_bodies: bySecond.map((ctx) => ctx.message.body),
+        first_bodies: byFirst.map((ctx) => ctx.message.body),
+        second_settled_by_broker: settled.length,
+        second_locally_settled: bySecond.map((ctx) => ctx.delivery.settled),
+        after: after,
+    };
     await close(conn);
     return result;
 };

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from broker.codec.messaging import Source, Target
+from broker.codec.messaging import Accepted, Source, Target
 from broker.codec.performatives import (
     Attach,
     Begin,
@@ -403,3 +403,45 @@ def test_send_run_beyond_the_credit_sends_nothing() -> None:
         link.send_run([b"a", b"b"], settled=True)
     assert peer.read() == []
     assert link.link_credit == 1
+
+
+def test_an_untracked_run_writes_the_same_bytes_and_keeps_nothing() -> None:
+    tracked, untracked = opened_peer(), opened_peer()
+    links = []
+    for peer in (tracked, untracked):
+        peer.begin(0)
+        links.append(attach_link(peer, 0))
+        peer.flow(0, link_credit=10)
+        peer.take_events()
+    payloads = [b"a", b"bb" * 100, b"c"]
+    assert len(links[0].send_run(payloads, settled=False)) == 3
+    assert links[1].send_run(payloads, settled=False, track=False) == []
+    assert tracked.conn.data_to_send() == untracked.conn.data_to_send()  # unsettled on the wire
+    session = untracked.engine.sessions[0]
+    assert links[1].unsettled == {} and session.outgoing_unsettled == {}
+    assert (links[1].link_credit, links[1].delivery_count) == (7, 3)
+    # the reader's ranged outcome finds nothing to update: no event, no answer
+    assert untracked.disposition(0, 2, settled=True, state=Accepted()) == []
+    assert untracked.take_events() == []
+    links[1].send(b"d", settled=False)  # ids and tags go on from the run, tracked again
+    links[0].send(b"d", settled=False)
+    assert tracked.conn.data_to_send() == untracked.conn.data_to_send()
+    assert set(links[1].unsettled) == {3}
+
+
+def test_an_untracked_run_is_held_by_a_shut_window_and_resumed_in_order() -> None:
+    peer = opened_peer(max_frame_size=512)
+    peer.begin(0, incoming_window=2)
+    link = attach_link(peer, 0)
+    peer.flow(0, link_credit=10)
+    peer.take_events()
+    payloads = [b"a", b"b" * 1000, b"c", b"d"]  # the second takes 3 frames at 512
+    link.send_run(payloads, settled=False, track=False)
+    out = peer.read()
+    assert [(o.performative.settled, o.performative.more) for o in out] == [
+        (False, False), (False, True)]
+    out = peer.flow(incoming_window=10)
+    assert [(o.performative.delivery_id, o.performative.more) for o in out] == [
+        (1, True), (1, False), (2, False), (3, False)]
+    assert [p for _, p in deliveries(peer.received)] == payloads
+    assert link.unsettled == {} and peer.engine.sessions[0].outgoing_unsettled == {}
