@@ -253,7 +253,9 @@ class TransferFields:
 
 
 _u32_from = struct.Struct(">I").unpack_from
-_TRANSFER_PREFIX = b"\x00\x53\x14\xc0"
+_two_u32_from = struct.Struct(">II").unpack_from
+_TRANSFER_PREFIX = b"\x00\x53\x14\xc0"  # the transfer descriptor, its fields a list8
+_TRANSFER_PREFIX32 = b"\x00\x53\x14\xd0"  # ... a list32 (rhea writes every list so)
 
 
 def _small_uint(body: bytes, pos: int) -> tuple[int | None, int]:
@@ -274,17 +276,25 @@ def parse_transfer(body: bytes) -> tuple[TransferFields, bytes] | None:
 
     Handles the shape every client we know sends (handle, delivery-id, tag,
     format, settled, more as small uints/booleans/binary, later fields null
-    or false).  Anything else returns None and goes through the generic
+    or false), in a list8 or, as rhea (and so every browser client) writes
+    it, a list32.  Anything else returns None and goes through the generic
     decoder, which also produces the precise error for malformed input.
     """
-    if body[:4] != _TRANSFER_PREFIX:
-        return None
+    prefix = body[:4]
     try:
-        end = 5 + body[4]
-        count = body[5]
-        if end > len(body) or count == 0:
+        if prefix == _TRANSFER_PREFIX:
+            end = 5 + body[4]
+            count = body[5]
+            pos = 6
+        elif prefix == _TRANSFER_PREFIX32:
+            size, count = _two_u32_from(body, 4)
+            end = 8 + size
+            pos = 12
+        else:
             return None
-        handle, pos = _small_uint(body, 6)
+        if end > len(body) or not 0 < count <= 11:  # a transfer has 11 fields
+            return None
+        handle, pos = _small_uint(body, pos)
         if handle is None:
             return None
         delivery_id = tag = message_format = settled = None
@@ -321,6 +331,6 @@ def parse_transfer(body: bytes) -> tuple[TransferFields, bytes] | None:
             pos += 1
         if pos != end:
             return None
-    except (IndexError, ValueError):
+    except (IndexError, ValueError, struct.error):
         return None
     return TransferFields(handle, delivery_id, tag, message_format, settled, more), body[end:]
