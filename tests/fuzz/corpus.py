@@ -13,6 +13,7 @@ resumption, multi-frame and aborted transfers, drain, every outcome.
 from __future__ import annotations
 
 import random
+import struct
 
 from broker.codec.messaging import (
     Accepted,
@@ -53,6 +54,17 @@ def _frame(performative: object, channel: int = 0, payload: bytes = b"", ftype: 
     out = bytearray()
     encode_frame(out, channel, performative, payload, ftype)
     return bytes(out)
+
+
+def _as_list32(frame: bytes) -> bytes:
+    """A transfer frame of ours with its fields in a list32, as rhea writes them."""
+    body = frame[8:]
+    assert body[:4] == b"\x00\x53\x14\xc0"
+    end = 5 + body[4]
+    fields = body[6:end]
+    body = b"\x00\x53\x14\xd0" + struct.pack(">II", len(fields) + 4, body[5]) + fields + \
+        body[end:]
+    return struct.pack(">I", 8 + len(body)) + frame[4:8] + body
 
 
 class Script:
@@ -99,7 +111,8 @@ class Script:
                              **fields), channel)  # type: ignore[arg-type]
 
     def transfer(self, handle: int, payload: bytes, *, channel: int = 0,
-                 settled: bool = False, chunk: int | None = None, aborted: bool = False) -> Script:
+                 settled: bool = False, chunk: int | None = None, aborted: bool = False,
+                 list32: bool = False) -> Script:
         did = self.delivery_id.get(channel, 0)
         self.delivery_id[channel] = did + 1
         tag = did.to_bytes(4, "big")
@@ -114,6 +127,8 @@ class Script:
                               message_format=0 if first else None, settled=settled,
                               more=not last or aborted, aborted=aborted and last),
                      channel, piece)
+            if list32:
+                self.frames[-1] = _as_list32(self.frames[-1])
         return self
 
     def disposition(self, first: int, state: object, *, last: int | None = None,
@@ -176,6 +191,11 @@ def seeds() -> list[list[bytes]]:
                .transfer(0, message(b"gone"), chunk=5, aborted=True)
                .transfer(0, message(b"p"), settled=True).receiver(1, "/queues/fz2", credit=3)
                .flow(1, 0, drain=True).frames)
+
+    # transfers as rhea writes them (their fields a list32), one in two frames
+    out.append(Script().sender(0, "/queues/fz3").transfer(0, message(b"rhea"), list32=True)
+               .transfer(0, message(b"y" * 300), chunk=200, list32=True)
+               .receiver(1, "/queues/fz3", credit=2).disposition(0, Accepted(), last=1).frames)
 
     # the topic exchange, the anonymous relay, the default exchange
     out.append(Script().sender(0, "/exchanges/amq.topic/k").transfer(0, message(b"t"))
