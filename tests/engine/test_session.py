@@ -376,21 +376,25 @@ def test_send_run_writes_what_send_writes(before: int, handle: int) -> None:
     assert one.conn.data_to_send() == run.conn.data_to_send()
 
 
-def test_send_run_holds_what_the_peers_window_does_not_take() -> None:
+@pytest.mark.parametrize("settled, track", [(True, True), (False, False)])
+def test_send_run_holds_what_the_peers_window_does_not_take(settled: bool, track: bool) -> None:
     peer = opened_peer(max_frame_size=512)
     peer.begin(0, incoming_window=2)
     link = attach_link(peer, 0)
     peer.flow(0, link_credit=10)
     peer.take_events()
     payloads = [b"a", b"b" * 1000, b"c", b"d"]  # the second takes 3 frames at 512
-    link.send_run(payloads, settled=True)
+    link.send_run(payloads, settled=settled, track=track)
     out = peer.read()
-    assert [o.performative.more for o in out] == [False, True]
+    assert [(o.performative.settled, o.performative.more) for o in out] == [
+        (settled, False), (settled, True)]
     assert not link.can_send
     out = peer.flow(incoming_window=10)
     assert [(o.performative.delivery_id, o.performative.more) for o in out] == [
         (1, True), (1, False), (2, False), (3, False)]
     assert [p for _, p in deliveries(peer.received)] == payloads
+    if not track:  # held and resumed all the same, and nothing kept afterwards
+        assert link.unsettled == {} and peer.engine.sessions[0].outgoing_unsettled == {}
 
 
 def test_send_run_beyond_the_credit_sends_nothing() -> None:
@@ -427,21 +431,3 @@ def test_an_untracked_run_writes_the_same_bytes_and_keeps_nothing() -> None:
     links[0].send(b"d", settled=False)
     assert tracked.conn.data_to_send() == untracked.conn.data_to_send()
     assert set(links[1].unsettled) == {3}
-
-
-def test_an_untracked_run_is_held_by_a_shut_window_and_resumed_in_order() -> None:
-    peer = opened_peer(max_frame_size=512)
-    peer.begin(0, incoming_window=2)
-    link = attach_link(peer, 0)
-    peer.flow(0, link_credit=10)
-    peer.take_events()
-    payloads = [b"a", b"b" * 1000, b"c", b"d"]  # the second takes 3 frames at 512
-    link.send_run(payloads, settled=False, track=False)
-    out = peer.read()
-    assert [(o.performative.settled, o.performative.more) for o in out] == [
-        (False, False), (False, True)]
-    out = peer.flow(incoming_window=10)
-    assert [(o.performative.delivery_id, o.performative.more) for o in out] == [
-        (1, True), (1, False), (2, False), (3, False)]
-    assert [p for _, p in deliveries(peer.received)] == payloads
-    assert link.unsettled == {} and peer.engine.sessions[0].outgoing_unsettled == {}
