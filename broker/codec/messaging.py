@@ -431,6 +431,8 @@ class Message:
                 pos = value_pos + 2 + payload[value_pos + 1]
             elif c in _SIZE32_CODES and value_pos + 5 <= end:
                 pos = value_pos + 5 + _u32(payload, value_pos + 1)[0]
+            elif c == 0x45:  # list0: an empty header or properties, as rhea sends them
+                pos = value_pos + 1
             else:
                 pos = skip(payload, value_pos, end)
             if pos > end:

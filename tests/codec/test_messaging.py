@@ -58,6 +58,15 @@ def test_parse_locates_every_section() -> None:
     assert len(msg) == len(msg.payload) and "bytes" in repr(msg)
 
 
+def test_empty_sections_as_rhea_writes_them() -> None:
+    """rhea writes an empty header and properties as list0 (0x45)."""
+    payload = b"\x00\x53\x70\x45" + b"\x00\x53\x73\x45" + b"\x00\x53\x77\xa1\x02hi"
+    msg = Message.parse(payload)
+    assert msg.header == Header() and msg.properties == Properties()
+    assert msg.body == [AmqpValue("hi")]
+    assert msg.bare == payload[4:]
+
+
 def test_missing_sections_are_none() -> None:
     msg = Message.parse(encode(AmqpValue("x")))
     assert (
