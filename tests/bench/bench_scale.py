@@ -21,7 +21,10 @@ Node (tests/bench/scale.js and load.js), one run measuring six cost curves:
                deadline).  30 s is one whole cycle of both heartbeat rhythms:
                connections opened within a few seconds beat in step, so a
                window of 10 s saw anything from 0.1 to 10 % at 10,000.
-               A fresh broker for every run.
+               Heartbeats that come together share a wake-up of the broker,
+               so --open-spread 15 (the connections opened evenly over
+               rhea's 15 s rhythm, as clients arriving at random times)
+               gives the dearer figure.  A fresh broker for every run.
   fanout       one stream (`--stream`) read from `first` by 1, 10 and 100
                consumers (one connection each), --deliveries (200,000) a point:
                deliveries/s and broker CPU us per delivery.
@@ -328,7 +331,8 @@ def curve_connections(s: Session) -> None:
                     time.sleep(0.3)
                     rss0, cpu0 = b.rss(), b.cpu()
                     opts = {"mode": "idle", **b.target(transport), "connections": count,
-                            "idle_time_out": 60000, "prefix": b.name("idle")}
+                            "idle_time_out": 60000, "prefix": b.name("idle"),
+                            "open_spread_ms": int(a.open_spread * 1000)}
                     t0 = time.perf_counter()
                     proc = subprocess.Popen(["node", str(HERE / "load.js"), json.dumps(opts)],
                                             stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -362,7 +366,7 @@ def curve_connections(s: Session) -> None:
                         "open_cpu_ms_per_connection": open_cpu / count * 1e3,
                         "kib_per_connection": (rss1 - rss0) / count, "rss_kib": rss1,
                         "rss_after_idle_kib": rss2, "idle_cpu_pct": idle_pct,
-                        "idle_seconds": a.idle_seconds}
+                        "idle_seconds": a.idle_seconds, "open_spread_s": a.open_spread}
 
             s.point("connections", count, transport, a.conn_runs, run, kind=kind,
                     idle_time_out_ms=60000)
@@ -763,6 +767,10 @@ def main() -> None:
                    help="the largest backlog (points in decades from 10^4)")
     p.add_argument("--connections", type=ints, default=env("connections", "1000,5000"))
     p.add_argument("--idle-seconds", type=float, default=float(env("idle_seconds", "30")))
+    p.add_argument("--open-spread", type=float, default=float(env("open_spread", "0")),
+                   help="open the idle connections evenly over this many seconds (15: "
+                        "rhea's heartbeat period, so no two beat together, as clients that "
+                        "came at random times); 0: all at once")
     p.add_argument("--fanout", type=ints, default=env("fanout", "1,10,100"))
     p.add_argument("--deliveries", type=int, default=int(env("deliveries", "200000")),
                    help="deliveries per fan-out point, spread over its consumers")

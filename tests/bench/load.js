@@ -3,7 +3,8 @@
 // Modes:
 //   throughput: P producers → P consumers on P queues, N messages each.
 //   latency:    one producer at a fixed rate, one consumer; latency percentiles.
-//   idle:       C connections, each with a session and a receiver; holds them open.
+//   idle:       C connections, each with a session and a receiver; holds them open
+//               (`open_spread_ms`: connection i opens at i * open_spread_ms / C ms).
 //   stream:     one consumer per process reading N messages from `first` of a stream.
 //   route:      one producer on any target (e.g. /exchanges/<x>/<key>) → one consumer per
 //               queue in `queues` (each its own connection), N messages published; every
@@ -118,7 +119,8 @@ function idle() {
   const started = Date.now();
   let open = 0;
   const container = rhea.create_container();
-  for (let i = 0; i < C; i++) {
+  const spread = opts.open_spread_ms || 0;  // connection i opens at i * spread / C ms
+  const one = () => {
     const c = connect(container);
     const r = c.open_receiver({ source: { address: `${QUEUES}${opts.prefix}` },
                                 credit_window: 10 });
@@ -128,6 +130,9 @@ function idle() {
                              '\n');
       }
     });
+  };
+  for (let i = 0; i < C; i++) {
+    if (spread) setTimeout(one, i * spread / C); else one();
   }
   process.stdin.on('data', () => process.exit(0));  // hold until told to stop
 }
