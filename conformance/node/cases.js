@@ -526,7 +526,7 @@ cases.stream_settle_modes = async () => {
     const second = await openReceiver(conn, offsetSource(P.stream, 'next'), 10, {rcv_settle_mode: 1});
     const first = await openReceiver(conn, offsetSource(P.stream, 'next'), 10);
     const settled = [];
-    second.on('settled', (ctx) => settled.push(ctx.delivery.remote_state && ctx.delivery.remote_state.constructor.name));
+    second.on('settled', (ctx) => settled.push(ctx.delivery.id));
     const sender = await openSender(conn, P.stream);
     const outcomes = await sendAll(sender, [0, 1, 2].map((i) => ({body: tag + '-s' + i})));
     const bySecond = await receiveN(second, 3);
