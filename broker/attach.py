@@ -165,26 +165,23 @@ class Subscription:
         window: what `credit` allowed): one send for all of them.
 
         The node keeps these entries whatever their outcome (base.Consumer's
-        `deliver_run`), so the deliveries are not tracked: a reader's
-        dispositions for them are dropped in the engine, with no event, which
-        is most of the cost of a delivery.  A reader in rcv-settle-mode second
-        waits for our settlement, so its deliveries are tracked and settled
-        as usual."""
+        `deliver_run`), so the run is sent untracked: a reader's dispositions
+        for it are dropped in the engine, with no event, which is most of the
+        cost of a delivery.  The engine still tracks what a reader in
+        rcv-settle-mode second waits to see settled; those deliveries carry
+        their entry, to be settled as usual."""
         if self.azure or self.browsing:
             for entry in entries:
                 self.deliver(entry, None)
             return
-        link = self.link
-        payloads = [e.payload for e in entries]
+        tracked = self.link.send_run([e.payload for e in entries], settled=self.presettled,
+                                     track=False)
         if self.presettled:
-            link.send_run(payloads, settled=True, track=False)
             for entry in entries:
                 self.queue.settle(entry)
-        elif link.rcv_settle_mode == RcvSettleMode.SECOND:
-            for delivery, entry in zip(link.send_run(payloads, settled=False), entries):
-                delivery.context = entry
         else:
-            link.send_run(payloads, settled=False, track=False)
+            for delivery, entry in zip(tracked, entries):  # none unless the reader settles second
+                delivery.context = entry
         self.handle.wake()
 
     def node_deleted(self) -> None:

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from broker.codec.encode import encode
 from broker.codec.messaging import Source, Target
-from broker.codec.performatives import Attach, Detach, Error, Flow, Role, Transfer
+from broker.codec.performatives import Attach, Detach, Error, Flow, RcvSettleMode, Role, Transfer
 from broker.codec.types import Symbol
 from broker.engine import serial
 from broker.errors import (
@@ -319,18 +319,18 @@ class Link:
         message goes in one frame while the session window allows; anything
         else (a large message, a shut window) takes `send_transfer`'s way.
 
-        `track=False`: the sender has no use for the peer's outcomes (a stream
-        keeps every message, whatever its readers say), so the run makes no
-        `Delivery` and fills no unsettled map: the peer's dispositions for
-        these ids find nothing and are dropped, with no event.  Only for a
-        peer that settles first (rcv-settle-mode first, or these sent
-        settled): one in mode second waits for our settlement, so its
-        deliveries must be tracked.  Returns the deliveries when tracked, else
-        an empty list."""
+        `track=False`: the caller has no use for the peer's outcomes (a
+        stream keeps every message, whatever its readers say), so the run
+        makes no `Delivery` and fills no unsettled map: the peer's
+        dispositions for these ids find nothing and are dropped, with no
+        event.  A receiver in rcv-settle-mode second waits for our settlement
+        of unsettled transfers (§2.7.3), so those are tracked all the same.
+        Returns the deliveries tracked (none when untracked)."""
         if not self.is_sender:
             raise LocalProtocolError("cannot send on a receiving link")
         if self.link_credit < len(payloads) or not self.usable:
             raise LocalProtocolError("no credit to send")
+        track = track or (not settled and self.rcv_settle_mode == RcvSettleMode.SECOND)
         session = self.session
         conn = session.conn
         out = conn.out

@@ -241,7 +241,7 @@ def timed(handle: Any, spent: list[float]) -> None:
         t = time.perf_counter()
         quiet = receive(data)  # (a bare heartbeat: the pump skips its tick and write)
         spent[0] += time.perf_counter() - t
-        return bool(quiet)
+        return quiet
 
     def data_to_send() -> bytes | bytearray:
         t = time.perf_counter()

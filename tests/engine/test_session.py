@@ -15,13 +15,20 @@ from broker.codec.performatives import (
     End,
     Error,
     Flow,
+    RcvSettleMode,
     Role,
     Transfer,
 )
 from broker.codec.types import Described, Symbol, ULong
 from broker.engine import session as session_module
 from broker.engine.connection import Connection
-from broker.engine.events import LinkAttached, LinkDetached, MessageReceived, SessionEnded
+from broker.engine.events import (
+    DeliveriesUpdated,
+    LinkAttached,
+    LinkDetached,
+    MessageReceived,
+    SessionEnded,
+)
 from broker.errors import LocalProtocolError
 
 from .peer import Out, Peer, condition, deliveries, kinds, one
@@ -35,10 +42,11 @@ def opened_peer(**open_kwargs: Any) -> Peer:
 
 
 def attach_link(peer: Peer, handle: int = 0, *, role: bool = Role.RECEIVER, channel: int = 0,
-                credit_window: int = 0) -> Any:
-    """The peer attaches; the test accepts; returns our Link."""
+                credit_window: int = 0, **attach: Any) -> Any:
+    """The peer attaches (with `attach`'s fields, as a receiver); the test
+    accepts; returns our Link."""
     if role is Role.RECEIVER:
-        peer.attach_receiver(handle, "q", channel=channel)
+        peer.attach_receiver(handle, "q", channel=channel, **attach)
     else:
         peer.attach_sender(handle, "q", channel=channel)
     (event,) = peer.take_events()
@@ -431,3 +439,21 @@ def test_an_untracked_run_writes_the_same_bytes_and_keeps_nothing() -> None:
     links[0].send(b"d", settled=False)
     assert tracked.conn.data_to_send() == untracked.conn.data_to_send()
     assert set(links[1].unsettled) == {3}
+
+
+def test_an_untracked_run_to_a_receiver_settling_second_is_tracked_all_the_same() -> None:
+    """§2.7.3: that receiver waits for our settlement, so the engine keeps what
+    it must settle, whatever the caller asked."""
+    peer = opened_peer()
+    peer.begin(0)
+    link = attach_link(peer, 0, rcv_settle_mode=RcvSettleMode.SECOND)
+    peer.flow(0, link_credit=10)
+    peer.take_events()
+    ran = link.send_run([b"a", b"b"], settled=False, track=False)
+    assert [d.delivery_id for d in ran] == [0, 1] and set(link.unsettled) == {0, 1}
+    peer.read()
+    peer.disposition(0, 1, settled=False, state=Accepted())
+    (event,) = peer.take_events()
+    assert isinstance(event, DeliveriesUpdated) and not event.settled
+    # sent settled, there is nothing to wait for: untracked as asked
+    assert link.send_run([b"c"], settled=True, track=False) == []
