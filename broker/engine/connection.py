@@ -82,6 +82,9 @@ from broker.framing import (
 log = logging.getLogger("broker.engine")
 
 CLOSE_TIMEOUT = 2.0  # seconds to wait for the peer's close after ours
+# what receive_data calls bare heartbeats (compared with ==, never hashed: a
+# read's hash would cost a pass over its bytes)
+_BARE_HEARTBEATS = (HEARTBEAT, HEARTBEAT * 2)
 
 
 class ConnState(enum.Enum):
@@ -182,10 +185,11 @@ class Connection:
         return self.state is ConnState.CLOSED
 
     def receive_data(self, data: bytes, now: float) -> bool:
-        """Feed bytes read from the peer.  True when they were one bare heartbeat
-        between frames: only the idle timer heard of them, so there is no
-        event, no output and no earlier deadline, and the driver may skip its
-        tick and write (nearly all an idle connection receives)."""
+        """Feed bytes read from the peer.  True when they were one or two bare
+        heartbeats between frames: only the idle timer heard of them, so there
+        is no event, no output and no earlier deadline, and the driver may skip
+        its tick and write (nearly all an idle connection receives; two, when
+        the driver let the kernel hold one back, see socketpump.py)."""
         self.now = now
         if self.state is ConnState.CLOSED:
             return False
@@ -195,7 +199,8 @@ class Connection:
             self._lost("connection lost")
             return False
         self.last_received = now
-        if data == HEARTBEAT and self.state is ConnState.OPENED and not self.reader.buffered:
+        if data in _BARE_HEARTBEATS and self.state is ConnState.OPENED and \
+                not self.reader.buffered:
             # An empty frame between frames (§2.4.5), nearly all an idle
             # connection receives: only the idle timer above hears of it.
             return not self.has_output  # (output waiting: the driver must still write)

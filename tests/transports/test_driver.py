@@ -15,6 +15,7 @@ import trio
 import trio.testing
 from fakes import CountingStream, EchoHandle, FakeContainer, Trickle, read_to_eof, read_until
 
+from broker.framing import HEARTBEAT
 from broker.transports import pump, socketpump
 from broker.transports.driver import FEED_SIZE, RECEIVE_SIZE, Wakeup, drive, serve_stream
 
@@ -703,3 +704,124 @@ async def test_a_reset_while_the_socket_is_full_is_a_transport_error(
     assert reasons and reasons[0].startswith("transport error"), reasons
     assert handle.lost_calls >= 1
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+# -- an idle TCP socket holds back a lone heartbeat ---------------------------------
+
+
+class AmqpHeartbeats(EchoHandle):
+    """An EchoHandle for which AMQP's own empty frames (one or two, as the
+    engine's receive_data says) are the quiet read."""
+
+    def receive_data(self, data: bytes) -> bool:
+        if data in (HEARTBEAT, HEARTBEAT * 2) and not self.finished:
+            self.chunks.append(len(data))
+            self.received += data
+            return True
+        return super().receive_data(data)
+
+
+def tcp_pair() -> Pair:
+    """(client, server) over loopback TCP: SO_RCVLOWAT means nothing to a
+    socket pair's poll, only to TCP's."""
+    import socket
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    theirs = socket.create_connection(listener.getsockname())
+    ours, _ = listener.accept()
+    listener.close()
+    for sock in (ours, theirs):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, True)
+    return (trio.SocketStream(trio.socket.from_stdlib_socket(theirs)),
+            trio.SocketStream(trio.socket.from_stdlib_socket(ours)))
+
+
+def _lowat(stream: trio.abc.Stream) -> int:
+    import socket
+
+    assert isinstance(stream, trio.SocketStream)
+    return int(stream.socket.getsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT))
+
+
+async def _until(check: Callable[[], bool]) -> None:
+    while not check():
+        await trio.sleep(0.01)
+
+
+async def test_after_a_bare_heartbeat_the_kernel_holds_back_the_next_one() -> None:
+    """A quiet read sets the socket's SO_RCVLOWAT past one heartbeat: the next
+    lone heartbeat wakes nobody, anything more does (both are read then),
+    and that read sets it back."""
+    client, server = tcp_pair()
+    wakeup = Wakeup()
+    handle = AmqpHeartbeats(wakeup.wake)
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            start_drive(nursery, server, handle, wakeup)
+            await client.send_all(b"ab")
+            assert await read_until(client, b"ab") == b"ab"
+            assert _lowat(server) == 1
+            await client.send_all(HEARTBEAT)
+            await _until(lambda: handle.received.endswith(HEARTBEAT))
+            assert _lowat(server) == socketpump.HOLD_BACK_LOWAT == len(HEARTBEAT) + 1
+            await client.send_all(HEARTBEAT)
+            await trio.sleep(0.2)
+            assert handle.received == b"ab" + HEARTBEAT, "the lone heartbeat was held back"
+            await client.send_all(HEARTBEAT)  # two waiting: readable, one quiet read
+            await _until(lambda: handle.received.endswith(HEARTBEAT * 3))
+            assert handle.chunks[-1] == 2 * len(HEARTBEAT)
+            assert _lowat(server) == socketpump.HOLD_BACK_LOWAT
+            await client.send_all(HEARTBEAT)
+            await trio.sleep(0.05)
+            await client.send_all(b"c")  # a frame's first byte, say: readable again
+            assert await read_until(client, HEARTBEAT + b"c") == HEARTBEAT + b"c"
+            assert _lowat(server) == 1
+            await client.send_all(b"BYE")
+            await read_to_eof(client)
+
+
+async def test_the_timers_read_what_the_kernel_held_back_before_ticking() -> None:
+    """The deadline's call reads a held-back heartbeat first, so the handle's
+    tick (the idle limit) has heard of it."""
+    client, server = tcp_pair()
+    wakeup = Wakeup()
+    handle = AmqpHeartbeats(wakeup.wake, heartbeat=0.1)
+    seen_at_tick: list[bytes] = []
+    tick = handle.tick
+
+    def recording_tick() -> float | None:
+        seen_at_tick.append(bytes(handle.received))
+        return tick()
+
+    handle.tick = recording_tick  # type: ignore[method-assign]
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            start_drive(nursery, server, handle, wakeup)
+            await client.send_all(b"OPEN")  # from now on a deadline every 0.1 s
+            await read_until(client, b"OPEN")
+            await client.send_all(HEARTBEAT)
+            await _until(lambda: handle.received.endswith(HEARTBEAT))
+            await client.send_all(HEARTBEAT)  # held back, until the next deadline
+            await _until(lambda: handle.received.endswith(HEARTBEAT * 2))
+            assert any(seen.endswith(HEARTBEAT * 2) for seen in seen_at_tick), \
+                "read at the deadline, before the tick"
+            await client.send_all(b"BYE")
+            await read_to_eof(client)
+
+
+async def test_the_peers_eof_is_never_held_back() -> None:
+    client, server = tcp_pair()
+    wakeup = Wakeup()
+    handle = AmqpHeartbeats(wakeup.wake)
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            reasons = start_drive(nursery, server, handle, wakeup)
+            await client.send_all(HEARTBEAT)
+            await _until(lambda: handle.received.endswith(HEARTBEAT))
+            await client.send_all(HEARTBEAT)
+            await client.send_eof()
+            await _until(lambda: bool(reasons))
+    assert reasons == ["peer disconnected"]
+    assert handle.received == HEARTBEAT * 2 and handle.eof

@@ -281,6 +281,39 @@ async def test_a_ping_read_with_a_heartbeat_is_still_answered() -> None:
             nursery.cancel_scope.cancel()
 
 
+async def test_a_websocket_never_lets_the_kernel_hold_back_a_small_frame() -> None:
+    """After a quiet read, a plain AMQP socket lets the kernel hold back
+    anything no bigger than a heartbeat (socketpump.py); a WebSocket's must
+    not: a client's ping or close can be smaller than its heartbeat."""
+    import socket
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    theirs = socket.create_connection(listener.getsockname())
+    ours, _ = listener.accept()
+    listener.close()
+    client = trio.SocketStream(trio.socket.from_stdlib_socket(theirs))
+    server = trio.SocketStream(trio.socket.from_stdlib_socket(ours))
+    upgrade = ("GET /ws HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n"
+               "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+               "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: amqp\r\n\r\n")
+    zero_mask = b"\x00\x00\x00\x00"
+    hush = b"\x82\x84" + zero_mask + b"HUSH"  # FakeContainer's quiet read
+    ping = b"\x89\x81" + zero_mask + b"p"  # 7 bytes
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(handle_websocket_stream, server, FakeContainer(), Config())
+            await client.send_all(upgrade.encode())
+            assert (await read_until(client, b"\r\n\r\n")).startswith(b"HTTP/1.1 101")
+            await client.send_all(hush)
+            await trio.sleep(0.1)  # read, and found quiet
+            assert ours.getsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT) == 1
+            await client.send_all(ping)
+            assert (await read_until(client, b"\x8a\x01p")).endswith(b"\x8a\x01p")
+            nursery.cancel_scope.cancel()
+
+
 async def test_over_a_loopback_socket() -> None:
     container = FakeContainer()
     listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
