@@ -98,6 +98,16 @@ def small_frame_broker() -> Iterator[BrokerProcess]:
     assert code == 0, f"broker exited with {code}; log: {info.log_path}"
 
 
+@pytest.fixture(scope="session")
+def short_idle_broker() -> Iterator[BrokerProcess]:
+    """A broker that closes a connection silent for 2 s (and so asks its
+    peers for a heartbeat at least every second), started on first use."""
+    proc, info = start_broker("--idle-time-out", "2")
+    yield info
+    code = stop_broker(proc)
+    assert code == 0, f"broker exited with {code}; log: {info.log_path}"
+
+
 # -- TLS, tokens and permissions (the security cases; constants in secure.py) -------------
 
 

@@ -17,6 +17,22 @@ def test_heartbeat(client, broker, queue):
     assert result["body"] == "after"
 
 
+@pytest.mark.parametrize("client", clients_for("heartbeat"))
+def test_peer_heartbeat(client, short_idle_broker, queue):
+    """The other way round: the broker closes a connection silent for 2 s, and
+    the client (no idle-time-out of its own) keeps it up through 5 s of
+    silence by its heartbeats alone.  Over TCP the broker lets the kernel
+    hold back every other lone heartbeat and reads it at its deadline
+    (transports/socketpump.py): this is real clients' heartbeats meeting
+    that."""
+    result = run_case(client, "heartbeat", short_idle_broker, queue=queue, idle_ms=0,
+                      idle_for_ms=5000)
+    assert result["before"] == "accepted"
+    assert result["alive_after_idle"] is True
+    assert result["after"] == "accepted"
+    assert result["body"] == "after"
+
+
 @pytest.mark.parametrize("client", clients_for("cross_transport"))
 def test_cross_transport(client, broker, queue):
     """This client publishes over its transport; the same library consumes
