@@ -63,8 +63,10 @@ class ConnectionHandle(Protocol):
     """What the driver needs from one engine connection (see container.py)."""
 
     def receive_data(self, data: bytes) -> bool:
-        """Feed input.  True: it was only a heartbeat, with nothing to tick or
-        send, so the pump skips both."""
+        """Feed input.  True: it was only a heartbeat (AMQP's empty frame, or
+        two), with nothing to tick or send, so the pump skips both; the
+        connection is then between frames, and a plain socket's pump may let
+        the kernel hold back the next lone heartbeat (socketpump.py)."""
     def data_to_send(self) -> bytes | bytearray: ...
     def tick(self) -> float | None: ...
     @property

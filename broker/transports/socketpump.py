@@ -40,14 +40,14 @@ a read that was a bare heartbeat (the handle's True) the socket's
 SO_RCVLOWAT becomes one byte more than a heartbeat, so a lone heartbeat
 does not make it readable, and the next read takes two.  Why: with 10,000
 idle connections opened at random times each heartbeat was a wake-up of
-its own, about 35 us of broker CPU (most of it trio's loop and the
+its own, about 40 us of broker CPU (most of it trio's loop and the
 kernel's task switch, not the read).  Nothing else waits for it: every
 AMQP frame but an empty one is at least 12 bytes, and the option is only
 set between frames, so any frame's first bytes make the socket readable;
-the peer's EOF or a reset always does.  The timers' call reads what is
-held back before ticking, so the idle limit never counts a heartbeat
-that came as missed.  The first other read sets the option back.  Not
-for a WebSocket: a client's close or ping frame can be smaller than its
+the peer's EOF or a reset always does.  The timers' call reads what was
+held back before it ticks, so a held-back heartbeat still counts for the
+idle limit.  The first other read sets the option back.  Not for a
+WebSocket: a client's close or ping frame can be smaller than its
 heartbeat (14 bytes), and would wait.
 """
 
@@ -72,6 +72,9 @@ log = logging.getLogger("broker.transport")
 WRITEV_FROM = 16 * 1024
 # an idle AMQP socket's SO_RCVLOWAT: readable once more than a heartbeat waits
 HOLD_BACK_LOWAT = len(HEARTBEAT) + 1
+# the timers' read of what was held back: a heartbeat or two, and if a frame
+# came meanwhile, only its start (the poller reads the rest, in its own turn)
+HELD_BACK_READ = 64
 
 
 class DirectWebSocket(Protocol):
@@ -199,11 +202,11 @@ class SocketPump(Pump):
 
     # -- the poller's calls ----------------------------------------------------
 
-    def on_readable(self) -> None:
+    def on_readable(self, size: int = RECEIVE_SIZE) -> None:
         if self.reason is not None or self.backlog:
             return  # ended (its descriptor may be another's by now), or input left to feed
         try:
-            data = os.read(self.fd, RECEIVE_SIZE)
+            data = os.read(self.fd, size)
         except BlockingIOError:
             return
         except OSError as exc:  # reset, and the like: what trio's stream raises for them
@@ -272,8 +275,8 @@ class SocketPump(Pump):
     def on_deadline(self) -> None:
         """The timers' call: first what the kernel held back (a heartbeat),
         so that the tick's idle limit counts it."""
-        if self.holding_back and self.reason is None and not self.backlog:
-            self.on_readable()
+        if self.holding_back:
+            self.on_readable(HELD_BACK_READ)
         super().on_deadline()
 
     def _feed(self, data: bytes) -> bool:
