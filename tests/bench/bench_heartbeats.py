@@ -17,7 +17,10 @@ has answered them all, then measure the broker's CPU (utime+stime) over
 second, spread over the connections in turn.  Printed: broker CPU per
 heartbeat (the difference of the two, per heartbeat sent) and the idle
 CPU; medians of --runs.  TCP, and WebSocket (masked client frames, as a
-browser sends them) with --transport ws or both.
+browser sends them) with --transport ws or both.  Over TCP the broker lets
+the kernel hold back a lone heartbeat after a bare one (socketpump.py), so
+only every other heartbeat a connection sends wakes it: TCP's figure is per
+heartbeat sent, not per wake-up.
 
     .venv/bin/python tests/bench/bench_heartbeats.py --connections 2000 --runs 3
 
