@@ -11,6 +11,7 @@ received (a deadline that only appears after a receive).
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Callable
 
 import trio
@@ -201,3 +202,18 @@ async def read_to_eof(stream: trio.abc.ReceiveStream) -> bytes:
     while data := await stream.receive_some():
         got += data
     return bytes(got)
+
+
+def tcp_pair() -> tuple[trio.SocketStream, trio.SocketStream]:
+    """(client, server) over loopback TCP, Nagle off: for what a socket pair
+    cannot show (its poll ignores SO_RCVLOWAT; TCP's does not)."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    theirs = socket.create_connection(listener.getsockname())
+    ours, _ = listener.accept()
+    listener.close()
+    for sock in (ours, theirs):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, True)
+    return (trio.SocketStream(trio.socket.from_stdlib_socket(theirs)),
+            trio.SocketStream(trio.socket.from_stdlib_socket(ours)))

@@ -13,7 +13,15 @@ from collections.abc import Callable
 import pytest
 import trio
 import trio.testing
-from fakes import CountingStream, EchoHandle, FakeContainer, Trickle, read_to_eof, read_until
+from fakes import (
+    CountingStream,
+    EchoHandle,
+    FakeContainer,
+    Trickle,
+    read_to_eof,
+    read_until,
+    tcp_pair,
+)
 
 from broker.framing import HEARTBEAT
 from broker.transports import pump, socketpump
@@ -719,23 +727,6 @@ class AmqpHeartbeats(EchoHandle):
             self.received += data
             return True
         return super().receive_data(data)
-
-
-def tcp_pair() -> Pair:
-    """(client, server) over loopback TCP: SO_RCVLOWAT means nothing to a
-    socket pair's poll, only to TCP's."""
-    import socket
-
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen()
-    theirs = socket.create_connection(listener.getsockname())
-    ours, _ = listener.accept()
-    listener.close()
-    for sock in (ours, theirs):
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, True)
-    return (trio.SocketStream(trio.socket.from_stdlib_socket(theirs)),
-            trio.SocketStream(trio.socket.from_stdlib_socket(ours)))
 
 
 def _lowat(stream: trio.abc.Stream) -> int:

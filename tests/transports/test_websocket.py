@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 import pytest
 import trio
 import trio.testing
-from fakes import FakeContainer, read_to_eof, read_until
+from fakes import FakeContainer, read_to_eof, read_until, tcp_pair
 from trio_websocket import (
     ConnectionClosed,
     ConnectionRejected,
@@ -256,6 +256,15 @@ async def test_pings_are_answered(over: str) -> None:
             await ws.ping(b"are you there")
 
 
+# A raw client's upgrade and frames (masked, as a client must, by XOR with zeros)
+RAW_UPGRADE = (b"GET /ws HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n"
+               b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+               b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: amqp\r\n\r\n")
+ZERO_MASK = b"\x00\x00\x00\x00"
+HUSH_FRAME = b"\x82\x84" + ZERO_MASK + b"HUSH"  # FakeContainer's stand-in for a heartbeat
+PING_FRAME = b"\x89\x81" + ZERO_MASK + b"p"  # 7 bytes: smaller than a heartbeat's frame
+
+
 async def test_a_ping_read_with_a_heartbeat_is_still_answered() -> None:
     """A read holding a heartbeat's payload (which spares the pump its tick and
     write) and a ping: the pong still goes out at once."""
@@ -264,19 +273,13 @@ async def test_a_ping_read_with_a_heartbeat_is_still_answered() -> None:
     a, b = socket.socketpair()
     client = trio.SocketStream(trio.socket.from_stdlib_socket(a))
     server = trio.SocketStream(trio.socket.from_stdlib_socket(b))
-    upgrade = ("GET /ws HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n"
-               "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-               "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: amqp\r\n\r\n")
-    zero_mask = b"\x00\x00\x00\x00"  # masked, as a client must, by XOR with zeros
-    hush = b"\x82\x84" + zero_mask + b"HUSH"  # FakeContainer's stand-in for a heartbeat
-    ping = b"\x89\x81" + zero_mask + b"p"
     with trio.fail_after(5):
         async with trio.open_nursery() as nursery:
             nursery.start_soon(handle_websocket_stream, server, FakeContainer(), Config())
-            await client.send_all(upgrade.encode())
+            await client.send_all(RAW_UPGRADE)
             response = await read_until(client, b"\r\n\r\n")
             assert response.startswith(b"HTTP/1.1 101")
-            await client.send_all(hush + ping)  # one write: one read on the other side
+            await client.send_all(HUSH_FRAME + PING_FRAME)  # one write: one read on the other side
             assert (await read_until(client, b"\x8a\x01p")).endswith(b"\x8a\x01p")  # the pong
             nursery.cancel_scope.cancel()
 
@@ -287,29 +290,16 @@ async def test_a_websocket_never_lets_the_kernel_hold_back_a_small_frame() -> No
     not: a client's ping or close can be smaller than its heartbeat."""
     import socket
 
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen()
-    theirs = socket.create_connection(listener.getsockname())
-    ours, _ = listener.accept()
-    listener.close()
-    client = trio.SocketStream(trio.socket.from_stdlib_socket(theirs))
-    server = trio.SocketStream(trio.socket.from_stdlib_socket(ours))
-    upgrade = ("GET /ws HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n"
-               "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-               "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: amqp\r\n\r\n")
-    zero_mask = b"\x00\x00\x00\x00"
-    hush = b"\x82\x84" + zero_mask + b"HUSH"  # FakeContainer's quiet read
-    ping = b"\x89\x81" + zero_mask + b"p"  # 7 bytes
+    client, server = tcp_pair()
     with trio.fail_after(5):
         async with trio.open_nursery() as nursery:
             nursery.start_soon(handle_websocket_stream, server, FakeContainer(), Config())
-            await client.send_all(upgrade.encode())
+            await client.send_all(RAW_UPGRADE)
             assert (await read_until(client, b"\r\n\r\n")).startswith(b"HTTP/1.1 101")
-            await client.send_all(hush)
+            await client.send_all(HUSH_FRAME)
             await trio.sleep(0.1)  # read, and found quiet
-            assert ours.getsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT) == 1
-            await client.send_all(ping)
+            assert server.socket.getsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT) == 1
+            await client.send_all(PING_FRAME)
             assert (await read_until(client, b"\x8a\x01p")).endswith(b"\x8a\x01p")
             nursery.cancel_scope.cancel()
 
