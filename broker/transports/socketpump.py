@@ -44,11 +44,13 @@ its own, about 40 us of broker CPU (most of it trio's loop and the
 kernel's task switch, not the read).  Nothing else waits for it: every
 AMQP frame but an empty one is at least 12 bytes, and the option is only
 set between frames, so any frame's first bytes make the socket readable;
-the peer's EOF or a reset always does.  The timers' call reads what was
-held back before it ticks, so a held-back heartbeat still counts for the
-idle limit.  The first other read sets the option back.  Not for a
-WebSocket: a client's close or ping frame can be smaller than its
-heartbeat (14 bytes), and would wait.
+the peer's EOF or a reset always does.  Every tick (the timers', and the
+flusher's for a connection others woke) first reads what was held back,
+so a held-back heartbeat still counts for the idle limit: counted from
+when it is read, so a peer that hangs right after a heartbeat is closed up
+to one idle limit later than it would have been.  The first other read
+sets the option back.  Not for a WebSocket: a client's close or ping
+frame can be smaller than its heartbeat (14 bytes), and would wait.
 """
 
 from __future__ import annotations
@@ -273,8 +275,11 @@ class SocketPump(Pump):
         self.holding_back = on
 
     def on_deadline(self) -> None:
-        """The timers' call: first what the kernel held back (a heartbeat),
-        so that the tick's idle limit counts it."""
+        """The timers' call (and the flusher's, through `on_wake`): first what
+        the kernel held back (a heartbeat), so that the tick's idle limit
+        counts it.  A peer that heartbeats at the interval we ask for (half
+        our limit) has a heartbeat held back when the limit comes, and any
+        tick, not only the timers', may be the one that looks."""
         if self.holding_back:
             self.on_readable(HELD_BACK_READ)
         super().on_deadline()
@@ -300,7 +305,7 @@ class SocketPump(Pump):
         deadline or ended the handle), then write."""
         self.queued = False
         if self.fd >= 0:  # not after the end: the handle is done with
-            super().on_deadline()  # (not ours: nothing held back is due yet)
+            self.on_deadline()  # (it ticks: what was held back is read first)
 
     def after_input(self) -> None:
         """Write what the handle has now; if the socket is full, the poller

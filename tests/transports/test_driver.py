@@ -816,3 +816,53 @@ async def test_the_peers_eof_is_never_held_back() -> None:
             await _until(lambda: bool(reasons))
     assert reasons == ["peer disconnected"]
     assert handle.received == HEARTBEAT * 2 and handle.eof
+
+
+class IdleLimited(AmqpHeartbeats):
+    """An idle limit kept as the engine keeps it: done once nothing was read
+    for `limit` seconds when a tick comes."""
+
+    def __init__(self, wake: Callable[[], None], limit: float) -> None:
+        super().__init__(wake)
+        self.limit = limit
+        self.last = trio.current_time()
+        self.timed_out = False
+
+    def receive_data(self, data: bytes) -> bool:
+        self.last = trio.current_time()
+        return super().receive_data(data)
+
+    def tick(self) -> float | None:
+        super().tick()
+        if self.finished:
+            return None
+        if trio.current_time() >= self.last + self.limit:
+            self.timed_out = True
+            self._finish()
+            return None
+        return self.last + self.limit
+
+
+async def test_a_wake_reads_what_the_kernel_held_back_before_ticking() -> None:
+    """A peer heartbeating at half our idle limit (what the engine asks for),
+    on a connection that others wake often: the flusher's tick, like the
+    timers', first reads what the kernel held back, so the limit never
+    closes a live connection."""
+    client, server = tcp_pair()
+    wakeup = Wakeup()
+    handle = IdleLimited(wakeup.wake, limit=0.4)
+
+    async def wake_often() -> None:
+        while True:
+            await trio.sleep(0.005)
+            wakeup.wake()  # as another connection's message for this one does
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            reasons = start_drive(nursery, server, handle, wakeup)
+            nursery.start_soon(wake_often)
+            for _ in range(10):  # 2 s: five idle limits
+                await client.send_all(HEARTBEAT)
+                await trio.sleep(0.2)
+            assert not handle.timed_out and not reasons
+            nursery.cancel_scope.cancel()
