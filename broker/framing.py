@@ -152,6 +152,15 @@ def encode_frame(
 
 
 HEARTBEAT = b"\x00\x00\x00\x08\x02\x00\x00\x00"
+# A read of nothing but empty frames, which Connection.receive_data calls bare:
+# one, or two (the read after a socket let the kernel hold one back).  Compared
+# with ==, never hashed: a read's hash would cost a pass over its bytes.
+BARE_HEARTBEATS = (HEARTBEAT, HEARTBEAT * 2)
+# Between frames, fewer bytes than this can only be an empty frame, or the
+# start of a frame whose rest is still to come: every other frame is at least
+# 12 bytes (its header, a descriptor, an empty list).  So a socket between
+# frames may wait for this many (SO_RCVLOWAT) and delay nothing but a heartbeat.
+HOLD_BACK_LOWAT = len(HEARTBEAT) + 1
 
 _u32 = struct.Struct(">I").pack
 _FRAME_HEADER = struct.Struct(">IBBH").pack

@@ -67,6 +67,7 @@ from broker.errors import (
 )
 from broker.framing import (
     AMQP_HEADER,
+    BARE_HEARTBEATS,
     HEARTBEAT,
     MIN_MAX_FRAME_SIZE,
     NEED_DATA,
@@ -82,9 +83,6 @@ from broker.framing import (
 log = logging.getLogger("broker.engine")
 
 CLOSE_TIMEOUT = 2.0  # seconds to wait for the peer's close after ours
-# what receive_data calls bare heartbeats (compared with ==, never hashed: a
-# read's hash would cost a pass over its bytes)
-_BARE_HEARTBEATS = (HEARTBEAT, HEARTBEAT * 2)
 
 
 class ConnState(enum.Enum):
@@ -199,7 +197,7 @@ class Connection:
             self._lost("connection lost")
             return False
         self.last_received = now
-        if data in _BARE_HEARTBEATS and self.state is ConnState.OPENED and \
+        if data in BARE_HEARTBEATS and self.state is ConnState.OPENED and \
                 not self.reader.buffered:
             # An empty frame between frames (§2.4.5), nearly all an idle
             # connection receives: only the idle timer above hears of it.

@@ -37,7 +37,8 @@ each a task only for its end, so an open connection holds no task at all.
 
 An idle AMQP socket lets the kernel hold back every other heartbeat: after
 a read that was a bare heartbeat (the handle's True) the socket's
-SO_RCVLOWAT becomes one byte more than a heartbeat, so a lone heartbeat
+SO_RCVLOWAT becomes one byte more than a heartbeat (framing's
+HOLD_BACK_LOWAT, where the reason lives), so a lone heartbeat
 does not make it readable, and the next read takes two.  Why: with 10,000
 idle connections opened at random times each heartbeat was a wake-up of
 its own, about 40 us of broker CPU (most of it trio's loop and the
@@ -63,7 +64,7 @@ from typing import Protocol, cast
 
 import trio
 
-from broker.framing import HEARTBEAT
+from broker.framing import HOLD_BACK_LOWAT
 from broker.transports import poller as polling
 from broker.transports.pump import RECEIVE_SIZE, ConnectionHandle, Pump, Wakeup
 
@@ -72,8 +73,6 @@ log = logging.getLogger("broker.transport")
 # WebSocket output from this size on is written beside its frame header
 # (writev) rather than joined to it: the join copies it
 WRITEV_FROM = 16 * 1024
-# an idle AMQP socket's SO_RCVLOWAT: readable once more than a heartbeat waits
-HOLD_BACK_LOWAT = len(HEARTBEAT) + 1
 # the timers' read of what was held back: a heartbeat or two, and if a frame
 # came meanwhile, only its start (the poller reads the rest, in its own turn)
 HELD_BACK_READ = 64
@@ -245,15 +244,13 @@ class SocketPump(Pump):
         if pos < 0:
             return
         ws = self.ws
-        if self.quiet:
-            if ws is None:
-                if not self.holding_back:
-                    self._hold_back(True)
+        if ws is None:
+            if self.holding_back != self.quiet:
+                self._hold_back(self.quiet)  # on after a bare heartbeat, off after any other read
+            if self.quiet:
                 return  # a heartbeat and nothing else: no tick, nothing to write
-            if not (ws.at_eof or ws.has_replies):
-                return
-        elif self.holding_back:
-            self._hold_back(False)
+        elif self.quiet and not (ws.at_eof or ws.has_replies):
+            return
         self._retick()
         self.after_input()
         if self.reason is not None:

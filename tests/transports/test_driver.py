@@ -23,7 +23,7 @@ from fakes import (
     tcp_pair,
 )
 
-from broker.framing import HEARTBEAT
+from broker.framing import BARE_HEARTBEATS, HEARTBEAT
 from broker.transports import pump, socketpump
 from broker.transports.driver import FEED_SIZE, RECEIVE_SIZE, Wakeup, drive, serve_stream
 
@@ -722,7 +722,7 @@ class AmqpHeartbeats(EchoHandle):
     engine's receive_data says) are the quiet read."""
 
     def receive_data(self, data: bytes) -> bool:
-        if data in (HEARTBEAT, HEARTBEAT * 2) and not self.finished:
+        if data in BARE_HEARTBEATS and not self.finished:
             self.chunks.append(len(data))
             self.received += data
             return True
