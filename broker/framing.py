@@ -267,17 +267,60 @@ _TRANSFER_PREFIX = b"\x00\x53\x14\xc0"  # the transfer descriptor, its fields a 
 _TRANSFER_PREFIX32 = b"\x00\x53\x14\xd0"  # ... a list32 (rhea writes every list so)
 
 
-def _small_uint(body: bytes, pos: int) -> tuple[int | None, int]:
-    c = body[pos]
-    if c == 0x52:
-        return body[pos + 1], pos + 2
-    if c == 0x43:
-        return 0, pos + 1
-    if c == 0x70:
-        return _u32_from(body, pos + 1)[0], pos + 5
-    if c == 0x40:
-        return None, pos + 1
-    raise ValueError
+# What a transfer carries after its tag (message-format, settled, more and
+# the null or false fields after them) is the same few bytes message after
+# message, so each such tail is read once (`_tail_shape`) and remembered, up
+# to `_TAILS_MAX` of them (a peer sending ever new ones only stops the
+# remembering, never the reading).  A shape is (fields in the tail,
+# message-format, settled, more); `_NOT_HOT` for a tail the hot path leaves
+# to the decoder.
+_Shape = tuple[int, int | None, bool | None, bool]
+_NOT_HOT: _Shape = (-1, None, None, False)
+_TAILS: dict[bytes, _Shape] = {}
+_TAILS_MAX = 256
+
+
+def _tail_shape(tail: bytes) -> _Shape:
+    """Read a transfer's fields after its tag, as `parse_transfer` takes them:
+    a small uint or null format, booleans or null for settled and more, null
+    or false for the rest (rcv-settle-mode, state, resume, aborted, batchable)."""
+    fields = 0
+    message_format: int | None = None
+    settled: bool | None = None
+    more = False
+    pos = 0
+    try:
+        while pos < len(tail):
+            c = tail[pos]
+            if fields == 0:  # message-format
+                if c == 0x52:
+                    message_format, pos = tail[pos + 1], pos + 2
+                elif c == 0x43:
+                    message_format, pos = 0, pos + 1
+                elif c == 0x70:
+                    message_format, pos = _u32_from(tail, pos + 1)[0], pos + 5
+                elif c == 0x40:
+                    pos += 1
+                else:
+                    return _NOT_HOT
+            elif fields <= 2:  # settled, more
+                if c not in (0x41, 0x42, 0x40):
+                    return _NOT_HOT
+                if fields == 1:
+                    settled = None if c == 0x40 else c == 0x41
+                else:
+                    more = c == 0x41
+                pos += 1
+            elif fields < 8 and c in (0x40, 0x42):
+                pos += 1
+            else:
+                return _NOT_HOT
+            fields += 1
+    except (IndexError, struct.error):
+        return _NOT_HOT
+    if pos != len(tail):
+        return _NOT_HOT
+    return fields, message_format, settled, more
 
 
 def parse_transfer(body: bytes) -> tuple[TransferFields, bytes] | None:
@@ -288,6 +331,8 @@ def parse_transfer(body: bytes) -> tuple[TransferFields, bytes] | None:
     or false), in a list8 or, as rhea (and so every browser client) writes
     it, a list32.  Anything else returns None and goes through the generic
     decoder, which also produces the precise error for malformed input.
+    The small uints are read inline (a call each would be a third of the
+    time), and what follows the tag is looked up (`_TAILS`).
     """
     prefix = body[:4]
     try:
@@ -303,13 +348,28 @@ def parse_transfer(body: bytes) -> tuple[TransferFields, bytes] | None:
             return None
         if end > len(body) or not 0 < count <= 11:  # a transfer has 11 fields
             return None
-        handle, pos = _small_uint(body, pos)
-        if handle is None:
+        c = body[pos]
+        if c == 0x52:
+            handle, pos = body[pos + 1], pos + 2
+        elif c == 0x43:
+            handle, pos = 0, pos + 1
+        elif c == 0x70:
+            handle, pos = _u32_from(body, pos + 1)[0], pos + 5
+        else:
             return None
-        delivery_id = tag = message_format = settled = None
-        more = False
+        delivery_id = tag = None
         if count > 1:
-            delivery_id, pos = _small_uint(body, pos)
+            c = body[pos]
+            if c == 0x52:
+                delivery_id, pos = body[pos + 1], pos + 2
+            elif c == 0x70:
+                delivery_id, pos = _u32_from(body, pos + 1)[0], pos + 5
+            elif c == 0x43:
+                delivery_id, pos = 0, pos + 1
+            elif c == 0x40:
+                pos += 1
+            else:
+                return None
         if count > 2:
             c = body[pos]
             if c == 0xA0:
@@ -320,26 +380,16 @@ def parse_transfer(body: bytes) -> tuple[TransferFields, bytes] | None:
                 pos += 1
             else:
                 return None
-        if count > 3:
-            message_format, pos = _small_uint(body, pos)
-        if count > 4:
-            c = body[pos]
-            if c not in (0x41, 0x42, 0x40):
-                return None
-            settled = None if c == 0x40 else c == 0x41
-            pos += 1
-        if count > 5:
-            c = body[pos]
-            if c not in (0x41, 0x42, 0x40):
-                return None
-            more = c == 0x41
-            pos += 1
-        for _ in range(count - 6):  # rcv-settle-mode, state, resume, aborted, batchable
-            if body[pos] not in (0x40, 0x42):
-                return None
-            pos += 1
-        if pos != end:
-            return None
-    except (IndexError, ValueError, struct.error):
+    except (IndexError, struct.error):
         return None
-    return TransferFields(handle, delivery_id, tag, message_format, settled, more), body[end:]
+    if pos > end:
+        return None
+    tail = body[pos:end]
+    shape = _TAILS.get(tail)
+    if shape is None:
+        shape = _tail_shape(tail)
+        if len(_TAILS) < _TAILS_MAX:
+            _TAILS[tail] = shape
+    if shape[0] != (count - 3 if count > 3 else 0):
+        return None
+    return TransferFields(handle, delivery_id, tag, shape[1], shape[2], shape[3]), body[end:]

@@ -13,6 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from broker import framing
 from broker.codec.messaging import Accepted
 from broker.codec.performatives import (
     Attach,
@@ -427,23 +428,53 @@ def test_parse_transfer_leaves_other_shapes_to_the_decoder(body: bytes) -> None:
     assert parse_transfer(body) is None
 
 
+def test_parse_transfer_remembers_a_bounded_number_of_tails() -> None:
+    """What follows the tag is remembered per distinct bytes, at most
+    _TAILS_MAX of them: a peer writing a new message-format every time fills
+    the table, and is still read right once it is full."""
+    for message_format in range(framing._TAILS_MAX + 50):
+        body = transfer_body(Transfer(handle=1, delivery_id=9, delivery_tag=b"t",
+                                      message_format=message_format * 1009, settled=False))
+        parsed = parse_transfer(body)
+        assert parsed is not None
+        assert parsed[0].message_format == message_format * 1009
+        assert parsed[0].settled is False
+    assert len(framing._TAILS) <= framing._TAILS_MAX
+
+
+def test_a_remembered_tail_stands_for_its_own_field_count_only() -> None:
+    """The same bytes after the tag, under a list that claims more fields
+    than they hold, are not the hot path's: the decoder judges them."""
+    usual = transfer_body(Transfer(handle=1, delivery_id=9, delivery_tag=b"t", message_format=0,
+                                   settled=False))
+    assert parse_transfer(usual) is not None  # its tail (format 0, unsettled) remembered
+    assert usual[5] == 5
+    claims_seven = usual[:5] + b"\x07" + usual[6:]  # same bytes, two fields more claimed
+    assert parse_transfer(claims_seven) is None
+
+
 @given(
     handle=st.integers(0, 2**32 - 1),
     delivery_id=st.one_of(st.none(), st.integers(0, 2**32 - 1)),
     tag=st.one_of(st.none(), st.binary(max_size=32)),
+    message_format=st.one_of(st.none(), st.integers(0, 2**32 - 1)),
     settled=st.one_of(st.none(), st.booleans()),
     more=st.booleans(),
+    trailing=st.one_of(st.none(), st.tuples(st.booleans(), st.booleans(), st.booleans())),
     list32=st.booleans(),
     flip=st.one_of(st.none(), st.tuples(st.integers(0, 60), st.integers(0, 255))),
 )
 def test_parse_transfer_never_disagrees_with_the_decoder(
-        handle: int, delivery_id: int | None, tag: bytes | None, settled: bool | None,
-        more: bool, list32: bool, flip: tuple[int, int] | None) -> None:
+        handle: int, delivery_id: int | None, tag: bytes | None, message_format: int | None,
+        settled: bool | None, more: bool, trailing: tuple[bool, bool, bool] | None,
+        list32: bool, flip: tuple[int, int] | None) -> None:
     """Whatever the hot path takes (a byte changed anywhere in the head
-    included), the generic decoder reads the same; what it refuses is the
-    decoder's to judge."""
+    included, any message-format, the last fields written or not), the
+    generic decoder reads the same; what it refuses is the decoder's to judge."""
+    resume, aborted, batchable = trailing or (None, None, None)
     body = transfer_body(Transfer(handle=handle, delivery_id=delivery_id, delivery_tag=tag,
-                                  message_format=0, settled=settled, more=more))
+                                  message_format=message_format, settled=settled, more=more,
+                                  resume=resume, aborted=aborted, batchable=batchable))
     if list32:
         body = as_list32(body)
     if flip is not None and flip[0] < len(body):
