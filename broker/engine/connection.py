@@ -33,6 +33,7 @@ import enum
 import functools
 import logging
 from collections.abc import Mapping
+from typing import Any
 
 from broker.codec.performatives import (
     Attach,
@@ -110,9 +111,9 @@ class Connection:
         "container_id", "events", "failure", "handle_max", "handshake_deadline",
         "handshake_timed_out", "hostname", "idle_time_out", "last_received",
         "last_sent", "local_sessions", "max_frame_size", "now", "offered_capabilities",
-        "open_sent", "out", "pending_sessions", "properties", "reader",
+        "open_sent", "out", "owner", "pending_sessions", "properties", "reader",
         "remote_channel_max", "remote_idle_time_out", "remote_max_frame_size",
-        "remote_open", "sasl", "sessions", "state", "tracer", "user",
+        "remote_open", "sasl", "sessions", "state", "touched", "tracer", "user",
     )
 
     def __init__(
@@ -157,6 +158,10 @@ class Connection:
         # sessions with dispositions to flush; made on the first (an empty set is
         # 216 bytes, and an idle connection never needs one)
         self.pending_sessions: set[Session] | None = None
+        # other connections our input wrote to (forwarded deliveries and their
+        # settlements, see Link.forward_to), for the owner to wake; made on the first
+        self.touched: set[Connection] | None = None
+        self.owner: Any = None  # the driver's object for this connection (the gateway's)
         self.remote_open: Open | None = None
         self.remote_max_frame_size = MIN_MAX_FRAME_SIZE
         self.remote_channel_max = 0xFFFF
@@ -229,6 +234,20 @@ class Connection:
                         continue
             self._on_frame(frame)
         return False
+
+    def touch(self, other: Connection) -> None:
+        """Our input wrote frames to `other` (see `touched`)."""
+        touched = self.touched
+        if touched is None:
+            self.touched = {other}
+        else:
+            touched.add(other)
+
+    def take_touched(self) -> set[Connection]:
+        """The connections our input wrote to since the last call."""
+        touched = self.touched
+        self.touched = None
+        return touched or set()
 
     def next_event(self) -> Event | None:
         return self.events.pop(0) if self.events else None

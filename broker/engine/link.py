@@ -63,6 +63,7 @@ class Delivery:
         "delivery_id",
         "link",
         "message_format",
+        "origin",
         "payload",
         "remote_settled",
         "settled",
@@ -81,6 +82,9 @@ class Delivery:
         self.payload = payload
         self.context: Any = None  # the container's bookkeeping (e.g. a queue entry)
         self.message_format = message_format
+        # a copy `Link.forward` sent: the delivery it copies, settled with the
+        # outcome the peer gives this one (Session.on_disposition)
+        self.origin: Delivery | None = None
 
     def __repr__(self) -> str:
         return f"Delivery(id={self.delivery_id}, tag={self.tag!r}, settled={self.settled})"
@@ -91,7 +95,7 @@ class Link:
     __slots__ = (
         "_allowed", "_chunks", "_next_tag", "_partial", "_partial_size", "attach_sent",
         "available", "context", "credit_window", "delivery_count", "detach_received",
-        "detach_sent", "drain", "handle", "is_sender", "link_credit", "local",
+        "detach_sent", "drain", "forward_to", "handle", "is_sender", "link_credit", "local",
         "max_message_size", "name", "rcv_settle_mode", "refused", "remote_attach",
         "remote_handle", "remote_max_message_size", "role", "session",
         "snd_settle_mode", "source", "target", "tolerate_excess", "unsettled",
@@ -143,6 +147,9 @@ class Link:
         self._partial_size = 0
         self._next_tag = 0
         self.context: Any = None  # the container's object for this link
+        # receiver: the sending link (on another connection) that complete
+        # deliveries go to as they arrive, with no event (the gateway's routes)
+        self.forward_to: Link | None = None
 
     def bind_remote(self, remote: Attach) -> None:
         """The peer's answer to a link we attached: its handle, its limits and,
@@ -311,6 +318,16 @@ class Link:
             session.outgoing_unsettled[delivery.delivery_id] = delivery
         session.send_transfer(self, delivery, payload)
         return delivery
+
+    def forward(self, delivery: Delivery) -> None:
+        """Send `delivery` (received on another link) on, with its tag, format
+        and settlement; an unsettled one is paired with its copy, so the
+        outcome our peer gives the copy settles it (Session.on_disposition)."""
+        settled = delivery.remote_settled
+        copy = self.send(delivery.payload, settled=settled, tag=delivery.tag,
+                         message_format=delivery.message_format)
+        if not settled:
+            copy.origin = delivery
 
     def send_run(self, payloads: list[bytes], *, settled: bool,
                  track: bool = True) -> list[Delivery]:

@@ -406,13 +406,78 @@ class Session:
         if link.detach_sent:
             return  # the link is closing; late transfers are dropped (§2.6.5)
         try:
+            to = link.forward_to
+            if to is not None and not transfer.more and link._partial is None and \
+                    self._cut_through(link, to, transfer, payload):
+                return
             delivery = link.on_transfer(transfer, payload)
         finally:
             if self.incoming_window <= INCOMING_WINDOW // 2:
                 self.incoming_window = INCOMING_WINDOW
                 self.send_flow()
-        if delivery is not None:
-            self.conn.events.append(MessageReceived(link, delivery))  # emit(), without its check
+        if delivery is None:
+            return
+        to = link.forward_to
+        if to is not None and to.can_send:  # a delivery of several frames
+            to.forward(delivery)
+            self.conn.touch(to.session.conn)
+        else:
+            # the owner takes it from here, and forwarding stops until the
+            # owner has sent on what it holds and re-arms it: order is kept
+            link.forward_to = None
+            self.conn.events.append(MessageReceived(link, delivery))  # emit(), no check
+
+    def _cut_through(self, link: Link, to: Link, transfer: Transfer, payload: bytes) -> bool:
+        """A one-frame delivery on a forwarding link (`Link.forward_to`), sent
+        on as one frame at once: `Link.on_transfer`'s accounting for it and
+        `Link.forward`'s (`send`, `send_transfer`) in one place, without the
+        calls between them, which were a sixth of the gateway's time per
+        message.  False, having changed nothing, for anything those would do
+        otherwise (an error to raise, a frame to split, a window or credit
+        that holds it back): the general path takes it then.
+        tests/engine/test_forwarding.py holds both paths to the same bytes."""
+        did = transfer.delivery_id
+        tag = transfer.delivery_tag
+        if did is None or tag is None or transfer.aborted or (
+                link._allowed <= 0 and not link.tolerate_excess) or (
+                link.max_message_size and len(payload) > link.max_message_size):
+            return False  # the general path raises what it must
+        ts = to.session
+        tconn = ts.conn
+        if not (to.link_credit > 0 and to.attach_sent and not to.detach_sent and
+                not to.refused and ts.remote_incoming_window > 0 and not ts._backlog and
+                not ts.end_sent and
+                0 < tconn.remote_max_frame_size - 48 - len(tag) >= len(payload)):
+            return False  # not `to.can_send`, or more than one frame there
+        # received (Link.on_transfer, _completed)
+        if link._allowed > 0:
+            link._allowed -= 1
+        if link.link_credit > 0:
+            link.link_credit -= 1
+        link.delivery_count = (link.delivery_count + 1) & 0xFFFFFFFF
+        settled = bool(transfer.settled)
+        message_format = transfer.message_format or 0
+        # sent on (Link.forward, send, Session.send_transfer)
+        copy_id = ts.next_delivery_id
+        ts.next_delivery_id = (copy_id + 1) & 0xFFFFFFFF
+        to.link_credit -= 1
+        to.delivery_count = (to.delivery_count + 1) & 0xFFFFFFFF
+        if not settled:
+            original = Delivery(link, did, tag, False, payload, message_format)
+            link.unsettled[did] = original
+            self.incoming_unsettled[did] = original
+            copy = Delivery(to, copy_id, tag, False, payload, message_format)
+            copy.origin = original
+            to.unsettled[copy_id] = copy
+            ts.outgoing_unsettled[copy_id] = copy
+        encode_transfer_frame(tconn.out, ts.channel, to.handle, copy_id, tag, message_format,
+                              settled, False, payload)
+        ts.next_outgoing_id = (ts.next_outgoing_id + 1) & 0xFFFFFFFF
+        ts.remote_incoming_window -= 1
+        if link.credit_window and link.link_credit <= link.credit_window // 2 and link.usable:
+            link.flow(link.credit_window)
+        self.conn.touch(tconn)
+        return True
 
     def on_disposition(self, disp: Disposition) -> None:
         first = disp.first
@@ -436,7 +501,18 @@ class Session:
                 del table[did]
                 delivery.link.unsettled.pop(did, None)
             if outcome:  # the peer is the receiver: an outcome for what we sent
-                updated.append(delivery)
+                origin = delivery.origin
+                if origin is None:
+                    updated.append(delivery)
+                elif settled:
+                    # a copy Link.forward sent: the original is settled with the
+                    # same outcome, no event (one without settlement, from a
+                    # receiver settling second, waits for the settlement)
+                    delivery.origin = None
+                    link = origin.link
+                    if not origin.settled and link.usable:
+                        link.settle(origin, state)
+                        self.conn.touch(link.session.conn)
             elif settled:
                 delivery.settled = True
         if len(updated) == 1:

@@ -31,8 +31,6 @@ from broker.engine.events import (
     ConnectionClosed,
     ConnectionOpened,
     CreditChanged,
-    DeliveriesUpdated,
-    DeliveryUpdated,
     LinkAttached,
     LinkDetached,
     MessageReceived,
@@ -102,17 +100,6 @@ class ClientHandle(EngineHandle):
                     route = event.link.context  # type: ignore[union-attr]
                     if route is not None:
                         gw.client_message(route, event.delivery)  # type: ignore[union-attr]
-                elif t is DeliveryUpdated:
-                    route = event.link.context  # type: ignore[union-attr]
-                    if route is not None:
-                        route.outcome(event.delivery, event.state, event.settled)  # type: ignore[union-attr]
-                        dirty.add(route.session.upstream)
-                elif t is DeliveriesUpdated:
-                    for delivery in event.deliveries:  # type: ignore[union-attr]
-                        route = delivery.link.context
-                        if route is not None:
-                            route.outcome(delivery, event.state, event.settled)  # type: ignore[union-attr]
-                            dirty.add(route.session.upstream)
                 elif t is CreditChanged:
                     route = event.link.context  # type: ignore[union-attr]
                     if route is not None:
@@ -132,6 +119,9 @@ class ClientHandle(EngineHandle):
                              self.transport, printable(self.container_id), printable(self.user))
                 elif t is ConnectionClosed:
                     gw.client_closed(self)
+        if conn.touched:  # what the engine forwarded upstream (Link.forward_to)
+            for other in conn.take_touched():
+                dirty.add(other.owner)
         gw.wake_upstreams()
 
 
@@ -198,6 +188,7 @@ class Gateway:
             trace=f"{transport} {peer}" if cfg.trace_frames else None,
         )
         handle = ClientHandle(self, conn, peer, transport, wake)
+        conn.owner = handle
         credentials.handle = handle  # type: ignore[assignment]
         self.clients.add(handle)
         return handle
@@ -325,7 +316,7 @@ class Gateway:
                                    f" links per session"))
             return
         route = LinkRoute.open(session_route, link)
-        route.check = message_check(handle.identity, link.remote_attach)
+        route.check = message_check(handle.identity, link.remote_attach)  # never armed if any
         self.links_routed += 1
         self._attach_started[route.upstream] = self.clock()
         self._dirty_upstreams.add(session_route.upstream)
@@ -426,6 +417,7 @@ class Gateway:
         upstream.routes.pop(route.upstream_session, None)
         for link_route in route.links:
             link_route.client.context = None
+            link_route.disarm()
             link_route.upstream.context = None
         route.links.clear()
         if not upstream.conn.done:
@@ -479,6 +471,7 @@ class Gateway:
         owner.sessions.pop(route.client, None)
         for link_route in route.links:
             link_route.client.context = None
+            link_route.disarm()
         route.links.clear()
         if not route.client.end_sent:
             route.client.end(error)

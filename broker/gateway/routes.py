@@ -25,10 +25,15 @@ while it sends) has the excess held too, where the engine would otherwise
 detach with transfer-limit-exceeded: a client talking to that broker
 directly would have taken it.
 
-Deliveries keep their tag, message format and bytes; an unsettled delivery
-on one side is paired with its copy on the other (`Delivery.context`), and
-the receiving side's settlement and outcome is passed back to the sending
-side.  A presettled one stays presettled.
+Deliveries keep their tag, message format and bytes, sent on by the engine
+(`Link.forward`): an unsettled one is paired with its copy on the other side
+(`Delivery.origin`), and the outcome the receiving side settles the copy with
+settles the original, in the engine, with no event.  A presettled one stays
+presettled.  While nothing is held and nothing is checked at the edge, the
+route is armed (`Link.forward_to`): the engine sends each delivery on as it
+arrives (a one-frame one by `Session._cut_through`), and hands one over as
+an event only when the other side cannot take it, which stops the
+forwarding until `_carry` has sent on what it holds and re-arms.
 
 A session route pairs a client session with the upstream session that
 carries its links, so an upstream session ended with an error (RabbitMQ ends
@@ -136,12 +141,28 @@ class LinkRoute:
             self.client_credit()  # credit the client gave with its attach
         else:
             self.grant_client()
+        self.arm()
+
+    def arm(self) -> None:
+        """Let the engine forward the receiving side's deliveries as they come
+        (`Link.forward_to`), when nothing is held and nothing is checked here.
+        The engine stops forwarding (and hands a delivery over as an event)
+        whenever the other side cannot take it; `_carry` re-arms."""
+        if self.answered and not self.pending and self.check is None:
+            if self.client.is_sender:
+                self.upstream.forward_to = self.client
+            else:
+                self.client.forward_to = self.upstream
+
+    def disarm(self) -> None:
+        self.client.forward_to = self.upstream.forward_to = None
 
     def upstream_detached(self, error: Error | None, closed: bool) -> None:
         """The upstream detached: so does the client's link, with its condition."""
         self._end_client(error, closed)
 
     def client_detached(self, closed: bool) -> None:
+        self.disarm()
         self.session.links.discard(self)
         if not self.upstream.detach_sent:
             self.upstream.detach(closed=closed)
@@ -153,6 +174,7 @@ class LinkRoute:
     def _end_client(self, error: Error | None, closed: bool) -> None:
         """The client's link ends with `error`: refused if not yet answered
         (a refusal always says why)."""
+        self.disarm()
         self.session.links.discard(self)
         client = self.client
         if client.detach_sent:
@@ -223,29 +245,13 @@ class LinkRoute:
         if self.pending or not to.can_send:
             self.pending.append(delivery)
             return
-        self._forward(delivery, to)
-
-    def _forward(self, delivery: Delivery, to: Link) -> None:
-        copy = to.send(delivery.payload, settled=delivery.remote_settled, tag=delivery.tag,
-                       message_format=delivery.message_format)
-        if not delivery.remote_settled:
-            copy.context = delivery
-            delivery.context = copy
+        to.forward(delivery)
+        self.arm()
 
     def _flush_pending(self, to: Link) -> None:
         """What was held goes on, as far as `to`'s credit allows."""
         pending = self.pending
-        while pending and to.can_send:
-            self._forward(pending.popleft(), to)
-
-    def outcome(self, delivery: Delivery, state: object, settled: bool) -> None:
-        """The receiving side settled `delivery` (ours to it): settle the original
-        with the same outcome.  An outcome without settlement (a receiver in
-        rcv-settle-mode second) waits for the settlement."""
-        original = delivery.context
-        if not settled or original is None:
-            return
-        delivery.context = original.context = None
-        if not original.settled and original.link.usable:
-            original.link.settle(original, state)
-
+        if pending:
+            while pending and to.can_send:
+                to.forward(pending.popleft())
+            self.arm()

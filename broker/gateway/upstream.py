@@ -28,8 +28,6 @@ from broker.engine.events import (
     ConnectionClosed,
     ConnectionOpened,
     CreditChanged,
-    DeliveriesUpdated,
-    DeliveryUpdated,
     LinkAttached,
     LinkDetached,
     MessageReceived,
@@ -120,6 +118,7 @@ class Upstream(EngineHandle):
             now=now,
             trace=f"upstream {node.label}" if trace else None,
         )
+        self.conn.owner = self
         self.routes: dict[Session, SessionRoute] = {}  # by upstream session
         self.peer_container: str | None = None
 
@@ -148,17 +147,6 @@ class Upstream(EngineHandle):
                     if route is not None:
                         route.upstream_message(event.delivery)  # type: ignore[union-attr]
                         dirty.add(route.session.owner)
-                elif t is DeliveryUpdated:
-                    route = event.link.context  # type: ignore[union-attr]
-                    if route is not None:
-                        route.outcome(event.delivery, event.state, event.settled)  # type: ignore[union-attr]
-                        dirty.add(route.session.owner)
-                elif t is DeliveriesUpdated:
-                    for delivery in event.deliveries:  # type: ignore[union-attr]
-                        route = delivery.link.context
-                        if route is not None:
-                            route.outcome(delivery, event.state, event.settled)  # type: ignore[union-attr]
-                            dirty.add(route.session.owner)
                 elif t is CreditChanged:
                     route = event.link.context  # type: ignore[union-attr]
                     if route is not None:
@@ -177,6 +165,9 @@ class Upstream(EngineHandle):
                     gw.upstream_opened(self)
                 elif t is ConnectionClosed:
                     gw.upstream_closed(self, event.error)  # type: ignore[union-attr]
+        if conn.touched:  # what the engine forwarded to clients (Link.forward_to)
+            for other in conn.take_touched():
+                dirty.add(other.owner)
         gw.wake_clients()
 
 
