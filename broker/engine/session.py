@@ -492,6 +492,7 @@ class Session:
             ids = [i for i in table if serial.in_range(i, first, last)]
         settled, state, outcome = disp.settled, disp.state, disp.role
         updated = []
+        originals = []
         for did in ids:
             delivery = table.get(did)
             if delivery is None:
@@ -504,22 +505,41 @@ class Session:
                 origin = delivery.origin
                 if origin is None:
                     updated.append(delivery)
-                elif settled:
-                    # a copy Link.forward sent: the original is settled with the
-                    # same outcome, no event (one without settlement, from a
-                    # receiver settling second, waits for the settlement)
+                elif settled:  # a copy Link.forward sent (one without settlement,
+                    # from a receiver settling second, waits for the settlement)
                     delivery.origin = None
-                    link = origin.link
-                    if not origin.settled and link.usable:
-                        link.settle(origin, state)
-                        self.conn.touch(link.session.conn)
+                    originals.append(origin)
             elif settled:
                 delivery.settled = True
+        if originals:
+            self._settle_originals(originals, state)
         if len(updated) == 1:
             delivery = updated[0]
             self.conn.events.append(DeliveryUpdated(delivery.link, delivery, state, settled))
         elif updated:  # a range: one event (emit()'s check is not needed for these)
             self.conn.events.append(DeliveriesUpdated(updated, state, settled))
+
+    def _settle_originals(self, originals: list[Delivery], state: object) -> None:
+        """The originals of copies our peer settled: each settled with the
+        copy's outcome, as `Link.settle` settles what we received, with no
+        event, in one loop (a range of copies is mostly a range of one link's
+        originals, and their connection is told once)."""
+        told = None
+        for original in originals:
+            link = original.link
+            if original.settled or not link.usable:
+                continue
+            original.settled = True
+            original.state = state
+            did = original.delivery_id
+            link.unsettled.pop(did, None)
+            session = link.session
+            session.incoming_unsettled.pop(did, None)
+            if not original.remote_settled:
+                session.queue_disposition(Role.RECEIVER, did, state)
+            if session is not told:
+                told = session
+                self.conn.touch(session.conn)
 
     def on_detach(self, detach: Detach) -> None:
         link = self._link(detach.handle)

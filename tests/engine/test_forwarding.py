@@ -88,6 +88,7 @@ def test_a_one_frame_delivery_is_sent_on_as_it_arrives() -> None:
     pair = Pair()
     pair.publish(b"hello", chunk=None)
     assert pair.owner.handed_over == 0, "no event: the engine sent it on"
+    assert pair.producer.engine.take_touched() == {pair.consumer.engine}, "its writer woken"
     ((transfer, payload),) = pair.transfers()
     (original,) = pair.source.unsettled.values()
     (copy,) = pair.target.unsettled.values()
@@ -104,13 +105,17 @@ def test_the_copys_outcome_settles_the_original_with_it_in_one_range() -> None:
     pair = Pair()
     for _ in range(3):
         pair.publish(b"m")
-    originals = sorted(pair.source.unsettled)
+    originals = [pair.source.unsettled[did] for did in sorted(pair.source.unsettled)]
     ids = sorted(pair.target.unsettled)
+    pair.consumer.engine.take_touched()
     rejected = Rejected()
     (disposition,) = pair.settle(ids[0], ids[-1], rejected)
-    assert (disposition.first, disposition.last) == (originals[0], originals[-1])
+    assert pair.consumer.engine.take_touched() == {pair.producer.engine}, "its writer woken"
+    assert (disposition.first, disposition.last) == (originals[0].delivery_id,
+                                                     originals[-1].delivery_id)
     assert disposition.role is Role.RECEIVER and disposition.settled
     assert disposition.state == rejected
+    assert all(o.settled and o.state == rejected for o in originals)
     assert not pair.source.unsettled and not pair.target.unsettled
     assert not pair.source.session.incoming_unsettled
     assert not pair.target.session.outgoing_unsettled
