@@ -9,9 +9,12 @@ what credit allowed and the other side has not taken yet.
 
 An attach that finds no open upstream connection for it (the gateway is
 starting, an upstream node is being failed over, a passthrough user's own
-connection is being opened) waits up to `ATTACH_WAIT` seconds for one,
-checked at each housekeeping tick; then it is refused with
-amqp:connection:forced, which clients treat as "try again".
+connection is being opened, every connection of the pool is full and more
+are being opened) waits for one, checked at each housekeeping tick: up to
+`ATTACH_WAIT` seconds, or, while the pool's connections keep opening (a
+burst of clients needing many new ones), up to `ATTACH_WAIT` after the last
+one opened.  Then it is refused with amqp:connection:forced, which clients
+treat as "try again".
 """
 
 from __future__ import annotations
@@ -146,6 +149,10 @@ class Gateway:
         # set by gateway_server in passthrough mode: open a connection for a login
         self.dial: Callable[[Login], None] | None = None
         self.waiting: list[tuple[ClientHandle, Link, float]] = []  # attaches, since when
+        # the client sessions those attaches belong to, whose number tells the
+        # pool how many connections it lacks (UpstreamPool.place)
+        self._sessions_waiting: set[Session] = set()
+        self._pool_opened_at = float("-inf")  # when a pool connection last opened
         self.clients: set[ClientHandle] = set()
         self.peer_log = PeerLog(clock, log)
         self.listener_urls: list[str] = []
@@ -220,9 +227,14 @@ class Gateway:
         self.rss = rss
         now = self.clock()
         if self.waiting:
-            expired = [w for w in self.waiting if now - w[2] >= ATTACH_WAIT]
+            # a pool still opening connections is progress: its waits go on
+            since_progress = now - self._pool_opened_at
+            expired = [w for w in self.waiting
+                       if min(now - w[2], since_progress) >= ATTACH_WAIT]
             if expired:
-                self.waiting = [w for w in self.waiting if now - w[2] < ATTACH_WAIT]
+                self.waiting = [w for w in self.waiting
+                                if min(now - w[2], since_progress) < ATTACH_WAIT]
+                self._sessions_waiting = {link.session for _, link, _ in self.waiting}
                 for handle, link, _ in expired:
                     if not link.attach_sent:
                         link.refuse(amqp_error(
@@ -302,7 +314,7 @@ class Gateway:
         """Carry an attach upstream, or let it wait for a connection."""
         session_route = handle.sessions.get(link.session)
         if session_route is None:
-            upstream = self._upstream_for(handle)
+            upstream = self._upstream_for(handle, link.session)
             if upstream is None:
                 self.waiting.append((handle, link, self.clock()))
                 return
@@ -321,10 +333,15 @@ class Gateway:
         self._attach_started[route.upstream] = self.clock()
         self._dirty_upstreams.add(session_route.upstream)
 
-    def _upstream_for(self, handle: ClientHandle) -> Upstream | None:
+    def _upstream_for(self, handle: ClientHandle, session: Session) -> Upstream | None:
         """The open connection a new session of this client goes on, if any."""
         if not self.passthrough:
-            return self.pool.place()
+            waiting = self._sessions_waiting
+            waiting.add(session)
+            upstream = self.pool.place(len(waiting))
+            if upstream is not None:
+                waiting.discard(session)
+            return upstream
         login = handle.login or ANONYMOUS_LOGIN
         upstream = self.logins.get(login)
         if upstream is not None and upstream.has_room:
@@ -336,6 +353,7 @@ class Gateway:
 
     def _retry_waiting(self) -> None:
         waiting, self.waiting = self.waiting, []
+        self._sessions_waiting.clear()  # those still waiting come back in _route
         for handle, link, since in waiting:
             if handle.conn.done or link.attach_sent:
                 continue
@@ -354,6 +372,7 @@ class Gateway:
                 link.refuse(error)
                 self._dirty_clients.add(handle)
         self.waiting = keep
+        self._sessions_waiting = {link.session for _, link, _ in keep}
 
     def client_detach(self, link: Link, closed: bool) -> None:
         route = link.context
@@ -428,6 +447,7 @@ class Gateway:
 
     def upstream_opened(self, upstream: Upstream) -> None:
         if upstream.login is None:
+            self._pool_opened_at = self.clock()
             log.info("upstream %s opened (node %s, %d of %d connections)", upstream.node.label,
                      printable(upstream.peer_container),
                      sum(1 for u in self.pool.connections if u.opened), self.pool.size)
