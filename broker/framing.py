@@ -269,21 +269,25 @@ _TRANSFER_PREFIX32 = b"\x00\x53\x14\xd0"  # ... a list32 (rhea writes every list
 
 # What a transfer carries after its tag (message-format, settled, more and
 # the null or false fields after them) is the same few bytes message after
-# message, so each such tail is read once (`_tail_shape`) and remembered, up
-# to `_TAILS_MAX` of them (a peer sending ever new ones only stops the
-# remembering, never the reading).  A shape is (fields in the tail,
-# message-format, settled, more); `_NOT_HOT` for a tail the hot path leaves
-# to the decoder.
+# message, so each such tail is read once (`_tail_shape`) and remembered.
+# A shape is (fields in the tail, message-format, settled, more); `_NOT_HOT`
+# for a tail the hot path leaves to the decoder, which is not remembered.
+# At most `_TAILS_MAX` tails of at most `_TAIL_MAX` bytes (a uint format, two
+# booleans, five nulls) are kept; a full table starts over, so a peer
+# writing ever new ones costs the remembering, never the memory or others'
+# speed for long.
 _Shape = tuple[int, int | None, bool | None, bool]
 _NOT_HOT: _Shape = (-1, None, None, False)
 _TAILS: dict[bytes, _Shape] = {}
 _TAILS_MAX = 256
+_TAIL_MAX = 5 + 2 + 5
 
 
 def _tail_shape(tail: bytes) -> _Shape:
     """Read a transfer's fields after its tag, as `parse_transfer` takes them:
     a small uint or null format, booleans or null for settled and more, null
-    or false for the rest (rcv-settle-mode, state, resume, aborted, batchable)."""
+    for rcv-settle-mode and state, null or false for resume, aborted and
+    batchable (the decoder refuses a boolean in the first two)."""
     fields = 0
     message_format: int | None = None
     settled: bool | None = None
@@ -311,7 +315,7 @@ def _tail_shape(tail: bytes) -> _Shape:
                 else:
                     more = c == 0x41
                 pos += 1
-            elif fields < 8 and c in (0x40, 0x42):
+            elif fields < 5 and c == 0x40 or 5 <= fields < 8 and c in (0x40, 0x42):
                 pos += 1
             else:
                 return _NOT_HOT
@@ -382,14 +386,17 @@ def parse_transfer(body: bytes) -> tuple[TransferFields, bytes] | None:
                 return None
     except (IndexError, struct.error):
         return None
-    if pos > end:
+    if pos > end or end - pos > _TAIL_MAX:
         return None
     tail = body[pos:end]
     shape = _TAILS.get(tail)
     if shape is None:
         shape = _tail_shape(tail)
-        if len(_TAILS) < _TAILS_MAX:
-            _TAILS[tail] = shape
+        if shape is _NOT_HOT:
+            return None
+        if len(_TAILS) >= _TAILS_MAX:
+            _TAILS.clear()
+        _TAILS[tail] = shape
     if shape[0] != (count - 3 if count > 3 else 0):
         return None
     return TransferFields(handle, delivery_id, tag, shape[1], shape[2], shape[3]), body[end:]

@@ -442,6 +442,49 @@ def test_parse_transfer_remembers_a_bounded_number_of_tails() -> None:
     assert len(framing._TAILS) <= framing._TAILS_MAX
 
 
+def test_a_full_table_of_tails_starts_over() -> None:
+    """Once a peer has filled the table with message-formats of its own, the
+    usual tail is remembered again, not shut out for good."""
+    framing._TAILS.clear()
+    for message_format in range(framing._TAILS_MAX):
+        assert parse_transfer(transfer_body(Transfer(
+            handle=1, delivery_id=9, delivery_tag=b"t", message_format=message_format + 7,
+            settled=False))) is not None
+    usual = transfer_body(Transfer(handle=1, delivery_id=9, delivery_tag=b"t",
+                                   message_format=0, settled=False))
+    assert parse_transfer(usual) is not None
+    assert b"\x43\x42" in framing._TAILS
+
+
+def test_what_the_hot_path_leaves_to_the_decoder_is_not_remembered() -> None:
+    """A tail with a state, or longer than any the hot path reads (a peer's
+    junk of any size), is never kept."""
+    framing._TAILS.clear()
+    with_state = transfer_body(Transfer(handle=1, delivery_id=9, delivery_tag=b"t",
+                                        message_format=0, settled=False, more=False,
+                                        rcv_settle_mode=None, state=Accepted()))
+    assert parse_transfer(with_state) is None
+    junk = b"\x40" * 4096
+    long_tail = b"\x00\x53\x14\xd0" + struct.pack(">II", 4 + 3 + len(junk), 11) + \
+        b"\x43\x43\x40" + junk
+    assert parse_transfer(long_tail) is None
+    assert framing._TAILS == {}
+
+
+@pytest.mark.parametrize("field", ["rcv-settle-mode", "state"])
+def test_a_boolean_where_the_decoder_refuses_one_is_the_decoders(field: str) -> None:
+    """rcv-settle-mode is a ubyte and state a delivery-state: false is no
+    value of either, so the hot path leaves it to the decoder, which says so."""
+    fields = b"\x52\x01\x52\x09\xa0\x01t\x43\x42\x42\x40\x40"  # ... rcv, state
+    body = b"\x00\x53\x14\xc0" + bytes((len(fields) + 1, 8)) + fields + b"PAY"
+    assert parse_transfer(body) is not None  # nulls there: the hot path's
+    at = 6 + len(fields) - (2 if field == "rcv-settle-mode" else 1)
+    bad = body[:at] + b"\x42" + body[at + 1:]
+    assert parse_transfer(bad) is None
+    with pytest.raises(DecodeError):
+        decode_frame_body(bad)
+
+
 def test_a_remembered_tail_stands_for_its_own_field_count_only() -> None:
     """The same bytes after the tag, under a list that claims more fields
     than they hold, are not the hot path's: the decoder judges them."""
