@@ -451,6 +451,10 @@ class Link:
                 self.link_credit = max(0, self.link_credit - consumed)
                 self._allowed = max(0, self._allowed - consumed)
                 changed = True
+        if flow.drain and self.drain and self.link_credit == 0:
+            # the answer to our drain, also from a sender whose transfers spent
+            # the credit (its count then has nothing to add): the drain is over
+            changed = True
         if flow.available is not None and flow.available != self.available:
             self.available = flow.available
             changed = True

@@ -244,6 +244,7 @@ class LinkRoute:
         """Forward now, or hold behind what is held already (order is kept)."""
         if self.pending or not to.can_send:
             self.pending.append(delivery)
+            self.disarm()  # armed only while nothing is held (the edge's 403 comes here)
             return
         to.forward(delivery)
         self.arm()

@@ -42,6 +42,9 @@
 //              none; no leftover credit afterwards.  arrived_first (RabbitMQ 3.x):
 //              drain once the 3 have arrived, and go on on a new link (3.10 sends
 //              nothing more on a link it has drained)
+//   drain_spent [queue] credit 3 and drain on 3 messages queued: the messages
+//              spend the credit, and the drain's answer (a flow that moves no
+//              count) must still come, as rhea reports a drain only on it
 //   outcomes   [queue, exchange_key, missing_exchange] released / rejected /
 //              modified from a consumer; released and rejected to a publisher
 //   restart    [queue, tag, count, kill_after, readyz, pace_ms] a producer and a
@@ -680,6 +683,26 @@ cases.missing = async () => {
     ctx.delivery.accept();
     r.body_after = ctx.message.body;
     r.events = conn.events;
+    await close(conn);
+    return r;
+};
+
+
+cases.drain_spent = async () => {
+    const address = qaddr(P.queue);
+    const conn = await connect();
+    const sender = await openSender(conn, address);
+    await sendAll(sender, [1, 2, 3].map((i) => ({body: 's' + i})));
+    const receiver = await openReceiver(conn, address, 0);
+    const answered = withTimeout(new Promise((resolve) => {
+        receiver.once('receiver_drained', () => resolve(true));
+    }), STEP, 'receiver_drained').catch(() => false);
+    receiver.drain = true;
+    receiver.add_credit(3);  // one flow: credit 3, drain
+    const r = {answered: await answered};
+    r.received = receiver.inbox.map((ctx) => ctx.message.body);
+    r.credit_after = receiver.credit;
+    receiver.inbox.forEach((ctx) => ctx.delivery.accept());
     await close(conn);
     return r;
 };

@@ -165,6 +165,36 @@ def test_a_drain_answered_by_the_sender_is_reported() -> None:
     assert receiver.link_credit == 0 and receiver.delivery_count == 7
 
 
+def test_a_drain_the_senders_transfers_spent_is_reported_on_its_answer() -> None:
+    """The sender used the whole credit on messages, then answered the drain:
+    its count says nothing new, yet the drain is over (a gateway passes that
+    answer on; rhea reports a drain finished only on it)."""
+    client, server = pair()
+    session = client.begin()
+    receiver = session.attach(name="in", role=Role.RECEIVER, source=Source(address="/queues/q"),
+                              target=None)
+    pump(client, server)
+    events(client)
+    (srv_sender,) = accept_all(server)
+    pump(client, server)
+    events(client)
+    receiver.flow(2, drain=True)
+    pump(client, server)
+    events(server)
+    srv_sender.send(b"a", settled=True)
+    srv_sender.send(b"b", settled=True)
+    pump(client, server)
+    assert not [e for e in events(client) if isinstance(e, CreditChanged)]
+    srv_sender.drained()  # the credit is spent: the flow that says so changes no count
+    pump(client, server)
+    assert [e for e in events(client) if isinstance(e, CreditChanged)] == [CreditChanged(receiver)]
+    assert receiver.link_credit == 0 and receiver.delivery_count == 2
+    srv_sender.session.send_flow()  # a session flow afterwards is no drain answer
+    srv_sender.flow(0)  # nor is a sender's flow without drain
+    pump(client, server)
+    assert not [e for e in events(client) if isinstance(e, CreditChanged)]
+
+
 def test_a_refused_attach_is_an_answer_then_a_detach_with_the_condition() -> None:
     client, server = pair()
     events(client)

@@ -235,6 +235,25 @@ def test_a_drain_is_answered_end_to_end() -> None:
     assert (receiver.link_credit, receiver.delivery_count) == (0, 5)
 
 
+def test_a_drain_the_upstream_spent_on_messages_is_answered_too() -> None:
+    """The client drains exactly what the queue holds: the upstream sends it
+    all and then answers the drain with a flow that moves no count; that
+    answer reaches the client (it was lost before, and a rhea drain hung)."""
+    net = Net()
+    session = net.session()
+    sender = net.sender(session, "/queues/q")
+    sender.send(body("a"), settled=True)
+    sender.send(body("b"), settled=True)
+    receiver = net.receiver(session, "/queues/q")
+    net.events()
+    receiver.flow(2, drain=True)
+    net.pump()
+    events = net.events()
+    assert texts(received(events)) == ["a", "b"]
+    assert CreditChanged(receiver) in events, "the drain's answer reached the application"
+    assert (receiver.link_credit, receiver.delivery_count) == (0, 2)
+
+
 def test_multi_frame_messages_cross_in_both_directions() -> None:
     net = Net(max_frame_size=4096)  # the application's frames are small
     session = net.session()
