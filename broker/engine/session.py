@@ -18,7 +18,7 @@ import heapq
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
-from broker.codec.messaging import Source, Target
+from broker.codec.messaging import Accepted, Modified, Rejected, Released, Source, Target
 from broker.codec.performatives import (
     Attach,
     Begin,
@@ -59,6 +59,7 @@ if TYPE_CHECKING:
     from broker.engine.connection import Connection
 
 INCOMING_WINDOW = 65536
+_OUTCOMES = (Accepted, Rejected, Released, Modified)  # terminal, unlike `received`
 OUTGOING_WINDOW = 0x7FFFFFFF
 
 
@@ -493,6 +494,7 @@ class Session:
         settled, state, outcome = disp.settled, disp.state, disp.role
         updated = []
         originals = []
+        copies: list[Delivery] = []
         for did in ids:
             delivery = table.get(did)
             if delivery is None:
@@ -505,14 +507,20 @@ class Session:
                 origin = delivery.origin
                 if origin is None:
                     updated.append(delivery)
-                elif settled:  # a copy Link.forward sent (one without settlement,
-                    # from a receiver settling second, waits for the settlement)
+                elif settled or isinstance(state, _OUTCOMES):
+                    # a copy Link.forward sent: its original is settled with the
+                    # outcome; one given without settlement (a receiver settling
+                    # second waits for ours) settles the copy too, after it
                     delivery.origin = None
                     originals.append(origin)
+                    if not settled:
+                        copies.append(delivery)
             elif settled:
                 delivery.settled = True
         if originals:
             self._settle_originals(originals, state)
+            for delivery in copies:
+                delivery.link.settle(delivery, state)
         if len(updated) == 1:
             delivery = updated[0]
             self.conn.events.append(DeliveryUpdated(delivery.link, delivery, state, settled))

@@ -35,6 +35,13 @@ arrives (a one-frame one by `Session._cut_through`), and hands one over as
 an event only when the other side cannot take it, which stops the
 forwarding until `_carry` has sent on what it holds and re-arms.
 
+Where the gateway receives (from a sending client, or upstream for a
+receiving one), it settles first: it answers and asks rcv-settle-mode first,
+as RabbitMQ answers, so that it never owes a second settlement it would have
+to wait for.  A receiver that settles second all the same (a client, or an
+upstream answering second) gets the sender's settlement after its outcome,
+from the engine (Session.on_disposition).
+
 A session route pairs a client session with the upstream session that
 carries its links, so an upstream session ended with an error (RabbitMQ ends
 the session on an attach to a missing queue) ends the client's session with
@@ -49,7 +56,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from broker.codec.messaging import Source, Target
-from broker.codec.performatives import Error, amqp_error
+from broker.codec.performatives import Error, RcvSettleMode, Role, amqp_error
 from broker.engine.link import Delivery, Link
 from broker.engine.session import Session
 from broker.errors import Condition
@@ -103,7 +110,10 @@ class LinkRoute:
             source=remote.source if isinstance(remote.source, Source) else None,
             target=remote.target,
             snd_settle_mode=remote.snd_settle_mode,
-            rcv_settle_mode=remote.rcv_settle_mode,
+            # where we receive, we settle first (see the module's docstring); a receiving
+            # upstream decides its own mode
+            rcv_settle_mode=RcvSettleMode.FIRST if remote.role is Role.RECEIVER
+            else remote.rcv_settle_mode,
             max_message_size=remote.max_message_size or 0,
             offered_capabilities=remote.offered_capabilities,
             desired_capabilities=remote.desired_capabilities,
@@ -130,7 +140,8 @@ class LinkRoute:
             source=answer.source if isinstance(answer.source, Source) else None,
             target=answer.target if isinstance(answer.target, Target) else None,
             snd_settle_mode=answer.snd_settle_mode,
-            rcv_settle_mode=answer.rcv_settle_mode,
+            rcv_settle_mode=answer.rcv_settle_mode if self.client.is_sender
+            else RcvSettleMode.FIRST,
             # what we take from the client, the upstream takes from us
             max_message_size=answer.max_message_size or 0,
             offered_capabilities=answer.offered_capabilities,

@@ -12,7 +12,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from broker.codec.messaging import Accepted, Modified, Rejected, Released
+from broker.codec.messaging import Accepted, Modified, Received, Rejected, Released
 from broker.codec.performatives import Detach, Disposition, Role, Transfer
 from broker.engine.events import Event, MessageReceived
 from broker.engine.link import Delivery, Link
@@ -122,15 +122,25 @@ def test_the_copys_outcome_settles_the_original_with_it_in_one_range() -> None:
     assert pair.consumer.take_events() == [] and pair.producer.take_events() == []
 
 
-def test_an_outcome_without_settlement_waits_for_the_settlement() -> None:
-    """A receiver settling second says its outcome first: the original is
-    settled when the copy is, with the outcome it is settled with."""
+def test_an_outcome_without_settlement_settles_the_original_then_the_copy() -> None:
+    """A receiver settling second says its outcome and waits for the sender:
+    the original is settled with that outcome, then we settle the copy; a
+    state that is no outcome yet (received) settles nothing."""
     pair = Pair()
     pair.publish(b"m")
     (copy_id,) = pair.target.unsettled
-    assert pair.settle(copy_id, state=Accepted(), settled=False) == []
-    (disposition,) = pair.settle(copy_id, state=Modified(delivery_failed=True))
-    assert isinstance(disposition.state, Modified) and disposition.settled
+    (original_id,) = pair.source.unsettled
+    assert pair.settle(copy_id, state=Received(section_number=0, section_offset=0),
+                       settled=False) == []
+    assert of(pair.consumer.received, Disposition) == []
+    (disposition,) = pair.settle(copy_id, state=Modified(delivery_failed=True), settled=False)
+    assert disposition.first == original_id and disposition.settled
+    assert isinstance(disposition.state, Modified)
+    (ours,) = of(pair.consumer.received, Disposition)  # what we wrote to the consumer
+    assert (ours.role, ours.first, ours.settled) == (Role.SENDER, copy_id, True)
+    assert isinstance(ours.state, Modified)
+    assert not pair.target.unsettled and not pair.source.unsettled
+    assert pair.settle(copy_id, state=Modified(delivery_failed=True)) == [], "settled already"
 
 
 def test_a_presettled_delivery_stays_presettled_and_leaves_nothing_behind() -> None:

@@ -20,7 +20,7 @@ from broker.codec.messaging import (
     Target,
     encode_section,
 )
-from broker.codec.performatives import Flow, Role, amqp_error
+from broker.codec.performatives import Disposition, Flow, Role, amqp_error
 from broker.codec.types import Described, Symbol
 from broker.config import Config, StreamConfig
 from broker.container import Container
@@ -252,6 +252,62 @@ def test_a_drain_the_upstream_spent_on_messages_is_answered_too() -> None:
     assert texts(received(events)) == ["a", "b"]
     assert CreditChanged(receiver) in events, "the drain's answer reached the application"
     assert (receiver.link_credit, receiver.delivery_count) == (0, 2)
+
+
+def test_the_gateway_settles_first_where_it_receives() -> None:
+    """A client asking rcv-settle-mode second is answered first, as RabbitMQ
+    answers: as a sender's receiver (its messages) and as the upstream's (the
+    messages for it), the gateway never owes a settlement it must wait for."""
+    net = Net()
+    session = net.session()
+    sender = session.attach(name="s", role=Role.SENDER, source=Source(),
+                            target=Target(address="/queues/q"), rcv_settle_mode=1)
+    receiver = session.attach(name="r", role=Role.RECEIVER, source=Source(address="/queues/q"),
+                              target=Target(), rcv_settle_mode=1)
+    net.pump()
+    assert sender.remote_attach.rcv_settle_mode == 0
+    assert receiver.remote_attach.rcv_settle_mode == 0
+    (upstream_link,) = [link for s in net.broker_sessions() for link in s.links.values()
+                        if link.name == "r"]
+    assert upstream_link.rcv_settle_mode == 0, "asked first upstream"
+
+
+def test_a_sending_client_is_answered_first_whatever_the_upstream_answers() -> None:
+    """An upstream receiver answering rcv-settle-mode second settles second
+    itself (the engine settles our copies after its outcomes); the client is
+    still answered first, for the gateway settles its messages at once."""
+    upstream = Connection(container_id="rabbit", users={"svc": "secret"}, allow_anonymous=False)
+    net = Net(upstream=upstream)
+    session = net.session()
+    sender = session.attach(name="s", role=Role.SENDER, source=Source(),
+                            target=Target(address="/queues/q"), rcv_settle_mode=1)
+    net.pump()
+    (attached,) = [e.link for e in upstream.take_events() if isinstance(e, LinkAttached)]
+    assert attached.rcv_settle_mode == 1, "the client's request, for the upstream to decide"
+    attached.accept(source=Source(), target=Target(address="/queues/q"), rcv_settle_mode=1)
+    net.pump()
+    assert sender.remote_attach.rcv_settle_mode == 0
+
+
+def test_a_receiver_settling_second_all_the_same_gets_our_settlement() -> None:
+    """A client that says its outcome without settling (as a receiver in
+    rcv-settle-mode second does) and waits: the upstream has the outcome, and
+    the client has our settlement."""
+    net = Net()
+    session = net.session()
+    sender = net.sender(session, "/queues/q")
+    sender.send(body("m"), settled=False)
+    receiver = net.receiver(session, "/queues/q")
+    net.events()
+    receiver.flow(1)
+    net.pump()
+    (delivery,) = received(net.events())
+    session.write(Disposition(role=Role.RECEIVER, first=delivery.delivery_id, settled=False,
+                              state=Accepted()))
+    net.pump()
+    assert net.queue("q").depth == 0 and net.queue("q").unacked == 0, "acknowledged upstream"
+    assert delivery.remote_settled, "and settled by us, the sender"
+    assert not receiver.unsettled
 
 
 def test_multi_frame_messages_cross_in_both_directions() -> None:
