@@ -21,6 +21,7 @@ from broker.engine.events import (
     LinkDetached,
     MessageReceived,
 )
+from broker.engine.link import Link
 from broker.engine.sasl import SaslClient
 from broker.errors import Condition, LocalProtocolError
 
@@ -146,7 +147,9 @@ def test_links_we_attach_are_answered_and_carry_messages_both_ways() -> None:
     assert incoming.delivery.payload == payload and receiver.link_credit == 4
 
 
-def test_a_drain_answered_by_the_sender_is_reported() -> None:
+def draining(credit: int) -> tuple[Connection, Connection, Link, Link]:
+    """A receiver of ours that asked its sender (the server's link) to drain
+    `credit`: (client, server, receiver, the server's sender)."""
     client, server = pair()
     session = client.begin()
     receiver = session.attach(name="in", role=Role.RECEIVER, source=Source(address="/queues/q"),
@@ -156,9 +159,14 @@ def test_a_drain_answered_by_the_sender_is_reported() -> None:
     (srv_sender,) = accept_all(server)
     pump(client, server)
     events(client)
-    receiver.flow(7, drain=True)
+    receiver.flow(credit, drain=True)
     pump(client, server)
     events(server)
+    return client, server, receiver, srv_sender
+
+
+def test_a_drain_answered_by_the_sender_is_reported() -> None:
+    client, server, receiver, srv_sender = draining(7)
     srv_sender.drained()  # nothing to send: the credit is spent, a flow says so
     pump(client, server)
     assert [e for e in events(client) if isinstance(e, CreditChanged)] == [CreditChanged(receiver)]
@@ -169,18 +177,7 @@ def test_a_drain_the_senders_transfers_spent_is_reported_on_its_answer() -> None
     """The sender used the whole credit on messages, then answered the drain:
     its count says nothing new, yet the drain is over (a gateway passes that
     answer on; rhea reports a drain finished only on it)."""
-    client, server = pair()
-    session = client.begin()
-    receiver = session.attach(name="in", role=Role.RECEIVER, source=Source(address="/queues/q"),
-                              target=None)
-    pump(client, server)
-    events(client)
-    (srv_sender,) = accept_all(server)
-    pump(client, server)
-    events(client)
-    receiver.flow(2, drain=True)
-    pump(client, server)
-    events(server)
+    client, server, receiver, srv_sender = draining(2)
     srv_sender.send(b"a", settled=True)
     srv_sender.send(b"b", settled=True)
     pump(client, server)
