@@ -328,7 +328,8 @@ class Gateway:
                                    f" links per session"))
             return
         route = LinkRoute.open(session_route, link)
-        route.check = message_check(handle.identity, link.remote_attach)  # never armed if any
+        # a route whose messages are checked here is never armed (LinkRoute.arm)
+        route.check = message_check(handle.identity, link.remote_attach)
         self.links_routed += 1
         self._attach_started[route.upstream] = self.clock()
         self._dirty_upstreams.add(session_route.upstream)

@@ -166,6 +166,7 @@ class LinkRoute:
                 self.client.forward_to = self.upstream
 
     def disarm(self) -> None:
+        """No forwarding by the engine: something is held, or the route ends."""
         self.client.forward_to = self.upstream.forward_to = None
 
     def upstream_detached(self, error: Error | None, closed: bool) -> None:
