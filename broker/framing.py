@@ -306,8 +306,8 @@ def _tail_shape(tail: bytes) -> _Shape:
                 else:
                     more = c == 0x41
                 pos += 1
-            elif fields < 5 and c == 0x40 or 5 <= fields < 8 and c in (0x40, 0x42):
-                pos += 1
+            elif (c == 0x40 and fields < 8) or (c == 0x42 and 5 <= fields < 8):
+                pos += 1  # null anywhere; false only in resume, aborted, batchable
             else:
                 return _NOT_HOT
             fields += 1

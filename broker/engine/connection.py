@@ -245,8 +245,7 @@ class Connection:
 
     def take_touched(self) -> set[Connection]:
         """The connections our input wrote to since the last call."""
-        touched = self.touched
-        self.touched = None
+        touched, self.touched = self.touched, None
         return touched or set()
 
     def next_event(self) -> Event | None:

@@ -122,9 +122,7 @@ class ClientHandle(EngineHandle):
                              self.transport, printable(self.container_id), printable(self.user))
                 elif t is ConnectionClosed:
                     gw.client_closed(self)
-        if conn.touched:  # what the engine forwarded upstream (Link.forward_to)
-            for other in conn.take_touched():
-                dirty.add(other.owner)
+        self.note_touched(dirty)  # what the engine forwarded upstream
         gw.wake_upstreams()
 
 
@@ -229,12 +227,12 @@ class Gateway:
         if self.waiting:
             # a pool still opening connections is progress: its waits go on
             since_progress = now - self._pool_opened_at
-            expired = [w for w in self.waiting
-                       if min(now - w[2], since_progress) >= ATTACH_WAIT]
+            expired: list[tuple[ClientHandle, Link, float]] = []
+            kept: list[tuple[ClientHandle, Link, float]] = []
+            for w in self.waiting:
+                (expired if min(now - w[2], since_progress) >= ATTACH_WAIT else kept).append(w)
             if expired:
-                self.waiting = [w for w in self.waiting
-                                if min(now - w[2], since_progress) < ATTACH_WAIT]
-                self._sessions_waiting = {link.session for _, link, _ in self.waiting}
+                self._keep_waiting(kept)
                 for handle, link, _ in expired:
                     if not link.attach_sent:
                         link.refuse(amqp_error(
@@ -352,9 +350,14 @@ class Gateway:
             self.dial(login)
         return None
 
+    def _keep_waiting(self, waiting: list[tuple[ClientHandle, Link, float]]) -> None:
+        """`waiting` is what still waits: the attaches, and their sessions."""
+        self.waiting = waiting
+        self._sessions_waiting = {link.session for _, link, _ in waiting}
+
     def _retry_waiting(self) -> None:
-        waiting, self.waiting = self.waiting, []
-        self._sessions_waiting.clear()  # those still waiting come back in _route
+        waiting = self.waiting
+        self._keep_waiting([])  # those still waiting come back in _route
         for handle, link, since in waiting:
             if handle.conn.done or link.attach_sent:
                 continue
@@ -372,8 +375,7 @@ class Gateway:
             elif not link.attach_sent:
                 link.refuse(error)
                 self._dirty_clients.add(handle)
-        self.waiting = keep
-        self._sessions_waiting = {link.session for _, link, _ in keep}
+        self._keep_waiting(keep)
 
     def client_detach(self, link: Link, closed: bool) -> None:
         route = link.context
@@ -532,7 +534,8 @@ class Gateway:
             refusal = amqp_error(Condition.UNAUTHORIZED_ACCESS,
                                  f"the upstream broker refused the login of user "
                                  f"{login.user!r}")
-            self.waiting = [w for w in self.waiting if (w[0].login or ANONYMOUS_LOGIN) != login]
+            self._keep_waiting([w for w in self.waiting
+                                if (w[0].login or ANONYMOUS_LOGIN) != login])
             for handle in list(self.clients):
                 if (handle.login or ANONYMOUS_LOGIN) == login:
                     self.peer_log.info(handle.peer, "upstream refused user %s",

@@ -6,6 +6,7 @@ core.py, the upstream side's in upstream.py)."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from broker.engine.connection import Connection
 
@@ -23,6 +24,14 @@ class EngineHandle:
 
     def process(self) -> None:
         raise NotImplementedError
+
+    def note_touched(self, dirty: set[Any]) -> None:
+        """Add to `dirty` (whose writers the gateway wakes) the handles of the
+        other connections our input wrote to: what the engine forwarded, and
+        the originals it settled (`Link.forward_to`, `Connection.touched`)."""
+        if self.conn.touched:
+            for other in self.conn.take_touched():
+                dirty.add(other.owner)
 
     def receive_data(self, data: bytes) -> bool:
         """True: a bare heartbeat, nothing to process, tick or send."""

@@ -166,9 +166,7 @@ class Upstream(EngineHandle):
                     gw.upstream_opened(self)
                 elif t is ConnectionClosed:
                     gw.upstream_closed(self, event.error)  # type: ignore[union-attr]
-        if conn.touched:  # what the engine forwarded to clients (Link.forward_to)
-            for other in conn.take_touched():
-                dirty.add(other.owner)
+        self.note_touched(dirty)  # what the engine forwarded to clients
         gw.wake_clients()
 
 
