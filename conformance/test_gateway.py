@@ -652,6 +652,49 @@ def test_upstream_restart(client: str, restart_rig: tuple[Upstream, GatewayProce
           f"errors {sorted(conditions)}; case {r['elapsed_ms']} ms, test {elapsed:.1f} s")
 
 
+@pytest.mark.parametrize("client", clients("upstream_restart"))
+def test_upstream_restart_reattach(client: str, restart_rig: tuple[Upstream, GatewayProcess]
+                                   ) -> None:
+    """As above, but both links desire amqpws:reattach: neither ends, the
+    gateway re-attaches both once the upstream is back, and no accepted message
+    is lost (the producer's unsettled ones sent again by the gateway)."""
+    upstream, gw = restart_rig
+    queue = f"gw-reattach-{uuid.uuid4().hex[:6]}"
+    declare_queue(gw, upstream, queue)
+    if isinstance(upstream, RabbitMQ310):
+        upstream.ctl("eval", "mnesia:sync_log().")  # (as above)
+    timings: dict[str, float] = {}
+
+    def on_event(event: dict[str, Any]) -> None:
+        assert event["event"] == "kill"
+        started = time.monotonic()
+        upstream.kill()
+        timings["down"] = time.monotonic() - started
+        upstream.start_again()
+        timings["restart"] = time.monotonic() - started
+
+    try:
+        r = run_node_with_events("reattach", gw, on_event, queue=queue,
+                                 tag=uuid.uuid4().hex[:6], count=RESTART_COUNT,
+                                 kill_after=KILL_AFTER, api=f"{gw.http_url}/api/gateway",
+                                 timeout=90 if RMQ else 60)
+    finally:
+        with contextlib.suppress(Exception):  # cleanup only
+            delete_queues(upstream, [queue])
+    assert all("amqpws:reattach" in caps for caps in r["offered"].values()), \
+        f"the gateway said it would re-attach both: {r['offered']}"
+    assert r["kill_at"] is not None and "restart" in timings, "the upstream was never killed"
+    assert r["errors"] == [], "neither link ended, no message was refused"
+    assert r["reattached"] >= 2
+    accepted, received = set(r["accepted"]), r["received"]
+    assert len(accepted) >= RESTART_COUNT
+    lost = accepted - set(received)
+    assert not lost, f"{len(lost)} accepted messages never arrived: {sorted(lost)[:10]}"
+    print(f"reattach: upstream down {timings['down']:.2f} s, back after "
+          f"{timings['restart']:.2f} s; {len(accepted)} accepted, {len(received)} received "
+          f"({len(received) - len(set(received))} duplicates)")
+
+
 # -- failover between --upstream URLs ---------------------------------------------------------
 
 

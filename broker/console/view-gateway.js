@@ -178,7 +178,8 @@ function showNumbers(numbers, g, open) {
   const nodes = [...new Set((g.upstream_connections || []).filter((u) => u.opened).map((u) => u.node))];
   numbers.set('upstream', fmt.count(open),
     open ? nodes.join(' · ') : 'none open: dialing');
-  numbers.set('links', fmt.count(g.routed_links), `now · ${fmt.count(g.links_routed_total)} in all`);
+  const reattach = g.links_waiting_reattach ? ` · ${fmt.count(g.links_waiting_reattach)} waiting to re-attach` : '';
+  numbers.set('links', fmt.count(g.routed_links), `now · ${fmt.count(g.links_routed_total)} in all${reattach}`);
   numbers.set('in_flight', fmt.count(g.in_flight_deliveries));
   numbers.set('held', fmt.count(g.held_deliveries));
   numbers.set('rtt', milliseconds(g.upstream_rtt_seconds));

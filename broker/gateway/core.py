@@ -14,7 +14,9 @@ are being opened) waits for one, checked at each housekeeping tick: up to
 `ATTACH_WAIT` seconds, or, while the pool's connections keep opening (a
 burst of clients needing many new ones), up to `ATTACH_WAIT` after the last
 one opened.  Then it is refused with amqp:connection:forced, which clients
-treat as "try again".
+treat as "try again".  A link an upstream failure left waiting to be
+re-attached (reattach.py) waits among them, its route kept as the link's
+context, up to `REATTACH_WAIT`.
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ from broker.gateway.identity import (
     verify_bearer,
 )
 from broker.gateway.observe import http_answer
+from broker.gateway.reattach import REATTACH, REATTACH_WAIT, reattaches
 from broker.gateway.routes import LinkRoute, SessionRoute
 from broker.gateway.upstream import Upstream, UpstreamNode, UpstreamPool
 from broker.peerlog import PeerLog
@@ -159,6 +162,7 @@ class Gateway:
         self._dirty_clients: set[ClientHandle] = set()
         self._dirty_upstreams: set[Upstream] = set()
         self.links_routed = 0  # totals, for /metrics
+        self.links_reattached = 0
         self.attach_rtt: float | None = None  # seconds, a moving average
         self._attach_started: dict[Link, float] = {}
         self.rss: int | None = None
@@ -187,7 +191,7 @@ class Gateway:
             handle_max=cfg.handle_max,
             idle_time_out=cfg.idle_time_out,
             handshake_timeout=cfg.handshake_timeout,
-            offered_capabilities=(ANONYMOUS_RELAY,),
+            offered_capabilities=(ANONYMOUS_RELAY, REATTACH),
             properties={Symbol("product"): "amqpws-broker gateway"},
             now=self.clock(),
             trace=f"{transport} {peer}" if cfg.trace_frames else None,
@@ -230,16 +234,31 @@ class Gateway:
             expired: list[tuple[ClientHandle, Link, float]] = []
             kept: list[tuple[ClientHandle, Link, float]] = []
             for w in self.waiting:
-                (expired if min(now - w[2], since_progress) >= ATTACH_WAIT else kept).append(w)
+                # a link waiting to be re-attached (its route kept) may wait longer
+                wait = ATTACH_WAIT if w[1].context is None else REATTACH_WAIT
+                (expired if min(now - w[2], since_progress) >= wait else kept).append(w)
             if expired:
                 self._keep_waiting(kept)
                 for handle, link, _ in expired:
-                    if not link.attach_sent:
+                    if link.context is not None:
+                        link.context = None
+                        if link.usable:
+                            link.detach(amqp_error(
+                                Condition.CONNECTION_FORCED,
+                                f"the upstream broker was not back within "
+                                f"{REATTACH_WAIT:g} s to re-attach the link"))
+                            handle.wake()
+                    elif not link.attach_sent:
                         link.refuse(amqp_error(
                             Condition.CONNECTION_FORCED,
                             f"no upstream broker connection within {ATTACH_WAIT:g} s; "
                             f"try again shortly"))
                         handle.wake()
+            if self.passthrough and any(link.context is not None for _, link, _ in self.waiting):
+                # a passthrough login whose dial failed dials again, once a second
+                # at most, while its links wait to be re-attached
+                self._retry_waiting()
+                self.wake_clients()
         for upstream in list(self.logins.values()):
             if upstream.routes or not upstream.opened:
                 upstream.idle_since = None
@@ -279,6 +298,9 @@ class Gateway:
             self.pool.connections.remove(upstream)
         if upstream.login is not None and self.logins.get(upstream.login) is upstream:
             del self.logins[upstream.login]
+            if self.waiting:  # links waiting to be re-attached: their login dials again
+                self._retry_waiting()
+                self.wake_clients()
 
     # -- waking ---------------------------------------------------------------
 
@@ -309,7 +331,8 @@ class Gateway:
         self._route(handle, link)
 
     def _route(self, handle: ClientHandle, link: Link) -> None:
-        """Carry an attach upstream, or let it wait for a connection."""
+        """Carry an attach upstream, or let it wait for a connection; the
+        same for a link waiting to be re-attached (its route kept as context)."""
         session_route = handle.sessions.get(link.session)
         if session_route is None:
             upstream = self._upstream_for(handle, link.session)
@@ -321,11 +344,24 @@ class Gateway:
             upstream.routes[session_route.upstream_session] = session_route
         upstream_session = session_route.upstream_session
         if not upstream_session.has_handle_room:
-            link.refuse(amqp_error(Condition.RESOURCE_LIMIT_EXCEEDED,
-                                   f"the upstream allows {upstream_session.remote_handle_max + 1}"
-                                   f" links per session"))
+            error = amqp_error(Condition.RESOURCE_LIMIT_EXCEEDED,
+                               f"the upstream allows {upstream_session.remote_handle_max + 1}"
+                               f" links per session")
+            if link.attach_sent:  # a re-attach
+                link.context = None
+                link.detach(error)
+            else:
+                link.refuse(error)
             return
-        route = LinkRoute.open(session_route, link)
+        previous = link.context
+        if isinstance(previous, LinkRoute):
+            previous.reopen(session_route)
+            self.links_reattached += 1
+            self._attach_started[previous.upstream] = self.clock()
+            self._dirty_upstreams.add(session_route.upstream)
+            return
+        route = LinkRoute.open(session_route, link, reattach=reattaches(
+            link.remote_attach, handle.conn.remote_open))
         # a route whose messages are checked here is never armed (LinkRoute.arm)
         route.check = message_check(handle.identity, link.remote_attach)
         self.links_routed += 1
@@ -359,7 +395,8 @@ class Gateway:
         waiting = self.waiting
         self._keep_waiting([])  # those still waiting come back in _route
         for handle, link, since in waiting:
-            if handle.conn.done or link.attach_sent:
+            # (a waiting re-attach keeps its route as context and was answered)
+            if handle.conn.done or link.detach_sent or (link.attach_sent and link.context is None):
                 continue
             before = len(self.waiting)
             self._route(handle, link)
@@ -368,9 +405,13 @@ class Gateway:
             self._dirty_clients.add(handle)
 
     def _refuse_waiting(self, login: Login | None, error: Error) -> None:
+        """Attaches waiting for `login`'s connection are refused; a link
+        waiting to be re-attached waits its own time (and dials again, see
+        `housekeeping`)."""
         keep = []
         for handle, link, since in self.waiting:
-            if login is not None and (handle.login or ANONYMOUS_LOGIN) != login:
+            if login is not None and (handle.login or ANONYMOUS_LOGIN) != login or \
+                    link.context is not None:
                 keep.append((handle, link, since))
             elif not link.attach_sent:
                 link.refuse(error)
@@ -516,15 +557,25 @@ class Gateway:
                         upstream.node.label,
                         f": {error.condition} {error.description}" if error else "",
                         len(upstream.routes))
+        reattaching = []
         for route in list(upstream.routes.values()):
             owner = route.owner
             owner.sessions.pop(route.client, None)
             for link_route in list(route.links):
-                link_route.client.context = None
-                link_route.forced(why)
+                if link_route.reattach and link_route.client.usable and not self.stopping:
+                    link_route.lost()
+                    reattaching.append((owner, link_route.client))
+                else:
+                    link_route.client.context = None
+                    link_route.forced(why)
             route.links.clear()
             self._dirty_clients.add(owner)
         upstream.routes.clear()
+        if reattaching:
+            log.info("%d client link(s) wait up to %g s to be re-attached", len(reattaching),
+                     REATTACH_WAIT)
+            for owner, link in reattaching:  # on a connection that is up, or when one is
+                self._route(owner, link)
 
     def _login_refused(self, login: Login, upstream: Upstream, error: Error | None) -> None:
         """A passthrough login the upstream never opened a connection for: when

@@ -69,6 +69,9 @@ def overview(gw: Gateway) -> dict[str, object]:
             for u in gw.upstreams()],
         "routed_links": len(links),
         "links_routed_total": gw.links_routed,
+        # links an upstream failure left waiting to be re-attached (reattach.py)
+        "links_waiting_reattach": sum(1 for _, link, _ in gw.waiting if link.context is not None),
+        "links_reattached_total": gw.links_reattached,
         # unsettled deliveries on the client side: each has its upstream twin
         "in_flight_deliveries": sum(len(r.client.unsettled) for r in links),
         "held_deliveries": sum(len(r.pending) for r in links),
@@ -181,6 +184,12 @@ def _metrics(view: dict[str, Any]) -> HttpResponse:
                                     value=view["routed_links"])
             yield CounterMetricFamily("amqpws_gateway_links_routed", "Links routed in all",
                                       value=view["links_routed_total"])
+            yield GaugeMetricFamily("amqpws_gateway_links_waiting_reattach",
+                                    "Client links waiting to be re-attached upstream",
+                                    value=view["links_waiting_reattach"])
+            yield CounterMetricFamily("amqpws_gateway_links_reattached",
+                                      "Client links re-attached after an upstream failure",
+                                      value=view["links_reattached_total"])
             yield GaugeMetricFamily("amqpws_gateway_in_flight_deliveries",
                                     "Deliveries sent to clients and not yet settled",
                                     value=view["in_flight_deliveries"])

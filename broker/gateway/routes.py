@@ -46,6 +46,13 @@ A session route pairs a client session with the upstream session that
 carries its links, so an upstream session ended with an error (RabbitMQ ends
 the session on an attach to a missing queue) ends the client's session with
 that same error, and nobody else's.
+
+A link route that asked to be re-attached (reattach.py) outlives the
+upstream connection that carried it: `lost` keeps what must go on (a
+sending client's unsettled messages, to be sent again), `reopen` attaches a
+new upstream link for the same client link, and the upstream's answer
+passes on credit as a first answer does, without a second attach to the
+client.
 """
 
 from __future__ import annotations
@@ -60,6 +67,7 @@ from broker.codec.performatives import Error, RcvSettleMode, Role, amqp_error
 from broker.engine.link import Delivery, Link
 from broker.engine.session import Session
 from broker.errors import Condition
+from broker.gateway.reattach import REATTACH
 
 if TYPE_CHECKING:
     from broker.gateway.core import ClientHandle
@@ -85,7 +93,7 @@ class SessionRoute:
 class LinkRoute:
     """One client link and the upstream link it is carried on."""
 
-    __slots__ = ("answered", "check", "client", "pending", "session", "upstream")
+    __slots__ = ("answered", "check", "client", "pending", "reattach", "session", "upstream")
 
     def __init__(self, session: SessionRoute, client: Link, upstream: Link) -> None:
         self.session = session
@@ -97,35 +105,48 @@ class LinkRoute:
         self.check: Callable[[bytes], None] | None = None
         # deliveries credit allowed but the other side's credit no longer does
         self.pending: deque[Delivery] = deque()
+        self.reattach = False  # re-attached, not ended, if the upstream goes (reattach.py)
 
     # -- attach and detach ----------------------------------------------------
 
     @staticmethod
-    def open(session: SessionRoute, client: Link) -> LinkRoute:
-        """Attach upstream what the client attached here."""
-        remote = client.remote_attach
-        upstream = session.upstream_session.attach(
-            name=client.name,
-            role=remote.role,  # upstream we play the role the client plays with us
-            source=remote.source if isinstance(remote.source, Source) else None,
-            target=remote.target,
-            snd_settle_mode=remote.snd_settle_mode,
-            # where we receive, we settle first (see the module's docstring); a receiving
-            # upstream decides its own mode
-            rcv_settle_mode=RcvSettleMode.FIRST if remote.role is Role.RECEIVER
-            else remote.rcv_settle_mode,
-            max_message_size=remote.max_message_size or 0,
-            offered_capabilities=remote.offered_capabilities,
-            desired_capabilities=remote.desired_capabilities,
-            properties=remote.properties,
-        )
-        if not upstream.is_sender:
-            # what an upstream sends beyond our credit is held, not refused
-            upstream.tolerate_excess = True
-        route = LinkRoute(session, client, upstream)
-        client.context = upstream.context = route
+    def open(session: SessionRoute, client: Link, *, reattach: bool = False) -> LinkRoute:
+        """Attach upstream what the client attached here.  `reattach`: the
+        link is to be re-attached after an upstream failure (reattach.py)."""
+        route = LinkRoute(session, client, _attach_upstream(session, client))
+        route.reattach = reattach
+        client.context = route.upstream.context = route
         session.links.add(route)
         return route
+
+    def reopen(self, session: SessionRoute) -> None:
+        """Re-attach upstream, on `session`, a link whose upstream went away
+        (`lost`); the client's link stays as it is."""
+        self.session = session
+        self.upstream = _attach_upstream(session, self.client)
+        self.upstream.context = self
+        session.links.add(self)
+
+    def lost(self) -> None:
+        """The upstream connection is gone and the link waits to be re-attached:
+        nothing goes on until `reopen` and the upstream's answer.  What a
+        sending client's upstream had not settled is held to be sent again; a
+        receiving client's unsettled messages are the upstream's to deliver
+        again, so only what was sent presettled is still held for it."""
+        self.disarm()
+        self.answered = False
+        self.session.links.discard(self)
+        client = self.client
+        if client.is_sender:  # a receiving client
+            # (the client's outcomes for the rest find their originals' link gone:
+            # Session._settle_originals passes them by)
+            self.pending = deque(d for d in self.pending if d.remote_settled)
+        else:
+            held = {id(d) for d in self.pending}
+            again = [d for d in client.unsettled.values() if id(d) not in held]
+            self.pending = deque(again + list(self.pending))
+            if client.usable and client.link_credit:
+                client.flow(0)  # no more until the upstream grants it again
 
     def upstream_answered(self) -> None:
         """The upstream's attach: pass it on, unless it is the first half of a
@@ -133,20 +154,27 @@ class LinkRoute:
         answer = self.upstream.remote_attach
         # the upstream's own terminus: the source when it sends, the target when it receives
         own = answer.target if self.upstream.is_sender else answer.source
-        if own is None or self.client.attach_sent:
+        if own is None or self.answered:
             return
+        client = self.client
+        if client.attach_sent and not client.usable:
+            return  # the client went first; our detach upstream is on its way
         self.answered = True
-        self.client.accept(
-            source=answer.source if isinstance(answer.source, Source) else None,
-            target=answer.target if isinstance(answer.target, Target) else None,
-            snd_settle_mode=answer.snd_settle_mode,
-            rcv_settle_mode=answer.rcv_settle_mode if self.client.is_sender
-            else RcvSettleMode.FIRST,
-            # what we take from the client, the upstream takes from us
-            max_message_size=answer.max_message_size or 0,
-            offered_capabilities=answer.offered_capabilities,
-            properties=answer.properties,
-        )
+        if not client.attach_sent:  # (a re-attach: the client's link was answered before)
+            offered = answer.offered_capabilities
+            if self.reattach:
+                offered = (*(offered or ()), REATTACH)
+            self.client.accept(
+                source=answer.source if isinstance(answer.source, Source) else None,
+                target=answer.target if isinstance(answer.target, Target) else None,
+                snd_settle_mode=answer.snd_settle_mode,
+                rcv_settle_mode=answer.rcv_settle_mode if self.client.is_sender
+                else RcvSettleMode.FIRST,
+                # what we take from the client, the upstream takes from us
+                max_message_size=answer.max_message_size or 0,
+                offered_capabilities=offered,
+                properties=answer.properties,
+            )
         if self.client.is_sender:
             self.client.available = self.upstream.available
             self.client_credit()  # credit the client gave with its attach
@@ -268,3 +296,28 @@ class LinkRoute:
             while pending and to.can_send:
                 to.forward(pending.popleft())
             self.arm()
+
+
+def _attach_upstream(session: SessionRoute, client: Link) -> Link:
+    """The upstream link for a client's link: the same name, termini, settle
+    modes, capabilities and properties (the client's own attach)."""
+    remote = client.remote_attach
+    upstream = session.upstream_session.attach(
+        name=client.name,
+        role=remote.role,  # upstream we play the role the client plays with us
+        source=remote.source if isinstance(remote.source, Source) else None,
+        target=remote.target,
+        snd_settle_mode=remote.snd_settle_mode,
+        # where we receive, we settle first (see the module's docstring); a receiving
+        # upstream decides its own mode
+        rcv_settle_mode=RcvSettleMode.FIRST if remote.role is Role.RECEIVER
+        else remote.rcv_settle_mode,
+        max_message_size=remote.max_message_size or 0,
+        offered_capabilities=remote.offered_capabilities,
+        desired_capabilities=remote.desired_capabilities,
+        properties=remote.properties,
+    )
+    if not upstream.is_sender:
+        # what an upstream sends beyond our credit is held, not refused
+        upstream.tolerate_excess = True
+    return upstream

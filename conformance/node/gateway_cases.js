@@ -51,6 +51,10 @@
 //              consumer across an upstream restart (the Python side kills and
 //              restarts it when this prints {"event": "kill"}; both re-attach once
 //              /readyz says 200) -> ids accepted, ids received, errors seen
+//   reattach   [queue, tag, count, kill_after, api, pace_ms] a producer and a
+//              consumer that desire amqpws:reattach, across an upstream restart
+//              (the kill asked for as in `restart`): neither link may fail, the
+//              gateway re-attaches both -> ids accepted, ids received, errors
 //   security   [allowed, other, user, password, presettled, answer_ms] the
 //              gateway's own users and permissions (the secure gateway)
 //   observe    [queue, api] links open on a ws and a tcp connection, with two
@@ -951,6 +955,90 @@ cases.restart = async () => {
         accepted: [...accepted], received: received, errors: errors, kill_at: killAt,
         reattached: reattached, elapsed_ms: Date.now() - started,
     };
+    await close(conn);
+    return result;
+};
+
+// -- reattach: links that asked to ride out an upstream restart -----------------
+
+// Both links desire amqpws:reattach. The producer keeps a few messages in
+// flight; once kill_after are accepted it asks for the kill and slows to one
+// message at a time, and it goes on (past `count` if need be) until the
+// gateway's /api/gateway says both links were re-attached. Neither link may
+// fail: the gateway holds the producer's unsettled messages and sends them
+// again, and the upstream delivers the consumer's again.
+cases.reattach = async () => {
+    const address = qaddr(P.queue);
+    const caps = {desired_capabilities: 'amqpws:reattach'};
+    const conn = await connect();
+    const accepted = new Set();
+    const received = [];
+    const errors = [];
+    const offered = (link) => [].concat((link.remote.attach || {}).offered_capabilities || []).map(String);
+    const receiver = await openReceiver(conn, address, 0, Object.assign({credit_window: 20, autoaccept: true}, caps));
+    receiver.on('message', (ctx) => received.push(ctx.message.message_id));
+    const sender = await openSender(conn, address, caps);
+    const fail = (what) => (ctx) => errors.push(Object.assign({link: what}, errorOf(ctx, what) || {}));
+    for (const [link, what] of [[receiver, 'receiver'], [sender, 'sender']]) {
+        link.on(what + '_error', fail(what));
+        link.on(what + '_close', fail(what));
+    }
+    conn.on('session_close', fail('session'));
+    const offers = {sender: offered(sender), receiver: offered(receiver)};
+    let killAt = null;
+    let reattached = 0;
+    const inflight = new Map();
+    let nextId = 0;
+    const watch = (async () => { // the gateway's own count of re-attached links
+        while (reattached < 2) {
+            await sleep(100);
+            if (killAt === null) continue;
+            try {
+                reattached = (await (await fetch(P.api, {signal: AbortSignal.timeout(1000)})).json()).links_reattached_total;
+            } catch (e) { /* the gateway is busy: ask again */ }
+        }
+    })();
+    await new Promise((resolve, reject) => {
+        let timer = null;
+        const done = () => accepted.size >= P.count && reattached >= 2 && inflight.size === 0;
+        const pump = () => {
+            if (done()) { resolve(); return; }
+            if (errors.length) { reject(new Error('a link failed: ' + JSON.stringify(errors))); return; }
+            const limit = killAt === null ? 5 : 1;
+            while (sender.sendable() && inflight.size < limit && (accepted.size + inflight.size < P.count || killAt !== null)) {
+                if (killAt !== null && accepted.size >= P.count && reattached >= 2) break;
+                const id = P.tag + '-' + (nextId++);
+                inflight.set(sender.send({message_id: id, durable: true, body: id}), id);
+            }
+            if (!timer) timer = setTimeout(() => { timer = null; pump(); }, P.pace_ms || 5);
+        };
+        const settle = (state) => (ctx) => {
+            const id = inflight.get(ctx.delivery);
+            if (id === undefined) return;
+            inflight.delete(ctx.delivery);
+            if (state !== 'accepted') { errors.push({link: 'sender', outcome: state, id: id}); return; }
+            accepted.add(id);
+            if (killAt === null && accepted.size >= P.kill_after) {
+                killAt = accepted.size;
+                emit({event: 'kill', accepted: accepted.size});
+            }
+            pump();
+        };
+        for (const st of ['accepted', 'released', 'rejected', 'modified']) sender.on(st, settle(st));
+        sender.on('sendable', pump);
+        pump();
+    });
+    await watch;
+    progress = () => ({accepted: accepted.size, received: received.length, errors: errors});
+    await withTimeout((async () => {
+        for (;;) {
+            const have = new Set(received);
+            if ([...accepted].every((id) => have.has(id))) return;
+            await sleep(20);
+        }
+    })(), 30000, 'every accepted message at the consumer');
+    const result = {accepted: [...accepted], received: received, errors: errors, kill_at: killAt,
+                    reattached: reattached, offered: offers, events: conn.events};
     await close(conn);
     return result;
 };

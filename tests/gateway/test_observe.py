@@ -144,12 +144,14 @@ def test_metrics_are_the_gateway_families() -> None:
     assert families == {
         "amqpws_gateway_client_connections", "amqpws_gateway_upstream_connections",
         "amqpws_gateway_routed_links", "amqpws_gateway_links_routed_total",
+        "amqpws_gateway_links_waiting_reattach", "amqpws_gateway_links_reattached_total",
         "amqpws_gateway_in_flight_deliveries", "amqpws_gateway_held_deliveries",
         "amqpws_gateway_upstream_rtt_seconds"}
     assert 'amqpws_gateway_client_connections{transport="ws"} 1.0' in text
     assert 'amqpws_gateway_upstream_connections{node="amqp://rabbit-1:5672"} 1.0' in text
     assert "amqpws_gateway_routed_links 1.0" in text
     assert "amqpws_gateway_links_routed_total 1.0" in text
+    assert "amqpws_gateway_links_waiting_reattach 0.0" in text
     assert "secret" not in text
 
 

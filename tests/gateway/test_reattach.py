@@ -1,0 +1,245 @@
+"""Client links that asked to ride out an upstream failure (gateway/reattach.py):
+bytes in on one side, bytes out on the other, the upstream this project's
+own broker (test_routes.Net), lost and dialed again by the test."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from broker.codec.messaging import Accepted, Source, Target
+from broker.codec.performatives import Attach, Open, Role
+from broker.codec.types import Described, Symbol
+from broker.config import Config
+from broker.engine.events import DeliveriesUpdated, DeliveryUpdated, LinkDetached
+from broker.engine.link import Link
+from broker.engine.session import Session
+from broker.errors import Condition
+from broker.gateway.core import ATTACH_WAIT
+from broker.gateway.observe import overview as gateway_view
+from broker.gateway.reattach import REATTACH, REATTACH_WAIT, allowed, asked
+from broker.nodes.stream import OFFSET_SPEC
+
+from .test_routes import Net, body, passthrough_net, received, texts
+
+
+def reattaching_receiver(net: Net, session: Session, address: str) -> Link:
+    link = session.attach(name=f"r-{address}", role=Role.RECEIVER,
+                          source=Source(address=address), target=Target(),
+                          desired_capabilities=(REATTACH,))
+    net.pump()
+    return link
+
+
+def reattaching_sender(net: Net, session: Session, address: str) -> Link:
+    link = session.attach(name=f"s-{address}", role=Role.SENDER, source=Source(),
+                          target=Target(address=address), desired_capabilities=(REATTACH,))
+    net.pump()
+    return link
+
+
+def lose_upstream(net: Net, *, pump: bool = True) -> None:
+    """The upstream connection drops: both ends hear of it (the upstream
+    requeues what it had sent and not had settled)."""
+    up, side = net.wires[-1]
+    up.connection_lost()
+    side.receive_data(b"")
+    if pump:
+        net.pump()
+
+
+def detached(events: list[Any]) -> dict[Link, Any]:
+    return {e.link: e.error for e in events if isinstance(e, LinkDetached)}
+
+
+def settlements(events: list[Any]) -> list[tuple[Any, Any]]:
+    """(delivery, outcome) of each delivery the peer settled, ranges included."""
+    out = []
+    for e in events:
+        if isinstance(e, DeliveryUpdated) and e.settled:
+            out.append((e.delivery, e.state))
+        elif isinstance(e, DeliveriesUpdated) and e.settled:
+            out += [(d, e.state) for d in e.deliveries]
+    return out
+
+
+def test_a_receiver_that_asked_keeps_its_link_and_gets_its_unsettled_messages_again() -> None:
+    net = Net()
+    session = net.session()
+    publisher = net.sender(session, "/queues/q")
+    for i in range(3):
+        publisher.send(body(f"m{i}"), settled=True)
+    receiver = reattaching_receiver(net, session, "/queues/q")
+    assert REATTACH in (receiver.remote_attach.offered_capabilities or ()), \
+        "the answer says the link will be re-attached"
+    receiver.flow(10)
+    net.pump()
+    first = received(net.events())
+    assert texts(first) == ["m0", "m1", "m2"]
+    receiver.settle(first[0], Accepted())  # settled upstream before the loss
+    net.pump()
+
+    lose_upstream(net)
+    events = net.events()
+    gone = detached(events)
+    assert receiver not in gone, "the asking link stays attached"
+    assert gone[publisher].condition == Condition.CONNECTION_FORCED.value, \
+        "a link that did not ask ends as before"
+    assert gateway_view(net.gw)["links_waiting_reattach"] == 1
+    receiver.settle(first[1], Accepted())  # its original went with the upstream link
+    net.pump()
+
+    net.connect_upstream()
+    net.pump()
+    again = received(net.events())
+    assert texts(again) == ["m1", "m2"], "what the upstream had not had settled comes again"
+    for delivery in again:
+        receiver.settle(delivery, Accepted())
+    net.pump()
+    assert net.queue("q").depth == 0 and net.queue("q").unacked == 0
+    view = gateway_view(net.gw)
+    assert view["links_waiting_reattach"] == 0 and view["links_reattached_total"] == 1
+    # and the link carries on, its credit upstream again
+    publisher = net.sender(session, "/queues/q", name="s2")
+    publisher.send(body("after"), settled=True)
+    net.pump()
+    assert texts(received(net.events())) == ["after"]
+
+
+def test_a_sender_that_asked_has_what_the_upstream_had_not_settled_sent_again() -> None:
+    net = Net()
+    session = net.session()
+    sender = reattaching_sender(net, session, "/queues/q")
+    assert REATTACH in (sender.remote_attach.offered_capabilities or ())
+    before = sender.send(body("settled-before"), settled=False)
+    net.pump()
+    assert settlements(net.events()) == [(before, Accepted())]
+    # two messages the gateway sends on, but the upstream never gets
+    up, _ = net.wires[-1]
+    pending = [sender.send(body(f"m{i}"), settled=False) for i in range(2)]
+    net.carry(net.app, net.edge)
+    assert up.data_to_send(), "sent on upstream"
+    lose_upstream(net, pump=False)
+    # one more, under the credit the client still had; then its credit is taken away
+    late = sender.send(body("late"), settled=False)
+    net.pump()
+    assert not detached(net.events()) and sender.link_credit == 0, \
+        "no more until the upstream grants it"
+
+    net.connect_upstream()
+    net.pump()
+    assert settlements(net.events()) == [(d, Accepted()) for d in [*pending, late]]
+    assert sender.link_credit > 0, "credit from the new upstream link"
+    assert net.queue("q").depth == 4
+    receiver = net.receiver(session, "/queues/q")
+    receiver.flow(10)
+    net.pump()
+    assert texts(received(net.events())) == ["settled-before", "m0", "m1", "late"], \
+        "in the order sent, none lost, none twice (the upstream never had them)"
+
+
+def test_a_link_that_waits_longer_than_reattach_wait_ends_with_connection_forced() -> None:
+    net = Net()
+    session = net.session()
+    receiver = reattaching_receiver(net, session, "/queues/q")
+    net.events()
+    lose_upstream(net)
+    net.later(ATTACH_WAIT + 1)
+    assert not detached(net.events()), "a re-attach waits longer than an attach"
+    net.later(REATTACH_WAIT - ATTACH_WAIT)
+    error = detached(net.events())[receiver]
+    assert error.condition == Condition.CONNECTION_FORCED.value
+    assert "re-attach" in error.description
+    net.connect_upstream()
+    net.pump()
+    assert not net.broker_sessions()[-1].links, "nothing re-attached after the end"
+
+
+def test_a_link_detached_by_its_client_while_it_waits_is_not_reattached() -> None:
+    net = Net()
+    session = net.session()
+    receiver = reattaching_receiver(net, session, "/queues/q")
+    lose_upstream(net)
+    receiver.detach()
+    net.pump()
+    net.events()
+    net.connect_upstream()
+    net.pump()
+    assert not net.broker_sessions()[-1:] or not net.broker_sessions()[-1].links
+    assert gateway_view(net.gw)["links_waiting_reattach"] == 0
+
+
+def test_a_reattach_the_upstream_refuses_detaches_the_client_with_its_error() -> None:
+    net = Net(broker_config=Config(users={"svc": "secret"}, allow_anonymous=False,
+                                   auto_create=False))
+    net.broker.admin.declare_queue("q")
+    session = net.session()
+    receiver = reattaching_receiver(net, session, "/queues/q")
+    assert receiver.usable and not detached(net.events())
+    lose_upstream(net)
+    net.broker.admin.delete_queue("q")  # gone while the gateway was away
+    net.connect_upstream()
+    net.pump()
+    error = detached(net.events())[receiver]
+    assert error.condition == Condition.NOT_FOUND.value, "the upstream's condition"
+
+
+def _attach(role: bool, **terminus: Any) -> Attach:
+    node = Source(**terminus) if role is Role.RECEIVER else Target(**terminus)
+    return Attach(name="l", handle=0, role=role,
+                  source=node if role is Role.RECEIVER else Source(),
+                  target=node if role is Role.SENDER else Target())
+
+
+@pytest.mark.parametrize(("attach", "allows"), [
+    (_attach(Role.RECEIVER, address="/queues/q"), True),
+    (_attach(Role.SENDER, address="/exchanges/x/k"), True),
+    (_attach(Role.SENDER), True),  # the anonymous relay
+    (Attach(name="l", handle=0, role=Role.SENDER, source=Source(), target=None), True),
+    (_attach(Role.RECEIVER, dynamic=True), False),
+    (_attach(Role.SENDER, dynamic=True), False),
+    (_attach(Role.RECEIVER, address="/management"), False),
+    (_attach(Role.SENDER, address="/management"), False),
+    (_attach(Role.RECEIVER, address="/queues/s",
+             filter={OFFSET_SPEC: Described(OFFSET_SPEC, "first")}), False),
+    (_attach(Role.RECEIVER, address="/queues/s",
+             filter={Symbol("rabbitmq:stream-filter"): Described(Symbol("x"), "a")}), True),
+], ids=["queue", "exchange", "relay", "relay-null-target", "dynamic-source", "dynamic-target",
+        "management-replies", "management-requests", "stream-offset", "stream-filter"])
+def test_which_links_may_be_reattached(attach: Attach, allows: bool) -> None:
+    assert allowed(attach) is allows
+
+
+def test_a_client_asks_on_the_link_or_for_every_link_of_its_connection() -> None:
+    plain = _attach(Role.RECEIVER, address="/queues/q")
+    assert not asked(plain, None) and not asked(plain, Open(container_id="c"))
+    assert asked(plain, Open(container_id="c", desired_capabilities=(REATTACH,)))
+    linked = Attach(name="l", handle=0, role=Role.RECEIVER, source=Source(address="/queues/q"),
+                    target=Target(), desired_capabilities=(REATTACH,))
+    assert asked(linked, None)
+
+
+def test_passthrough_dials_the_clients_login_again_until_the_upstream_is_back() -> None:
+    net = passthrough_net("alice", "pw")
+    session = net.session()
+    receiver = reattaching_receiver(net, session, "/queues/q")
+    (login,) = net.dialed  # type: ignore[attr-defined]
+    net.connect_upstream(login=login)
+    net.pump()
+    assert receiver.usable and REATTACH in (receiver.remote_attach.offered_capabilities or ())
+    up, _ = net.wires[-1]
+    lose_upstream(net)
+    net.gw.upstream_gone(up)  # the edge is done with its socket: alice's login dials again
+    assert net.dialed == [login, login]  # type: ignore[attr-defined]
+    net.gw.dial_failed(login, "connection refused")  # every node refused
+    net.later(1)
+    assert net.dialed == [login] * 3, "dialed again at the tick"  # type: ignore[attr-defined]
+    assert not detached(net.events())
+    net.connect_upstream(login=login)
+    net.pump()
+    publisher = net.sender(session, "/queues/q")
+    publisher.send(body("back"), settled=True)
+    receiver.flow(1)
+    net.pump()
+    assert texts(received(net.events())) == ["back"], "re-attached on alice's new connection"
