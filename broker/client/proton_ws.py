@@ -99,7 +99,7 @@ import ssl
 import threading
 import uuid
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from typing import Any, Self, TypeVar
@@ -127,9 +127,11 @@ from proton import (
     Link,
     LinkException,
     Message,
+    SymbolList,
     Terminus,
     Timeout,
     Transport,
+    symbol,
 )
 
 from broker.client.tokens import (
@@ -217,7 +219,7 @@ def stream_offset_filter(spec: str | int) -> dict[str, Any]:
     `spec` is "first", "last", "next", an interval such as "10m", an offset
     (int), or a `proton.timestamp` (ms since the epoch); the filter value is
     described by the symbol `rabbitmq:stream-offset-spec` (RabbitMQ streams)."""
-    from proton import Described, symbol
+    from proton import Described
 
     return {
         symbol("rabbitmq:stream-offset-spec"): Described(
@@ -227,8 +229,6 @@ def stream_offset_filter(spec: str | int) -> dict[str, Any]:
 
 
 def _set_filter(terminus: Terminus, filters: dict[Any, Any]) -> None:
-    from proton import symbol
-
     terminus.filter.put_dict(
         {symbol(k) if isinstance(k, str) else k: v for k, v in filters.items()}
     )
@@ -400,6 +400,7 @@ async def connect(
     hostname: str | None = None,
     idle_timeout: float | None = None,
     max_frame_size: int | None = None,
+    desired_capabilities: Sequence[str] = (),
     subprotocols: tuple[str, ...] = SUBPROTOCOLS,
     chunk_size: int | None = DEFAULT_CHUNK_SIZE,
     handler: Handler | None = None,
@@ -416,6 +417,9 @@ async def connect(
     something at least that often, and we answer its own with heartbeats.
     `chunk_size` caps the bytes per WebSocket message (None: one message per
     burst of output; small values split frames over many messages).
+    `desired_capabilities` go in the open (e.g. `amqpws:reattach`, which asks
+    the gateway to re-attach every link of the connection after an upstream
+    failure; `remote_offered_capabilities` says whether it will).
 
     For wss:// the server's certificate is checked against the system's
     trust store, or against the CA in the PEM file `ca_file`, or as the given
@@ -459,6 +463,7 @@ async def connect(
                     hostname=hostname,
                     idle_timeout=idle_timeout,
                     max_frame_size=max_frame_size,
+                    desired_capabilities=desired_capabilities,
                     chunk_size=chunk_size,
                     handler=handler,
                 )
@@ -526,6 +531,7 @@ class AsyncConnection:
         max_frame_size: int | None,
         chunk_size: int | None,
         handler: Handler | None,
+        desired_capabilities: Sequence[str] = (),
     ) -> None:
         self.ws = ws
         self.chunk_size = chunk_size
@@ -533,6 +539,9 @@ class AsyncConnection:
         self.connection = Connection()
         self.connection.container = container_id or f"proton-ws-{uuid.uuid4()}"
         self.connection.hostname = hostname or (urlsplit(url).hostname or "")
+        if desired_capabilities:
+            self.connection.desired_capabilities = SymbolList(
+                [symbol(c) for c in desired_capabilities])
         self.transport = Transport()
         if max_frame_size:
             self.transport.max_frame_size = max_frame_size
