@@ -259,6 +259,7 @@ class Gateway:
                 # at most, while its links wait to be re-attached
                 self._retry_waiting()
                 self.wake_clients()
+                self.wake_upstreams()
         for upstream in list(self.logins.values()):
             if upstream.routes or not upstream.opened:
                 upstream.idle_since = None
@@ -301,6 +302,7 @@ class Gateway:
             if self.waiting:  # links waiting to be re-attached: their login dials again
                 self._retry_waiting()
                 self.wake_clients()
+                self.wake_upstreams()
 
     # -- waking ---------------------------------------------------------------
 
@@ -356,7 +358,6 @@ class Gateway:
         previous = link.context
         if isinstance(previous, LinkRoute):
             previous.reopen(session_route)
-            self.links_reattached += 1
             self._attach_started[previous.upstream] = self.clock()
             self._dirty_upstreams.add(session_route.upstream)
             return
@@ -500,6 +501,7 @@ class Gateway:
                      printable(upstream.login.user), printable(upstream.peer_container))
         if self.waiting:
             self._retry_waiting()
+            self.wake_upstreams()  # the least loaded connection may be another one
 
     def upstream_link_answered(self, link: Link) -> None:
         route = link.context
@@ -509,7 +511,10 @@ class Gateway:
         if started is not None:
             rtt = self.clock() - started
             self.attach_rtt = rtt if self.attach_rtt is None else 0.8 * self.attach_rtt + 0.2 * rtt
+        reattaching = route.client.attach_sent and not route.answered
         route.upstream_answered()
+        if reattaching and route.answered:
+            self.links_reattached += 1
         self._dirty_clients.add(route.session.owner)
 
     def upstream_link_detached(self, link: Link, error: Error | None, closed: bool) -> None:
@@ -576,6 +581,7 @@ class Gateway:
                      REATTACH_WAIT)
             for owner, link in reattaching:  # on a connection that is up, or when one is
                 self._route(owner, link)
+            self.wake_upstreams()  # (another of the pool's connections may carry them now)
 
     def _login_refused(self, login: Login, upstream: Upstream, error: Error | None) -> None:
         """A passthrough login the upstream never opened a connection for: when

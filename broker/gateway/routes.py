@@ -263,7 +263,10 @@ class LinkRoute:
             client.flow(client.link_credit)  # carries `available`
 
     def grant_client(self) -> None:
-        """A sending client may send what the upstream still takes."""
+        """A sending client may send what the upstream still takes (nothing
+        until the upstream answered: a re-attach's old link has gone)."""
+        if not self.answered:
+            return
         client = self.client
         upstream = self.upstream
         credit = max(0, upstream.link_credit - len(self.pending))

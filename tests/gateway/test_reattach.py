@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from broker.codec.messaging import Accepted, Source, Target
+from broker.codec.messaging import Accepted, Rejected, Source, Target
 from broker.codec.performatives import Attach, Open, Role
 from broker.codec.types import Described, Symbol
 from broker.config import Config
@@ -39,10 +39,10 @@ def reattaching_sender(net: Net, session: Session, address: str) -> Link:
     return link
 
 
-def lose_upstream(net: Net, *, pump: bool = True) -> None:
-    """The upstream connection drops: both ends hear of it (the upstream
-    requeues what it had sent and not had settled)."""
-    up, side = net.wires[-1]
+def lose_upstream(net: Net, *, pump: bool = True, which: int = -1) -> None:
+    """The upstream connection drops (the last one dialed, or `which`): both
+    ends hear of it (the upstream requeues what it had sent and not had settled)."""
+    up, side = net.wires[which]
     up.connection_lost()
     side.receive_data(b"")
     if pump:
@@ -137,6 +137,44 @@ def test_a_sender_that_asked_has_what_the_upstream_had_not_settled_sent_again() 
     net.pump()
     assert texts(received(net.events())) == ["settled-before", "m0", "m1", "late"], \
         "in the order sent, none lost, none twice (the upstream never had them)"
+
+
+def test_a_link_goes_at_once_to_another_open_connection_of_the_pool() -> None:
+    net = Net()
+    session = net.session()
+    receiver = reattaching_receiver(net, session, "/queues/q")
+    net.connect_upstream()  # a second connection of the pool, open
+    net.pump()
+    lose_upstream(net, which=0)  # the one carrying the link
+    # nothing from the client: the gateway itself wakes the connection it used
+    (route,) = [r for sr in net.edge.sessions.values() for r in sr.links]
+    assert route.answered and route.session.upstream is net.wires[1][0]
+    publisher = net.sender(session, "/queues/q")
+    publisher.send(body("on"), settled=True)
+    receiver.flow(1)
+    net.pump()
+    assert texts(received(net.events())) == ["on"]
+
+
+def test_a_sender_gets_no_credit_while_it_waits_even_when_the_edge_refuses_one() -> None:
+    """The anonymous relay, whose messages the edge checks: a refused message
+    gives back its credit, but there is no upstream link to take more."""
+    config = Config(users={"app": "pw"}, allow_anonymous=False,
+                    permissions={"app": ("", "^allowed$", "")})
+    net = Net(gateway_config=config, user="app", password="pw")
+    session = net.session()
+    relay = session.attach(name="relay", role=Role.SENDER, source=Source(), target=Target(),
+                           desired_capabilities=(REATTACH,))
+    net.pump()
+    assert REATTACH in (relay.remote_attach.offered_capabilities or ())
+    lose_upstream(net, pump=False)
+    refused = relay.send(body("out", to="/queues/other"), settled=False)  # in flight at the loss
+    net.pump()
+    assert [(d, type(state)) for d, state in settlements(net.events())] == [(refused, Rejected)]
+    assert relay.link_credit == 0, "no credit with nothing attached upstream"
+    net.connect_upstream()
+    net.pump()
+    assert relay.link_credit > 0, "and credit again once re-attached"
 
 
 def test_a_link_that_waits_longer_than_reattach_wait_ends_with_connection_forced() -> None:
