@@ -95,8 +95,9 @@ class Link:
     __slots__ = (
         "_allowed", "_chunks", "_next_tag", "_partial", "_partial_size", "attach_sent",
         "available", "context", "credit_window", "delivery_count", "detach_received",
-        "detach_sent", "drain", "forward_to", "handle", "is_sender", "link_credit", "local",
-        "max_message_size", "name", "rcv_settle_mode", "refused", "remote_attach",
+        "detach_sent", "drain", "forward_to", "handle", "is_sender", "keep_last",
+        "last_forwarded", "link_credit", "local", "max_message_size", "name",
+        "rcv_settle_mode", "refused", "remote_attach",
         "remote_handle", "remote_max_message_size", "role", "session",
         "snd_settle_mode", "source", "target", "tolerate_excess", "unsettled",
     )
@@ -150,6 +151,10 @@ class Link:
         # receiver: the sending link (on another connection) that complete
         # deliveries go to as they arrive, with no event (the gateway's routes)
         self.forward_to: Link | None = None
+        # sender: keep the payload of the last delivery forwarded on it (the
+        # gateway asks, to know where a stream reader re-attached must resume)
+        self.keep_last = False
+        self.last_forwarded: bytes | None = None
 
     def bind_remote(self, remote: Attach) -> None:
         """The peer's answer to a link we attached: its handle, its limits and,
@@ -328,6 +333,8 @@ class Link:
                          message_format=delivery.message_format)
         if not settled:
             copy.origin = delivery
+        if self.keep_last:
+            self.last_forwarded = delivery.payload
 
     def send_run(self, payloads: list[bytes], *, settled: bool,
                  track: bool = True) -> list[Delivery]:

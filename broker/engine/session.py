@@ -474,6 +474,8 @@ class Session:
             ts.outgoing_unsettled[copy_id] = copy
         encode_transfer_frame(tconn.out, ts.channel, to.handle, copy_id, tag, message_format,
                               settled, False, payload)
+        if to.keep_last:
+            to.last_forwarded = payload
         ts.next_outgoing_id = (ts.next_outgoing_id + 1) & 0xFFFFFFFF
         ts.remote_incoming_window -= 1
         if link.credit_window and link.link_credit <= link.credit_window // 2 and link.usable:

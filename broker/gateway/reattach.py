@@ -16,11 +16,15 @@ What a re-attach means, and why only some links get it:
 * A receiving client's link stays; what the upstream had sent it and not yet
   had settled is the upstream's to deliver again (it requeues what a lost
   connection held), and the client's outcomes for those go nowhere.
+* A stream reader (known by the `x-stream-offset` its deliveries carry)
+  resumes just past the last message the gateway had from the upstream for
+  it: the new attach asks for that offset, whatever spec the client gave, so
+  nothing is read twice and nothing appended meanwhile is missed.  One that
+  had been sent nothing yet attaches again with its own spec.
 * A dynamic terminus (a temporary queue, Direct Reply-To) ends with the
-  connection that made it, `/management`'s request/reply pair is answered
-  on the connection that asked, and a stream read from an offset would be
-  read again from that offset: those links end with amqp:connection:forced,
-  as if the client had not asked.
+  connection that made it, and `/management`'s request/reply pair is
+  answered on the connection that asked: those links end with
+  amqp:connection:forced, as if the client had not asked.
 
 A link waits for an upstream connection up to `REATTACH_WAIT`, longer than
 a new attach waits (a node restarting takes seconds), and ends with
@@ -29,14 +33,18 @@ amqp:connection:forced if none comes.  Pure: no sockets, no clock.
 
 from __future__ import annotations
 
-from broker.codec.messaging import Source, Target
+import dataclasses
+
+from broker.codec.messaging import Message, Source, Target
 from broker.codec.performatives import Attach, Open, Role
-from broker.codec.types import Symbol
+from broker.codec.types import Described, Symbol, ULong
+from broker.errors import AmqpError
 from broker.gateway.edge_access import MANAGEMENT
 from broker.nodes.stream import OFFSET_SPEC
 
 REATTACH = Symbol("amqpws:reattach")
 REATTACH_WAIT = 30.0  # seconds a link may wait to be re-attached
+X_STREAM_OFFSET = Symbol("x-stream-offset")
 
 
 def asked(attach: Attach, open_: Open | None) -> bool:
@@ -54,11 +62,27 @@ def allowed(attach: Attach) -> bool:
         return True  # the anonymous relay: each message says where it goes
     if not isinstance(terminus, Source | Target):
         return False  # none, or a transaction coordinator
-    if terminus.dynamic or terminus.address == MANAGEMENT:
-        return False
-    return not (isinstance(terminus, Source) and terminus.filter and OFFSET_SPEC in terminus.filter)
+    return not (terminus.dynamic or terminus.address == MANAGEMENT)
 
 
 def reattaches(attach: Attach, open_: Open | None) -> bool:
     """The client asked, and the link allows it."""
     return asked(attach, open_) and allowed(attach)
+
+
+def stream_offset(payload: bytes) -> int | None:
+    """The `x-stream-offset` a stream's delivery carries, or None (a queue's)."""
+    try:
+        annotations = Message.parse(payload).message_annotations
+    except AmqpError:
+        return None  # not ours to judge: the client gets the bytes as they came
+    offset = annotations.get(X_STREAM_OFFSET) if annotations else None
+    return offset if isinstance(offset, int) and not isinstance(offset, bool) else None
+
+
+def resume_source(source: Source, offset: int) -> Source:
+    """`source` read from `offset` on: its offset spec replaced, its other
+    filters kept."""
+    filters = dict(source.filter or {})
+    filters[OFFSET_SPEC] = Described(OFFSET_SPEC, ULong(offset))
+    return dataclasses.replace(source, filter=filters)

@@ -49,7 +49,8 @@ that same error, and nobody else's.
 
 A link route that asked to be re-attached (reattach.py) outlives the
 upstream connection that carried it: `lost` keeps what must go on (a
-sending client's unsettled messages, to be sent again), `reopen` attaches a
+sending client's unsettled messages, to be sent again; for a stream reader
+what is held, and the offset to resume from), `reopen` attaches a
 new upstream link for the same client link, and the upstream's answer
 passes on credit as a first answer does, without a second attach to the
 client.
@@ -67,7 +68,7 @@ from broker.codec.performatives import Error, RcvSettleMode, Role, amqp_error
 from broker.engine.link import Delivery, Link
 from broker.engine.session import Session
 from broker.errors import Condition
-from broker.gateway.reattach import REATTACH
+from broker.gateway.reattach import REATTACH, resume_source, stream_offset
 
 if TYPE_CHECKING:
     from broker.gateway.core import ClientHandle
@@ -93,7 +94,8 @@ class SessionRoute:
 class LinkRoute:
     """One client link and the upstream link it is carried on."""
 
-    __slots__ = ("answered", "check", "client", "pending", "reattach", "session", "upstream")
+    __slots__ = ("answered", "check", "client", "pending", "reattach", "resume_at", "session",
+                 "upstream")
 
     def __init__(self, session: SessionRoute, client: Link, upstream: Link) -> None:
         self.session = session
@@ -106,6 +108,7 @@ class LinkRoute:
         # deliveries credit allowed but the other side's credit no longer does
         self.pending: deque[Delivery] = deque()
         self.reattach = False  # re-attached, not ended, if the upstream goes (reattach.py)
+        self.resume_at: int | None = None  # a stream reader's offset to re-attach from
 
     # -- attach and detach ----------------------------------------------------
 
@@ -115,6 +118,8 @@ class LinkRoute:
         link is to be re-attached after an upstream failure (reattach.py)."""
         route = LinkRoute(session, client, _attach_upstream(session, client))
         route.reattach = reattach
+        # a receiving client's last delivery tells a stream reader where to resume
+        client.keep_last = reattach and client.is_sender
         client.context = route.upstream.context = route
         session.links.add(route)
         return route
@@ -123,24 +128,32 @@ class LinkRoute:
         """Re-attach upstream, on `session`, a link whose upstream went away
         (`lost`); the client's link stays as it is."""
         self.session = session
-        self.upstream = _attach_upstream(session, self.client)
+        self.upstream = _attach_upstream(session, self.client, self.resume_at)
         self.upstream.context = self
         session.links.add(self)
 
     def lost(self) -> None:
         """The upstream connection is gone and the link waits to be re-attached:
         nothing goes on until `reopen` and the upstream's answer.  What a
-        sending client's upstream had not settled is held to be sent again; a
-        receiving client's unsettled messages are the upstream's to deliver
-        again, so only what was sent presettled is still held for it."""
+        sending client's upstream had not settled is held to be sent again.  A
+        receiving client's unsettled messages are a queue's to deliver again,
+        so only what was sent presettled is still held for it; a stream's
+        reader keeps what is held and resumes past its last offset."""
         self.disarm()
         self.answered = False
         self.session.links.discard(self)
         client = self.client
         if client.is_sender:  # a receiving client
-            # (the client's outcomes for the rest find their originals' link gone:
-            # Session._settle_originals passes them by)
-            self.pending = deque(d for d in self.pending if d.remote_settled)
+            last = self.pending[-1].payload if self.pending else client.last_forwarded
+            offset = stream_offset(last) if last is not None else None
+            if offset is not None:
+                # a stream: read again from just past what we had (what we hold goes on)
+                self.resume_at = offset + 1
+            else:
+                # a queue: it delivers the unsettled again (the client's outcomes for
+                # them find their originals' link gone: Session._settle_originals
+                # passes them by)
+                self.pending = deque(d for d in self.pending if d.remote_settled)
         else:
             held = {id(d) for d in self.pending}
             again = [d for d in client.unsettled.values() if id(d) not in held]
@@ -301,14 +314,19 @@ class LinkRoute:
             self.arm()
 
 
-def _attach_upstream(session: SessionRoute, client: Link) -> Link:
+def _attach_upstream(session: SessionRoute, client: Link,
+                     resume_at: int | None = None) -> Link:
     """The upstream link for a client's link: the same name, termini, settle
-    modes, capabilities and properties (the client's own attach)."""
+    modes, capabilities and properties (the client's own attach); a stream
+    reader re-attached from `resume_at`."""
     remote = client.remote_attach
+    source = remote.source if isinstance(remote.source, Source) else None
+    if source is not None and resume_at is not None:
+        source = resume_source(source, resume_at)
     upstream = session.upstream_session.attach(
         name=client.name,
         role=remote.role,  # upstream we play the role the client plays with us
-        source=remote.source if isinstance(remote.source, Source) else None,
+        source=source,
         target=remote.target,
         snd_settle_mode=remote.snd_settle_mode,
         # where we receive, we settle first (see the module's docstring); a receiving

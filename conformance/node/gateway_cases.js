@@ -51,10 +51,11 @@
 //              consumer across an upstream restart (the Python side kills and
 //              restarts it when this prints {"event": "kill"}; both re-attach once
 //              /readyz says 200) -> ids accepted, ids received, errors seen
-//   reattach   [queue, tag, count, kill_after, api, pace_ms] a producer and a
-//              consumer that desire amqpws:reattach, across an upstream restart
+//   reattach   [queue, tag, count, kill_after, api, pace_ms, stream] a producer and
+//              a consumer that desire amqpws:reattach, across an upstream restart
 //              (the kill asked for as in `restart`): neither link may fail, the
 //              gateway re-attaches both -> ids accepted, ids received, errors
+//              (stream: the consumer reads from `first` -> the offsets too)
 //   security   [allowed, other, user, password, presettled, answer_ms] the
 //              gateway's own users and permissions (the secure gateway)
 //   observe    [queue, api] links open on a ws and a tcp connection, with two
@@ -975,8 +976,13 @@ cases.reattach = async () => {
     const received = [];
     const errors = [];
     const offered = (link) => [].concat((link.remote.attach || {}).offered_capabilities || []).map(String);
-    const receiver = await openReceiver(conn, address, 0, Object.assign({credit_window: 20, autoaccept: true}, caps));
-    receiver.on('message', (ctx) => received.push(ctx.message.message_id));
+    const offsets = []; // a stream's x-stream-offset, delivery by delivery
+    const source = P.stream ? {address: address, filter: {[OFFSET_SPEC]: types.wrap_described('first', OFFSET_SPEC)}} : address;
+    const receiver = await openReceiver(conn, source, 0, Object.assign({credit_window: 20, autoaccept: true}, caps));
+    receiver.on('message', (ctx) => {
+        received.push(ctx.message.message_id);
+        if (P.stream) offsets.push(offsetOf(ctx));
+    });
     const sender = await openSender(conn, address, caps);
     const fail = (what) => (ctx) => errors.push(Object.assign({link: what}, errorOf(ctx, what) || {}));
     for (const [link, what] of [[receiver, 'receiver'], [sender, 'sender']]) {
@@ -989,6 +995,8 @@ cases.reattach = async () => {
     let reattached = 0;
     const inflight = new Map();
     let nextId = 0;
+    progress = () => ({accepted: accepted.size, received: received.length, inflight: inflight.size,
+                       kill_at: killAt, reattached: reattached, errors: errors});
     const watch = (async () => { // the gateway's own count of re-attached links
         while (reattached < 2) {
             await sleep(100);
@@ -1029,7 +1037,6 @@ cases.reattach = async () => {
         pump();
     });
     await watch;
-    progress = () => ({accepted: accepted.size, received: received.length, errors: errors});
     await withTimeout((async () => {
         for (;;) {
             const have = new Set(received);
@@ -1038,7 +1045,7 @@ cases.reattach = async () => {
         }
     })(), 30000, 'every accepted message at the consumer');
     const result = {accepted: [...accepted], received: received, errors: errors, kill_at: killAt,
-                    reattached: reattached, offered: offers, events: conn.events};
+                    reattached: reattached, offered: offers, events: conn.events, offsets: offsets};
     await close(conn);
     return result;
 };

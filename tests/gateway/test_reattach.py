@@ -10,10 +10,12 @@ import pytest
 
 from broker.codec.messaging import Accepted, Rejected, Source, Target
 from broker.codec.performatives import Attach, Open, Role
-from broker.codec.types import Described, Symbol
-from broker.config import Config
+from broker.codec.types import Described, Symbol, ULong
+from broker.config import Config, StreamConfig
+from broker.engine.connection import Connection
 from broker.engine.events import DeliveriesUpdated, DeliveryUpdated, LinkDetached
 from broker.engine.link import Link
+from broker.engine.sasl import SaslClient
 from broker.engine.session import Session
 from broker.errors import Condition
 from broker.gateway.core import ATTACH_WAIT
@@ -177,6 +179,82 @@ def test_a_sender_gets_no_credit_while_it_waits_even_when_the_edge_refuses_one()
     assert relay.link_credit > 0, "and credit again once re-attached"
 
 
+def publish_directly(net: Net, address: str, *texts_: str) -> None:
+    """Another client of the upstream broker, not through the gateway."""
+    side = net.broker.connection_made("other", "tcp", lambda: None)
+    app = Connection(container_id="other", client=SaslClient("svc", "secret"))
+
+    def pump() -> None:
+        for _ in range(50):
+            a, b = app.data_to_send(), side.data_to_send()
+            if a:
+                side.receive_data(bytes(a))
+            if b:
+                app.receive_data(bytes(b), net.now)
+            if not a and not b:
+                return
+
+    pump()
+    session = app.begin()
+    pump()
+    link = session.attach(name="p", role=Role.SENDER, source=Source(),
+                          target=Target(address=address))
+    pump()
+    for text in texts_:
+        link.send(body(text), settled=True)
+    pump()
+    net.pump()
+
+
+def stream_net() -> Net:
+    return Net(broker_config=Config(users={"svc": "secret"}, allow_anonymous=False,
+                                    streams=(StreamConfig("s"),)))
+
+
+@pytest.mark.parametrize("spec", [None, "first"], ids=["no-offset-spec", "from-first"])
+def test_a_stream_reader_resumes_just_past_what_it_was_sent(spec: str | None) -> None:
+    """Not from its own spec again: from `first` it would get everything twice,
+    from the default (`next`) it would miss what was appended while it waited."""
+    net = stream_net()
+    session = net.session()
+    filters = {OFFSET_SPEC: Described(OFFSET_SPEC, spec)} if spec else None
+    reader = session.attach(name="r", role=Role.RECEIVER,
+                            source=Source(address="/queues/s", filter=filters),
+                            target=Target(), desired_capabilities=(REATTACH,))
+    reader.flow(10)
+    net.pump()
+    assert REATTACH in (reader.remote_attach.offered_capabilities or ())
+    publish_directly(net, "/queues/s", "m0", "m1")
+    assert texts(received(net.events())) == ["m0", "m1"]
+    lose_upstream(net)
+    publish_directly(net, "/queues/s", "while-away")
+    net.connect_upstream()
+    net.pump()
+    (upstream_link,) = [lk for lk in net.broker_sessions()[-1].links.values()]
+    assert upstream_link.remote_attach.source.filter[OFFSET_SPEC] == Described(  # type: ignore[union-attr]
+        OFFSET_SPEC, ULong(2)), "asked from the offset after m1's"
+    publish_directly(net, "/queues/s", "after")
+    assert not detached(events := net.events())
+    assert texts(received(events)) == ["while-away", "after"]
+
+
+def test_a_stream_reader_sent_nothing_yet_attaches_again_with_its_own_spec() -> None:
+    net = stream_net()
+    publish_directly(net, "/queues/s", "m0")
+    session = net.session()
+    reader = session.attach(name="r", role=Role.RECEIVER,
+                            source=Source(address="/queues/s",
+                                          filter={OFFSET_SPEC: Described(OFFSET_SPEC, "first")}),
+                            target=Target(), desired_capabilities=(REATTACH,))
+    net.pump()  # no credit: nothing sent
+    lose_upstream(net)
+    net.connect_upstream()
+    net.pump()
+    reader.flow(10)
+    net.pump()
+    assert texts(received(net.events())) == ["m0"]
+
+
 def test_a_link_that_waits_longer_than_reattach_wait_ends_with_connection_forced() -> None:
     net = Net()
     session = net.session()
@@ -240,7 +318,7 @@ def _attach(role: bool, **terminus: Any) -> Attach:
     (_attach(Role.RECEIVER, address="/management"), False),
     (_attach(Role.SENDER, address="/management"), False),
     (_attach(Role.RECEIVER, address="/queues/s",
-             filter={OFFSET_SPEC: Described(OFFSET_SPEC, "first")}), False),
+             filter={OFFSET_SPEC: Described(OFFSET_SPEC, "first")}), True),
     (_attach(Role.RECEIVER, address="/queues/s",
              filter={Symbol("rabbitmq:stream-filter"): Described(Symbol("x"), "a")}), True),
 ], ids=["queue", "exchange", "relay", "relay-null-target", "dynamic-source", "dynamic-target",
