@@ -265,11 +265,13 @@ def bunny_restart_rig(pytestconfig: pytest.Config, node: str, gw_upstream: Any,
 def test_gateway_bunny_upstream_restart(client: str, bunny_restart_rig: dict[str, Any],
                                         open_page: Any) -> None:
     """The upstream is killed under a drawing tab and started again: the tab
-    sees its links end, reconnects through the gateway by itself and resumes
-    after the offset it had; nothing accepted is lost, nothing is drawn twice."""
+    (its links not asking to be re-attached) sees its links end, reconnects
+    through the gateway by itself and resumes after the offset it had; nothing
+    accepted is lost, nothing is drawn twice."""
     rig = bunny_restart_rig
     upstream, gw = rig["upstream"], rig["gateway"]
-    a = open_bunny(open_page, rig["http_url"])
+    a = open_bunny(open_page, rig["http_url"] + "?reattach=0")
+    assert a.eval("bunny.reattach") is False
     red, red_points = draw(a, RED, ZIGZAG)
     assert_shows(a, red, red_points, RED, at(*ZIGZAG[1]))
     red_chunks = a.wait_for(f"bunny.strokes[{red!r}].chunks")
@@ -294,3 +296,36 @@ def test_gateway_bunny_upstream_restart(client: str, bunny_restart_rig: dict[str
     assert a.eval(f"bunny.strokes[{red!r}].chunks") == red_chunks
     c.wait_for(f"bunny.lastOffset === {red_chunks + blue_chunks - 1}")
     assert c.eval("bunny.errors") == []
+
+
+def test_gateway_bunny_rides_out_an_upstream_restart(client: str,
+                                                    bunny_restart_rig: dict[str, Any],
+                                                    open_page: Any) -> None:
+    """As above, with the page's default: both links desire amqpws:reattach.
+    The tab never notices the restart (no error, no second connection); a
+    stroke drawn while the upstream is down is published once it is back, and
+    the stream is read on from just past the last offset: each chunk once."""
+    rig = bunny_restart_rig
+    upstream, gw = rig["upstream"], rig["gateway"]
+    a = open_bunny(open_page, rig["http_url"])
+    assert a.eval("bunny.reattach") is True, "the gateway offered to re-attach both links"
+    red, red_points = draw(a, RED, ZIGZAG)
+    assert_shows(a, red, red_points, RED, at(*ZIGZAG[1]))
+    red_chunks = a.wait_for(f"bunny.strokes[{red!r}].chunks")
+    a.wait_for(f"bunny.published === {red_chunks}")
+
+    upstream.kill()
+    blue, blue_points = draw(a, BLUE, SWOOSH)  # while nothing is upstream
+    upstream.start_again()
+    wait_ready(gw)
+    blue_chunks = a.wait_for(f"bunny.strokes[{blue!r}] && bunny.strokes[{blue!r}].chunks",
+                             timeout=40)
+    a.wait_for(f"bunny.published === {red_chunks + blue_chunks}", timeout=40)
+    assert_shows(a, blue, blue_points, BLUE, at(*SWOOSH[2]))
+    assert a.eval("bunny.errors") == [] and a.eval("bunny.connects") == 1, \
+        "the tab saw nothing of the restart"
+    assert a.eval(f"bunny.strokes[{red!r}].chunks") == red_chunks, "nothing read twice"
+    assert a.eval("bunny.lastOffset") == red_chunks + blue_chunks - 1
+    c = open_bunny(open_page, rig["http_url"])  # the stream as the upstream keeps it
+    c.wait_for(f"bunny.lastOffset === {red_chunks + blue_chunks - 1}")
+    assert_shows(c, blue, blue_points, BLUE, at(*SWOOSH[2]))

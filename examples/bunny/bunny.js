@@ -10,10 +10,16 @@
 // resumes from the next offset instead of replaying everything again.
 // The WebSocket is wss:// when config.json names a `wss_port` (serve.py
 // --tls-cert) or the page itself came over https, ws:// otherwise; ?ws=URL wins.
+// Both links desire `amqpws:reattach` (?reattach=0: not): through
+// `amqpws-broker gateway`, a restart of the broker behind it then goes
+// unnoticed here, the gateway attaching the links again and the stream read
+// on from just past the last offset; a broker that does not offer it simply
+// ends the links, and the tab reconnects.
 (function () {
   'use strict';
   const rhea = require('rhea');
   const OFFSET_SPEC = 'rabbitmq:stream-offset-spec';
+  const REATTACH = 'amqpws:reattach';
   const FLUSH_MS = 40;
   const RECONNECT_MS = 1000;
 
@@ -29,6 +35,8 @@
     url: null, // the WebSocket URL the tab connects to
     connected: false,
     ready: false, // connected, and both links attached
+    connects: 0, // connections opened (more than one: it reconnected)
+    reattach: false, // both links will be re-attached by a gateway (it offered amqpws:reattach)
     lastOffset: -1, // highest x-stream-offset seen
     received: 0, // stroke chunks taken from the stream
     published: 0, // own chunks the broker accepted
@@ -47,6 +55,7 @@
   let url = null;
   let sender = null;
   let generation = 0;
+  let reattach = true; // ?reattach=0: the links do not ask for it
   const outbox = [];
 
   // -- drawing -------------------------------------------------------------------
@@ -143,6 +152,7 @@
 
   function connect() {
     const mine = ++generation;
+    state.connects += 1;
     setStatus(state.lastOffset < 0 ? 'connecting…' : 'reconnecting…', 'connecting');
     const container = rhea.create_container({ id: `bunny-${tab}` });
     const ws = container.websocket_connect(WebSocket);
@@ -155,9 +165,15 @@
     const start = state.lastOffset < 0 ? 'first' : rhea.types.wrap_ulong(state.lastOffset + 1);
     let receiverOpen = false;
     let senderOpen = false;
+    const asks = reattach ? { desired_capabilities: REATTACH } : {};
+    const offered = (link) => [].concat((link.remote.attach || {}).offered_capabilities || [])
+      .map(String).includes(REATTACH);
     const readiness = () => {
       state.ready = state.connected && receiverOpen && senderOpen;
-      if (state.ready) setStatus('connected', 'connected');
+      if (state.ready) {
+        state.reattach = offered(receiver) && offered(s);
+        setStatus('connected', 'connected');
+      }
     };
 
     conn.on('connection_open', () => {
@@ -167,10 +183,11 @@
     const receiver = conn.open_receiver({
       source: { address, filter: { [OFFSET_SPEC]: rhea.types.wrap_described(start, OFFSET_SPEC) } },
       credit_window: 500,
+      ...asks,
     });
     receiver.on('receiver_open', () => { receiverOpen = true; readiness(); });
     receiver.on('message', (context) => onMessage(context.message));
-    const s = conn.open_sender({ target: { address } });
+    const s = conn.open_sender({ target: { address }, ...asks });
     s.on('sender_open', () => { senderOpen = true; sender = s; readiness(); flushOutbox(); });
     s.on('sendable', flushOutbox);
     s.on('accepted', () => { state.published += 1; });
@@ -283,6 +300,7 @@
       // served without serve.py: fall back to the defaults below
     }
     address = params.get('address') || config.address || address;
+    reattach = params.get('reattach') !== '0';
     const host = location.hostname || '127.0.0.1';
     const path = config.ws_path || '/ws';
     const secure = Boolean(config.wss_port) || location.protocol === 'https:';
