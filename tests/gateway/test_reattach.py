@@ -26,9 +26,11 @@ from broker.nodes.stream import OFFSET_SPEC
 from .test_routes import Net, body, passthrough_net, received, texts
 
 
-def reattaching_receiver(net: Net, session: Session, address: str) -> Link:
+def reattaching_receiver(net: Net, session: Session, address: str,
+                         offset_spec: str | None = None) -> Link:
+    filters = {OFFSET_SPEC: Described(OFFSET_SPEC, offset_spec)} if offset_spec else None
     link = session.attach(name=f"r-{address}", role=Role.RECEIVER,
-                          source=Source(address=address), target=Target(),
+                          source=Source(address=address, filter=filters), target=Target(),
                           desired_capabilities=(REATTACH,))
     net.pump()
     return link
@@ -217,10 +219,7 @@ def test_a_stream_reader_resumes_just_past_what_it_was_sent(spec: str | None) ->
     from the default (`next`) it would miss what was appended while it waited."""
     net = stream_net()
     session = net.session()
-    filters = {OFFSET_SPEC: Described(OFFSET_SPEC, spec)} if spec else None
-    reader = session.attach(name="r", role=Role.RECEIVER,
-                            source=Source(address="/queues/s", filter=filters),
-                            target=Target(), desired_capabilities=(REATTACH,))
+    reader = reattaching_receiver(net, session, "/queues/s", spec)
     reader.flow(10)
     net.pump()
     assert REATTACH in (reader.remote_attach.offered_capabilities or ())
@@ -242,11 +241,7 @@ def test_a_stream_reader_sent_nothing_yet_attaches_again_with_its_own_spec() -> 
     net = stream_net()
     publish_directly(net, "/queues/s", "m0")
     session = net.session()
-    reader = session.attach(name="r", role=Role.RECEIVER,
-                            source=Source(address="/queues/s",
-                                          filter={OFFSET_SPEC: Described(OFFSET_SPEC, "first")}),
-                            target=Target(), desired_capabilities=(REATTACH,))
-    net.pump()  # no credit: nothing sent
+    reader = reattaching_receiver(net, session, "/queues/s", "first")  # no credit: nothing sent
     lose_upstream(net)
     net.connect_upstream()
     net.pump()
