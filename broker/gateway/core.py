@@ -548,8 +548,10 @@ class Gateway:
 
     def upstream_closed(self, upstream: Upstream, error: Error | None) -> None:
         """The upstream connection is gone: every client link it carried ends
-        with amqp:connection:forced; the client sessions stay, and their next
-        attach goes to a connection that is up."""
+        with amqp:connection:forced, but for those that asked to be re-attached
+        (reattach.py) and attaches it had not answered yet, which wait for a
+        connection that is up; the client sessions stay, and their next attach
+        goes to a connection that is up."""
         why = f"the upstream broker {upstream.node.label} went away"
         if error is not None:
             why += f" ({error.condition}: {error.description})"
@@ -562,16 +564,27 @@ class Gateway:
                         upstream.node.label,
                         f": {error.condition} {error.description}" if error else "",
                         len(upstream.routes))
-        reattaching = []
+        reattaching: list[tuple[ClientHandle, Link]] = []
+        unanswered: list[tuple[ClientHandle, Link]] = []
         for route in list(upstream.routes.values()):
             owner = route.owner
             owner.sessions.pop(route.client, None)
             for link_route in list(route.links):
-                if link_route.reattach and link_route.client.usable and not self.stopping:
+                client = link_route.client
+                if self.stopping:
+                    client.context = None
+                    link_route.forced(why)
+                elif link_route.reattach and client.usable:
                     link_route.lost()
-                    reattaching.append((owner, link_route.client))
+                    reattaching.append((owner, client))
+                elif not client.attach_sent:
+                    # an attach the upstream had not answered: it waits for a
+                    # connection that is up, as one made now would
+                    link_route.disarm()
+                    client.context = None
+                    unanswered.append((owner, client))
                 else:
-                    link_route.client.context = None
+                    client.context = None
                     link_route.forced(why)
             route.links.clear()
             self._dirty_clients.add(owner)
@@ -579,8 +592,9 @@ class Gateway:
         if reattaching:
             log.info("%d client link(s) wait up to %g s to be re-attached", len(reattaching),
                      REATTACH_WAIT)
-            for owner, link in reattaching:  # on a connection that is up, or when one is
-                self._route(owner, link)
+        if reattaching or unanswered:
+            for owner, link in reattaching + unanswered:  # on a connection that is up, or
+                self._route(owner, link)                  # when one is
             self.wake_upstreams()  # (another of the pool's connections may carry them now)
 
     def _login_refused(self, login: Login, upstream: Upstream, error: Error | None) -> None:

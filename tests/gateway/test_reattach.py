@@ -13,7 +13,7 @@ from broker.codec.performatives import Attach, Open, Role
 from broker.codec.types import Described, Symbol, ULong
 from broker.config import Config, StreamConfig
 from broker.engine.connection import Connection
-from broker.engine.events import DeliveriesUpdated, DeliveryUpdated, LinkDetached
+from broker.engine.events import DeliveriesUpdated, DeliveryUpdated, LinkAttached, LinkDetached
 from broker.engine.link import Link
 from broker.engine.sasl import SaslClient
 from broker.engine.session import Session
@@ -354,3 +354,23 @@ def test_passthrough_dials_the_clients_login_again_until_the_upstream_is_back() 
     receiver.flow(1)
     net.pump()
     assert texts(received(net.events())) == ["back"], "re-attached on alice's new connection"
+
+
+def test_an_attach_the_upstream_had_not_answered_waits_for_the_next_connection() -> None:
+    """Asked or not: it is an attach made while no upstream connection is open."""
+    net = Net()
+    session = net.session()
+    receiver = session.attach(name="r", role=Role.RECEIVER, source=Source(address="/queues/q"),
+                              target=Target())
+    net.carry(net.app, net.edge)  # the gateway attaches upstream; no answer yet
+    lose_upstream(net)
+    events = net.events()
+    assert not detached(events) and LinkAttached(receiver) not in events
+    net.connect_upstream()
+    net.pump()
+    assert LinkAttached(receiver) in net.events(), "answered on the next connection"
+    publisher = net.sender(session, "/queues/q")
+    publisher.send(body("m"), settled=True)
+    receiver.flow(1)
+    net.pump()
+    assert texts(received(net.events())) == ["m"]
