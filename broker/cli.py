@@ -287,6 +287,10 @@ main.add_command(click.Command(
                           "(the edge's permissions decide), or each client's own PLAIN "
                           "credentials or bearer token on a connection of its own (the "
                           "upstream decides).  [default: service]"),
+        click.Option(["--reattach-wait"], type=float, metavar="SECONDS",
+                     help=f"How long a client link that asked to be re-attached "
+                          f"(amqpws:reattach) waits for the upstream after a failure.  "
+                          f"[default: {_D.reattach_wait:g}]"),
         *[p for p in serve.params if p.name not in _NOT_FOR_GATEWAY],
     ],
 ))

@@ -136,6 +136,9 @@ class Config:
     upstream_connections: int = 4  # connections kept to the upstream
     upstream_ca: str | None = None  # CA bundle for amqps upstreams (default: the system's)
     upstream_auth: str = "service"  # or "passthrough": each client's credentials upstream
+    # seconds a client link that asked to be re-attached (amqpws:reattach) waits for the
+    # upstream after a failure (gateway/reattach.py)
+    reattach_wait: float = 30.0
 
 
 class ConfigError(ValueError):
@@ -162,7 +165,7 @@ _OPTIONAL_INT = {"port", "ws_port", "queue_max_length", "queue_max_length_bytes"
                  "max_connections", "max_connections_per_user", "tls_port", "wss_port",
                  "http_port"}
 _SECONDS = {"idle_time_out", "handshake_timeout", "memory_high_watermark",
-            "azure_lock_duration"}
+            "azure_lock_duration", "reattach_wait"}
 _BOOL = {"allow_anonymous", "auto_create", "rabbitmq_compat", "trace_frames"}
 _STREAM_KEYS = {"max_age", "max_length_bytes", "max_length_messages"}
 _DURATION = re.compile(r"\d+[YMDhms]")  # NOTES.md: units Y M D h m s
@@ -562,6 +565,8 @@ def validate(config: Config) -> Config:
         if not user or ":" in user:
             raise ConfigError(f"bad user name {user!r}")
     _validate_nodes(c)
+    if c.reattach_wait <= 0:
+        raise ConfigError(f"reattach_wait must be > 0, got {c.reattach_wait}")
     if c.upstream_connections < 1:
         raise ConfigError(f"upstream_connections must be >= 1, got {c.upstream_connections}")
     return config

@@ -38,8 +38,10 @@ def test_parse_user_rejects(spec: str) -> None:
 
 
 def test_normalize_accepts_kebab_and_snake_case() -> None:
-    layer = normalize({"ws-port": 1, "max_frame_size": 4096, "idle-time-out": 5})
-    assert layer == {"ws_port": 1, "max_frame_size": 4096, "idle_time_out": 5.0}
+    layer = normalize({"ws-port": 1, "max_frame_size": 4096, "idle-time-out": 5,
+                       "reattach-wait": 45})
+    assert layer == {"ws_port": 1, "max_frame_size": 4096, "idle_time_out": 5.0,
+                     "reattach_wait": 45.0}
 
 
 @pytest.mark.parametrize(
@@ -121,6 +123,7 @@ def test_later_layers_win_and_nodes_accumulate() -> None:
         ({"max_frame_size": 511}, "max_frame_size must be 512"),
         ({"max_message_size": 0}, "max_message_size"),
         ({"idle_time_out": -1.0}, "idle_time_out"),
+        ({"reattach_wait": 0.0}, "reattach_wait must be > 0"),
         ({"default_offset": "middle"}, "default_offset must be one of first, next, last"),
         ({"queue_overflow": "drop-tail"}, "queue_overflow"),
         ({"log_level": "loud"}, "log_level"),

@@ -16,7 +16,7 @@ burst of clients needing many new ones), up to `ATTACH_WAIT` after the last
 one opened.  Then it is refused with amqp:connection:forced, which clients
 treat as "try again".  A link an upstream failure left waiting to be
 re-attached (reattach.py) waits among them, its route kept as the link's
-context, up to `REATTACH_WAIT`.
+context, up to `Config.reattach_wait`.
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ from broker.gateway.identity import (
     verify_bearer,
 )
 from broker.gateway.observe import http_answer
-from broker.gateway.reattach import REATTACH, REATTACH_WAIT, reattaches
+from broker.gateway.reattach import REATTACH, reattaches
 from broker.gateway.routes import LinkRoute, SessionRoute
 from broker.gateway.upstream import Upstream, UpstreamNode, UpstreamPool
 from broker.peerlog import PeerLog
@@ -235,7 +235,7 @@ class Gateway:
             kept: list[tuple[ClientHandle, Link, float]] = []
             for w in self.waiting:
                 # a link waiting to be re-attached (its route kept) may wait longer
-                wait = ATTACH_WAIT if w[1].context is None else REATTACH_WAIT
+                wait = ATTACH_WAIT if w[1].context is None else self.config.reattach_wait
                 (expired if min(now - w[2], since_progress) >= wait else kept).append(w)
             if expired:
                 self._keep_waiting(kept)
@@ -246,7 +246,7 @@ class Gateway:
                             link.detach(amqp_error(
                                 Condition.CONNECTION_FORCED,
                                 f"the upstream broker was not back within "
-                                f"{REATTACH_WAIT:g} s to re-attach the link"))
+                                f"{self.config.reattach_wait:g} s to re-attach the link"))
                             handle.wake()
                     elif not link.attach_sent:
                         link.refuse(amqp_error(
@@ -591,7 +591,7 @@ class Gateway:
         upstream.routes.clear()
         if reattaching:
             log.info("%d client link(s) wait up to %g s to be re-attached", len(reattaching),
-                     REATTACH_WAIT)
+                     self.config.reattach_wait)
         if reattaching or unanswered:
             for owner, link in reattaching + unanswered:  # on a connection that is up, or
                 self._route(owner, link)                  # when one is

@@ -26,9 +26,10 @@ What a re-attach means, and why only some links get it:
   answered on the connection that asked: those links end with
   amqp:connection:forced, as if the client had not asked.
 
-A link waits for an upstream connection up to `REATTACH_WAIT`, longer than
-a new attach waits (a node restarting takes seconds), and ends with
-amqp:connection:forced if none comes.  Pure: no sockets, no clock.
+A link waits for an upstream connection up to `Config.reattach_wait` (30 s
+unless set; `--reattach-wait`), longer than a new attach waits (a node
+restarting takes seconds), and ends with amqp:connection:forced if none
+comes.  Pure: no sockets, no clock.
 """
 
 from __future__ import annotations
@@ -43,7 +44,6 @@ from broker.gateway.edge_access import MANAGEMENT
 from broker.nodes.stream import OFFSET_SPEC
 
 REATTACH = Symbol("amqpws:reattach")
-REATTACH_WAIT = 30.0  # seconds a link may wait to be re-attached
 X_STREAM_OFFSET = Symbol("x-stream-offset")
 
 

@@ -20,7 +20,7 @@ from broker.engine.session import Session
 from broker.errors import Condition
 from broker.gateway.core import ATTACH_WAIT
 from broker.gateway.observe import overview as gateway_view
-from broker.gateway.reattach import REATTACH, REATTACH_WAIT, allowed, asked
+from broker.gateway.reattach import REATTACH, allowed, asked
 from broker.nodes.stream import OFFSET_SPEC
 
 from .test_routes import Net, body, passthrough_net, received, texts
@@ -250,18 +250,22 @@ def test_a_stream_reader_sent_nothing_yet_attaches_again_with_its_own_spec() -> 
     assert texts(received(net.events())) == ["m0"]
 
 
-def test_a_link_that_waits_longer_than_reattach_wait_ends_with_connection_forced() -> None:
-    net = Net()
+@pytest.mark.parametrize("wait", [30.0, 12.0], ids=["default", "reattach-wait-12"])
+def test_a_link_that_waits_longer_than_reattach_wait_ends_with_connection_forced(
+        wait: float) -> None:
+    net = Net(gateway_config=Config() if wait == 30.0 else Config(reattach_wait=wait))
     session = net.session()
     receiver = reattaching_receiver(net, session, "/queues/q")
     net.events()
     lose_upstream(net)
     net.later(ATTACH_WAIT + 1)
     assert not detached(net.events()), "a re-attach waits longer than an attach"
-    net.later(REATTACH_WAIT - ATTACH_WAIT)
+    net.later(wait - ATTACH_WAIT - 1.5)
+    assert not detached(net.events()), "still waiting half a second before the end"
+    net.later(0.5)
     error = detached(net.events())[receiver]
     assert error.condition == Condition.CONNECTION_FORCED.value
-    assert "re-attach" in error.description
+    assert f"not back within {wait:g} s to re-attach" in error.description
     net.connect_upstream()
     net.pump()
     assert not net.broker_sessions()[-1].links, "nothing re-attached after the end"

@@ -101,6 +101,8 @@ def test_the_gateway_command_needs_an_upstream() -> None:
     assert result.exit_code == 2 and "scheme must be amqp or amqps" in result.output
     result = runner.invoke(main, ["gateway", "--upstream", "amqp://h", "--upstream-auth", "x"])
     assert result.exit_code == 2
+    result = runner.invoke(main, ["gateway", "--upstream", "amqp://h", "--reattach-wait", "0"])
+    assert result.exit_code == 2 and "reattach_wait must be > 0" in result.output
 
 
 def test_a_waiting_session_is_counted_once_however_many_links_it_attaches() -> None:
