@@ -234,24 +234,24 @@ class Gateway:
             expired: list[tuple[ClientHandle, Link, float]] = []
             kept: list[tuple[ClientHandle, Link, float]] = []
             for w in self.waiting:
-                # a link waiting to be re-attached (its route kept) may wait longer
-                wait = ATTACH_WAIT if w[1].context is None else self.config.reattach_wait
+                wait = self._wait_for(w[0], w[1])
                 (expired if min(now - w[2], since_progress) >= wait else kept).append(w)
             if expired:
                 self._keep_waiting(kept)
                 for handle, link, _ in expired:
+                    wait = self._wait_for(handle, link)
                     if link.context is not None:
                         link.context = None
                         if link.usable:
                             link.detach(amqp_error(
                                 Condition.CONNECTION_FORCED,
                                 f"the upstream broker was not back within "
-                                f"{self.config.reattach_wait:g} s to re-attach the link"))
+                                f"{wait:g} s to re-attach the link"))
                             handle.wake()
                     elif not link.attach_sent:
                         link.refuse(amqp_error(
                             Condition.CONNECTION_FORCED,
-                            f"no upstream broker connection within {ATTACH_WAIT:g} s; "
+                            f"no upstream broker connection within {wait:g} s; "
                             f"try again shortly"))
                         handle.wake()
             if self.passthrough and any(link.context is not None for _, link, _ in self.waiting):
@@ -268,6 +268,14 @@ class Gateway:
             elif now - upstream.idle_since >= IDLE_LOGIN_CLOSE:
                 upstream.conn.close()
                 upstream.wake()
+
+    def _wait_for(self, handle: ClientHandle, link: Link) -> float:
+        """How long a waiting attach may wait: `ATTACH_WAIT`, or the configured
+        re-attach wait for a link waiting to be re-attached (its route kept)
+        and for an attach that asked for re-attach (reattach.py)."""
+        if link.context is not None or reattaches(link.remote_attach, handle.conn.remote_open):
+            return self.config.reattach_wait
+        return ATTACH_WAIT
 
     def upstream_made(self, node: UpstreamNode, wake: Callable[[], None], *,
                       login: Login | None = None) -> Upstream:
@@ -365,7 +373,6 @@ class Gateway:
             link.remote_attach, handle.conn.remote_open))
         # a route whose messages are checked here is never armed (LinkRoute.arm)
         route.check = message_check(handle.identity, link.remote_attach)
-        self.links_routed += 1
         self._attach_started[route.upstream] = self.clock()
         self._dirty_upstreams.add(session_route.upstream)
 
@@ -513,8 +520,10 @@ class Gateway:
             self.attach_rtt = rtt if self.attach_rtt is None else 0.8 * self.attach_rtt + 0.2 * rtt
         reattaching = route.client.attach_sent and not route.answered
         route.upstream_answered()
-        if reattaching and route.answered:
+        if route.answered and reattaching:
             self.links_reattached += 1
+        elif route.answered:  # (counted once: an attach may be routed again, see upstream_closed)
+            self.links_routed += 1
         self._dirty_clients.add(route.session.owner)
 
     def upstream_link_detached(self, link: Link, error: Error | None, closed: bool) -> None:

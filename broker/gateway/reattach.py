@@ -17,10 +17,14 @@ What a re-attach means, and why only some links get it:
   had settled is the upstream's to deliver again (it requeues what a lost
   connection held), and the client's outcomes for those go nowhere.
 * A stream reader (known by the `x-stream-offset` its deliveries carry)
-  resumes just past the last message the gateway had from the upstream for
-  it: the new attach asks for that offset, whatever spec the client gave, so
-  nothing is read twice and nothing appended meanwhile is missed.  One that
-  had been sent nothing yet attaches again with its own spec.
+  resumes just past the last message it keeps: the new attach asks for that
+  offset, whatever spec the client gave, so nothing is read twice and
+  nothing appended meanwhile is missed.  What the gateway held for it
+  unsettled is dropped and read again, as a queue would deliver it again,
+  so a queue's message that carries the annotation (copied from a stream)
+  is not delivered twice either; presettled ones are kept.  One that had
+  been sent nothing yet attaches again with its own spec (from `next`, it
+  misses what was appended while it waited).
 * A dynamic terminus (a temporary queue, Direct Reply-To) ends with the
   connection that made it, and `/management`'s request/reply pair is
   answered on the connection that asked: those links end with
@@ -81,8 +85,9 @@ def stream_offset(payload: bytes) -> int | None:
 
 
 def resume_source(source: Source, offset: int) -> Source:
-    """`source` read from `offset` on: its offset spec replaced, its other
-    filters kept."""
-    filters = dict(source.filter or {})
+    """`source` read from `offset` on: its offset spec replaced (under any
+    key: a broker knows a filter by its descriptor), its other filters kept."""
+    filters = {key: value for key, value in (source.filter or {}).items()
+               if not (isinstance(value, Described) and value.descriptor == OFFSET_SPEC)}
     filters[OFFSET_SPEC] = Described(OFFSET_SPEC, ULong(offset))
     return dataclasses.replace(source, filter=filters)

@@ -136,24 +136,23 @@ class LinkRoute:
         """The upstream connection is gone and the link waits to be re-attached:
         nothing goes on until `reopen` and the upstream's answer.  What a
         sending client's upstream had not settled is held to be sent again.  A
-        receiving client's unsettled messages are a queue's to deliver again,
-        so only what was sent presettled is still held for it; a stream's
-        reader keeps what is held and resumes past its last offset."""
+        receiving client's unsettled messages are the upstream's to deliver
+        again, so only what was sent presettled is still held for it; a
+        stream reader resumes past the last offset it keeps."""
         self.disarm()
         self.answered = False
         self.session.links.discard(self)
         client = self.client
         if client.is_sender:  # a receiving client
+            # What we hold unsettled, a queue delivers again and a stream is read
+            # again from just past the last message kept (the client's outcomes for
+            # those it was sent find their originals' link gone:
+            # Session._settle_originals passes them by); presettled ones stay.
+            self.pending = deque(d for d in self.pending if d.remote_settled)
             last = self.pending[-1].payload if self.pending else client.last_forwarded
             offset = stream_offset(last) if last is not None else None
             if offset is not None:
-                # a stream: read again from just past what we had (what we hold goes on)
                 self.resume_at = offset + 1
-            else:
-                # a queue: it delivers the unsettled again (the client's outcomes for
-                # them find their originals' link gone: Session._settle_originals
-                # passes them by)
-                self.pending = deque(d for d in self.pending if d.remote_settled)
         else:
             held = {id(d) for d in self.pending}
             again = [d for d in client.unsettled.values() if id(d) not in held]

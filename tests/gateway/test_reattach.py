@@ -8,9 +8,17 @@ from typing import Any
 
 import pytest
 
-from broker.codec.messaging import Accepted, Rejected, Source, Target
+from broker.codec.messaging import (
+    Accepted,
+    AmqpValue,
+    MessageAnnotations,
+    Rejected,
+    Source,
+    Target,
+    encode_section,
+)
 from broker.codec.performatives import Attach, Open, Role
-from broker.codec.types import Described, Symbol, ULong
+from broker.codec.types import Described, Long, Symbol, ULong
 from broker.config import Config, StreamConfig
 from broker.engine.connection import Connection
 from broker.engine.events import DeliveriesUpdated, DeliveryUpdated, LinkAttached, LinkDetached
@@ -20,7 +28,7 @@ from broker.engine.session import Session
 from broker.errors import Condition
 from broker.gateway.core import ATTACH_WAIT
 from broker.gateway.observe import overview as gateway_view
-from broker.gateway.reattach import REATTACH, allowed, asked
+from broker.gateway.reattach import REATTACH, X_STREAM_OFFSET, allowed, asked
 from broker.nodes.stream import OFFSET_SPEC
 
 from .test_routes import Net, body, passthrough_net, received, texts
@@ -250,6 +258,74 @@ def test_a_stream_reader_sent_nothing_yet_attaches_again_with_its_own_spec() -> 
     assert texts(received(net.events())) == ["m0"]
 
 
+def test_a_stream_readers_offset_spec_is_replaced_under_whatever_key_it_came() -> None:
+    """A broker knows an offset filter by its descriptor, not its key."""
+    net = stream_net()
+    session = net.session()
+    reader = session.attach(name="r", role=Role.RECEIVER, target=Target(),
+                            source=Source(address="/queues/s", filter={
+                                Symbol("my-offset"): Described(OFFSET_SPEC, "first")}),
+                            desired_capabilities=(REATTACH,))
+    reader.flow(10)
+    net.pump()
+    publish_directly(net, "/queues/s", "m0", "m1")
+    assert texts(received(net.events())) == ["m0", "m1"]
+    lose_upstream(net)
+    net.connect_upstream()
+    net.pump()
+    publish_directly(net, "/queues/s", "after")
+    assert texts(received(net.events())) == ["after"], "nothing read twice"
+
+
+def test_what_the_gateway_held_unsettled_comes_once_even_when_a_queue_message_looks_streamed(
+        ) -> None:
+    """Messages on a queue that carry x-stream-offset (copied from a stream):
+    the reader looks like a stream's, but what the gateway held for it
+    unsettled is dropped all the same, and the queue delivers it again once."""
+    net = Net()
+    session = net.session()
+    reader = reattaching_receiver(net, session, "/queues/q")
+    publisher = net.sender(session, "/queues/q", name="p")
+    for i in range(4):
+        publisher.send(encode_section(MessageAnnotations({X_STREAM_OFFSET: Long(i)}))
+                       + encode_section(AmqpValue(f"m{i}")), settled=True)
+    net.pump()
+    # credit 4 goes upstream; the client lowers it to 1 while the 4 are on their way
+    reader.flow(4)
+    net.carry(net.app, net.edge)
+    up, side = net.wires[0]
+    net.carry(net.edge, net.app)
+    net.carry(up, side)
+    reader.flow(1)
+    net.carry(net.app, net.edge)
+    net.carry(side, up)
+    net.pump()
+    (route,) = [r for sr in net.edge.sessions.values() for r in sr.links
+                if r.client.name == reader.name]
+    assert len(route.pending) == 3, "three held for the client"
+    assert texts(received(net.events())) == ["m0"]
+    lose_upstream(net)
+    net.connect_upstream()
+    net.pump()
+    reader.flow(20)
+    net.pump()
+    # m0 was unsettled at the loss: delivered again, as any queue does
+    assert texts(received(net.events())) == ["m0", "m1", "m2", "m3"]
+
+
+def test_an_attach_that_asked_waits_for_an_upstream_as_long_as_a_reattach() -> None:
+    net = Net()
+    session = net.session()
+    lose_upstream(net)
+    receiver = reattaching_receiver(net, session, "/queues/q")
+    net.later(ATTACH_WAIT + 1)
+    assert not detached(net.events())
+    net.later(30.0 - ATTACH_WAIT - 1)
+    error = detached(net.events())[receiver]
+    assert error.condition == Condition.CONNECTION_FORCED.value
+    assert "within 30 s" in error.description
+
+
 @pytest.mark.parametrize("wait", [30.0, 12.0], ids=["default", "reattach-wait-12"])
 def test_a_link_that_waits_longer_than_reattach_wait_ends_with_connection_forced(
         wait: float) -> None:
@@ -373,6 +449,7 @@ def test_an_attach_the_upstream_had_not_answered_waits_for_the_next_connection()
     net.connect_upstream()
     net.pump()
     assert LinkAttached(receiver) in net.events(), "answered on the next connection"
+    assert gateway_view(net.gw)["links_routed_total"] == 1, "counted once"
     publisher = net.sender(session, "/queues/q")
     publisher.send(body("m"), settled=True)
     receiver.flow(1)
