@@ -49,8 +49,9 @@ that same error, and nobody else's.
 
 A link route that asked to be re-attached (reattach.py) outlives the
 upstream connection that carried it: `lost` keeps what must go on (a
-sending client's unsettled messages, to be sent again; for a stream reader
-what is held, and the offset to resume from), `reopen` attaches a
+sending client's unsettled messages, to be sent again; a receiving one's
+presettled messages held for it, and for a stream reader the offset to
+resume from), `reopen` attaches a
 new upstream link for the same client link, and the upstream's answer
 passes on credit as a first answer does, without a second attach to the
 client.
