@@ -71,6 +71,12 @@ IDLE_LOGIN_CLOSE = 30.0  # seconds a passthrough user's idle connection stays op
 _ENDING = (ConnState.CLOSE_SENT, ConnState.CLOSED)
 
 
+def waits_to_reattach(link: Link) -> bool:
+    """A waiting client link that an upstream failure left to be re-attached:
+    its route is kept as its context (a new attach waits with none)."""
+    return isinstance(link.context, LinkRoute)
+
+
 class ClientHandle(EngineHandle):
     """One client connection as the transport driver sees it."""
 
@@ -219,6 +225,10 @@ class Gateway:
             upstream.conn.close()
             upstream.wake()
 
+    @property
+    def links_waiting_reattach(self) -> int:
+        return sum(1 for _, link, _ in self.waiting if waits_to_reattach(link))
+
     def upstreams(self) -> list[Upstream]:
         """Every upstream connection: the pool's and passthrough users' own."""
         return self.pool.connections + list(self.logins.values())
@@ -233,33 +243,26 @@ class Gateway:
             since_progress = now - self._pool_opened_at
             expired: list[tuple[ClientHandle, Link, float]] = []
             kept: list[tuple[ClientHandle, Link, float]] = []
-            for w in self.waiting:
-                wait = self._wait_for(w[0], w[1])
-                (expired if min(now - w[2], since_progress) >= wait else kept).append(w)
+            for handle, link, since in self.waiting:
+                wait = self._wait_for(handle, link)
+                if min(now - since, since_progress) >= wait:
+                    expired.append((handle, link, wait))
+                else:
+                    kept.append((handle, link, since))
             if expired:
                 self._keep_waiting(kept)
-                for handle, link, _ in expired:
-                    wait = self._wait_for(handle, link)
-                    if link.context is not None:
-                        link.context = None
-                        if link.usable:
-                            link.detach(amqp_error(
-                                Condition.CONNECTION_FORCED,
-                                f"the upstream broker was not back within "
-                                f"{wait:g} s to re-attach the link"))
-                            handle.wake()
-                    elif not link.attach_sent:
-                        link.refuse(amqp_error(
-                            Condition.CONNECTION_FORCED,
-                            f"no upstream broker connection within {wait:g} s; "
-                            f"try again shortly"))
+                for handle, link, wait in expired:
+                    why = (f"the upstream broker was not back within {wait:g} s to re-attach "
+                           f"the link" if waits_to_reattach(link) else
+                           f"no upstream broker connection within {wait:g} s; try again shortly")
+                    link.context = None
+                    if not link.detach_sent:  # (refused first if never answered)
+                        link.detach(amqp_error(Condition.CONNECTION_FORCED, why))
                         handle.wake()
-            if self.passthrough and any(link.context is not None for _, link, _ in self.waiting):
+            if self.passthrough and any(waits_to_reattach(link) for _, link, _ in self.waiting):
                 # a passthrough login whose dial failed dials again, once a second
                 # at most, while its links wait to be re-attached
                 self._retry_waiting()
-                self.wake_clients()
-                self.wake_upstreams()
         for upstream in list(self.logins.values()):
             if upstream.routes or not upstream.opened:
                 upstream.idle_since = None
@@ -273,7 +276,7 @@ class Gateway:
         """How long a waiting attach may wait: `ATTACH_WAIT`, or the configured
         re-attach wait for a link waiting to be re-attached (its route kept)
         and for an attach that asked for re-attach (reattach.py)."""
-        if link.context is not None or reattaches(link.remote_attach, handle.conn.remote_open):
+        if waits_to_reattach(link) or reattaches(link.remote_attach, handle.conn.remote_open):
             return self.config.reattach_wait
         return ATTACH_WAIT
 
@@ -309,8 +312,6 @@ class Gateway:
             del self.logins[upstream.login]
             if self.waiting:  # links waiting to be re-attached: their login dials again
                 self._retry_waiting()
-                self.wake_clients()
-                self.wake_upstreams()
 
     # -- waking ---------------------------------------------------------------
 
@@ -354,25 +355,19 @@ class Gateway:
             upstream.routes[session_route.upstream_session] = session_route
         upstream_session = session_route.upstream_session
         if not upstream_session.has_handle_room:
-            error = amqp_error(Condition.RESOURCE_LIMIT_EXCEEDED,
-                               f"the upstream allows {upstream_session.remote_handle_max + 1}"
-                               f" links per session")
-            if link.attach_sent:  # a re-attach
-                link.context = None
-                link.detach(error)
-            else:
-                link.refuse(error)
+            link.context = None
+            link.detach(amqp_error(  # (a refusal, if not answered yet: Link.detach)
+                Condition.RESOURCE_LIMIT_EXCEEDED,
+                f"the upstream allows {upstream_session.remote_handle_max + 1} links per session"))
             return
-        previous = link.context
-        if isinstance(previous, LinkRoute):
-            previous.reopen(session_route)
-            self._attach_started[previous.upstream] = self.clock()
-            self._dirty_upstreams.add(session_route.upstream)
-            return
-        route = LinkRoute.open(session_route, link, reattach=reattaches(
-            link.remote_attach, handle.conn.remote_open))
-        # a route whose messages are checked here is never armed (LinkRoute.arm)
-        route.check = message_check(handle.identity, link.remote_attach)
+        route = link.context
+        if isinstance(route, LinkRoute):  # waiting to be re-attached
+            route.reopen(session_route)
+        else:
+            route = LinkRoute.open(session_route, link, reattach=reattaches(
+                link.remote_attach, handle.conn.remote_open))
+            # a route whose messages are checked here is never armed (LinkRoute.arm)
+            route.check = message_check(handle.identity, link.remote_attach)
         self._attach_started[route.upstream] = self.clock()
         self._dirty_upstreams.add(session_route.upstream)
 
@@ -400,17 +395,22 @@ class Gateway:
         self._sessions_waiting = {link.session for _, link, _ in waiting}
 
     def _retry_waiting(self) -> None:
+        """Route the waiting attaches again, and wake the connections that
+        wrote to (the connection being processed may not be the one used)."""
         waiting = self.waiting
         self._keep_waiting([])  # those still waiting come back in _route
         for handle, link, since in waiting:
             # (a waiting re-attach keeps its route as context and was answered)
-            if handle.conn.done or link.detach_sent or (link.attach_sent and link.context is None):
+            if handle.conn.done or link.detach_sent or (link.attach_sent and
+                                                         not waits_to_reattach(link)):
                 continue
             before = len(self.waiting)
             self._route(handle, link)
             if len(self.waiting) > before:  # still waiting: keep its first time
                 self.waiting[-1] = (handle, link, since)
             self._dirty_clients.add(handle)
+        self.wake_clients()
+        self.wake_upstreams()
 
     def _refuse_waiting(self, login: Login | None, error: Error) -> None:
         """Attaches waiting for `login`'s connection are refused; a link
@@ -419,7 +419,7 @@ class Gateway:
         keep = []
         for handle, link, since in self.waiting:
             if login is not None and (handle.login or ANONYMOUS_LOGIN) != login or \
-                    link.context is not None:
+                    waits_to_reattach(link):
                 keep.append((handle, link, since))
             elif not link.attach_sent:
                 link.refuse(error)
@@ -508,7 +508,6 @@ class Gateway:
                      printable(upstream.login.user), printable(upstream.peer_container))
         if self.waiting:
             self._retry_waiting()
-            self.wake_upstreams()  # the least loaded connection may be another one
 
     def upstream_link_answered(self, link: Link) -> None:
         route = link.context
@@ -518,12 +517,14 @@ class Gateway:
         if started is not None:
             rtt = self.clock() - started
             self.attach_rtt = rtt if self.attach_rtt is None else 0.8 * self.attach_rtt + 0.2 * rtt
-        reattaching = route.client.attach_sent and not route.answered
+        answered_before, first = route.answered, not route.client.attach_sent
         route.upstream_answered()
-        if route.answered and reattaching:
-            self.links_reattached += 1
-        elif route.answered:  # (counted once: an attach may be routed again, see upstream_closed)
-            self.links_routed += 1
+        if route.answered and not answered_before:
+            # counted once, at the first answer (an attach may be routed again)
+            if first:
+                self.links_routed += 1
+            else:
+                self.links_reattached += 1
         self._dirty_clients.add(route.session.owner)
 
     def upstream_link_detached(self, link: Link, error: Error | None, closed: bool) -> None:
@@ -573,25 +574,22 @@ class Gateway:
                         upstream.node.label,
                         f": {error.condition} {error.description}" if error else "",
                         len(upstream.routes))
-        reattaching: list[tuple[ClientHandle, Link]] = []
-        unanswered: list[tuple[ClientHandle, Link]] = []
+        again: list[tuple[ClientHandle, Link]] = []  # routed again, when a connection is up
+        reattaching = 0
         for route in list(upstream.routes.values()):
             owner = route.owner
             owner.sessions.pop(route.client, None)
             for link_route in list(route.links):
                 client = link_route.client
-                if self.stopping:
-                    client.context = None
-                    link_route.forced(why)
-                elif link_route.reattach and client.usable:
+                if not self.stopping and link_route.reattach and client.usable:
                     link_route.lost()
-                    reattaching.append((owner, client))
-                elif not client.attach_sent:
-                    # an attach the upstream had not answered: it waits for a
-                    # connection that is up, as one made now would
+                    again.append((owner, client))
+                    reattaching += 1
+                elif not self.stopping and not client.attach_sent:
+                    # an attach the upstream had not answered: it waits, as one made now would
                     link_route.disarm()
                     client.context = None
-                    unanswered.append((owner, client))
+                    again.append((owner, client))
                 else:
                     client.context = None
                     link_route.forced(why)
@@ -599,11 +597,11 @@ class Gateway:
             self._dirty_clients.add(owner)
         upstream.routes.clear()
         if reattaching:
-            log.info("%d client link(s) wait up to %g s to be re-attached", len(reattaching),
+            log.info("%d client link(s) wait up to %g s to be re-attached", reattaching,
                      self.config.reattach_wait)
-        if reattaching or unanswered:
-            for owner, link in reattaching + unanswered:  # on a connection that is up, or
-                self._route(owner, link)                  # when one is
+        for owner, link in again:
+            self._route(owner, link)
+        if again:
             self.wake_upstreams()  # (another of the pool's connections may carry them now)
 
     def _login_refused(self, login: Login, upstream: Upstream, error: Error | None) -> None:

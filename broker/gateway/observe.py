@@ -70,7 +70,7 @@ def overview(gw: Gateway) -> dict[str, object]:
         "routed_links": len(links),
         "links_routed_total": gw.links_routed,
         # links an upstream failure left waiting to be re-attached (reattach.py)
-        "links_waiting_reattach": sum(1 for _, link, _ in gw.waiting if link.context is not None),
+        "links_waiting_reattach": gw.links_waiting_reattach,
         "links_reattached_total": gw.links_reattached,
         # unsettled deliveries on the client side: each has its upstream twin
         "in_flight_deliveries": sum(len(r.client.unsettled) for r in links),
