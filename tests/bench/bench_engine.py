@@ -8,7 +8,15 @@ enough on a loaded machine to compare two versions of the code.  Each size
 is measured twice, interleaved: the bytes as they come over TCP, and framed
 as over a WebSocket (client frames unmasked by our reader, our output given
 its frame header as socketpump.py does): what WebSocket's per-byte work adds.
-Each read is copied first, as `os.read` hands it over (`as_read`).
+Each read is copied first, as `os.read` hands it over (`as_read`).  Over
+WebSocket each AMQP frame comes as a message of its own, as rhea sends them.
+Instructions per message, which noise cannot move: run one path under
+callgrind with two message counts and divide the difference, e.g.
+
+    valgrind --tool=callgrind --callgrind-out-file=/dev/null \
+        python tests/bench/bench_engine.py --one ws 100 4000   # then ... 12000
+
+and subtract the same two runs with `--build-only` (the input made, not fed).
 
 The second figure is a stream's fan-out: `fanout` stores messages in a stream
 once, then consumer connections read them all from `first` (credit 1000 at a
@@ -60,7 +68,7 @@ def masked(data: bytes) -> bytes:
     return b"\x82" + size + mask + unmask(data, mask, 0)
 
 
-def run(n: int, size: int, ws: bool = False) -> float:
+def run(n: int, size: int, ws: bool = False, build_only: bool = False) -> float:
     """CPU us per message; `ws`: the bytes in and out framed as the WebSocket
     pump frames them (client frames unmasked, ours given a header), still
     without sockets: what WebSocket costs on top of the engine."""
@@ -82,22 +90,27 @@ def run(n: int, size: int, ws: bool = False) -> float:
     pub.data_to_send()
     sub.data_to_send()
     payload = Message.create(b"x" * size).payload
+    # Over WebSocket each AMQP frame is a message of its own, as rhea (Node and
+    # browser) sends them: one `socket.write`, so one WebSocket frame, per frame.
+    wrap = masked if ws else bytes
     batches = []
     for start in range(0, n, BATCH):
-        out = bytearray()
+        transfers = bytearray()
         for i in range(start, min(n, start + BATCH)):
+            out = bytearray()
             encode_transfer_frame(out, 0, 0, i, i.to_bytes(4, "big"), 0, False, False, payload)
-        acks = frames(
+            transfers += wrap(bytes(out))
+        acks = wrap(frames(
             Disposition(role=Role.RECEIVER, first=start, last=min(n, start + BATCH) - 1,
-                        settled=True, state=Accepted()),
+                        settled=True, state=Accepted()))) + wrap(frames(
             Flow(next_incoming_id=min(n, start + BATCH), incoming_window=WINDOW,
                  next_outgoing_id=0, outgoing_window=WINDOW, handle=0,
-                 delivery_count=min(n, start + BATCH), link_credit=1000))
-        transfers = masked(bytes(out)) if ws else bytes(out)
+                 delivery_count=min(n, start + BATCH), link_credit=1000)))
         # in reads of at most what the pump reads at once
-        batches.append(([transfers[i:i + RECEIVE_SIZE]
-                         for i in range(0, len(transfers), RECEIVE_SIZE)],
-                        masked(acks) if ws else acks))
+        batches.append(([bytes(transfers[i:i + RECEIVE_SIZE])
+                         for i in range(0, len(transfers), RECEIVE_SIZE)], acks))
+    if build_only:  # the input alone: what callgrind's count holds besides the path
+        return 0.0
     if ws:
         pub_in, sub_in = WsFrameReader(), WsFrameReader()
         t0 = time.process_time()
@@ -185,6 +198,9 @@ def fanout(n: int, consumers: int, credit: int = 1000) -> float:
 def main() -> None:
     if sys.argv[1:2] == ["--fanout"]:  # one run, for callgrind (see the docstring)
         fanout(int(sys.argv[2]), int(sys.argv[3]))
+        return
+    if sys.argv[1:2] == ["--one"]:  # for callgrind: --one tcp|ws SIZE N [--build-only]
+        run(int(sys.argv[4]), int(sys.argv[3]), sys.argv[2] == "ws", "--build-only" in sys.argv)
         return
     for size in (100, 4096, 65536):
         n = 20000 if size < 65536 else 2000

@@ -78,6 +78,22 @@ def test_control_frames_between_fragments(step: int) -> None:
                         WsControl(OP_CLOSE, b"\x03\xe8bye")]
 
 
+@pytest.mark.parametrize("step", STEPS)
+def test_whole_frames_of_every_length_form_in_one_read(step: int) -> None:
+    # the reader's quick way takes whole final binary frames of up to 65535
+    # bytes; the lengths at its edges, and the forms it leaves to the general
+    # way (empty, 64-bit, fragmented), interleaved in one read
+    sizes = [1, 125, 126, 0, 65535, 65536, 7, 126]
+    payloads = [os.urandom(n) for n in sizes]
+    data = b"".join(client_frame(OP_BINARY, p) for p in payloads[:4])
+    data += client_frame(OP_PING, b"p") + client_frame(OP_BINARY, b"ab", fin=False)
+    data += client_frame(OP_CONTINUATION, b"cd")
+    data += b"".join(client_frame(OP_BINARY, p) for p in payloads[4:])
+    events = feed(data, step)
+    assert payload_of(events) == b"".join(payloads[:4]) + b"abcd" + b"".join(payloads[4:])
+    assert [e for e in events if not isinstance(e, bytes)] == [WsControl(OP_PING, b"p")]
+
+
 def test_text_frames_are_reported_not_delivered() -> None:
     events = feed(client_frame(OP_TEXT, b"hi"), 1)
     assert events == [OP_TEXT]
