@@ -104,7 +104,7 @@ class ConnectionHandle:
 
     # -- driver interface -----------------------------------------------------
 
-    def receive_data(self, data: bytes) -> bool:
+    def receive_data(self, data: bytes | memoryview) -> bool:
         """True: the bytes were a bare heartbeat, with nothing to tick or send
         (see Connection.receive_data)."""
         self.bytes_in += len(data)

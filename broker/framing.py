@@ -61,6 +61,9 @@ class _NeedData:
 NEED_DATA = _NeedData()
 
 _HEADER = struct.Struct(">IBBH")
+# a part of a read at least this big is kept as a view of the read (which the
+# view keeps alive), a smaller one copied
+_VIEW_FROM = 16 * 1024
 
 
 class FrameReader:
@@ -68,44 +71,56 @@ class FrameReader:
 
     Call `expect_header()` whenever the protocol layer expects a protocol
     header next (at the start, and after a successful SASL outcome).
+
+    Each read is parsed where it lies: a frame that is in it whole becomes its
+    body with one copy, and the read itself is never copied into a buffer.
+    Only a frame (or header) that a read leaves unfinished is kept, as pieces
+    joined once it is whole, so a frame that spans reads is copied once more.
+    At 64 KiB messages the old way (every read appended to one buffer, each
+    body sliced out of it twice) was five copies of every byte.  What is fed
+    must not change afterwards: `bytes`, or a view of `bytes`.
     """
 
     def __init__(self, max_frame_size: int = 0xFFFFFFFF) -> None:
-        self._buf = bytearray()
-        self._pos = 0
+        self._data: bytes | memoryview = b""  # the read being parsed, not copied
+        self._pos = 0  # where its next frame starts
+        self._pieces: list[bytes | bytearray | memoryview] = []  # an unfinished frame's bytes so far
+        self._have = 0  # their length
         self._want_header = True
         self.max_frame_size = max_frame_size
 
     def expect_header(self) -> None:
         self._want_header = True
 
-    def feed(self, data: bytes) -> None:
-        if self._pos and self._pos > 65536 and self._pos * 2 > len(self._buf):
-            del self._buf[: self._pos]
-            self._pos = 0
-        self._buf += data
+    def feed(self, data: bytes | memoryview) -> None:
+        if self._pos < len(self._data):  # the last read not parsed to its end
+            data = bytes(self._data[self._pos:]) + bytes(data)
+        self._data, self._pos = data, 0
 
     @property
     def buffered(self) -> int:
-        return len(self._buf) - self._pos
+        return self._have + len(self._data) - self._pos
 
     def next(self) -> ProtocolHeader | Frame | _NeedData:
-        buf, pos = self._buf, self._pos
-        avail = len(buf) - pos
-        if self._want_header:
-            if avail < 8:
-                # Fail fast on bytes that can never start a header.
-                if avail and buf[pos : pos + min(avail, 4)] != b"AMQP"[: min(avail, 4)]:
-                    self._pos = len(buf)
-                    self._want_header = False
-                    return ProtocolHeader(bytes(buf[pos:]))
-                return NEED_DATA
-            self._pos = pos + 8
-            self._want_header = False
-            return ProtocolHeader(bytes(buf[pos : pos + 8]))
+        if self._have or self._want_header:
+            return self._next_slowly()
+        data, pos = self._data, self._pos
+        avail = len(data) - pos
         if avail < FRAME_HEADER_SIZE:
-            return NEED_DATA
-        size, doff, ftype, channel = _HEADER.unpack_from(buf, pos)
+            return self._keep()
+        size, doff, ftype, channel = _HEADER.unpack_from(data, pos)
+        if not FRAME_HEADER_SIZE <= size <= self.max_frame_size or doff < 2 or \
+                doff * 4 > size or ftype > 1:
+            self._check(size, doff, ftype)  # raises, saying which
+        if avail < size:
+            return self._keep()
+        end = pos + size
+        self._pos = end
+        if type(data) is bytes:  # (a slice of bytes that is all of it is no copy)
+            return Frame(ftype, channel, data[pos + doff * 4 : end])
+        return Frame(ftype, channel, bytes(data[pos + doff * 4 : end]))
+
+    def _check(self, size: int, doff: int, ftype: int) -> None:
         if size < FRAME_HEADER_SIZE:
             raise FramingError(f"frame size {size} is smaller than the 8-byte frame header")
         if doff < 2:
@@ -118,14 +133,76 @@ class FrameReader:
             )
         if ftype not in (0x00, 0x01):
             raise FramingError(f"unknown frame type 0x{ftype:02x}")
-        if avail < size:
-            return NEED_DATA
-        body = bytes(buf[pos + doff * 4 : pos + size])
-        self._pos = pos + size
-        if self._pos == len(buf):
-            buf.clear()
-            self._pos = 0
+
+    def _keep(self) -> _NeedData:
+        """The rest of the read begins a frame that a later read finishes."""
+        data, pos = self._data, self._pos
+        if pos < len(data):
+            self._add(data, pos, len(data))
+        self._data, self._pos = b"", 0
+        return NEED_DATA
+
+    def _take(self, n: int) -> bool:
+        """Move up to `n` bytes of the read into the pieces; True if all `n` came."""
+        data, pos = self._data, self._pos
+        got = min(n, len(data) - pos)
+        if got:
+            self._add(data, pos, pos + got)
+            self._pos = pos + got
+        return got == n
+
+    def _add(self, data: bytes | memoryview, start: int, end: int) -> None:
+        """Keep `data[start:end]`: a big part of a read as a view of it (no
+        copy), the rest copied into a buffer that later small parts join, so
+        a frame sent a few bytes at a time is one buffer, not a list of them."""
+        pieces = self._pieces
+        if end - start >= _VIEW_FROM and (type(data) is bytes or
+                                          type(memoryview(data).obj) is bytes):
+            pieces.append(memoryview(data)[start:end])
+        elif pieces and type(pieces[-1]) is bytearray:
+            pieces[-1] += data[start:end]
+        else:
+            pieces.append(bytearray(data[start:end]))
+        self._have += end - start
+
+    def _joined(self) -> bytes:
+        whole = b"".join(self._pieces)
+        self._pieces = [whole]
+        return whole
+
+    def _next_slowly(self) -> ProtocolHeader | Frame | _NeedData:
+        """A protocol header, or a frame begun in an earlier read."""
+        if self._want_header:
+            if not self._take(8 - self._have):
+                raw = self._joined()
+                # Fail fast on bytes that can never start a header.
+                if raw[:4] != b"AMQP"[: len(raw)]:
+                    return self._header(raw)
+                return self._keep()
+            return self._header(self._joined())
+        if self._have < FRAME_HEADER_SIZE and not self._take(FRAME_HEADER_SIZE - self._have):
+            return self._keep()
+        first = self._pieces[0]
+        if len(first) < FRAME_HEADER_SIZE:
+            first = self._joined()
+        size, doff, ftype, channel = _HEADER.unpack_from(first, 0)
+        self._check(size, doff, ftype)
+        if not self._take(size - self._have):
+            return self._keep()
+        skip = doff * 4
+        pieces = self._pieces
+        if len(pieces[0]) >= skip:
+            pieces[0] = memoryview(pieces[0])[skip:]
+            body = b"".join(pieces)
+        else:  # an extended header longer than the first piece
+            body = b"".join(pieces)[skip:]
+        self._pieces, self._have = [], 0
         return Frame(ftype, channel, body)
+
+    def _header(self, raw: bytes) -> ProtocolHeader:
+        self._pieces, self._have = [], 0
+        self._want_header = False
+        return ProtocolHeader(bytes(raw))
 
 
 def decode_frame_body(body: bytes) -> tuple[object, bytes]:

@@ -325,6 +325,57 @@ def test_many_frames_through_buffer_compaction() -> None:
     assert reader.buffered == 0
 
 
+@pytest.mark.parametrize("read_size", [65536, 70000, 16384, 8191])
+@pytest.mark.parametrize("as_view", [False, True])
+def test_big_frames_across_reads(read_size: int, as_view: bool) -> None:
+    """64 KiB frames in reads of about that size (what a socket hands over):
+    frames whole in a read, begun in one and ended in the next, and spanning
+    several; the reads as bytes or, as the pump feeds a long read in turns,
+    as views of them."""
+    bodies = [bytes([i]) * n for i, n in enumerate([65536, 3, 65536, 200000, 17, 70000])]
+    stream = b"".join(frame(b, channel=i) for i, b in enumerate(bodies))
+    reader = FrameReader()
+    reader._want_header = False
+    got: list[object] = []
+    for i in range(0, len(stream), read_size):
+        piece = stream[i : i + read_size]
+        reader.feed(memoryview(piece) if as_view else piece)
+        while (item := reader.next()) is not NEED_DATA:
+            assert type(item.body) is bytes  # type: ignore[union-attr]
+            got.append(item)
+    assert got == [Frame(0, i, b) for i, b in enumerate(bodies)]
+    assert reader.buffered == 0
+
+
+def test_a_frame_sent_a_byte_at_a_time_is_kept_in_one_buffer() -> None:
+    """A slow sender's bytes are not kept as one object each."""
+    reader = FrameReader()
+    reader._want_header = False
+    data = frame(b"z" * 5000)
+    for i in range(len(data) - 1):
+        reader.feed(data[i : i + 1])
+        assert reader.next() is NEED_DATA
+    assert len(reader._pieces) <= 2 and reader.buffered == len(data) - 1
+    reader.feed(data[-1:])
+    assert reader.next() == Frame(0, 0, b"z" * 5000)
+
+
+def test_a_read_not_parsed_to_its_end_is_kept_before_the_next() -> None:
+    """The engine stops asking once its connection is done; what it left
+    comes before the next read's bytes if it is fed again."""
+    reader = FrameReader()
+    reader._want_header = False
+    three, four = frame(b"three"), frame(b"four")
+    reader.feed(frame(b"one") + frame(b"two") + three[:5])
+    assert reader.next() == Frame(0, 0, b"one")
+    reader.feed(three[5:] + four[:3])
+    assert [reader.next(), reader.next()] == [Frame(0, 0, b"two"), Frame(0, 0, b"three")]
+    assert reader.next() is NEED_DATA
+    reader.feed(four[3:])
+    assert reader.next() == Frame(0, 0, b"four")
+    assert reader.buffered == 0
+
+
 # --- encode_frame and decode_frame_body ---------------------------------------------------
 
 

@@ -187,7 +187,7 @@ class Connection:
         """Nothing more will happen: flush `data_to_send()` and close the transport."""
         return self.state is ConnState.CLOSED
 
-    def receive_data(self, data: bytes, now: float) -> bool:
+    def receive_data(self, data: bytes | memoryview, now: float) -> bool:
         """Feed bytes read from the peer.  True when they were one or two bare
         heartbeats between frames: only the idle timer heard of them, so there
         is no event, no output and no earlier deadline, and the driver may skip

@@ -26,7 +26,7 @@ class _Direction:
         self.label = label
         self.reader: FrameReader | None = FrameReader()
 
-    def feed(self, data: bytes | bytearray) -> None:
+    def feed(self, data: bytes | bytearray | memoryview) -> None:
         reader = self.reader
         if reader is None or not data:
             return

@@ -33,7 +33,7 @@ class EngineHandle:
             for other in self.conn.take_touched():
                 dirty.add(other.owner)
 
-    def receive_data(self, data: bytes) -> bool:
+    def receive_data(self, data: bytes | memoryview) -> bool:
         """True: a bare heartbeat, nothing to process, tick or send."""
         self.bytes_in += len(data)
         if self.conn.receive_data(data, self.clock()):

@@ -62,7 +62,7 @@ TRANSPORT_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError)
 class ConnectionHandle(Protocol):
     """What the driver needs from one engine connection (see container.py)."""
 
-    def receive_data(self, data: bytes) -> bool:
+    def receive_data(self, data: bytes | memoryview) -> bool:
         """Feed input.  True: it was only a heartbeat (AMQP's empty frame, or
         two), with nothing to tick or send, so the pump skips both; the
         connection is then between frames, and a plain socket's pump may let
@@ -291,8 +291,9 @@ class Pump:
         handle = self.handle
         size = FEED_SIZE
         turn = time.perf_counter()
+        view = memoryview(data)  # pieces as views: the engine's reader copies what it keeps
         while pos < end:
-            if not self._feed(data[pos : pos + size]):
+            if not self._feed(view[pos : pos + size]):
                 return -1
             self.quiet = False  # a heartbeat in the last piece says nothing of the others
             pos += size
@@ -303,7 +304,7 @@ class Pump:
             size *= 2
         return end
 
-    def _feed(self, data: bytes) -> bool:
+    def _feed(self, data: bytes | memoryview) -> bool:
         """`receive_data`, with a bug recorded instead of raised (and whether it
         was only a heartbeat in `quiet`); False once failed."""
         try:

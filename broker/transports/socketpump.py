@@ -281,7 +281,7 @@ class SocketPump(Pump):
             self.on_readable(HELD_BACK_READ)
         super().on_deadline()
 
-    def _feed(self, data: bytes) -> bool:
+    def _feed(self, data: bytes | memoryview) -> bool:
         self.feeding = True
         try:
             return super()._feed(data)
