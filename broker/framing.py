@@ -87,6 +87,7 @@ class FrameReader:
         self._pieces: list[bytes | bytearray | memoryview] = []  # an unfinished frame's bytes so far
         self._have = 0  # their length
         self._want_header = True
+        self._taken = 0  # where the last transfer `take_transfer` took began
         self.max_frame_size = max_frame_size
 
     def expect_header(self) -> None:
@@ -119,6 +120,35 @@ class FrameReader:
         if type(data) is bytes:  # (a slice of bytes that is all of it is no copy)
             return Frame(ftype, channel, data[pos + doff * 4 : end])
         return Frame(ftype, channel, bytes(data[pos + doff * 4 : end]))
+
+    def take_transfer(self) -> tuple[int, TransferFields, bytes] | None:
+        """The next frame, if it is a usual transfer (`parse_transfer_at`) whole
+        in this read: its channel, fields and payload, the payload the one copy
+        made, with no `Frame` and no body between.  Otherwise None, with
+        nothing taken: `next()` then hands out the frame (or says what is
+        wrong with it).  `untake()` gives the transfer back."""
+        if self._have or self._want_header:
+            return None
+        data, pos = self._data, self._pos
+        if len(data) - pos < FRAME_HEADER_SIZE:
+            return None
+        size, doff, ftype, channel = _HEADER.unpack_from(data, pos)
+        end = pos + size
+        if ftype or end > len(data) or size > self.max_frame_size or doff < 2 or \
+                doff * 4 > size:
+            return None
+        hot = parse_transfer_at(data, pos + doff * 4, end)
+        if hot is None:
+            return None
+        self._taken, self._pos = pos, end
+        start = hot[1]
+        if type(data) is bytes:
+            return channel, hot[0], data[start:end]
+        return channel, hot[0], bytes(data[start:end])
+
+    def untake(self) -> None:
+        """Give back what the last `take_transfer` took, for `next()`."""
+        self._pos = self._taken
 
     def _check(self, size: int, doff: int, ftype: int) -> None:
         if size < FRAME_HEADER_SIZE:
@@ -360,7 +390,7 @@ _TAILS_MAX = 256
 _TAIL_MAX = 5 + 2 + 5
 
 
-def _tail_shape(tail: bytes) -> _Shape:
+def _tail_shape(tail: bytes | memoryview) -> _Shape:
     """Read a transfer's fields after its tag, as `parse_transfer` takes them:
     a small uint or null format, booleans or null for settled and more, null
     for rcv-settle-mode and state, null or false for resume, aborted and
@@ -395,7 +425,7 @@ def _tail_shape(tail: bytes) -> _Shape:
     return fields, message_format, settled, more
 
 
-def _small_uint(buf: bytes, pos: int) -> tuple[int | None, int]:
+def _small_uint(buf: bytes | memoryview, pos: int) -> tuple[int | None, int]:
     """A uint as the hot path takes it (uint0, smalluint, uint; or null) and
     the offset after it; ValueError for anything else.  `parse_transfer`
     spells it out for the handle and the delivery-id: a call per field was a
@@ -423,36 +453,47 @@ def parse_transfer(body: bytes) -> tuple[TransferFields, bytes] | None:
     The small uints are read inline (a call each would be a third of the
     time), and what follows the tag is looked up (`_TAILS`).
     """
-    prefix = body[:4]
+    hot = parse_transfer_at(body, 0, len(body))
+    return None if hot is None else (hot[0], body[hot[1]:])
+
+
+def parse_transfer_at(buf: bytes | memoryview, start: int,
+                      stop: int) -> tuple[TransferFields, int] | None:
+    """`parse_transfer` of the body `buf[start:stop]` where it lies, in the
+    read it came in (`FrameReader.take_transfer`): the fields, and where the
+    payload starts.  A read past `stop` finds other bytes, not an IndexError,
+    but every read moves `pos` on, so one past the fields' end fails the
+    `pos > end` check as surely."""
+    prefix = buf[start : start + 4]
     try:
         if prefix == _TRANSFER_PREFIX:
-            end = 5 + body[4]
-            count = body[5]
-            pos = 6
+            end = start + 5 + buf[start + 4]
+            count = buf[start + 5]
+            pos = start + 6
         elif prefix == _TRANSFER_PREFIX32:
-            size, count = _two_u32_from(body, 4)
-            end = 8 + size
-            pos = 12
+            size, count = _two_u32_from(buf, start + 4)
+            end = start + 8 + size
+            pos = start + 12
         else:
             return None
-        if end > len(body) or not 0 < count <= 11:  # a transfer has 11 fields
+        if end > stop or not 0 < count <= 11:  # a transfer has 11 fields
             return None
-        c = body[pos]  # the handle and the delivery-id: _small_uint, spelled out
+        c = buf[pos]  # the handle and the delivery-id: _small_uint, spelled out
         if c == 0x52:
-            handle, pos = body[pos + 1], pos + 2
+            handle, pos = buf[pos + 1], pos + 2
         elif c == 0x43:
             handle, pos = 0, pos + 1
         elif c == 0x70:
-            handle, pos = _u32_from(body, pos + 1)[0], pos + 5
+            handle, pos = _u32_from(buf, pos + 1)[0], pos + 5
         else:
             return None
         delivery_id = tag = None
         if count > 1:
-            c = body[pos]
+            c = buf[pos]
             if c == 0x52:
-                delivery_id, pos = body[pos + 1], pos + 2
+                delivery_id, pos = buf[pos + 1], pos + 2
             elif c == 0x70:
-                delivery_id, pos = _u32_from(body, pos + 1)[0], pos + 5
+                delivery_id, pos = _u32_from(buf, pos + 1)[0], pos + 5
             elif c == 0x43:
                 delivery_id, pos = 0, pos + 1
             elif c == 0x40:
@@ -460,10 +501,10 @@ def parse_transfer(body: bytes) -> tuple[TransferFields, bytes] | None:
             else:
                 return None
         if count > 2:
-            c = body[pos]
+            c = buf[pos]
             if c == 0xA0:
-                n = body[pos + 1]
-                tag = body[pos + 2 : pos + 2 + n]
+                n = buf[pos + 1]
+                tag = buf[pos + 2 : pos + 2 + n]
                 pos += 2 + n
             elif c == 0x40:
                 pos += 1
@@ -473,15 +514,17 @@ def parse_transfer(body: bytes) -> tuple[TransferFields, bytes] | None:
         return None
     if pos > end or end - pos > _TAIL_MAX:
         return None
-    tail = body[pos:end]
-    shape = _TAILS.get(tail)
+    tail = buf[pos:end]
+    shape = _TAILS.get(tail)  # type: ignore[arg-type]  # (a view hashes as its bytes)
     if shape is None:
         shape = _tail_shape(tail)
         if shape is _NOT_HOT:
             return None
         if len(_TAILS) >= _TAILS_MAX:
             _TAILS.clear()
-        _TAILS[tail] = shape
+        _TAILS[bytes(tail)] = shape
     if shape[0] != (count - 3 if count > 3 else 0):
         return None
-    return TransferFields(handle, delivery_id, tag, shape[1], shape[2], shape[3]), body[end:]
+    if type(tag) is memoryview:
+        tag = bytes(tag)
+    return TransferFields(handle, delivery_id, tag, shape[1], shape[2], shape[3]), end

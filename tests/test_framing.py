@@ -44,6 +44,7 @@ from broker.framing import (
     decode_frame_body,
     encode_frame,
     parse_transfer,
+    parse_transfer_at,
 )
 
 MODES = ["whole", "bytewise", "trailing"]
@@ -424,6 +425,16 @@ def test_a_frame_that_cannot_be_encoded_leaves_nothing_behind() -> None:
 # -- the transfer hot path ------------------------------------------------------------
 
 
+def vars_of(hot: tuple[object, int] | None) -> object:
+    """A `parse_transfer_at` answer as plain values, to compare two."""
+    if hot is None:
+        return None
+    fields, start = hot
+    return ({name: getattr(fields, name) for name in ("handle", "delivery_id", "delivery_tag",
+                                                      "message_format", "settled", "more")},
+            start)
+
+
 def as_list32(body: bytes) -> bytes:
     """A transfer body of ours (its fields a list8) with the fields in a list32,
     as rhea writes every list."""
@@ -463,6 +474,47 @@ def test_parse_transfer_reads_what_the_decoder_reads(transfer: Transfer, form: s
     assert rest == payload == b"PAY"
     for name in ("handle", "delivery_id", "delivery_tag", "message_format", "settled", "more"):
         assert getattr(fields, name) == getattr(decoded, name), name
+
+
+@pytest.mark.parametrize("as_view", [False, True])
+def test_take_transfer_takes_usual_transfers_whole_in_the_read(as_view: bool) -> None:
+    """Transfers whole in the read come out with their payloads; anything else
+    (another performative, a frame the read cuts short) is left to next()."""
+    t1 = frame(transfer_body(Transfer(handle=0, delivery_id=1, delivery_tag=b"a"), b"one"))
+    flow = frame(b"\x00\x53\x13\x45", channel=3)  # not a transfer
+    t2 = frame(transfer_body(Transfer(handle=1, delivery_id=2, delivery_tag=b"b"), b"two"),
+               channel=2)
+    t3 = frame(transfer_body(Transfer(handle=0, delivery_id=3, delivery_tag=b"c"), b"three"))
+    reader = FrameReader()
+    reader._want_header = False
+    read = t1 + flow + t2 + t3[:9]
+    reader.feed(memoryview(read) if as_view else read)
+    channel, fields, payload = reader.take_transfer()  # type: ignore[misc]
+    assert (channel, fields.delivery_id, fields.delivery_tag, payload) == (0, 1, b"a", b"one")
+    assert type(payload) is bytes
+    assert reader.take_transfer() is None
+    assert reader.next() == Frame(0, 3, b"\x00\x53\x13\x45")
+    hot = reader.take_transfer()
+    assert hot is not None and (hot[0], hot[2]) == (2, b"two")
+    reader.untake()  # given back: next() hands out the same frame
+    again = reader.next()
+    assert isinstance(again, Frame) and again.channel == 2
+    assert parse_transfer(again.body)[1] == b"two"  # type: ignore[index]
+    assert reader.take_transfer() is None  # cut short: kept for the next read
+    assert reader.next() is NEED_DATA
+    reader.feed(t3[9:])
+    assert reader.take_transfer() is None  # in two reads: next() joins it
+    last = reader.next()
+    assert isinstance(last, Frame) and parse_transfer(last.body)[1] == b"three"  # type: ignore[index]
+
+
+def test_take_transfer_leaves_a_bad_frame_header_to_next() -> None:
+    reader = FrameReader(max_frame_size=512)
+    reader._want_header = False
+    reader.feed(raw_header(600) + b"\x00" * 592)
+    assert reader.take_transfer() is None
+    with pytest.raises(FramingError, match="exceeds the max-frame-size"):
+        reader.next()
 
 
 @pytest.mark.parametrize("body", [
@@ -575,6 +627,17 @@ def test_parse_transfer_never_disagrees_with_the_decoder(
         at, value = flip
         body = body[:at] + bytes((value,)) + body[at + 1:]
     parsed = parse_transfer(body)
+    # where it lies in a read, between bytes that would read as more fields
+    # (a small uint, a tag): the same answer, the payload's offset in the read
+    for filler in (b"\x52", b"\xa0", b"\x40", b"\x43"):
+        read = filler * 7 + body + filler * 40
+        at = parse_transfer_at(read, 7, 7 + len(body))
+        assert vars_of(parse_transfer_at(memoryview(read), 7, 7 + len(body))) == vars_of(at)
+        if parsed is None:
+            assert at is None
+        else:
+            assert at is not None and vars_of(at) == vars_of((parsed[0], 7 + len(body) -
+                                                              len(parsed[1])))
     if parsed is None:
         return
     fields, rest = parsed

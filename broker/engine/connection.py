@@ -207,10 +207,23 @@ class Connection:
             # An empty frame between frames (§2.4.5), nearly all an idle
             # connection receives: only the idle timer above hears of it.
             return not self.has_output  # (output waiting: the driver must still write)
-        self.reader.feed(data)
+        reader = self.reader
+        reader.feed(data)
         while not self.done:
+            state = self.state
+            if state is ConnState.OPENED:
+                # the usual transfer whole in the read: straight to its session,
+                # no Frame and no body copied between (§2.7.5 shapes; anything
+                # else, a session not there or ended included, goes below)
+                hot = reader.take_transfer()
+                if hot is not None:
+                    session = self.sessions.get(hot[0])
+                    if session is not None and not session.end_sent:
+                        self._on_transfer(session, hot[1], hot[2])
+                        continue
+                    reader.untake()
             try:
-                item = self.reader.next()
+                item = reader.next()
             except FramingError as exc:
                 if self.state is ConnState.SASL:  # e.g. an oversized SASL frame
                     self.write_frame(0, SaslOutcome(code=SaslCode.SYS), ftype=1)
@@ -223,9 +236,8 @@ class Connection:
                 self._on_header(item)
                 continue
             frame: Frame = item  # type: ignore[assignment]
-            if self.state is ConnState.OPENED and frame.type == 0:
-                # the usual transfer, straight to its session (§2.7.5 shapes
-                # parse_transfer reads; anything else is decoded in full below)
+            if state is ConnState.OPENED and frame.type == 0:
+                # the same for one that came in more than one read
                 fast = parse_transfer(frame.body)
                 if fast is not None:
                     session = self.sessions.get(frame.channel)
