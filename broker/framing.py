@@ -77,8 +77,8 @@ class FrameReader:
     Only a frame (or header) that a read leaves unfinished is kept, as pieces
     joined once it is whole, so a frame that spans reads is copied once more.
     At 64 KiB messages the old way (every read appended to one buffer, each
-    body sliced out of it twice) was five copies of every byte.  What is fed
-    must not change afterwards: `bytes`, or a view of `bytes`.
+    body sliced out of it twice) was five copies of every byte.  A read is
+    kept as fed only if it is `bytes` or a view of `bytes` (`feed`).
     """
 
     def __init__(self, max_frame_size: int = 0xFFFFFFFF) -> None:
@@ -92,10 +92,18 @@ class FrameReader:
 
     def expect_header(self) -> None:
         self._want_header = True
+        if self._have:  # (never, from the engine) what is kept begins the header
+            self._data, self._pos = self._joined() + bytes(self._data[self._pos:]), 0
+            self._pieces, self._have = [], 0
 
-    def feed(self, data: bytes | memoryview) -> None:
+    def feed(self, data: bytes | bytearray | memoryview) -> None:
+        """Parse `data` next.  It is kept, not copied, if it is `bytes` or a
+        view of `bytes`; anything else (a buffer its owner may reuse) is copied."""
+        if type(data) is not bytes and not (type(data) is memoryview and
+                                            type(data.obj) is bytes):
+            data = bytes(data)
         if self._pos < len(self._data):  # the last read not parsed to its end
-            data = bytes(self._data[self._pos:]) + bytes(data)
+            data = bytes(self._data[self._pos:]) + data
         self._data, self._pos = data, 0
 
     @property
@@ -117,7 +125,7 @@ class FrameReader:
             return self._keep()
         end = pos + size
         self._pos = end
-        if type(data) is bytes:  # (a slice of bytes that is all of it is no copy)
+        if type(data) is bytes:
             return Frame(ftype, channel, data[pos + doff * 4 : end])
         return Frame(ftype, channel, bytes(data[pos + doff * 4 : end]))
 
@@ -147,7 +155,7 @@ class FrameReader:
         return channel, hot[0], bytes(data[start:end])
 
     def untake(self) -> None:
-        """Give back what the last `take_transfer` took, for `next()`."""
+        """Give back the transfer the call just before took, for `next()`."""
         self._pos = self._taken
 
     def _check(self, size: int, doff: int, ftype: int) -> None:
@@ -186,8 +194,7 @@ class FrameReader:
         copy), the rest copied into a buffer that later small parts join, so
         a frame sent a few bytes at a time is one buffer, not a list of them."""
         pieces = self._pieces
-        if end - start >= _VIEW_FROM and (type(data) is bytes or
-                                          type(memoryview(data).obj) is bytes):
+        if end - start >= _VIEW_FROM:  # (what is fed is bytes or a view of bytes)
             pieces.append(memoryview(data)[start:end])
         elif pieces and type(pieces[-1]) is bytearray:
             pieces[-1] += data[start:end]

@@ -348,6 +348,38 @@ def test_big_frames_across_reads(read_size: int, as_view: bool) -> None:
     assert reader.buffered == 0
 
 
+@pytest.mark.parametrize("wrap", [bytearray, lambda b: memoryview(bytearray(b))],
+                         ids=["bytearray", "view-of-bytearray"])
+def test_a_buffer_its_owner_may_reuse_is_copied_when_fed(wrap: object) -> None:
+    """Only bytes (or a view of bytes) are kept as fed: a bytearray changed
+    after the feed must not change what is read, and a transfer in one is
+    read as from bytes (not hashed as a buffer)."""
+    reader = FrameReader()
+    reader._want_header = False
+    data = frame(b"ABCD") + frame(transfer_body(Transfer(handle=0, delivery_id=1,
+                                                         delivery_tag=b"t"), b"pay"))
+    buf = wrap(data)  # type: ignore[operator]
+    reader.feed(buf)
+    buf[8:12] = b"XXXX"
+    assert reader.next() == Frame(0, 0, b"ABCD")
+    hot = reader.take_transfer()
+    assert hot is not None and hot[2] == b"pay"
+
+
+def test_a_header_expected_after_a_kept_partial_frame_begins_with_it() -> None:
+    """As the old reader did (the engine never asks so): what is kept, here
+    more than a header's 8 bytes, is the start of the header."""
+    reader = FrameReader()
+    reader._want_header = False
+    partial = frame(b"y" * 30)
+    reader.feed(partial[:12])
+    assert reader.next() is NEED_DATA
+    reader.expect_header()
+    reader.feed(partial[12:])
+    assert reader.next() == ProtocolHeader(partial[:8])
+    assert reader.buffered == len(partial) - 8
+
+
 def test_a_frame_sent_a_byte_at_a_time_is_kept_in_one_buffer() -> None:
     """A slow sender's bytes are not kept as one object each."""
     reader = FrameReader()
