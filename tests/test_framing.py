@@ -540,6 +540,21 @@ def test_take_transfer_takes_usual_transfers_whole_in_the_read(as_view: bool) ->
     assert isinstance(last, Frame) and parse_transfer(last.body)[1] == b"three"  # type: ignore[index]
 
 
+def test_a_transfer_read_from_a_view_never_hashes_the_read() -> None:
+    """Hashing a view hashes the whole object under it first (the 64 KiB
+    read, once per read): the tail looked up must be bytes of its own."""
+
+    class Unhashable(bytes):
+        def __hash__(self) -> int:
+            raise AssertionError("the read was hashed")
+
+    body = transfer_body(Transfer(handle=0, delivery_id=9, delivery_tag=b"v", settled=True),
+                         b"p")
+    read = memoryview(Unhashable(b"\x00" * 5 + body))
+    hot = parse_transfer_at(read, 5, 5 + len(body))
+    assert hot is not None and hot[0].delivery_id == 9
+
+
 def test_take_transfer_leaves_a_bad_frame_header_to_next() -> None:
     reader = FrameReader(max_frame_size=512)
     reader._want_header = False
